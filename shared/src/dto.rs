@@ -1,0 +1,178 @@
+//! The JSON bodies of the API, as both the origin writes them and the edge reads them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What an entity stands for in the hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntityKind {
+    World,
+    Region,
+    Country,
+    Subdivision,
+    Actor,
+    Topic,
+}
+
+impl EntityKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::World => "world",
+            Self::Region => "region",
+            Self::Country => "country",
+            Self::Subdivision => "subdivision",
+            Self::Actor => "actor",
+            Self::Topic => "topic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::World,
+            Self::Region,
+            Self::Country,
+            Self::Subdivision,
+            Self::Actor,
+            Self::Topic,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == s)
+    }
+}
+
+/// One entity with everything known about it (`GET /api/v1/entities/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub kind: EntityKind,
+    pub name: String,
+    /// Distance from the root (the root is 0).
+    pub depth: u32,
+    pub attributes: Map<String, Value>,
+    /// Incremented by every update; the basis of optimistic concurrency.
+    pub version: i64,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+}
+
+/// An entity as it appears in lists: enough to render a row and link to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntitySummary {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub kind: EntityKind,
+    pub name: String,
+    pub depth: u32,
+}
+
+/// The breadcrumb of an entity: its ancestors, root first, not including itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ancestors {
+    pub id: String,
+    pub items: Vec<EntitySummary>,
+}
+
+/// One page of a list. `next_cursor` is opaque; pass it back as `cursor` for the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `POST /admin/v1/entities`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEntity {
+    pub id: String,
+    pub parent_id: String,
+    pub kind: EntityKind,
+    pub name: String,
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+}
+
+/// Body of `PATCH /admin/v1/entities/{id}`: the fields to change. `parent_id` moves the
+/// entity with its whole subtree; `attributes` replaces the map.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityPatch {
+    pub name: Option<String>,
+    pub kind: Option<EntityKind>,
+    pub attributes: Option<Map<String, Value>>,
+    pub parent_id: Option<String>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_parameter`.
+    pub code: String,
+    pub message: String,
+    /// The parameter or body field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub field: Option<String>,
+}
+
+/// What to purge from a cache: any mix of URLs, tags and URL prefixes, or everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    #[serde(default)]
+    pub everything: bool,
+}
+
+impl PurgeRequest {
+    pub fn is_empty(&self) -> bool {
+        !self.everything && self.urls.is_empty() && self.tags.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+/// The edge's answer to a purge: how many cached entries it removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeResult {
+    pub purged: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in ["world", "region", "country", "subdivision", "actor", "topic"] {
+            let parsed = EntityKind::parse(kind).unwrap();
+            assert_eq!(parsed.as_str(), kind);
+            assert_eq!(serde_json::to_value(parsed).unwrap(), kind);
+        }
+        assert_eq!(EntityKind::parse("planet"), None);
+    }
+
+    #[test]
+    fn unknown_fields_in_write_bodies_are_rejected() {
+        let err = serde_json::from_str::<EntityPatch>(r#"{"nmae":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("nmae"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_purge_is_recognised() {
+        assert!(PurgeRequest::default().is_empty());
+        let everything = PurgeRequest {
+            everything: true,
+            ..Default::default()
+        };
+        assert!(!everything.is_empty());
+    }
+}

@@ -1,0 +1,19 @@
+//! Header names exchanged between origin, edge and clients (all lower-case, as HTTP/2 sends them).
+
+/// Cloudflare's tag header: comma-separated cache tags on an origin response.
+pub const CACHE_TAG: &str = "cache-tag";
+/// Fastly's tag header: space-separated surrogate keys on an origin response.
+pub const SURROGATE_KEY: &str = "surrogate-key";
+/// Fastly's edge-only cache policy.
+pub const SURROGATE_CONTROL: &str = "surrogate-control";
+/// RFC 9213 targeted cache policy for CDNs.
+pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
+/// RFC 9211 cache status, added by the edge.
+pub const CACHE_STATUS: &str = "cache-status";
+/// Unix seconds at which a purge request was signed.
+pub const PURGE_TIMESTAMP: &str = "x-forecastin-timestamp";
+/// Hex HMAC-SHA256 of a purge request (see [`crate::signing`]).
+pub const PURGE_SIGNATURE: &str = "x-forecastin-signature";
+
+/// Headers that only the CDN may see: the edge removes them before answering a client.
+pub const EDGE_ONLY: [&str; 4] = [CACHE_TAG, SURROGATE_KEY, SURROGATE_CONTROL, CDN_CACHE_CONTROL];

@@ -1,0 +1,215 @@
+//! The cache-tag scheme: which tags a response carries, and which tags a data change purges.
+//!
+//! A response is tagged with what its content depends on; a change purges the tags of every
+//! response whose content it alters. Both halves live here so they are reviewed together.
+//!
+//! | tag        | carried by                                                              |
+//! |------------|-------------------------------------------------------------------------|
+//! | `e:{id}`   | the entity and its ancestors (breadcrumb) responses; any 404 about `id`  |
+//! | `c:{id}`   | pages of `id`'s children                                                |
+//! | `d:{id}`   | pages of `id`'s descendants                                             |
+//! | `s:{id}`   | every response about a node strictly below `id` (it shows `id`'s name in |
+//! |            | breadcrumbs and depths that change when `id` moves)                     |
+//! | `search`   | search results                                                          |
+//!
+//! So renaming or moving `X` purges `e:X` and `s:X` (X itself and everything that shows the
+//! path through it), the children lists of its old and new parent, and the descendant lists of
+//! every ancestor on both sides, plus search results.
+
+use std::collections::BTreeSet;
+
+/// Tag on search result pages.
+pub const SEARCH: &str = "search";
+
+/// Tag of `id`'s own representation (entity and ancestors responses, 404s about `id`).
+pub fn entity(id: &str) -> String {
+    format!("e:{id}")
+}
+
+/// Tag of the pages listing `id`'s children.
+pub fn children(id: &str) -> String {
+    format!("c:{id}")
+}
+
+/// Tag of the pages listing `id`'s descendants.
+pub fn descendants(id: &str) -> String {
+    format!("d:{id}")
+}
+
+/// Tag of every response about a node strictly below `id`.
+pub fn subtree(id: &str) -> String {
+    format!("s:{id}")
+}
+
+/// What a hierarchy response is about, which decides its primary tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Entity,
+    Ancestors,
+    Children,
+    Descendants,
+}
+
+/// The tags of a response about node `id`, given its strict ancestors (any order).
+pub fn for_response<'a>(
+    resource: Resource,
+    id: &str,
+    ancestors: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let primary = match resource {
+        Resource::Entity | Resource::Ancestors => entity(id),
+        Resource::Children => children(id),
+        Resource::Descendants => descendants(id),
+    };
+    std::iter::once(primary)
+        .chain(ancestors.into_iter().map(subtree))
+        .collect()
+}
+
+/// A committed data change, described by the ids that locate it. A `chain` is the list of ids
+/// from the root down to the entity's parent, inclusive.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    Created {
+        id: &'a str,
+        chain: &'a [String],
+    },
+    /// Name, kind or attributes changed in place.
+    Updated {
+        id: &'a str,
+        chain: &'a [String],
+    },
+    Moved {
+        id: &'a str,
+        old_chain: &'a [String],
+        new_chain: &'a [String],
+    },
+    /// `id` and, with a cascade, its whole subtree were deleted.
+    Deleted {
+        id: &'a str,
+        chain: &'a [String],
+    },
+}
+
+/// Every tag whose responses a change makes stale.
+pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
+    let mut tags = BTreeSet::from([SEARCH.to_owned()]);
+    let mut lists_of = |chain: &[String], tags: &mut BTreeSet<String>| {
+        if let Some(parent) = chain.last() {
+            tags.insert(children(parent));
+        }
+        tags.extend(chain.iter().map(|ancestor| descendants(ancestor)));
+    };
+    match change {
+        Change::Created { id, chain } => {
+            tags.insert(entity(id));
+            lists_of(chain, &mut tags);
+        }
+        Change::Updated { id, chain } => {
+            tags.extend([entity(id), subtree(id)]);
+            lists_of(chain, &mut tags);
+        }
+        Change::Moved {
+            id,
+            old_chain,
+            new_chain,
+        } => {
+            tags.extend([entity(id), subtree(id)]);
+            lists_of(old_chain, &mut tags);
+            lists_of(new_chain, &mut tags);
+        }
+        Change::Deleted { id, chain } => {
+            tags.extend([entity(id), subtree(id), children(id), descendants(id)]);
+            lists_of(chain, &mut tags);
+        }
+    }
+    tags
+}
+
+/// The `Cache-Tag` header value (Cloudflare: comma-separated).
+pub fn cache_tag_header(tags: &[String]) -> String {
+    tags.join(",")
+}
+
+/// The `Surrogate-Key` header value (Fastly: space-separated).
+pub fn surrogate_key_header(tags: &[String]) -> String {
+    tags.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Whether purging `purged` removes a response tagged `response_tags`.
+    fn hits(purged: &BTreeSet<String>, response_tags: &[String]) -> bool {
+        response_tags.iter().any(|t| purged.contains(t))
+    }
+
+    #[test]
+    fn response_tags_name_the_resource_and_every_ancestor_subtree() {
+        let tags = for_response(Resource::Children, "FR", ["world", "m49-150", "m49-155"]);
+        assert_eq!(tags, ["c:FR", "s:world", "s:m49-150", "s:m49-155"]);
+    }
+
+    #[test]
+    fn renaming_a_country_purges_breadcrumbs_below_it_but_not_its_siblings() {
+        let purged = invalidated_by(Change::Updated {
+            id: "FR",
+            chain: &chain(&["world", "m49-150", "m49-155"]),
+        });
+        let paris_breadcrumb =
+            for_response(Resource::Ancestors, "FR-75", ["world", "m49-150", "FR", "FR-IDF"]);
+        let western_europe_children = for_response(Resource::Children, "m49-155", ["world"]);
+        let europe_descendants = for_response(Resource::Descendants, "m49-150", ["world"]);
+        let germany = for_response(Resource::Entity, "DE", ["world", "m49-150", "m49-155"]);
+        assert!(hits(&purged, &paris_breadcrumb));
+        assert!(hits(&purged, &western_europe_children));
+        assert!(hits(&purged, &europe_descendants));
+        assert!(!hits(&purged, &germany));
+    }
+
+    #[test]
+    fn a_move_purges_both_parents_lists_and_both_ancestor_lines() {
+        let purged = invalidated_by(Change::Moved {
+            id: "X",
+            old_chain: &chain(&["world", "a", "b"]),
+            new_chain: &chain(&["world", "c"]),
+        });
+        for tag in ["c:b", "c:c", "d:world", "d:a", "d:b", "d:c", "e:X", "s:X", "search"] {
+            assert!(purged.contains(tag), "{tag} missing from {purged:?}");
+        }
+        assert!(!purged.contains("c:a"));
+    }
+
+    #[test]
+    fn a_creation_purges_a_cached_404_for_the_new_id() {
+        let purged = invalidated_by(Change::Created {
+            id: "new",
+            chain: &chain(&["world"]),
+        });
+        assert!(hits(&purged, &[entity("new")]));
+        assert!(purged.contains("c:world") && purged.contains("d:world"));
+    }
+
+    #[test]
+    fn a_deletion_purges_the_lists_of_the_deleted_node_itself() {
+        let purged = invalidated_by(Change::Deleted {
+            id: "X",
+            chain: &chain(&["world"]),
+        });
+        for tag in ["e:X", "s:X", "c:X", "d:X", "c:world", "d:world"] {
+            assert!(purged.contains(tag), "{tag}");
+        }
+    }
+
+    #[test]
+    fn header_values_use_each_cdns_separator() {
+        let tags = chain(&["e:FR", "s:world"]);
+        assert_eq!(cache_tag_header(&tags), "e:FR,s:world");
+        assert_eq!(surrogate_key_header(&tags), "e:FR s:world");
+    }
+}
