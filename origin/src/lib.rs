@@ -1,0 +1,81 @@
+//! The Forecastin origin: the navigation hierarchy API with its caching contract.
+//!
+//! Layout: [`config`] (environment), [`db`] (pool, migrations, retries), [`hierarchy`] (the
+//! entity store and its SQL), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`]
+//! (in-process response cache), [`http`] (routes, extractors, caching headers), [`metrics`].
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod hierarchy;
+pub mod http;
+pub mod l1;
+pub mod metrics;
+pub mod seed;
+
+use std::{num::NonZeroUsize, sync::Arc};
+
+use anyhow::Context;
+use axum::{http::HeaderValue, Router};
+
+use crate::{config::Config, db::Db, hierarchy::Hierarchy, http::AppState, l1::L1};
+
+/// Connects to the database, loads the demo data if asked and the database is empty, and
+/// builds the application.
+pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
+    let db = Db::connect(&config.db).await?;
+    let hierarchy = Hierarchy::new(db);
+    if config.seed_demo_data {
+        seed::load_demo_if_empty(&hierarchy).await?;
+    }
+    let admin_token = match &config.admin_token {
+        Some(token) if !token.is_empty() => token.clone(),
+        _ => {
+            let token = seed::random_token();
+            tracing::warn!("ADMIN_TOKEN is not set; this run's admin token is {token}");
+            token
+        }
+    };
+    let state = Arc::new(AppState {
+        hierarchy,
+        l1: NonZeroUsize::new(config.cache.l1_capacity).map(L1::new),
+        cache_control: HeaderValue::try_from(config.cache.cache_control())
+            .context("building Cache-Control")?,
+        admin_token,
+        metrics: metrics::handle(),
+    });
+    Ok((http::router(state.clone()), state))
+}
+
+/// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let (app, _) = build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.listen_addr))?;
+    tracing::info!("origin listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

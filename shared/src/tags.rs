@@ -93,13 +93,14 @@ pub enum Change<'a> {
 
 /// Every tag whose responses a change makes stale.
 pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
-    let mut tags = BTreeSet::from([SEARCH.to_owned()]);
-    let mut lists_of = |chain: &[String], tags: &mut BTreeSet<String>| {
+    // The lists that show a node whose parent chain is `chain`.
+    fn lists_of(chain: &[String], tags: &mut BTreeSet<String>) {
         if let Some(parent) = chain.last() {
             tags.insert(children(parent));
         }
         tags.extend(chain.iter().map(|ancestor| descendants(ancestor)));
-    };
+    }
+    let mut tags = BTreeSet::from([SEARCH.to_owned()]);
     match change {
         Change::Created { id, chain } => {
             tags.insert(entity(id));

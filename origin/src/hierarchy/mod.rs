@@ -1,0 +1,243 @@
+//! The navigation hierarchy in the database: reads (this module) and writes ([`write`]).
+//!
+//! Every entity row carries its materialized [`path`] and depth, so ancestor resolution is two
+//! primary-key reads, a page of children is one index range on `(parent_id, name, id)`, and a
+//! page of descendants is a few index ranges on `(depth, path)`, one per level.
+
+pub mod path;
+pub mod write;
+
+use forecastin_shared::dto::{Entity, EntityKind, EntitySummary};
+use serde_json::{Map, Value};
+
+use crate::db::Db;
+
+/// Deepest level an entity may sit at (the root is level 0).
+pub const MAX_DEPTH: i64 = 32;
+
+const COLUMNS: &str = "id, parent_id, kind, name, path, depth, attributes, version, updated_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EntityRow {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub kind: String,
+    pub name: String,
+    pub path: String,
+    pub depth: i64,
+    pub attributes: String,
+    pub version: i64,
+    pub updated_at: String,
+}
+
+impl EntityRow {
+    fn kind(&self) -> EntityKind {
+        // Only the API and the seed write rows, both with valid kinds.
+        EntityKind::parse(&self.kind).unwrap_or(EntityKind::Topic)
+    }
+
+    pub fn ancestor_ids(&self) -> Vec<&str> {
+        path::ancestor_ids(&self.path)
+    }
+
+    pub fn to_entity(&self) -> Entity {
+        Entity {
+            id: self.id.clone(),
+            parent_id: self.parent_id.clone(),
+            kind: self.kind(),
+            name: self.name.clone(),
+            depth: self.depth as u32,
+            attributes: serde_json::from_str::<Map<String, Value>>(&self.attributes)
+                .unwrap_or_default(),
+            version: self.version,
+            updated_at: self.updated_at.clone(),
+        }
+    }
+
+    pub fn to_summary(&self) -> EntitySummary {
+        EntitySummary {
+            id: self.id.clone(),
+            parent_id: self.parent_id.clone(),
+            kind: self.kind(),
+            name: self.name.clone(),
+            depth: self.depth as u32,
+        }
+    }
+}
+
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A case-insensitive substring pattern for `LIKE … ESCAPE '\'`: the user's text is data, so
+/// its wildcards are escaped.
+pub fn search_pattern(query: &str) -> String {
+    let mut pattern = String::with_capacity(query.len() + 2);
+    pattern.push('%');
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The reads and writes of the hierarchy.
+#[derive(Clone)]
+pub struct Hierarchy {
+    pub db: Db,
+}
+
+impl Hierarchy {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub async fn entity(&self, id: &str) -> Result<Option<EntityRow>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM entities WHERE id = $1");
+        self.db
+            .retry(|| sqlx::query_as(&sql).bind(id).fetch_optional(&self.db.pool))
+            .await
+    }
+
+    /// The strict ancestors of `row`, root first.
+    pub async fn ancestors(&self, row: &EntityRow) -> Result<Vec<EntityRow>, sqlx::Error> {
+        let ids = row.ancestor_ids();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM entities WHERE id IN ({}) ORDER BY depth",
+            placeholders(1, ids.len())
+        );
+        self.db
+            .retry(|| {
+                ids.iter()
+                    .fold(sqlx::query_as(&sql), |q, id| q.bind(*id))
+                    .fetch_all(&self.db.pool)
+            })
+            .await
+    }
+
+    /// Up to `limit` children of `parent_id` ordered by `(name, id)`, after the given position.
+    pub async fn children(
+        &self,
+        parent_id: &str,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<EntityRow>, sqlx::Error> {
+        let (name, id) = after.unwrap_or(("", ""));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM entities WHERE parent_id = $1 AND (name, id) > ($2, $3) \
+             ORDER BY name, id LIMIT $4"
+        );
+        self.db
+            .retry(|| {
+                sqlx::query_as(&sql)
+                    .bind(parent_id)
+                    .bind(name)
+                    .bind(id)
+                    .bind(limit)
+                    .fetch_all(&self.db.pool)
+            })
+            .await
+    }
+
+    /// Up to `limit` descendants of `root` level by level (breadth first), each level in path
+    /// order, no deeper than `max_depth` levels below `root`, after the `(depth, path)`
+    /// position. One indexed range read per level: a level with no rows ends the subtree.
+    pub async fn descendants(
+        &self,
+        root: &EntityRow,
+        max_depth: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<EntityRow>, sqlx::Error> {
+        let end = path::subtree_end(&root.path);
+        let last_level = (root.depth + max_depth).min(MAX_DEPTH);
+        let (mut level, mut lower) = after.unwrap_or((root.depth + 1, root.path.clone()));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM entities WHERE depth = $1 AND path > $2 AND path < $3 \
+             ORDER BY path LIMIT $4"
+        );
+        let mut rows = Vec::new();
+        while level <= last_level && (rows.len() as i64) < limit {
+            let wanted = limit - rows.len() as i64;
+            let found: Vec<EntityRow> = self
+                .db
+                .retry(|| {
+                    sqlx::query_as(&sql)
+                        .bind(level)
+                        .bind(&lower)
+                        .bind(&end)
+                        .bind(wanted)
+                        .fetch_all(&self.db.pool)
+                })
+                .await?;
+            let level_exhausted = (found.len() as i64) < wanted;
+            if found.is_empty() && lower == root.path {
+                break; // no node at this level, so none deeper
+            }
+            rows.extend(found);
+            if level_exhausted {
+                level += 1;
+                lower = root.path.clone();
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Up to `limit` entities whose name contains `query` (case-insensitively), ordered by
+    /// `(name, id)`, after the given position.
+    pub async fn search(
+        &self,
+        query: &str,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<EntityRow>, sqlx::Error> {
+        let pattern = search_pattern(query);
+        let (name, id) = after.unwrap_or(("", ""));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM entities WHERE search_name LIKE $1 ESCAPE '\\' \
+             AND (name, id) > ($2, $3) ORDER BY name, id LIMIT $4"
+        );
+        self.db
+            .retry(|| {
+                sqlx::query_as(&sql)
+                    .bind(&pattern)
+                    .bind(name)
+                    .bind(id)
+                    .bind(limit)
+                    .fetch_all(&self.db.pool)
+            })
+            .await
+    }
+
+    pub async fn count(&self) -> Result<i64, sqlx::Error> {
+        self.db
+            .retry(|| sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(&self.db.pool))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_patterns_escape_wildcards() {
+        assert_eq!(search_pattern("Île_de%"), "%île\\_de\\%%");
+        assert_eq!(search_pattern("a\\b"), "%a\\\\b%");
+    }
+
+    #[test]
+    fn placeholders_are_numbered_from_the_first() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+    }
+}

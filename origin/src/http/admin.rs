@@ -1,0 +1,182 @@
+//! The admin write API: create, update (rename, attributes, move) and delete entities, behind
+//! the bearer token. Writes take `If-Match` for optimistic concurrency and invalidate the L1
+//! entries their change made stale.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{patch, post},
+    Json, Router,
+};
+use forecastin_shared::{
+    dto::{EntityKind, EntityPatch, NewEntity},
+    ids::is_valid_id,
+};
+use serde::Deserialize;
+
+use super::{
+    caching::{etag_of, matches},
+    extract::{Admin, ApiJson, ApiQuery, EntityId},
+    AppState,
+};
+use crate::{
+    error::ApiError,
+    hierarchy::{write::Written, EntityRow},
+};
+
+/// Longest entity name, in characters.
+const MAX_NAME_CHARS: usize = 200;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/v1/entities", post(create))
+        .route(
+            "/admin/v1/entities/{id}",
+            patch(update).delete(delete),
+        )
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid_field(
+            "name",
+            format!("`name` must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field("name", "`name` must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_kind(kind: EntityKind) -> Result<(), ApiError> {
+    if kind == EntityKind::World {
+        return Err(ApiError::invalid_field("kind", "`world` is the root's kind only"));
+    }
+    Ok(())
+}
+
+fn check_reference(field: &str, id: &str) -> Result<(), ApiError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be 1 to 64 characters from A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
+/// The ETag that `GET /api/v1/entities/{id}` gives this row.
+fn etag_of_row(row: &EntityRow) -> String {
+    etag_of(&serde_json::to_vec(&row.to_entity()).expect("DTOs serialize"))
+}
+
+/// The `If-Match` check, run inside the write's transaction against the current row.
+fn if_match(headers: &HeaderMap) -> impl Fn(&EntityRow) -> Result<(), ApiError> + '_ {
+    move |row| match headers.get(header::IF_MATCH).map(|v| v.to_str()) {
+        None => Ok(()),
+        Some(Ok(value)) if matches(value, &etag_of_row(row)) => Ok(()),
+        Some(_) => Err(ApiError::PreconditionFailed),
+    }
+}
+
+/// Invalidates what the write made stale, then answers with the entity as it is now.
+fn written(state: &AppState, written: Written, status: StatusCode) -> Response {
+    if let Some(l1) = &state.l1 {
+        let dropped = l1.invalidate(&written.invalidated);
+        ::metrics::counter!(crate::metrics::L1_INVALIDATED).increment(dropped as u64);
+    }
+    tracing::info!(tags = ?written.invalidated, "write committed");
+    let Some(row) = written.entity else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let mut response = (status, Json(row.to_entity())).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ETAG,
+        HeaderValue::try_from(etag_of_row(&row)).expect("hex is a valid header"),
+    );
+    if status == StatusCode::CREATED {
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::try_from(format!("/api/v1/entities/{}", row.id))
+                .expect("ids are valid in a header"),
+        );
+    }
+    response
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    ApiJson(new): ApiJson<NewEntity>,
+) -> Result<Response, ApiError> {
+    check_reference("id", &new.id)?;
+    check_reference("parent_id", &new.parent_id)?;
+    check_name(&new.name)?;
+    check_kind(new.kind)?;
+    let done = state.hierarchy.create(&new).await?;
+    Ok(written(&state, done, StatusCode::CREATED))
+}
+
+async fn update(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    EntityId(id): EntityId,
+    headers: HeaderMap,
+    ApiJson(patch): ApiJson<EntityPatch>,
+) -> Result<Response, ApiError> {
+    if patch == EntityPatch::default() {
+        return Err(ApiError::InvalidBody {
+            field: None,
+            message: "the patch changes nothing: give name, kind, attributes or parent_id".into(),
+        });
+    }
+    if let Some(name) = &patch.name {
+        check_name(name)?;
+    }
+    if let Some(kind) = patch.kind {
+        check_kind(kind)?;
+    }
+    if let Some(parent_id) = &patch.parent_id {
+        check_reference("parent_id", parent_id)?;
+    }
+    let done = state
+        .hierarchy
+        .update(&id, &patch, if_match(&headers))
+        .await?;
+    Ok(written(&state, done, StatusCode::OK))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    cascade: Option<String>,
+}
+
+async fn delete(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    EntityId(id): EntityId,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let cascade = match query.cascade.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::bad_parameter(
+                "cascade",
+                "`cascade` must be true or false",
+            ))
+        }
+    };
+    let done = state
+        .hierarchy
+        .delete(&id, cascade, if_match(&headers))
+        .await?;
+    Ok(written(&state, done, StatusCode::NO_CONTENT))
+}

@@ -1,0 +1,160 @@
+//! The caching contract of public GET responses: rendering with a strong `ETag` and cache tags,
+//! serving from and filling the L1 cache, and answering conditional requests with 304.
+
+use std::{future::Future, sync::Arc};
+
+use axum::{
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use forecastin_shared::{headers, tags};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::{error::ApiError, l1::Rendered, metrics};
+
+/// A freshly computed response body and the tags it depends on.
+pub struct Fresh {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    pub tags: Vec<String>,
+}
+
+impl Fresh {
+    pub fn ok(body: &impl serde::Serialize, tags: Vec<String>) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body: serde_json::to_vec(body).expect("DTOs serialize"),
+            tags,
+        }
+    }
+}
+
+/// A strong validator: the first 128 bits of the body's SHA-256, quoted.
+pub fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]))
+}
+
+fn render(fresh: Fresh) -> Rendered {
+    let header_value = |value: String| {
+        HeaderValue::try_from(value).expect("tags hold only id characters and separators")
+    };
+    Rendered {
+        status: fresh.status,
+        etag: header_value(etag_of(&fresh.body)),
+        cache_tag: header_value(tags::cache_tag_header(&fresh.tags)),
+        surrogate_key: header_value(tags::surrogate_key_header(&fresh.tags)),
+        body: Bytes::from(fresh.body),
+        tags: fresh.tags,
+    }
+}
+
+/// Serves the response for `key` from L1, or computes it with `produce`, stores it in L1 and
+/// serves it. A 404 about an entity is cached too (tagged with that entity, so creating it
+/// purges the 404); other errors are neither cached nor cacheable.
+pub async fn serve_cached<F, Fut>(
+    state: &AppState,
+    key: String,
+    request: &HeaderMap,
+    produce: F,
+) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Fresh, ApiError>>,
+{
+    if let Some(l1) = &state.l1 {
+        if let Some(hit) = l1.get(&key) {
+            ::metrics::counter!(metrics::L1_HITS).increment(1);
+            return respond(&hit, request, &state.cache_control);
+        }
+        ::metrics::counter!(metrics::L1_MISSES).increment(1);
+    }
+    let epoch = state.l1.as_ref().map(|l1| l1.epoch());
+    let fresh = match produce().await {
+        Ok(fresh) => fresh,
+        Err(ApiError::EntityNotFound(id)) => Fresh {
+            status: StatusCode::NOT_FOUND,
+            tags: vec![tags::entity(&id)],
+            body: serde_json::to_vec(&ApiError::EntityNotFound(id).body()).expect("DTOs serialize"),
+        },
+        Err(err) => return err.into_response(),
+    };
+    let rendered = Arc::new(render(fresh));
+    if let (Some(l1), Some(epoch)) = (&state.l1, epoch) {
+        l1.insert_if_current(key, rendered.clone(), epoch);
+    }
+    respond(&rendered, request, &state.cache_control)
+}
+
+/// Whether an `If-None-Match` header value matches `etag` (weak comparison, RFC 9110 13.1.2).
+pub fn none_match(if_none_match: &str, etag: &str) -> bool {
+    let strip_weak = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let etag = strip_weak(etag);
+    if_none_match
+        .split(',')
+        .any(|candidate| candidate.trim() == "*" || strip_weak(candidate) == etag)
+}
+
+/// Whether an `If-Match` header value matches `etag` (strong comparison, RFC 9110 13.1.1).
+pub fn matches(if_match: &str, etag: &str) -> bool {
+    if_match
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || (!candidate.starts_with("W/") && candidate == etag))
+}
+
+fn respond(rendered: &Rendered, request: &HeaderMap, cache_control: &HeaderValue) -> Response {
+    let not_modified = rendered.status == StatusCode::OK
+        && request
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| none_match(v, rendered.etag.to_str().unwrap_or_default()));
+    let (status, body) = if not_modified {
+        (StatusCode::NOT_MODIFIED, Bytes::new())
+    } else {
+        (rendered.status, rendered.body.clone())
+    };
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    if !not_modified {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    headers.insert(header::ETAG, rendered.etag.clone());
+    headers.insert(header::CACHE_CONTROL, cache_control.clone());
+    headers.insert(headers::CACHE_TAG, rendered.cache_tag.clone());
+    headers.insert(headers::SURROGATE_KEY, rendered.surrogate_key.clone());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_uses_weak_comparison() {
+        assert!(none_match("\"a\"", "\"a\""));
+        assert!(none_match("W/\"a\"", "\"a\""));
+        assert!(none_match("\"b\", \"a\"", "\"a\""));
+        assert!(none_match("*", "\"a\""));
+        assert!(!none_match("\"b\"", "\"a\""));
+    }
+
+    #[test]
+    fn if_match_uses_strong_comparison() {
+        assert!(matches("\"a\"", "\"a\""));
+        assert!(matches("*", "\"a\""));
+        assert!(!matches("W/\"a\"", "\"a\""));
+        assert!(!matches("\"b\"", "\"a\""));
+    }
+
+    #[test]
+    fn etags_change_with_the_body() {
+        assert_eq!(etag_of(b"x"), etag_of(b"x"));
+        assert_ne!(etag_of(b"x"), etag_of(b"y"));
+        assert_eq!(etag_of(b"x").len(), 34);
+    }
+}

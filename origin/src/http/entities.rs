@@ -1,0 +1,237 @@
+//! The public read API of the hierarchy: an entity, its ancestors, its children, its
+//! descendants, and search by name. Every response goes through [`serve_cached`].
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::HeaderMap,
+    response::Response,
+    routing::get,
+    Router,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use forecastin_shared::{
+    dto::{Ancestors, Page},
+    tags::{self, Resource},
+};
+use serde::Deserialize;
+
+use super::{
+    caching::{serve_cached, Fresh},
+    extract::{bounded, ApiQuery, EntityId},
+    AppState,
+};
+use crate::{
+    error::ApiError,
+    hierarchy::{EntityRow, MAX_DEPTH},
+};
+
+/// Default and largest page size of children and descendants.
+const LIST_LIMIT: (i64, i64) = (50, 500);
+/// Default and largest page size of search results.
+const SEARCH_LIMIT: (i64, i64) = (20, 100);
+/// Longest search string, in characters.
+const MAX_QUERY_CHARS: usize = 100;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/entities/{id}", get(entity))
+        .route("/api/v1/entities/{id}/ancestors", get(ancestors))
+        .route("/api/v1/entities/{id}/children", get(children))
+        .route("/api/v1/entities/{id}/descendants", get(descendants))
+        .route("/api/v1/search", get(search))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    max_depth: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Cursors are opaque to clients: the sort key of the last item served, base64url-encoded.
+fn encode_cursor(parts: &[&str]) -> String {
+    URL_SAFE_NO_PAD.encode(parts.join("\u{1f}"))
+}
+
+fn decode_cursor<const N: usize>(cursor: &str) -> Result<[String; N], ApiError> {
+    let bad = || ApiError::bad_parameter("cursor", "the cursor is not one this API issued");
+    let text = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(bad)?;
+    let parts: Vec<String> = text.split('\u{1f}').map(str::to_owned).collect();
+    parts.try_into().map_err(|_| bad())
+}
+
+/// Turns `limit + 1` fetched rows into a page of at most `limit`, with a cursor to the rest.
+fn page(
+    mut rows: Vec<EntityRow>,
+    limit: i64,
+    cursor_of: impl Fn(&EntityRow) -> String,
+) -> Page<forecastin_shared::dto::EntitySummary> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Page {
+        next_cursor: more.then(|| rows.last().map(&cursor_of)).flatten(),
+        items: rows.iter().map(EntityRow::to_summary).collect(),
+    }
+}
+
+async fn existing(state: &AppState, id: &str) -> Result<EntityRow, ApiError> {
+    state
+        .hierarchy
+        .entity(id)
+        .await?
+        .ok_or_else(|| ApiError::EntityNotFound(id.to_owned()))
+}
+
+async fn entity(
+    State(state): State<Arc<AppState>>,
+    EntityId(id): EntityId,
+    headers: HeaderMap,
+) -> Response {
+    serve_cached(&state, format!("entity/{id}"), &headers, || async {
+        let row = existing(&state, &id).await?;
+        let tags = tags::for_response(Resource::Entity, &row.id, row.ancestor_ids());
+        Ok(Fresh::ok(&row.to_entity(), tags))
+    })
+    .await
+}
+
+async fn ancestors(
+    State(state): State<Arc<AppState>>,
+    EntityId(id): EntityId,
+    headers: HeaderMap,
+) -> Response {
+    serve_cached(&state, format!("ancestors/{id}"), &headers, || async {
+        let row = existing(&state, &id).await?;
+        let ancestors = state.hierarchy.ancestors(&row).await?;
+        let body = Ancestors {
+            id: row.id.clone(),
+            items: ancestors.iter().map(EntityRow::to_summary).collect(),
+        };
+        let tags = tags::for_response(Resource::Ancestors, &row.id, row.ancestor_ids());
+        Ok(Fresh::ok(&body, tags))
+    })
+    .await
+}
+
+async fn children(
+    State(state): State<Arc<AppState>>,
+    EntityId(id): EntityId,
+    ApiQuery(query): ApiQuery<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let limit = bounded("limit", query.limit.as_deref(), 1..=LIST_LIMIT.1, LIST_LIMIT.0)?;
+    let after = query.cursor.as_deref().map(decode_cursor::<2>).transpose()?;
+    let key = format!(
+        "children/{id}?limit={limit}&cursor={}",
+        query.cursor.as_deref().unwrap_or("")
+    );
+    Ok(serve_cached(&state, key, &headers, || async {
+        let parent = existing(&state, &id).await?;
+        let after = after.as_ref().map(|[name, id]| (name.as_str(), id.as_str()));
+        let rows = state.hierarchy.children(&id, after, limit + 1).await?;
+        let body = page(rows, limit, |last| encode_cursor(&[&last.name, &last.id]));
+        let tags = tags::for_response(Resource::Children, &parent.id, parent.ancestor_ids());
+        Ok(Fresh::ok(&body, tags))
+    })
+    .await)
+}
+
+async fn descendants(
+    State(state): State<Arc<AppState>>,
+    EntityId(id): EntityId,
+    ApiQuery(query): ApiQuery<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let limit = bounded("limit", query.limit.as_deref(), 1..=LIST_LIMIT.1, LIST_LIMIT.0)?;
+    let max_depth = bounded("max_depth", query.max_depth.as_deref(), 1..=MAX_DEPTH, MAX_DEPTH)?;
+    let after = match query.cursor.as_deref().map(decode_cursor::<2>).transpose()? {
+        None => None,
+        Some([depth, path]) => Some((
+            depth
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_parameter("cursor", "the cursor is not one this API issued"))?,
+            path,
+        )),
+    };
+    let key = format!(
+        "descendants/{id}?limit={limit}&max_depth={max_depth}&cursor={}",
+        query.cursor.as_deref().unwrap_or("")
+    );
+    Ok(serve_cached(&state, key, &headers, || async {
+        let root = existing(&state, &id).await?;
+        if after
+            .as_ref()
+            .is_some_and(|(_, path)| !path.starts_with(&root.path))
+        {
+            return Err(ApiError::bad_parameter(
+                "cursor",
+                "the cursor belongs to another entity's descendants",
+            ));
+        }
+        let rows = state
+            .hierarchy
+            .descendants(&root, max_depth, after, limit + 1)
+            .await?;
+        let body = page(rows, limit, |last| {
+            encode_cursor(&[&last.depth.to_string(), &last.path])
+        });
+        let tags = tags::for_response(Resource::Descendants, &root.id, root.ancestor_ids());
+        Ok(Fresh::ok(&body, tags))
+    })
+    .await)
+}
+
+async fn search(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<SearchQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = query.q.as_deref().map(str::trim).unwrap_or_default();
+    if q.is_empty() || q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::bad_parameter(
+            "q",
+            format!("`q` must be 1 to {MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    let limit = bounded("limit", query.limit.as_deref(), 1..=SEARCH_LIMIT.1, SEARCH_LIMIT.0)?;
+    let after = query.cursor.as_deref().map(decode_cursor::<2>).transpose()?;
+    let key = format!(
+        "search?q={}&limit={limit}&cursor={}",
+        q.to_lowercase(),
+        query.cursor.as_deref().unwrap_or("")
+    );
+    Ok(serve_cached(&state, key, &headers, || async {
+        let after = after.as_ref().map(|[name, id]| (name.as_str(), id.as_str()));
+        let rows = state.hierarchy.search(q, after, limit + 1).await?;
+        let body = page(rows, limit, |last| encode_cursor(&[&last.name, &last.id]));
+        Ok(Fresh::ok(&body, vec![tags::SEARCH.to_owned()]))
+    })
+    .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_foreign_input() {
+        let cursor = encode_cursor(&["Île-de-France", "FR-IDF"]);
+        let [name, id] = decode_cursor::<2>(&cursor).unwrap();
+        assert_eq!((name.as_str(), id.as_str()), ("Île-de-France", "FR-IDF"));
+        assert!(decode_cursor::<2>("not base64!").is_err());
+        assert!(decode_cursor::<2>(&encode_cursor(&["only-one"])).is_err());
+    }
+}

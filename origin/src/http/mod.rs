@@ -1,0 +1,61 @@
+//! The HTTP surface of the origin: shared state, the router, and the per-request metrics.
+
+mod admin;
+pub mod caching;
+mod entities;
+pub mod extract;
+mod ops;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::HeaderValue,
+    middleware::{self, Next},
+    response::Response,
+    Router,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+
+use crate::{error::ApiError, hierarchy::Hierarchy, l1::L1, metrics};
+
+pub struct AppState {
+    pub hierarchy: Hierarchy,
+    /// `None` when L1 is turned off (`L1_CAPACITY=0`).
+    pub l1: Option<L1>,
+    /// The `Cache-Control` value of public GET responses.
+    pub cache_control: HeaderValue,
+    pub admin_token: String,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(entities::routes())
+        .merge(admin::routes())
+        .merge(ops::routes())
+        .fallback(|| async { ApiError::RouteNotFound })
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Counts requests and times them per route template (not per URL, to bound cardinality).
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    ::metrics::counter!(metrics::HTTP_REQUESTS, &labels).increment(1);
+    ::metrics::histogram!(metrics::HTTP_DURATION, &labels[..2])
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,174 @@
+//! L1: the in-process cache of rendered responses, bounded by entry count, evicting the least
+//! recently used, and invalidated by cache tag.
+//!
+//! A read that races a write must not put pre-write data back after the write invalidated it.
+//! Every invalidation bumps an epoch; a reader notes the epoch before it reads the database and
+//! its result is only stored if no invalidation happened in between.
+
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroUsize,
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use axum::http::{HeaderValue, StatusCode};
+use lru::LruCache;
+use parking_lot::Mutex;
+
+/// A response as the origin renders it, ready to be sent again.
+#[derive(Debug)]
+pub struct Rendered {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub etag: HeaderValue,
+    pub tags: Vec<String>,
+    pub cache_tag: HeaderValue,
+    pub surrogate_key: HeaderValue,
+}
+
+pub struct L1 {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    entries: LruCache<String, Arc<Rendered>>,
+    keys_by_tag: HashMap<String, HashSet<String>>,
+    epoch: u64,
+}
+
+/// A point in the invalidation history, taken before a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch(u64);
+
+impl L1 {
+    pub fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                entries: LruCache::new(capacity),
+                keys_by_tag: HashMap::new(),
+                epoch: 0,
+            }),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Rendered>> {
+        self.inner.lock().entries.get(key).cloned()
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.inner.lock().epoch)
+    }
+
+    /// Stores `value` unless an invalidation happened since `seen`; returns whether it did.
+    pub fn insert_if_current(&self, key: String, value: Arc<Rendered>, seen: Epoch) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.epoch != seen.0 {
+            return false;
+        }
+        for tag in &value.tags {
+            inner
+                .keys_by_tag
+                .entry(tag.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some((evicted_key, evicted)) = inner.entries.push(key.clone(), value) {
+            if evicted_key != key {
+                inner.forget_tags(&evicted_key, &evicted);
+            }
+        }
+        true
+    }
+
+    /// Drops every entry carrying one of `tags`; returns how many were dropped.
+    pub fn invalidate<'a>(&self, tags: impl IntoIterator<Item = &'a String>) -> usize {
+        let mut inner = self.inner.lock();
+        inner.epoch += 1;
+        let mut dropped = 0;
+        for tag in tags {
+            for key in inner.keys_by_tag.remove(tag).unwrap_or_default() {
+                if let Some(entry) = inner.entries.pop(&key) {
+                    inner.forget_tags(&key, &entry);
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn forget_tags(&mut self, key: &str, entry: &Rendered) {
+        for tag in &entry.tags {
+            if let Some(keys) = self.keys_by_tag.get_mut(tag) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.keys_by_tag.remove(tag);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(tags: &[&str]) -> Arc<Rendered> {
+        Arc::new(Rendered {
+            status: StatusCode::OK,
+            body: Bytes::from_static(b"{}"),
+            etag: HeaderValue::from_static("\"x\""),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            cache_tag: HeaderValue::from_static(""),
+            surrogate_key: HeaderValue::from_static(""),
+        })
+    }
+
+    fn l1(capacity: usize) -> L1 {
+        L1::new(NonZeroUsize::new(capacity).unwrap())
+    }
+
+    #[test]
+    fn invalidating_a_tag_drops_only_the_entries_that_carry_it() {
+        let cache = l1(10);
+        let epoch = cache.epoch();
+        assert!(cache.insert_if_current("/fr".into(), rendered(&["e:FR", "s:world"]), epoch));
+        assert!(cache.insert_if_current("/de".into(), rendered(&["e:DE", "s:world"]), epoch));
+        assert_eq!(cache.invalidate(&["e:FR".to_string()]), 1);
+        assert!(cache.get("/fr").is_none());
+        assert!(cache.get("/de").is_some());
+        assert_eq!(cache.invalidate(&["s:world".to_string()]), 1);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_stored() {
+        let cache = l1(10);
+        let before_read = cache.epoch();
+        cache.invalidate(&["e:FR".to_string()]);
+        assert!(!cache.insert_if_current("/fr".into(), rendered(&["e:FR"]), before_read));
+        assert!(cache.get("/fr").is_none());
+    }
+
+    #[test]
+    fn eviction_keeps_the_tag_index_bounded() {
+        let cache = l1(2);
+        let epoch = cache.epoch();
+        for key in ["a", "b", "c"] {
+            cache.insert_if_current(key.into(), rendered(&[key]), epoch);
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("a").is_none());
+        assert!(!cache.inner.lock().keys_by_tag.contains_key("a"));
+    }
+}

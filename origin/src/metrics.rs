@@ -1,0 +1,35 @@
+//! The Prometheus recorder behind `/metrics`, and the names of the metrics the origin records.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub const L1_HITS: &str = "l1_cache_hits_total";
+pub const L1_MISSES: &str = "l1_cache_misses_total";
+pub const L1_ENTRIES: &str = "l1_cache_entries";
+pub const L1_INVALIDATED: &str = "l1_cache_invalidated_entries_total";
+pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+
+/// Latency buckets from 50 µs to 5 s: L1 hits sit in the first ones, database reads around 1 ms.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// The process-wide recorder, installed on first use (metrics are global in the `metrics`
+/// crate, so every app in one process, such as the tests, shares it).
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &LATENCY_BUCKETS)
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("no other metrics recorder is installed");
+            handle
+        })
+        .clone()
+}
