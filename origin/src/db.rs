@@ -69,9 +69,15 @@ impl Db {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the single writer; NORMAL sync is the
                         // durable-on-commit setting WAL is designed for.
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -144,11 +150,11 @@ pub trait Transient {
 impl Transient for sqlx::Error {
     fn is_transient(&self) -> bool {
         match self {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            // PostgreSQL: serialization failure, deadlock, admin shutdown, connection failures
-            Some("40001" | "40P01" | "57P01" | "08000" | "08003" | "08006")
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Database(db) => matches!(
+                db.code().as_deref(),
+                // PostgreSQL: serialization failure, deadlock, admin shutdown, connection failures
+                Some("40001" | "40P01" | "57P01" | "08000" | "08003" | "08006")
             // SQLite: SQLITE_BUSY, SQLITE_LOCKED
             | Some("5" | "6")
             ),

@@ -11,8 +11,8 @@ use std::{
     sync::Arc,
 };
 
-use bytes::Bytes;
 use axum::http::{HeaderValue, StatusCode};
+use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
 

@@ -152,7 +152,14 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_their_names() {
-        for kind in ["world", "region", "country", "subdivision", "actor", "topic"] {
+        for kind in [
+            "world",
+            "region",
+            "country",
+            "subdivision",
+            "actor",
+            "topic",
+        ] {
             let parsed = EntityKind::parse(kind).unwrap();
             assert_eq!(parsed.as_str(), kind);
             assert_eq!(serde_json::to_value(parsed).unwrap(), kind);

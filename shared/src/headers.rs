@@ -16,4 +16,9 @@ pub const PURGE_TIMESTAMP: &str = "x-forecastin-timestamp";
 pub const PURGE_SIGNATURE: &str = "x-forecastin-signature";
 
 /// Headers that only the CDN may see: the edge removes them before answering a client.
-pub const EDGE_ONLY: [&str; 4] = [CACHE_TAG, SURROGATE_KEY, SURROGATE_CONTROL, CDN_CACHE_CONTROL];
+pub const EDGE_ONLY: [&str; 4] = [
+    CACHE_TAG,
+    SURROGATE_KEY,
+    SURROGATE_CONTROL,
+    CDN_CACHE_CONTROL,
+];

@@ -74,19 +74,28 @@ mod tests {
     #[test]
     fn a_fresh_signature_verifies() {
         let sig = sign(SECRET, NOW, b"{\"urls\":[]}");
-        assert_eq!(verify(SECRET, &NOW.to_string(), &sig, b"{\"urls\":[]}", NOW + 10), Ok(NOW));
+        assert_eq!(
+            verify(SECRET, &NOW.to_string(), &sig, b"{\"urls\":[]}", NOW + 10),
+            Ok(NOW)
+        );
     }
 
     #[test]
     fn tampering_with_body_timestamp_or_secret_is_refused() {
         let sig = sign(SECRET, NOW, b"body");
         let ts = NOW.to_string();
-        assert_eq!(verify(SECRET, &ts, &sig, b"other", NOW), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(SECRET, &ts, &sig, b"other", NOW),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(
             verify(SECRET, &(NOW + 1).to_string(), &sig, b"body", NOW),
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(verify(b"other", &ts, &sig, b"body", NOW), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"other", &ts, &sig, b"body", NOW),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]

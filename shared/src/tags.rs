@@ -162,8 +162,11 @@ mod tests {
             id: "FR",
             chain: &chain(&["world", "m49-150", "m49-155"]),
         });
-        let paris_breadcrumb =
-            for_response(Resource::Ancestors, "FR-75", ["world", "m49-150", "FR", "FR-IDF"]);
+        let paris_breadcrumb = for_response(
+            Resource::Ancestors,
+            "FR-75",
+            ["world", "m49-150", "FR", "FR-IDF"],
+        );
         let western_europe_children = for_response(Resource::Children, "m49-155", ["world"]);
         let europe_descendants = for_response(Resource::Descendants, "m49-150", ["world"]);
         let germany = for_response(Resource::Entity, "DE", ["world", "m49-150", "m49-155"]);
@@ -180,7 +183,9 @@ mod tests {
             old_chain: &chain(&["world", "a", "b"]),
             new_chain: &chain(&["world", "c"]),
         });
-        for tag in ["c:b", "c:c", "d:world", "d:a", "d:b", "d:c", "e:X", "s:X", "search"] {
+        for tag in [
+            "c:b", "c:c", "d:world", "d:a", "d:b", "d:c", "e:X", "s:X", "search",
+        ] {
             assert!(purged.contains(tag), "{tag} missing from {purged:?}");
         }
         assert!(!purged.contains("c:a"));

@@ -49,8 +49,16 @@ mod tests {
     fn the_subtree_range_holds_descendants_and_nothing_else() {
         let fr = "/world/m49-150/FR/";
         let end = subtree_end(fr);
-        let inside = ["/world/m49-150/FR/FR-IDF/", "/world/m49-150/FR/FR-IDF/FR-75/"];
-        let outside = [fr, "/world/m49-150/FR-X/", "/world/m49-150/FRA/", "/world/m49-150/GB/"];
+        let inside = [
+            "/world/m49-150/FR/FR-IDF/",
+            "/world/m49-150/FR/FR-IDF/FR-75/",
+        ];
+        let outside = [
+            fr,
+            "/world/m49-150/FR-X/",
+            "/world/m49-150/FRA/",
+            "/world/m49-150/GB/",
+        ];
         for p in inside {
             assert!(fr < p && p < end.as_str(), "{p}");
         }

@@ -215,7 +215,9 @@ impl Hierarchy {
             .as_ref()
             .map(|map| serde_json::Value::Object(map.clone()).to_string());
         let name = patch.name.as_deref().unwrap_or(&current.name);
-        let kind = patch.kind.map_or(current.kind.clone(), |k| k.as_str().to_owned());
+        let kind = patch
+            .kind
+            .map_or(current.kind.clone(), |k| k.as_str().to_owned());
         sqlx::query(
             "UPDATE entities SET name = $1, search_name = $2, kind = $3, \
              attributes = $4, parent_id = $5, version = version + 1, updated_at = $6 \
@@ -225,7 +227,11 @@ impl Hierarchy {
         .bind(name.to_lowercase())
         .bind(kind)
         .bind(attributes.as_deref().unwrap_or(&current.attributes))
-        .bind(new_parent.as_ref().map_or(&current.parent_id, |p| &p.parent_id))
+        .bind(
+            new_parent
+                .as_ref()
+                .map_or(&current.parent_id, |p| &p.parent_id),
+        )
         .bind(now_rfc3339())
         .bind(id)
         .execute(&mut *tx)

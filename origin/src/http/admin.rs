@@ -33,10 +33,7 @@ const MAX_NAME_CHARS: usize = 200;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/v1/entities", post(create))
-        .route(
-            "/admin/v1/entities/{id}",
-            patch(update).delete(delete),
-        )
+        .route("/admin/v1/entities/{id}", patch(update).delete(delete))
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -47,14 +44,20 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field("name", "`name` must not contain control characters"));
+        return Err(ApiError::invalid_field(
+            "name",
+            "`name` must not contain control characters",
+        ));
     }
     Ok(())
 }
 
 fn check_kind(kind: EntityKind) -> Result<(), ApiError> {
     if kind == EntityKind::World {
-        return Err(ApiError::invalid_field("kind", "`world` is the root's kind only"));
+        return Err(ApiError::invalid_field(
+            "kind",
+            "`world` is the root's kind only",
+        ));
     }
     Ok(())
 }

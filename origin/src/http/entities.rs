@@ -3,13 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    extract::State,
-    http::HeaderMap,
-    response::Response,
-    routing::get,
-    Router,
-};
+use axum::{extract::State, http::HeaderMap, response::Response, routing::get, Router};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use forecastin_shared::{
     dto::{Ancestors, Page},
@@ -132,15 +126,26 @@ async fn children(
     ApiQuery(query): ApiQuery<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = bounded("limit", query.limit.as_deref(), 1..=LIST_LIMIT.1, LIST_LIMIT.0)?;
-    let after = query.cursor.as_deref().map(decode_cursor::<2>).transpose()?;
+    let limit = bounded(
+        "limit",
+        query.limit.as_deref(),
+        1..=LIST_LIMIT.1,
+        LIST_LIMIT.0,
+    )?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(decode_cursor::<2>)
+        .transpose()?;
     let key = format!(
         "children/{id}?limit={limit}&cursor={}",
         query.cursor.as_deref().unwrap_or("")
     );
     Ok(serve_cached(&state, key, &headers, || async {
         let parent = existing(&state, &id).await?;
-        let after = after.as_ref().map(|[name, id]| (name.as_str(), id.as_str()));
+        let after = after
+            .as_ref()
+            .map(|[name, id]| (name.as_str(), id.as_str()));
         let rows = state.hierarchy.children(&id, after, limit + 1).await?;
         let body = page(rows, limit, |last| encode_cursor(&[&last.name, &last.id]));
         let tags = tags::for_response(Resource::Children, &parent.id, parent.ancestor_ids());
@@ -155,14 +160,29 @@ async fn descendants(
     ApiQuery(query): ApiQuery<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = bounded("limit", query.limit.as_deref(), 1..=LIST_LIMIT.1, LIST_LIMIT.0)?;
-    let max_depth = bounded("max_depth", query.max_depth.as_deref(), 1..=MAX_DEPTH, MAX_DEPTH)?;
-    let after = match query.cursor.as_deref().map(decode_cursor::<2>).transpose()? {
+    let limit = bounded(
+        "limit",
+        query.limit.as_deref(),
+        1..=LIST_LIMIT.1,
+        LIST_LIMIT.0,
+    )?;
+    let max_depth = bounded(
+        "max_depth",
+        query.max_depth.as_deref(),
+        1..=MAX_DEPTH,
+        MAX_DEPTH,
+    )?;
+    let after = match query
+        .cursor
+        .as_deref()
+        .map(decode_cursor::<2>)
+        .transpose()?
+    {
         None => None,
         Some([depth, path]) => Some((
-            depth
-                .parse::<i64>()
-                .map_err(|_| ApiError::bad_parameter("cursor", "the cursor is not one this API issued"))?,
+            depth.parse::<i64>().map_err(|_| {
+                ApiError::bad_parameter("cursor", "the cursor is not one this API issued")
+            })?,
             path,
         )),
     };
@@ -206,15 +226,26 @@ async fn search(
             format!("`q` must be 1 to {MAX_QUERY_CHARS} characters"),
         ));
     }
-    let limit = bounded("limit", query.limit.as_deref(), 1..=SEARCH_LIMIT.1, SEARCH_LIMIT.0)?;
-    let after = query.cursor.as_deref().map(decode_cursor::<2>).transpose()?;
+    let limit = bounded(
+        "limit",
+        query.limit.as_deref(),
+        1..=SEARCH_LIMIT.1,
+        SEARCH_LIMIT.0,
+    )?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(decode_cursor::<2>)
+        .transpose()?;
     let key = format!(
         "search?q={}&limit={limit}&cursor={}",
         q.to_lowercase(),
         query.cursor.as_deref().unwrap_or("")
     );
     Ok(serve_cached(&state, key, &headers, || async {
-        let after = after.as_ref().map(|[name, id]| (name.as_str(), id.as_str()));
+        let after = after
+            .as_ref()
+            .map(|[name, id]| (name.as_str(), id.as_str()));
         let rows = state.hierarchy.search(q, after, limit + 1).await?;
         let body = page(rows, limit, |last| encode_cursor(&[&last.name, &last.id]));
         Ok(Fresh::ok(&body, vec![tags::SEARCH.to_owned()]))

@@ -112,7 +112,10 @@ pub struct Admin;
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -159,7 +162,10 @@ mod tests {
 
     #[test]
     fn serde_messages_yield_the_field_name() {
-        assert_eq!(field_named_in("missing field `name`").as_deref(), Some("name"));
+        assert_eq!(
+            field_named_in("missing field `name`").as_deref(),
+            Some("name")
+        );
         assert_eq!(field_named_in("expected value at line 1").as_deref(), None);
     }
 

@@ -108,21 +108,26 @@ pub fn demo_rows() -> anyhow::Result<Vec<NewRow>> {
                 attributes: json!({ "m49": region.code }),
             }),
     );
-    nodes.extend(countries.entries.iter().map(|country| Node {
-        id: country.alpha_2.clone(),
-        parent_id: Some(region_id(
-            regions
-                .countries
-                .get(&country.alpha_2)
-                .map_or(M49_WORLD, String::as_str),
-        )),
-        kind: EntityKind::Country,
-        name: country.common_name.clone().unwrap_or_else(|| country.name.clone()),
-        attributes: json!({
-            "alpha_3": country.alpha_3,
-            "numeric": country.numeric,
-            "official_name": country.official_name.as_deref().unwrap_or(&country.name),
-        }),
+    nodes.extend(countries.entries.iter().map(|country| {
+        Node {
+            id: country.alpha_2.clone(),
+            parent_id: Some(region_id(
+                regions
+                    .countries
+                    .get(&country.alpha_2)
+                    .map_or(M49_WORLD, String::as_str),
+            )),
+            kind: EntityKind::Country,
+            name: country
+                .common_name
+                .clone()
+                .unwrap_or_else(|| country.name.clone()),
+            attributes: json!({
+                "alpha_3": country.alpha_3,
+                "numeric": country.numeric,
+                "official_name": country.official_name.as_deref().unwrap_or(&country.name),
+            }),
+        }
     }));
     nodes.extend(subdivisions.entries.iter().map(|subdivision| {
         let country = subdivision.code.split('-').next().unwrap_or_default();
@@ -194,9 +199,16 @@ mod tests {
     fn the_demo_hierarchy_is_the_real_one() {
         let rows = demo_rows().unwrap();
         let by_id: HashMap<&str, &NewRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
-        assert_eq!(rows.len(), 1 + 28 + 249 + 5127, "root, regions, countries, subdivisions");
+        assert_eq!(
+            rows.len(),
+            1 + 28 + 249 + 5127,
+            "root, regions, countries, subdivisions"
+        );
         assert_eq!(by_id["FR"].path, "/world/m49-150/m49-155/FR/");
-        assert_eq!(by_id["FR-75"].path, "/world/m49-150/m49-155/FR/FR-IDF/FR-75/");
+        assert_eq!(
+            by_id["FR-75"].path,
+            "/world/m49-150/m49-155/FR/FR-IDF/FR-75/"
+        );
         assert_eq!(by_id["FR-75"].name, "Paris");
         assert_eq!(by_id["GB-ABD"].parent_id.as_deref(), Some("GB-SCT"));
         assert_eq!(by_id["m49-150"].name, "Europe");

@@ -16,11 +16,25 @@ const TOPICS_PER_ACTOR: u64 = 4;
 const CHUNK: u64 = 20_000;
 
 const ACTOR_KINDS: [&str; 10] = [
-    "Ministry", "Council", "Agency", "Institute", "Union", "Party", "Bank", "Press",
-    "University", "Forum",
+    "Ministry",
+    "Council",
+    "Agency",
+    "Institute",
+    "Union",
+    "Party",
+    "Bank",
+    "Press",
+    "University",
+    "Forum",
 ];
 const TOPIC_KINDS: [&str; 8] = [
-    "Elections", "Trade", "Energy", "Health", "Security", "Climate", "Migration",
+    "Elections",
+    "Trade",
+    "Energy",
+    "Health",
+    "Security",
+    "Climate",
+    "Migration",
     "Infrastructure",
 ];
 

@@ -1,0 +1,156 @@
+//! The public read API on the real ISO 3166 data, with its caching contract.
+
+mod common;
+
+use axum::{body::Body, http::Request, http::StatusCode};
+use common::TestApp;
+
+on_both_backends!(
+    ancestors_of_france_are_the_real_hierarchy_with_the_caching_contract,
+    a_conditional_get_with_the_current_etag_gets_304,
+    children_pages_cover_every_child_once_in_name_order,
+    descendants_go_level_by_level_and_respect_max_depth,
+    search_finds_by_substring_and_treats_sql_as_data,
+    a_second_read_is_served_from_l1,
+);
+
+async fn ancestors_of_france_are_the_real_hierarchy_with_the_caching_contract(app: TestApp) {
+    let response = app.get("/api/v1/entities/FR/ancestors").await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        TestApp::ids(&response.json()),
+        ["world", "m49-150", "m49-155"]
+    );
+    assert_eq!(response.json()["items"][1]["name"], "Europe");
+    let cache_control = response.header("cache-control");
+    for directive in [
+        "public",
+        "s-maxage=60",
+        "stale-while-revalidate=30",
+        "stale-if-error=",
+    ] {
+        assert!(cache_control.contains(directive), "{cache_control}");
+    }
+    assert!(response.header("etag").starts_with('"'));
+    assert_eq!(
+        response.header("cache-tag"),
+        "e:FR,s:world,s:m49-150,s:m49-155"
+    );
+    assert_eq!(
+        response.header("surrogate-key"),
+        "e:FR s:world s:m49-150 s:m49-155"
+    );
+
+    let paris = app.get("/api/v1/entities/FR-75").await.json();
+    assert_eq!(paris["name"], "Paris");
+    assert_eq!(paris["parent_id"], "FR-IDF");
+    assert_eq!(paris["depth"], 5);
+    assert_eq!(paris["attributes"]["type"], "Metropolitan department");
+}
+
+async fn a_conditional_get_with_the_current_etag_gets_304(app: TestApp) {
+    let first = app.get("/api/v1/entities/DE").await;
+    let etag = first.header("etag").to_owned();
+    let request = Request::get("/api/v1/entities/DE")
+        .header("if-none-match", &etag)
+        .body(Body::empty())
+        .unwrap();
+    let second = app.send(request).await;
+    assert_eq!(second.status, StatusCode::NOT_MODIFIED);
+    assert!(second.body.is_empty());
+    assert_eq!(second.header("etag"), etag);
+    assert!(second.header("cache-control").contains("s-maxage"));
+
+    let other = Request::get("/api/v1/entities/DE")
+        .header("if-none-match", "\"something-else\"")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(other).await.status, StatusCode::OK);
+}
+
+async fn children_pages_cover_every_child_once_in_name_order(app: TestApp) {
+    let ids = app.all_pages("/api/v1/entities/FR/children?limit=4").await;
+    let expected: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM entities WHERE parent_id = 'FR' ORDER BY name, id")
+            .fetch_all(&app.state.hierarchy.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        expected.len() > 4,
+        "France has regions and overseas territories"
+    );
+    assert_eq!(ids, expected);
+    let first = app.get("/api/v1/entities/FR/children?limit=4").await;
+    assert!(first.header("cache-tag").starts_with("c:FR,"));
+}
+
+async fn descendants_go_level_by_level_and_respect_max_depth(app: TestApp) {
+    let countries = app
+        .get("/api/v1/entities/m49-155/descendants?max_depth=1")
+        .await
+        .json();
+    assert_eq!(
+        TestApp::ids(&countries),
+        ["AT", "BE", "CH", "DE", "FR", "LI", "LU", "MC", "NL"]
+    );
+
+    let all = app
+        .all_pages("/api/v1/entities/FR/descendants?limit=7")
+        .await;
+    let expected: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM entities WHERE path > '/world/m49-150/m49-155/FR/' \
+         AND path < '/world/m49-150/m49-155/FR0' ORDER BY depth, path",
+    )
+    .fetch_all(&app.state.hierarchy.db.pool)
+    .await
+    .unwrap();
+    assert!(expected.len() > 100);
+    assert_eq!(all, expected);
+
+    let two_levels = app
+        .all_pages("/api/v1/entities/m49-150/descendants?limit=50&max_depth=2")
+        .await;
+    assert!(two_levels.contains(&"FR".to_owned()));
+    assert!(!two_levels.iter().any(|id| id.starts_with("FR-")));
+}
+
+async fn search_finds_by_substring_and_treats_sql_as_data(app: TestApp) {
+    let paris = app.get("/api/v1/search?q=PARIS").await.json();
+    assert!(TestApp::ids(&paris).contains(&"FR-75".to_owned()));
+
+    let before = app.fingerprint().await;
+    for hostile in [
+        "%27%3B%20DROP%20TABLE%20entities%3B%20--",
+        "%25",
+        "_",
+        "%5C",
+        "x%27%20OR%20%271%27%3D%271",
+    ] {
+        let response = app.get(&format!("/api/v1/search?q={hostile}")).await;
+        assert_eq!(response.status, StatusCode::OK, "{hostile}");
+        assert_eq!(
+            TestApp::ids(&response.json()),
+            Vec::<String>::new(),
+            "{hostile}"
+        );
+    }
+    assert_eq!(app.fingerprint().await, before);
+
+    let pages = app.all_pages("/api/v1/search?q=saint&limit=10").await;
+    assert!(pages.len() > 10, "several pages of places named Saint…");
+    let unique: std::collections::HashSet<_> = pages.iter().collect();
+    assert_eq!(unique.len(), pages.len());
+}
+
+async fn a_second_read_is_served_from_l1(app: TestApp) {
+    let l1 = app.state.l1.as_ref().expect("L1 is on by default");
+    let before = l1.len();
+    let first = app.get("/api/v1/entities/JP/ancestors").await;
+    assert_eq!(l1.len(), before + 1);
+    // With the database gone, only L1 can answer.
+    app.state.hierarchy.db.pool.close().await;
+    let second = app.get("/api/v1/entities/JP/ancestors").await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("etag"), first.header("etag"));
+}

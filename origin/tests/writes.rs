@@ -1,0 +1,249 @@
+//! Admin writes: their effect on the tree, optimistic concurrency, and L1 invalidation by tag.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use serde_json::json;
+
+on_both_backends!(
+    a_created_entity_is_served_and_purges_its_cached_404_and_parent_lists,
+    a_rename_with_the_current_etag_updates_breadcrumbs_below_it,
+    a_stale_if_match_gets_412_and_changes_nothing,
+    moving_a_subtree_rewrites_every_descendant_path,
+    a_move_under_itself_or_a_descendant_is_refused,
+    deleting_a_parent_needs_an_explicit_cascade,
+    invalidation_keeps_unrelated_l1_entries,
+);
+
+async fn a_created_entity_is_served_and_purges_its_cached_404_and_parent_lists(app: TestApp) {
+    assert_eq!(
+        app.get("/api/v1/entities/FR-75.a1").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let before = TestApp::ids(&app.get("/api/v1/entities/FR-75/children").await.json());
+    assert!(before.is_empty());
+
+    let created = app
+        .admin(
+            Method::POST,
+            "/admin/v1/entities",
+            Some(json!({
+                "id": "FR-75.a1", "parent_id": "FR-75", "kind": "actor",
+                "name": "Conseil de Paris", "attributes": {"founded": 1977}
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.header("location"), "/api/v1/entities/FR-75.a1");
+    assert_eq!(created.json()["depth"], 6);
+    assert_eq!(created.json()["version"], 1);
+
+    let served = app.get("/api/v1/entities/FR-75.a1").await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.json()["attributes"]["founded"], 1977);
+    assert_eq!(served.header("etag"), created.header("etag"));
+    let children = app.get("/api/v1/entities/FR-75/children").await.json();
+    assert_eq!(TestApp::ids(&children), ["FR-75.a1"]);
+    let found = app
+        .get("/api/v1/search?q=conseil%20de%20paris")
+        .await
+        .json();
+    assert_eq!(TestApp::ids(&found), ["FR-75.a1"]);
+}
+
+async fn a_rename_with_the_current_etag_updates_breadcrumbs_below_it(app: TestApp) {
+    let crumbs = app.get("/api/v1/entities/FR-75/ancestors").await.json();
+    assert_eq!(crumbs["items"][4]["name"], "Île-de-France");
+    let etag = app
+        .get("/api/v1/entities/FR-IDF")
+        .await
+        .header("etag")
+        .to_owned();
+
+    let renamed = app
+        .admin_with(
+            Method::PATCH,
+            "/admin/v1/entities/FR-IDF",
+            Some(json!({"name": "Paris Region"})),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    assert_eq!(renamed.json()["version"], 2);
+    assert_ne!(renamed.header("etag"), etag);
+
+    let crumbs = app.get("/api/v1/entities/FR-75/ancestors").await.json();
+    assert_eq!(crumbs["items"][4]["name"], "Paris Region");
+    let siblings = app
+        .get("/api/v1/entities/FR/children?limit=500")
+        .await
+        .json();
+    assert!(siblings["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|item| item["name"] == "Paris Region"));
+}
+
+async fn a_stale_if_match_gets_412_and_changes_nothing(app: TestApp) {
+    let stale = app
+        .get("/api/v1/entities/BE")
+        .await
+        .header("etag")
+        .to_owned();
+    let first = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/entities/BE",
+            Some(json!({"name": "Belgique"})),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+
+    let before = app.fingerprint().await;
+    for (method, body) in [
+        (Method::PATCH, Some(json!({"name": "België"}))),
+        (Method::DELETE, None),
+    ] {
+        let refused = app
+            .admin_with(
+                method,
+                "/admin/v1/entities/BE",
+                body,
+                &[("if-match", &stale)],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(refused.json()["error"]["code"], "precondition_failed");
+    }
+    assert_eq!(app.fingerprint().await, before);
+    assert_eq!(
+        app.get("/api/v1/entities/BE").await.json()["name"],
+        "Belgique"
+    );
+}
+
+async fn moving_a_subtree_rewrites_every_descendant_path(app: TestApp) {
+    let subtree_size = app
+        .all_pages("/api/v1/entities/FR-IDF/descendants?limit=500")
+        .await
+        .len();
+    assert_eq!(subtree_size, 8, "the eight departments of Île-de-France");
+    // Read through L1 first, so the move must invalidate what was cached.
+    app.get("/api/v1/entities/FR-75/ancestors").await;
+    app.get("/api/v1/entities/FR-75").await;
+
+    let moved = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/entities/FR-IDF",
+            Some(json!({"parent_id": "DE"})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK);
+    assert_eq!(moved.json()["parent_id"], "DE");
+
+    let crumbs = app.get("/api/v1/entities/FR-75/ancestors").await.json();
+    assert_eq!(
+        TestApp::ids(&crumbs),
+        ["world", "m49-150", "m49-155", "DE", "FR-IDF"]
+    );
+    assert_eq!(app.get("/api/v1/entities/FR-75").await.json()["depth"], 5);
+    let de_children = app
+        .all_pages("/api/v1/entities/DE/children?limit=100")
+        .await;
+    assert!(de_children.contains(&"FR-IDF".to_owned()));
+    let fr_descendants = app
+        .all_pages("/api/v1/entities/FR/descendants?limit=500")
+        .await;
+    assert!(!fr_descendants
+        .iter()
+        .any(|id| id == "FR-IDF" || id == "FR-75"));
+    let de_descendants = app
+        .all_pages("/api/v1/entities/DE/descendants?limit=500")
+        .await;
+    assert!(de_descendants.contains(&"FR-75".to_owned()));
+}
+
+async fn a_move_under_itself_or_a_descendant_is_refused(app: TestApp) {
+    let before = app.fingerprint().await;
+    for target in ["FR", "FR-IDF", "FR-75"] {
+        let refused = app
+            .admin(
+                Method::PATCH,
+                "/admin/v1/entities/FR",
+                Some(json!({"parent_id": target})),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{target}");
+        assert_eq!(refused.json()["error"]["code"], "conflict");
+    }
+    assert_eq!(app.fingerprint().await, before);
+}
+
+async fn deleting_a_parent_needs_an_explicit_cascade(app: TestApp) {
+    let before = app.fingerprint().await;
+    let refused = app
+        .admin(Method::DELETE, "/admin/v1/entities/FR-IDF", None)
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(app.fingerprint().await, before);
+    app.get("/api/v1/entities/FR-75").await; // cached in L1
+
+    let deleted = app
+        .admin(
+            Method::DELETE,
+            "/admin/v1/entities/FR-IDF?cascade=true",
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.fingerprint().await.0, before.0 - 9);
+    assert_eq!(
+        app.get("/api/v1/entities/FR-75").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/v1/entities/FR-IDF/children").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let region = app
+        .admin(Method::DELETE, "/admin/v1/entities/FR-ARA", None)
+        .await;
+    assert_eq!(
+        region.status,
+        StatusCode::CONFLICT,
+        "a region with departments"
+    );
+    let root = app
+        .admin(
+            Method::DELETE,
+            "/admin/v1/entities/world?cascade=true",
+            None,
+        )
+        .await;
+    assert_eq!(root.status, StatusCode::CONFLICT);
+}
+
+async fn invalidation_keeps_unrelated_l1_entries(app: TestApp) {
+    let l1 = app.state.l1.as_ref().unwrap();
+    app.get("/api/v1/entities/JP").await;
+    app.get("/api/v1/entities/FR/children").await;
+    let cached = l1.len();
+    let renamed = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/entities/FR-ARA",
+            Some(json!({"name": "AURA"})),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    assert_eq!(
+        l1.len(),
+        cached - 1,
+        "only FR's children page showed FR-ARA"
+    );
+    assert_eq!(app.get("/api/v1/entities/JP").await.status, StatusCode::OK);
+}
