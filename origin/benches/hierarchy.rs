@@ -167,9 +167,21 @@ async fn main() {
 
             for (operation, uris) in [("ancestors", &ancestors), ("descendants p1", &descendants)] {
                 measure(&db_path, &uris[..uris.len().min(200)]).await; // warm the pool
-                report(backend, size, operation, "DB (L1 off)", measure(&db_path, uris).await);
+                report(
+                    backend,
+                    size,
+                    operation,
+                    "DB (L1 off)",
+                    measure(&db_path, uris).await,
+                );
                 measure(&with_l1, uris).await; // fill L1
-                report(backend, size, operation, "L1 hit", measure(&with_l1, uris).await);
+                report(
+                    backend,
+                    size,
+                    operation,
+                    "L1 hit",
+                    measure(&with_l1, uris).await,
+                );
             }
         }
     }

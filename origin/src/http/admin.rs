@@ -12,13 +12,14 @@ use axum::{
     Json, Router,
 };
 use forecastin_shared::{
+    conditional::matches,
     dto::{EntityKind, EntityPatch, NewEntity},
     ids::is_valid_id,
 };
 use serde::Deserialize;
 
 use super::{
-    caching::{etag_of, matches},
+    caching::etag_of,
     extract::{Admin, ApiJson, ApiQuery, EntityId},
     AppState,
 };

@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use forecastin_shared::{headers, tags};
+use forecastin_shared::{conditional::none_match, headers, tags};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
@@ -87,23 +87,6 @@ where
     respond(&rendered, request, &state.cache_control)
 }
 
-/// Whether an `If-None-Match` header value matches `etag` (weak comparison, RFC 9110 13.1.2).
-pub fn none_match(if_none_match: &str, etag: &str) -> bool {
-    let strip_weak = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
-    let etag = strip_weak(etag);
-    if_none_match
-        .split(',')
-        .any(|candidate| candidate.trim() == "*" || strip_weak(candidate) == etag)
-}
-
-/// Whether an `If-Match` header value matches `etag` (strong comparison, RFC 9110 13.1.1).
-pub fn matches(if_match: &str, etag: &str) -> bool {
-    if_match
-        .split(',')
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || (!candidate.starts_with("W/") && candidate == etag))
-}
-
 fn respond(rendered: &Rendered, request: &HeaderMap, cache_control: &HeaderValue) -> Response {
     let not_modified = rendered.status == StatusCode::OK
         && request
@@ -133,23 +116,6 @@ fn respond(rendered: &Rendered, request: &HeaderMap, cache_control: &HeaderValue
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn if_none_match_uses_weak_comparison() {
-        assert!(none_match("\"a\"", "\"a\""));
-        assert!(none_match("W/\"a\"", "\"a\""));
-        assert!(none_match("\"b\", \"a\"", "\"a\""));
-        assert!(none_match("*", "\"a\""));
-        assert!(!none_match("\"b\"", "\"a\""));
-    }
-
-    #[test]
-    fn if_match_uses_strong_comparison() {
-        assert!(matches("\"a\"", "\"a\""));
-        assert!(matches("*", "\"a\""));
-        assert!(!matches("W/\"a\"", "\"a\""));
-        assert!(!matches("\"b\"", "\"a\""));
-    }
 
     #[test]
     fn etags_change_with_the_body() {

@@ -1,6 +1,7 @@
 //! The HTTP surface of the origin: shared state, the router, and the per-request metrics.
 
 mod admin;
+mod assets;
 pub mod caching;
 mod entities;
 pub mod extract;
@@ -35,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(entities::routes())
         .merge(admin::routes())
         .merge(ops::routes())
+        .merge(assets::routes())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn(record_metrics))

@@ -1,0 +1,639 @@
+//! RFC 9111 storage and freshness: whether a response may be stored, for how long it is
+//! fresh, how stale it may be served, and what to do with a stored response now.
+//!
+//! Policy choices where the RFCs leave room:
+//! - The edge's directives come from `CDN-Cache-Control` (RFC 9213) if present, else
+//!   `Surrogate-Control`, else `Cache-Control`; `s-maxage` beats `max-age` beats `Expires`.
+//! - `s-maxage` implies proxy-revalidate (RFC 9111 §5.2.2.10), but an explicit
+//!   `stale-while-revalidate` / `stale-if-error` (RFC 5861) is the origin's permission to
+//!   serve stale and is honoured; an explicit `must-revalidate`, `proxy-revalidate` or
+//!   `no-cache` turns all stale serving off.
+//! - Lifetimes are capped at one year; malformed or contradictory values mean "stale".
+
+use forecastin_shared::headers::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
+use http::{header, HeaderMap};
+use serde::{Deserialize, Serialize};
+
+use super::directives::Directives;
+
+/// Longest freshness lifetime or stale window honoured, in seconds.
+pub const MAX_TTL: u64 = 365 * 24 * 3600;
+/// How long a response that must be revalidated every time is kept for its validators.
+const VALIDATOR_RETENTION: u64 = 600;
+/// Header bytes above which a response is not stored.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Why a response was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    NoStore,
+    Private,
+    SetCookie,
+    /// A status that is not cacheable, or not without explicit freshness.
+    Status,
+    VaryStar,
+    /// The request carried credentials and the response is not marked `public`.
+    Credentialed,
+    /// No freshness, no stale permission and no validator: storing would serve nothing.
+    Useless,
+    OversizedHeaders,
+}
+
+/// What the edge keeps beside a stored response's headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// When the response was received (ms since the Unix epoch).
+    pub stored_at_ms: u64,
+    /// Its age on arrival, seconds (RFC 9111 §4.2.3 corrected initial age).
+    pub initial_age: u64,
+    /// Freshness lifetime, seconds.
+    pub lifetime: u64,
+    pub stale_while_revalidate: u64,
+    pub stale_if_error: u64,
+    /// No stale serving at all.
+    pub must_revalidate: bool,
+    /// The request's values of the headers the response varies on (`None`: absent).
+    pub vary: Vec<(String, Option<String>)>,
+}
+
+/// What to do with a stored response at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Serve it. `ttl` is the remaining freshness, seconds.
+    Fresh { ttl: i64 },
+    /// Serve it now and refresh it in the background.
+    StaleWhileRevalidate { ttl: i64 },
+    /// Ask the origin first; serve it anyway if the origin fails and `on_error` allows.
+    Revalidate { ttl: i64, on_error: bool },
+}
+
+/// Statuses a cache may store without explicit freshness (RFC 9110 §15.1).
+const HEURISTICALLY_CACHEABLE: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+fn values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+}
+
+/// The directives that govern the edge, by precedence.
+pub fn edge_directives(response: &HeaderMap) -> Directives {
+    for name in [
+        CDN_CACHE_CONTROL,
+        SURROGATE_CONTROL,
+        header::CACHE_CONTROL.as_str(),
+    ] {
+        if response.contains_key(name) {
+            return Directives::parse(values(response, name));
+        }
+    }
+    Directives::default()
+}
+
+fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<u64> {
+    let mut all = values(headers, name.as_str());
+    let first = all.next()?;
+    if all.next().is_some() {
+        return None; // several values: ambiguous
+    }
+    httpdate::parse_http_date(first.trim())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+/// The request header values named by the response's `Vary`, or `Err` for `Vary: *`.
+fn vary_values(
+    request: &HeaderMap,
+    response: &HeaderMap,
+) -> Result<Vec<(String, Option<String>)>, NotStored> {
+    let mut vary = Vec::new();
+    for name in values(response, header::VARY.as_str()).flat_map(|v| v.split(',')) {
+        let name = name.trim().to_ascii_lowercase();
+        if name == "*" {
+            return Err(NotStored::VaryStar);
+        }
+        if !name.is_empty() && !vary.iter().any(|(n, _)| *n == name) {
+            let value = joined(request, &name);
+            vary.push((name, value));
+        }
+    }
+    Ok(vary)
+}
+
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<&str> = values(headers, name).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Decides whether a response may be stored and with what freshness (RFC 9111 §3, §4.2).
+pub fn plan(
+    request: &HeaderMap,
+    credentialed: bool,
+    status: u16,
+    response: &HeaderMap,
+    now_ms: u64,
+) -> Result<Stored, NotStored> {
+    let directives = edge_directives(response);
+    if directives.no_store {
+        return Err(NotStored::NoStore);
+    }
+    if directives.private {
+        return Err(NotStored::Private);
+    }
+    if response.contains_key(header::SET_COOKIE) {
+        return Err(NotStored::SetCookie);
+    }
+    if credentialed && !directives.public {
+        return Err(NotStored::Credentialed);
+    }
+    let header_bytes: usize = response
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(NotStored::OversizedHeaders);
+    }
+    let vary = vary_values(request, response)?;
+
+    let now = now_ms / 1000;
+    let date = http_date(response, header::DATE).unwrap_or(now);
+    let expires = response
+        .contains_key(header::EXPIRES)
+        .then(|| http_date(response, header::EXPIRES).unwrap_or(0));
+    let explicit = directives
+        .s_maxage
+        .get()
+        .or(directives.max_age.get())
+        .or(expires.map(|expires| expires.saturating_sub(date)));
+    let heuristic = || {
+        let last_modified = http_date(response, header::LAST_MODIFIED)?;
+        Some((date.saturating_sub(last_modified) / 10).min(24 * 3600))
+    };
+    let lifetime = match explicit {
+        Some(seconds) => seconds,
+        None if HEURISTICALLY_CACHEABLE.contains(&status) => heuristic().unwrap_or(0),
+        None => return Err(NotStored::Status),
+    };
+    if (100..200).contains(&status) || status == 206 || status == 304 {
+        return Err(NotStored::Status);
+    }
+    let must_revalidate =
+        directives.must_revalidate || directives.proxy_revalidate || directives.no_cache;
+    let lifetime = if directives.no_cache {
+        0
+    } else {
+        lifetime.min(MAX_TTL)
+    };
+    let stale = |seconds: Option<u64>| {
+        if must_revalidate {
+            0
+        } else {
+            seconds.unwrap_or(0).min(MAX_TTL)
+        }
+    };
+    let stored = Stored {
+        stored_at_ms: now_ms,
+        initial_age: initial_age(response, now, date),
+        lifetime,
+        stale_while_revalidate: stale(directives.stale_while_revalidate.get()),
+        stale_if_error: stale(directives.stale_if_error.get()),
+        must_revalidate,
+        vary,
+    };
+    let has_validator =
+        response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
+    if stored.retention() == 0
+        || (stored.lifetime == 0
+            && stored.stale_while_revalidate == 0
+            && stored.stale_if_error == 0
+            && !has_validator)
+    {
+        return Err(NotStored::Useless);
+    }
+    Ok(stored)
+}
+
+/// RFC 9111 §4.2.3: the larger of the apparent age and the `Age` header (response delay is
+/// not known at the edge and counted as zero).
+fn initial_age(response: &HeaderMap, now: u64, date: u64) -> u64 {
+    let apparent = now.saturating_sub(date);
+    let age_header = values(response, header::AGE.as_str())
+        .next()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    apparent.max(age_header).min(MAX_TTL)
+}
+
+impl Stored {
+    /// Current age, seconds.
+    pub fn age(&self, now_ms: u64) -> u64 {
+        self.initial_age + now_ms.saturating_sub(self.stored_at_ms) / 1000
+    }
+
+    pub fn verdict(&self, now_ms: u64) -> Verdict {
+        let age = self.age(now_ms);
+        let ttl = self.lifetime as i64 - age as i64;
+        if age < self.lifetime {
+            Verdict::Fresh { ttl }
+        } else if age < self.lifetime + self.stale_while_revalidate {
+            Verdict::StaleWhileRevalidate { ttl }
+        } else {
+            Verdict::Revalidate {
+                ttl,
+                on_error: age < self.lifetime + self.stale_if_error,
+            }
+        }
+    }
+
+    /// How long the storage must keep the response (seconds from storing): as long as it
+    /// can be served fresh or stale, or revalidated with its validators.
+    pub fn retention(&self) -> u64 {
+        let usable = self.lifetime + self.stale_while_revalidate.max(self.stale_if_error);
+        if usable > 0 {
+            usable.saturating_sub(self.initial_age).max(1)
+        } else {
+            VALIDATOR_RETENTION
+        }
+    }
+
+    /// Whether the stored variant answers a request with these headers (RFC 9111 §4.1).
+    pub fn matches_variant(&self, request: &HeaderMap) -> bool {
+        self.vary
+            .iter()
+            .all(|(name, value)| joined(request, name) == *value)
+    }
+}
+
+/// The headers of a stored response after a 304 refreshed it (RFC 9111 §4.3.4): the 304's
+/// headers replace the stored ones, except those that describe the stored body.
+pub fn refreshed_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut merged = stored.clone();
+    for name in not_modified.keys() {
+        if [
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::TRANSFER_ENCODING,
+            header::CONTENT_TYPE,
+        ]
+        .contains(name)
+        {
+            continue;
+        }
+        merged.remove(name);
+        for value in not_modified.get_all(name) {
+            merged.append(name.clone(), value.clone());
+        }
+    }
+    merged
+}
+
+/// Whether a client's conditional GET is answered by a response with these headers with 304
+/// (RFC 9110 §13.1.2, §13.1.3; `If-None-Match` takes precedence).
+pub fn not_modified_for(request: &HeaderMap, response: &HeaderMap) -> bool {
+    if let Some(if_none_match) = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        return response
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|etag| forecastin_shared::conditional::none_match(if_none_match, etag));
+    }
+    match (
+        http_date(request, header::IF_MODIFIED_SINCE),
+        http_date(response, header::LAST_MODIFIED),
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+    const NOW_DATE: &str = "Fri, 15 Jan 2027 08:00:00 GMT"; // 1_800_000_000
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn plan_of(status: u16, pairs: &[(&str, &str)]) -> Result<Stored, NotStored> {
+        plan(&HeaderMap::new(), false, status, &headers(pairs), NOW_MS)
+    }
+
+    #[test]
+    fn the_date_fixture_is_now() {
+        let parsed = httpdate::parse_http_date(NOW_DATE).unwrap();
+        assert_eq!(
+            parsed
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            NOW_MS / 1000
+        );
+    }
+
+    #[test]
+    fn lifetime_table() {
+        // (status, headers, lifetime or why not stored)
+        let cases: &[(u16, &[(&str, &str)], Result<u64, NotStored>)] = &[
+            (200, &[("cache-control", "max-age=60")], Ok(60)),
+            (
+                200,
+                &[("cache-control", "max-age=60, s-maxage=300")],
+                Ok(300),
+            ),
+            (
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "max-age=900"),
+                ],
+                Ok(900),
+            ),
+            (
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("surrogate-control", "max-age=120"),
+                ],
+                Ok(120),
+            ),
+            (
+                200,
+                &[
+                    ("surrogate-control", "max-age=120"),
+                    ("cdn-cache-control", "max-age=5"),
+                ],
+                Ok(5),
+            ),
+            (
+                200,
+                &[
+                    ("cache-control", "public"),
+                    ("date", NOW_DATE),
+                    ("expires", "Fri, 15 Jan 2027 08:10:00 GMT"),
+                ],
+                Ok(600),
+            ),
+            (
+                200,
+                &[
+                    ("cache-control", "max-age=30"),
+                    ("expires", "Fri, 15 Jan 2027 08:10:00 GMT"),
+                ],
+                Ok(30),
+            ),
+            (
+                200,
+                &[("date", NOW_DATE), ("expires", "0")],
+                Err(NotStored::Useless),
+            ),
+            (
+                200,
+                &[
+                    ("date", NOW_DATE),
+                    ("last-modified", "Fri, 15 Jan 2027 07:00:00 GMT"),
+                ],
+                Ok(360),
+            ),
+            (200, &[], Err(NotStored::Useless)),
+            (
+                200,
+                &[("etag", "\"v\""), ("cache-control", "no-cache")],
+                Ok(0),
+            ),
+            (200, &[("cache-control", "max-age=9999999999")], Ok(MAX_TTL)),
+            (
+                200,
+                &[("cache-control", "max-age=abc, stale-if-error=60")],
+                Ok(0),
+            ),
+            (
+                200,
+                &[("cache-control", "no-store, max-age=60")],
+                Err(NotStored::NoStore),
+            ),
+            (
+                200,
+                &[("cache-control", "public, private, max-age=60")],
+                Err(NotStored::Private),
+            ),
+            (
+                200,
+                &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],
+                Err(NotStored::SetCookie),
+            ),
+            (
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "Accept, *")],
+                Err(NotStored::VaryStar),
+            ),
+            (
+                206,
+                &[("cache-control", "max-age=60")],
+                Err(NotStored::Status),
+            ),
+            (404, &[("cache-control", "max-age=60")], Ok(60)),
+            (500, &[], Err(NotStored::Status)),
+            (503, &[("cache-control", "max-age=5")], Ok(5)),
+            (302, &[("location", "/x")], Err(NotStored::Status)),
+            (
+                200,
+                &[
+                    ("cdn-cache-control", "no-store"),
+                    ("cache-control", "max-age=60"),
+                ],
+                Err(NotStored::NoStore),
+            ),
+        ];
+        for (status, pairs, expected) in cases {
+            assert_eq!(
+                plan_of(*status, pairs).map(|s| s.lifetime),
+                *expected,
+                "{status} {pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentialed_requests_store_only_public_responses() {
+        let private = headers(&[("cache-control", "max-age=60")]);
+        let public = headers(&[("cache-control", "public, max-age=60")]);
+        assert_eq!(
+            plan(&HeaderMap::new(), true, 200, &private, NOW_MS),
+            Err(NotStored::Credentialed)
+        );
+        assert!(plan(&HeaderMap::new(), true, 200, &public, NOW_MS).is_ok());
+    }
+
+    #[test]
+    fn oversized_headers_are_not_stored() {
+        let big = "x".repeat(MAX_HEADER_BYTES);
+        assert_eq!(
+            plan_of(200, &[("cache-control", "max-age=60"), ("x-big", &big)]),
+            Err(NotStored::OversizedHeaders)
+        );
+    }
+
+    #[test]
+    fn age_counts_the_origin_age_and_the_time_in_storage() {
+        let stored = plan_of(200, &[("cache-control", "max-age=60"), ("age", "10")]).unwrap();
+        assert_eq!(stored.age(NOW_MS), 10);
+        assert_eq!(stored.age(NOW_MS + 5_500), 15);
+        let dated = plan_of(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("date", "Fri, 15 Jan 2027 07:59:40 GMT"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(dated.initial_age, 20);
+        let future = plan_of(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("date", "Fri, 15 Jan 2027 09:00:00 GMT"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(future.initial_age, 0);
+    }
+
+    #[test]
+    fn verdicts_over_time() {
+        let stored = plan_of(
+            200,
+            &[(
+                "cache-control",
+                "s-maxage=10, stale-while-revalidate=20, stale-if-error=100",
+            )],
+        )
+        .unwrap();
+        let at = |s: u64| stored.verdict(NOW_MS + s * 1000);
+        assert_eq!(at(0), Verdict::Fresh { ttl: 10 });
+        assert_eq!(at(9), Verdict::Fresh { ttl: 1 });
+        assert_eq!(at(10), Verdict::StaleWhileRevalidate { ttl: 0 });
+        assert_eq!(at(29), Verdict::StaleWhileRevalidate { ttl: -19 });
+        assert_eq!(
+            at(30),
+            Verdict::Revalidate {
+                ttl: -20,
+                on_error: true
+            }
+        );
+        assert_eq!(
+            at(110),
+            Verdict::Revalidate {
+                ttl: -100,
+                on_error: false
+            }
+        );
+        assert_eq!(stored.retention(), 110);
+    }
+
+    #[test]
+    fn must_revalidate_forbids_every_stale_use() {
+        for directive in ["must-revalidate", "proxy-revalidate", "no-cache"] {
+            let stored = plan_of(
+                200,
+                &[
+                    ("cache-control", &format!("max-age=10, {directive}, stale-while-revalidate=20, stale-if-error=100")),
+                    ("etag", "\"v\""),
+                ],
+            )
+            .unwrap();
+            assert!(
+                matches!(
+                    stored.verdict(NOW_MS + 40_000),
+                    Verdict::Revalidate {
+                        on_error: false,
+                        ..
+                    }
+                ),
+                "{directive}"
+            );
+        }
+    }
+
+    #[test]
+    fn vary_selects_the_stored_variant() {
+        let request = headers(&[("accept-language", "fr")]);
+        let response = headers(&[
+            ("cache-control", "max-age=60"),
+            ("vary", "Accept-Language, Accept"),
+        ]);
+        let stored = plan(&request, false, 200, &response, NOW_MS).unwrap();
+        assert!(stored.matches_variant(&headers(&[("accept-language", "fr")])));
+        assert!(!stored.matches_variant(&headers(&[("accept-language", "de")])));
+        assert!(!stored.matches_variant(&headers(&[
+            ("accept-language", "fr"),
+            ("accept", "text/html")
+        ])));
+    }
+
+    #[test]
+    fn a_304_refreshes_headers_but_not_the_body_description() {
+        let stored = headers(&[
+            ("cache-control", "max-age=10"),
+            ("etag", "\"a\""),
+            ("content-length", "5"),
+            ("content-type", "application/json"),
+        ]);
+        let fresh = headers(&[
+            ("cache-control", "max-age=99"),
+            ("content-length", "0"),
+            ("date", NOW_DATE),
+        ]);
+        let merged = refreshed_headers(&stored, &fresh);
+        assert_eq!(merged["cache-control"], "max-age=99");
+        assert_eq!(merged["content-length"], "5");
+        assert_eq!(merged["etag"], "\"a\"");
+        assert_eq!(merged["date"], NOW_DATE);
+    }
+
+    #[test]
+    fn client_conditionals_table() {
+        let response = headers(&[
+            ("etag", "\"v1\""),
+            ("last-modified", "Fri, 15 Jan 2027 07:00:00 GMT"),
+        ]);
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[("if-none-match", "\"v1\"")], true),
+            (&[("if-none-match", "W/\"v1\"")], true),
+            (&[("if-none-match", "\"v0\"")], false),
+            (
+                &[("if-none-match", "\"v0\""), ("if-modified-since", NOW_DATE)],
+                false,
+            ),
+            (&[("if-modified-since", NOW_DATE)], true),
+            (
+                &[("if-modified-since", "Fri, 15 Jan 2027 06:00:00 GMT")],
+                false,
+            ),
+            (&[("if-modified-since", "yesterday")], false),
+            (&[], false),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(
+                not_modified_for(&headers(request), &response),
+                *expected,
+                "{request:?}"
+            );
+        }
+    }
+}

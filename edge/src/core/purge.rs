@@ -1,0 +1,302 @@
+//! The edge's purge endpoint, platform-neutral: authenticating a request signed by the origin
+//! (see `forecastin_shared::signing`), validating its body, and deciding which stored entries
+//! it covers.
+
+use forecastin_shared::{
+    dto::PurgeRequest,
+    headers::{CACHE_TAG, SURROGATE_KEY},
+    signing,
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::key::cache_key;
+
+/// Most URLs, tags and prefixes one purge may name, together.
+pub const MAX_ITEMS: usize = 1_000;
+/// Longest tag accepted (Cloudflare's limit).
+const MAX_TAG_LEN: usize = 1_024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeError {
+    /// 401: missing, stale or wrong signature.
+    Unauthenticated(String),
+    /// 400: the body is not a valid purge.
+    BadRequest(String),
+}
+
+/// A purge with its URLs turned into cache keys and its prefixes into key locators
+/// (a key without its scheme: `host/path?query`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    pub keys: Vec<String>,
+    pub tags: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub everything: bool,
+}
+
+/// Checks the signature headers against the body; returns the signature, which identifies
+/// the request for replay detection.
+pub fn authenticate(
+    secret: &str,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now_secs: u64,
+) -> Result<String, PurgeError> {
+    if secret.is_empty() {
+        return Err(PurgeError::Unauthenticated(
+            "no purge secret is configured at the edge".into(),
+        ));
+    }
+    let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+        return Err(PurgeError::Unauthenticated(
+            "the purge must be signed".into(),
+        ));
+    };
+    signing::verify(secret.as_bytes(), timestamp, signature, body, now_secs)
+        .map(|_| signature.trim().to_ascii_lowercase())
+        .map_err(|err| PurgeError::Unauthenticated(err.to_string()))
+}
+
+/// The part of a cache key after its scheme.
+pub fn locator(key: &str) -> &str {
+    key.split_once("://").map_or(key, |(_, rest)| rest)
+}
+
+/// Validates a purge body; relative URLs and prefixes are taken on `edge_url`'s host.
+pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
+    let request: PurgeRequest = serde_json::from_slice(body)
+        .map_err(|err| PurgeError::BadRequest(format!("invalid purge body: {err}")))?;
+    if request.is_empty() {
+        return Err(PurgeError::BadRequest(
+            "the purge names nothing: give urls, tags, prefixes or everything".into(),
+        ));
+    }
+    let items = request.urls.len() + request.tags.len() + request.prefixes.len();
+    if items > MAX_ITEMS {
+        return Err(PurgeError::BadRequest(format!(
+            "the purge names {items} items, more than {MAX_ITEMS}"
+        )));
+    }
+    let keys = request
+        .urls
+        .iter()
+        .map(|url| {
+            edge_url
+                .join(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .map(|u| cache_key(&u))
+                .ok_or_else(|| {
+                    PurgeError::BadRequest(format!("`{url}` is not an http(s) URL or path"))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    for tag in &request.tags {
+        if tag.is_empty()
+            || tag.len() > MAX_TAG_LEN
+            || tag.contains([',', ' '])
+            || tag.chars().any(char::is_control)
+        {
+            return Err(PurgeError::BadRequest(format!(
+                "`{tag}` is not a valid cache tag"
+            )));
+        }
+    }
+    let prefixes = request
+        .prefixes
+        .iter()
+        .map(|prefix| prefix_locator(prefix, edge_url))
+        .collect::<Result<_, _>>()?;
+    Ok(Purge {
+        keys,
+        tags: request.tags,
+        prefixes,
+        everything: request.everything,
+    })
+}
+
+/// Accepts `https://host/path`, Cloudflare's `host/path`, or `/path` (on the edge's host).
+fn prefix_locator(prefix: &str, edge_url: &Url) -> Result<String, PurgeError> {
+    let bad = || PurgeError::BadRequest(format!("`{prefix}` is not a URL prefix"));
+    let absolute = if prefix.starts_with('/') {
+        edge_url.join(prefix).map_err(|_| bad())?
+    } else if prefix.contains("://") {
+        Url::parse(prefix).map_err(|_| bad())?
+    } else {
+        Url::parse(&format!("https://{prefix}")).map_err(|_| bad())?
+    };
+    if absolute.host_str().is_none() {
+        return Err(bad());
+    }
+    // Query and fragment are not part of a prefix.
+    Ok(locator(&cache_key(&absolute))
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// The cache tags a response carries, from `Cache-Tag` (comma-separated) and
+/// `Surrogate-Key` (space-separated), without duplicates.
+pub fn tags_of(response: &http::HeaderMap) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    let lists = [(CACHE_TAG, ','), (SURROGATE_KEY, ' ')];
+    for (name, separator) in lists {
+        for value in response
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            for tag in value
+                .split(separator)
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+            {
+                if !tags.iter().any(|known| known == tag) {
+                    tags.push(tag.to_owned());
+                }
+            }
+        }
+    }
+    tags
+}
+
+impl Purge {
+    /// Whether this purge removes the entry stored under `key` with `tags`.
+    pub fn covers(&self, key: &str, tags: &[String]) -> bool {
+        self.everything
+            || self.keys.iter().any(|k| k == key)
+            || self.tags.iter().any(|t| tags.contains(t))
+            || self
+                .prefixes
+                .iter()
+                .any(|p| locator(key).starts_with(p.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forecastin_shared::signing::sign;
+
+    fn edge() -> Url {
+        Url::parse("http://127.0.0.1:8787/__edge/purge").unwrap()
+    }
+
+    #[test]
+    fn only_fresh_correct_signatures_authenticate() {
+        let body = br#"{"urls":["/a"]}"#;
+        let now = 1_800_000_000;
+        let good = sign(b"s3cret", now, body);
+        assert_eq!(
+            authenticate("s3cret", Some(&now.to_string()), Some(&good), body, now + 1),
+            Ok(good.clone())
+        );
+        let cases = [
+            ("s3cret", None, Some(good.as_str()), now),
+            ("s3cret", Some(now.to_string()), None, now),
+            ("other", Some(now.to_string()), Some(good.as_str()), now),
+            (
+                "s3cret",
+                Some(now.to_string()),
+                Some(good.as_str()),
+                now + 301,
+            ),
+            (
+                "s3cret",
+                Some((now + 1).to_string()),
+                Some(good.as_str()),
+                now,
+            ),
+            ("", Some(now.to_string()), Some(good.as_str()), now),
+        ];
+        for (secret, ts, sig, at) in cases {
+            assert!(
+                matches!(
+                    authenticate(secret, ts.as_deref(), sig, body, at),
+                    Err(PurgeError::Unauthenticated(_))
+                ),
+                "{secret} {ts:?} {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_are_validated() {
+        for body in [
+            &b"not json"[..],
+            br#"{}"#,
+            br#"{"urls":[]}"#,
+            br#"{"urls":["ftp://x/y"]}"#,
+            br#"{"tags":["a b"]}"#,
+            br#"{"tags":[""]}"#,
+            br#"{"prefixes":["not a prefix"]}"#,
+            br#"{"colour":"red","everything":true}"#,
+        ] {
+            assert!(
+                matches!(parse(body, &edge()), Err(PurgeError::BadRequest(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let too_many = serde_json::json!({ "tags": vec!["t"; MAX_ITEMS + 1] }).to_string();
+        assert!(parse(too_many.as_bytes(), &edge()).is_err());
+    }
+
+    #[test]
+    fn urls_become_cache_keys_and_prefixes_locators() {
+        let purge = parse(
+            br#"{"urls":["/api/v1/search?q=x&utm_source=y&a=1","https://Edge.example/p"],
+                 "prefixes":["/api/v1/entities/FR","edge.example/static/","https://a.b/c?x=1"],
+                 "tags":["e:FR"]}"#,
+            &edge(),
+        )
+        .unwrap();
+        assert_eq!(
+            purge.keys,
+            [
+                "http://127.0.0.1:8787/api/v1/search?a=1&q=x",
+                "https://edge.example/p"
+            ]
+        );
+        assert_eq!(
+            purge.prefixes,
+            [
+                "127.0.0.1:8787/api/v1/entities/FR",
+                "edge.example/static/",
+                "a.b/c"
+            ]
+        );
+    }
+
+    #[test]
+    fn tags_come_from_both_headers_once() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(CACHE_TAG, "e:FR,s:world".parse().unwrap());
+        headers.insert(SURROGATE_KEY, "e:FR s:world search".parse().unwrap());
+        assert_eq!(tags_of(&headers), ["e:FR", "s:world", "search"]);
+    }
+
+    #[test]
+    fn coverage_table() {
+        let purge = Purge {
+            keys: vec!["http://h/a".into()],
+            tags: vec!["e:FR".into()],
+            prefixes: vec!["h/api/v1/entities/FR".into()],
+            everything: false,
+        };
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(purge.covers("http://h/a", &[]));
+        assert!(purge.covers("https://h/api/v1/entities/FR/children", &[]));
+        assert!(purge.covers("http://h/x", &tags(&["s:world", "e:FR"])));
+        assert!(!purge.covers("http://h/x", &tags(&["e:DE"])));
+        assert!(!purge.covers("http://h/a?b=1", &[]));
+        assert!(Purge {
+            everything: true,
+            ..Purge::default()
+        }
+        .covers("http://any/thing", &[]));
+    }
+}

@@ -1,0 +1,243 @@
+//! The index of stored entries, a Durable Object with SQLite storage: which cache keys carry
+//! which tags, so purges by tag and prefix can find them (the Cache API can only delete by
+//! key); which purges ran recently, so a response fetched before a purge and stored after it
+//! is taken back out; and which signed purges were already used, to refuse replays.
+//!
+//! One instance (named `index`) serves the Worker; its single-threaded execution is what
+//! orders registrations against purges.
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::JsValue;
+use worker::{
+    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, SqlStorage,
+    SqlStorageValue, State,
+};
+
+use super::now_ms;
+use crate::core::purge::{locator, Purge};
+
+const BINDING: &str = "EDGE_INDEX";
+/// How long purges and nonces are remembered: longer than any origin fetch, and than the
+/// signature window.
+const MEMORY_MS: u64 = 10 * 60 * 1000;
+
+#[derive(Serialize, Deserialize)]
+struct Registration {
+    key: String,
+    tags: Vec<String>,
+    fetch_started_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Registered {
+    keep: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PurgeCommand {
+    nonce: String,
+    purge: Purge,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Purged {
+    keys: Vec<String>,
+}
+
+async fn call<T: Serialize, R: for<'de> Deserialize<'de>>(
+    env: &Env,
+    path: &str,
+    body: &T,
+) -> Result<Response> {
+    let stub = env.durable_object(BINDING)?.get_by_name("index")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&serde_json::to_string(body)?)));
+    let _ = std::marker::PhantomData::<R>;
+    stub.fetch_with_request(Request::new_with_init(
+        &format!("https://index{path}"),
+        &init,
+    )?)
+    .await
+}
+
+/// Records that `key` is stored with `tags`; `false` means a purge covering it ran after its
+/// fetch started, and it must be deleted.
+pub async fn register(
+    env: &Env,
+    key: &str,
+    tags: Vec<String>,
+    fetch_started_ms: u64,
+) -> Result<bool> {
+    let registration = Registration {
+        key: key.to_owned(),
+        tags,
+        fetch_started_ms,
+    };
+    let mut response = call::<_, Registered>(env, "/register", &registration).await?;
+    Ok(response.json::<Registered>().await?.keep)
+}
+
+/// Resolves a purge to the keys to delete and forgets them; `None` if `nonce` was used before.
+pub async fn purge(env: &Env, nonce: String, purge: Purge) -> Result<Option<Vec<String>>> {
+    let mut response = call::<_, Purged>(env, "/purge", &PurgeCommand { nonce, purge }).await?;
+    if response.status_code() == 409 {
+        return Ok(None);
+    }
+    Ok(Some(response.json::<Purged>().await?.keys))
+}
+
+#[durable_object]
+pub struct EdgeIndex {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct KeyRow {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct PurgeRow {
+    purge: String,
+}
+
+fn text(value: &str) -> SqlStorageValue {
+    SqlStorageValue::String(value.to_owned())
+}
+
+fn integer(value: u64) -> SqlStorageValue {
+    SqlStorageValue::Integer(value as i64)
+}
+
+impl EdgeIndex {
+    fn keys(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<String>> {
+        Ok(self
+            .sql
+            .exec(query, bindings)?
+            .to_array::<KeyRow>()?
+            .into_iter()
+            .map(|row| row.key)
+            .collect())
+    }
+
+    fn forget_old(&self, now: u64) -> Result<()> {
+        let horizon = integer(now.saturating_sub(MEMORY_MS));
+        self.sql
+            .exec("DELETE FROM purges WHERE at < ?", vec![horizon.clone()])?;
+        self.sql
+            .exec("DELETE FROM nonces WHERE at < ?", vec![horizon])?;
+        Ok(())
+    }
+
+    fn register(&self, registration: Registration) -> Result<Registered> {
+        let recent = self
+            .sql
+            .exec(
+                "SELECT purge FROM purges WHERE at >= ?",
+                vec![integer(registration.fetch_started_ms)],
+            )?
+            .to_array::<PurgeRow>()?;
+        let purged_since = recent.iter().any(|row| {
+            serde_json::from_str::<Purge>(&row.purge)
+                .map(|purge| purge.covers(&registration.key, &registration.tags))
+                .unwrap_or(true)
+        });
+        if purged_since {
+            return Ok(Registered { keep: false });
+        }
+        let key = text(&registration.key);
+        self.sql.exec(
+            "INSERT OR REPLACE INTO entries (key, locator, registered_at) VALUES (?, ?, ?)",
+            vec![
+                key.clone(),
+                text(locator(&registration.key)),
+                integer(now_ms()),
+            ],
+        )?;
+        self.sql
+            .exec("DELETE FROM entry_tags WHERE key = ?", vec![key.clone()])?;
+        for tag in &registration.tags {
+            self.sql.exec(
+                "INSERT OR IGNORE INTO entry_tags (tag, key) VALUES (?, ?)",
+                vec![text(tag), key.clone()],
+            )?;
+        }
+        Ok(Registered { keep: true })
+    }
+
+    fn purge(&self, command: PurgeCommand) -> Result<Option<Purged>> {
+        let now = now_ms();
+        self.forget_old(now)?;
+        let seen = self
+            .sql
+            .exec(
+                "SELECT nonce AS key FROM nonces WHERE nonce = ?",
+                vec![text(&command.nonce)],
+            )?
+            .to_array::<KeyRow>()?;
+        if !seen.is_empty() {
+            return Ok(None);
+        }
+        self.sql.exec(
+            "INSERT INTO nonces (nonce, at) VALUES (?, ?)",
+            vec![text(&command.nonce), integer(now)],
+        )?;
+        let purge = &command.purge;
+        let mut keys = purge.keys.clone();
+        if purge.everything {
+            keys.extend(self.keys("SELECT key FROM entries", vec![])?);
+        }
+        for tag in &purge.tags {
+            keys.extend(self.keys("SELECT key FROM entry_tags WHERE tag = ?", vec![text(tag)])?);
+        }
+        for prefix in &purge.prefixes {
+            keys.extend(self.keys(
+                "SELECT key FROM entries WHERE substr(locator, 1, length(?1)) = ?1",
+                vec![text(prefix)],
+            )?);
+        }
+        keys.sort();
+        keys.dedup();
+        for key in &keys {
+            self.sql
+                .exec("DELETE FROM entries WHERE key = ?", vec![text(key)])?;
+            self.sql
+                .exec("DELETE FROM entry_tags WHERE key = ?", vec![text(key)])?;
+        }
+        self.sql.exec(
+            "INSERT INTO purges (at, purge) VALUES (?, ?)",
+            vec![integer(now), text(&serde_json::to_string(purge)?)],
+        )?;
+        Ok(Some(Purged { keys }))
+    }
+}
+
+impl DurableObject for EdgeIndex {
+    fn new(state: State, _env: Env) -> Self {
+        let sql = state.storage().sql();
+        for statement in [
+            "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, locator TEXT NOT NULL, registered_at INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS entry_tags (tag TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tag, key))",
+            "CREATE INDEX IF NOT EXISTS entry_tags_by_key ON entry_tags (key)",
+            "CREATE TABLE IF NOT EXISTS purges (at INTEGER NOT NULL, purge TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL)",
+        ] {
+            if let Err(err) = sql.exec(statement, None) {
+                worker::console_error!("index schema: {err}");
+            }
+        }
+        Self { sql }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        match req.path().as_str() {
+            "/register" => Response::from_json(&self.register(req.json().await?)?),
+            "/purge" => match self.purge(req.json().await?)? {
+                Some(purged) => Response::from_json(&purged),
+                None => Response::error("replayed purge", 409),
+            },
+            _ => Response::error("not found", 404),
+        }
+    }
+}

