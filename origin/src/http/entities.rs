@@ -108,8 +108,11 @@ async fn ancestors(
     headers: HeaderMap,
 ) -> Response {
     serve_cached(&state, format!("ancestors/{id}"), &headers, || async {
-        let row = existing(&state, &id).await?;
-        let ancestors = state.hierarchy.ancestors(&row).await?;
+        let (row, ancestors) = state
+            .hierarchy
+            .with_ancestors(&id)
+            .await?
+            .ok_or_else(|| ApiError::EntityNotFound(id.clone()))?;
         let body = Ancestors {
             id: row.id.clone(),
             items: ancestors.iter().map(EntityRow::to_summary).collect(),
