@@ -4,6 +4,7 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::Stdio,
+    sync::atomic::{AtomicU16, Ordering},
     time::{Duration, Instant},
 };
 
@@ -11,11 +12,17 @@ use tokio::process::{Child, Command};
 
 use crate::{client, ADMIN_TOKEN, PURGE_SECRET};
 
+/// A free loopback port below Linux's ephemeral range (32768+), so that no socket the
+/// runtimes open meanwhile with port 0 can take it before the process we start binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    loop {
+        let port = 20_000 + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst))) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -163,6 +170,8 @@ impl Edge {
                 "--port",
                 &port.to_string(),
             ])
+            // Each instance needs its own inspector port (the default, 9229, is shared).
+            .args(["--inspector-port", &free_port().to_string()])
             .args([
                 "--show-interactive-dev-session=false",
                 "--log-level",
@@ -202,7 +211,7 @@ impl Drop for Edge {
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
+                .args(["-s", "KILL", "--", &format!("-{pid}")])
                 .status();
         }
     }
