@@ -313,22 +313,10 @@ pub fn not_modified_for(request: &HeaderMap, response: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderName;
+    use crate::core::test_headers as headers;
 
     const NOW_MS: u64 = 1_800_000_000_000;
     const NOW_DATE: &str = "Fri, 15 Jan 2027 08:00:00 GMT"; // 1_800_000_000
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                )
-            })
-            .collect()
-    }
 
     fn plan_of(status: u16, pairs: &[(&str, &str)]) -> Result<Stored, NotStored> {
         plan(&HeaderMap::new(), false, status, &headers(pairs), NOW_MS)
@@ -349,7 +337,8 @@ mod tests {
     #[test]
     fn lifetime_table() {
         // (status, headers, lifetime or why not stored)
-        let cases: &[(u16, &[(&str, &str)], Result<u64, NotStored>)] = &[
+        type Case<'a> = (u16, &'a [(&'a str, &'a str)], Result<u64, NotStored>);
+        let cases: &[Case] = &[
             (200, &[("cache-control", "max-age=60")], Ok(60)),
             (
                 200,

@@ -10,3 +10,17 @@ pub mod request;
 pub mod static_assets;
 pub mod status;
 pub mod stored;
+
+/// A header map from name/value pairs, for the tables of the tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            (
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            )
+        })
+        .collect()
+}

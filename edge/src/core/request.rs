@@ -132,18 +132,7 @@ pub fn origin_headers(client: &HeaderMap, kind: RequestKind) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                )
-            })
-            .collect()
-    }
+    use crate::core::test_headers as headers;
 
     fn sessions() -> Vec<String> {
         vec!["session".to_owned()]
@@ -151,7 +140,8 @@ mod tests {
 
     #[test]
     fn classification_table() {
-        let cases: &[(Method, &str, &[(&str, &str)], RequestKind)] = &[
+        type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], RequestKind);
+        let cases: &[Case] = &[
             (
                 Method::GET,
                 "/api/v1/entities/FR",

@@ -44,16 +44,12 @@ struct Purged {
     keys: Vec<String>,
 }
 
-async fn call<T: Serialize, R: for<'de> Deserialize<'de>>(
-    env: &Env,
-    path: &str,
-    body: &T,
-) -> Result<Response> {
+/// Sends a command to the index instance.
+async fn call<T: Serialize>(env: &Env, path: &str, body: &T) -> Result<Response> {
     let stub = env.durable_object(BINDING)?.get_by_name("index")?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(JsValue::from_str(&serde_json::to_string(body)?)));
-    let _ = std::marker::PhantomData::<R>;
     stub.fetch_with_request(Request::new_with_init(
         &format!("https://index{path}"),
         &init,
@@ -74,13 +70,13 @@ pub async fn register(
         tags,
         fetch_started_ms,
     };
-    let mut response = call::<_, Registered>(env, "/register", &registration).await?;
+    let mut response = call(env, "/register", &registration).await?;
     Ok(response.json::<Registered>().await?.keep)
 }
 
 /// Resolves a purge to the keys to delete and forgets them; `None` if `nonce` was used before.
 pub async fn purge(env: &Env, nonce: String, purge: Purge) -> Result<Option<Vec<String>>> {
-    let mut response = call::<_, Purged>(env, "/purge", &PurgeCommand { nonce, purge }).await?;
+    let mut response = call(env, "/purge", &PurgeCommand { nonce, purge }).await?;
     if response.status_code() == 409 {
         return Ok(None);
     }
