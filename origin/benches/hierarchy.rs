@@ -2,7 +2,7 @@
 //! router in-process (server-side time: routing, cache, database, JSON), on SQLite and
 //! PostgreSQL, at several hierarchy sizes, with L1 off (the database path) and L1 warm (hits).
 //!
-//! Run: `./scripts/bench-hierarchy` (or `cargo bench -p forecastin-origin --bench hierarchy`).
+//! Run: `bench/hierarchy.sh` (or `cargo bench -p forecastin-origin --bench hierarchy`).
 //! Settings (environment): `BENCH_SIZES` (default `100000,1000000`), `BENCH_BACKENDS`
 //! (`sqlite,postgres`), `BENCH_SAMPLES` (requests per measurement, default 3000),
 //! `BENCH_POSTGRES_URL` (server URL, default the local one). Databases are kept under

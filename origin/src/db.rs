@@ -93,25 +93,6 @@ impl Db {
         Ok(Db { pool, backend })
     }
 
-    /// Runs `op`, retrying it after 0.5 s, 1 s and 2 s while it fails with a transient error
-    /// (lost connection, pool timeout, serialization failure, locked SQLite file).
-    pub async fn retry<T, E, F, Fut>(&self, op: F) -> Result<T, E>
-    where
-        E: Transient + std::fmt::Display,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(500))
-            .with_factor(2.0)
-            .with_max_times(3);
-        op.retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(E::is_transient)
-            .notify(|err, delay| tracing::warn!(%err, ?delay, "transient database error, retrying"))
-            .await
-    }
-
     /// Opens a hierarchy write. Writes are serialized: a move must see a tree that no
     /// concurrent move is changing, or two moves could together form a cycle.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
@@ -126,6 +107,25 @@ impl Db {
             }
         }
     }
+}
+
+/// Runs `op`, retrying it after 0.5 s, 1 s and 2 s while it fails with a transient error
+/// (lost connection, pool timeout, serialization failure, locked SQLite file).
+pub async fn retry<T, E, F, Fut>(op: F) -> Result<T, E>
+where
+    E: Transient + std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_factor(2.0)
+        .with_max_times(3);
+    op.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(E::is_transient)
+        .notify(|err, delay| tracing::warn!(%err, ?delay, "transient database error, retrying"))
+        .await
 }
 
 /// Server-side TCP keepalives (idle 30 s, interval 10 s, count 5) for every PostgreSQL
@@ -160,5 +160,51 @@ impl Transient for sqlx::Error {
             ),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_after_half_a_second_one_and_two() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result: Result<u32, sqlx::Error> = retry(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0..=2 => Err(sqlx::Error::PoolTimedOut),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 3);
+        assert_eq!(started.elapsed(), Duration::from_millis(500 + 1000 + 2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fourth_failure_or_a_permanent_error_is_returned() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), sqlx::Error> = retry(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(sqlx::Error::PoolTimedOut)
+        })
+        .await;
+        assert!(matches!(result, Err(sqlx::Error::PoolTimedOut)));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4,
+            "one attempt and three retries"
+        );
+
+        let permanent = AtomicU32::new(0);
+        let result: Result<(), sqlx::Error> = retry(|| async {
+            permanent.fetch_add(1, Ordering::SeqCst);
+            Err(sqlx::Error::RowNotFound)
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(permanent.load(Ordering::SeqCst), 1);
     }
 }

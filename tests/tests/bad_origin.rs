@@ -148,3 +148,63 @@ async fn contradictory_and_absurd_cache_headers_are_read_safely() {
         "a huge max-age is capped at a year: {status}"
     );
 }
+
+#[tokio::test]
+async fn credentialed_requests_only_share_public_responses() {
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    let with_token = || {
+        client()
+            .get(format!("{}/not-public", edge.url))
+            .header("authorization", "Bearer analyst")
+    };
+    with_token().send().await.unwrap();
+    let second = with_token().send().await.unwrap();
+    assert!(
+        !cache_status(&second).contains("hit"),
+        "{}",
+        cache_status(&second)
+    );
+    let with_session = client()
+        .get(format!("{}/not-public", edge.url))
+        .header("cookie", "session=abc")
+        .send()
+        .await
+        .unwrap();
+    assert!(!cache_status(&with_session).contains("stored"));
+
+    client()
+        .get(format!("{}/echo", edge.url))
+        .header("authorization", "Bearer analyst")
+        .send()
+        .await
+        .unwrap();
+    let public = client()
+        .get(format!("{}/echo", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        cache_status(&public).contains("hit"),
+        "a public response is shared"
+    );
+}
+
+#[tokio::test]
+async fn an_origin_slower_than_the_timeout_gets_504() {
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    let started = std::time::Instant::now();
+    let response = client()
+        .get(format!("{}/slow", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the edge gave up at its timeout"
+    );
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "origin_timeout");
+}

@@ -10,7 +10,7 @@ pub mod write;
 use forecastin_shared::dto::{Entity, EntityKind, EntitySummary};
 use serde_json::{Map, Value};
 
-use crate::db::{Backend, Db};
+use crate::db::{retry, Backend, Db};
 
 /// Deepest level an entity may sit at (the root is level 0).
 pub const MAX_DEPTH: i64 = 32;
@@ -101,9 +101,7 @@ impl Hierarchy {
 
     pub async fn entity(&self, id: &str) -> Result<Option<EntityRow>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM entities WHERE id = $1");
-        self.db
-            .retry(|| sqlx::query_as(&sql).bind(id).fetch_optional(&self.db.pool))
-            .await
+        retry(|| sqlx::query_as(&sql).bind(id).fetch_optional(&self.db.pool)).await
     }
 
     /// The entity `id` and its strict ancestors (root first). On PostgreSQL this is one
@@ -119,10 +117,8 @@ impl Hierarchy {
                      trim(both '/' from (SELECT path FROM entities WHERE id = $1)), '/')) \
                      ORDER BY depth"
                 );
-                let mut rows: Vec<EntityRow> = self
-                    .db
-                    .retry(|| sqlx::query_as(&sql).bind(id).fetch_all(&self.db.pool))
-                    .await?;
+                let mut rows: Vec<EntityRow> =
+                    retry(|| sqlx::query_as(&sql).bind(id).fetch_all(&self.db.pool)).await?;
                 Ok(rows.pop().map(|entity| (entity, rows)))
             }
             Backend::Sqlite => match self.entity(id).await? {
@@ -145,13 +141,12 @@ impl Hierarchy {
             "SELECT {COLUMNS} FROM entities WHERE id IN ({}) ORDER BY depth",
             placeholders(1, ids.len())
         );
-        self.db
-            .retry(|| {
-                ids.iter()
-                    .fold(sqlx::query_as(&sql), |q, id| q.bind(*id))
-                    .fetch_all(&self.db.pool)
-            })
-            .await
+        retry(|| {
+            ids.iter()
+                .fold(sqlx::query_as(&sql), |q, id| q.bind(*id))
+                .fetch_all(&self.db.pool)
+        })
+        .await
     }
 
     /// Up to `limit` children of `parent_id` ordered by `(name, id)`, after the given position.
@@ -166,16 +161,15 @@ impl Hierarchy {
             "SELECT {COLUMNS} FROM entities WHERE parent_id = $1 AND (name, id) > ($2, $3) \
              ORDER BY name, id LIMIT $4"
         );
-        self.db
-            .retry(|| {
-                sqlx::query_as(&sql)
-                    .bind(parent_id)
-                    .bind(name)
-                    .bind(id)
-                    .bind(limit)
-                    .fetch_all(&self.db.pool)
-            })
-            .await
+        retry(|| {
+            sqlx::query_as(&sql)
+                .bind(parent_id)
+                .bind(name)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.db.pool)
+        })
+        .await
     }
 
     /// Up to `limit` descendants of `root` level by level (breadth first), each level in path
@@ -198,17 +192,15 @@ impl Hierarchy {
         let mut rows = Vec::new();
         while level <= last_level && (rows.len() as i64) < limit {
             let wanted = limit - rows.len() as i64;
-            let found: Vec<EntityRow> = self
-                .db
-                .retry(|| {
-                    sqlx::query_as(&sql)
-                        .bind(level)
-                        .bind(&lower)
-                        .bind(&end)
-                        .bind(wanted)
-                        .fetch_all(&self.db.pool)
-                })
-                .await?;
+            let found: Vec<EntityRow> = retry(|| {
+                sqlx::query_as(&sql)
+                    .bind(level)
+                    .bind(&lower)
+                    .bind(&end)
+                    .bind(wanted)
+                    .fetch_all(&self.db.pool)
+            })
+            .await?;
             let level_exhausted = (found.len() as i64) < wanted;
             if found.is_empty() && lower == root.path {
                 break; // no node at this level, so none deeper
@@ -236,22 +228,19 @@ impl Hierarchy {
             "SELECT {COLUMNS} FROM entities WHERE search_name LIKE $1 ESCAPE '\\' \
              AND (name, id) > ($2, $3) ORDER BY name, id LIMIT $4"
         );
-        self.db
-            .retry(|| {
-                sqlx::query_as(&sql)
-                    .bind(&pattern)
-                    .bind(name)
-                    .bind(id)
-                    .bind(limit)
-                    .fetch_all(&self.db.pool)
-            })
-            .await
+        retry(|| {
+            sqlx::query_as(&sql)
+                .bind(&pattern)
+                .bind(name)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.db.pool)
+        })
+        .await
     }
 
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
-        self.db
-            .retry(|| sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(&self.db.pool))
-            .await
+        retry(|| sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(&self.db.pool)).await
     }
 }
 

@@ -13,7 +13,7 @@ use forecastin_shared::{
 use sqlx::{Any, Transaction};
 
 use super::{path, EntityRow, Hierarchy, COLUMNS, MAX_DEPTH};
-use crate::error::ApiError;
+use crate::{db::retry, error::ApiError};
 
 /// A committed write: the entity as it is now (`None` once deleted) and the tags to purge.
 pub struct Written {
@@ -119,7 +119,7 @@ pub async fn insert_rows(
 
 impl Hierarchy {
     pub async fn create(&self, new: &NewEntity) -> Result<Written, ApiError> {
-        self.db.retry(|| self.create_once(new)).await
+        retry(|| self.create_once(new)).await
     }
 
     /// Applies `patch` to `id` after `precondition` accepted the current row.
@@ -129,9 +129,7 @@ impl Hierarchy {
         patch: &EntityPatch,
         precondition: impl Fn(&EntityRow) -> Result<(), ApiError>,
     ) -> Result<Written, ApiError> {
-        self.db
-            .retry(|| self.update_once(id, patch, &precondition))
-            .await
+        retry(|| self.update_once(id, patch, &precondition)).await
     }
 
     /// Deletes `id`; with `cascade`, its whole subtree too.
@@ -141,9 +139,7 @@ impl Hierarchy {
         cascade: bool,
         precondition: impl Fn(&EntityRow) -> Result<(), ApiError>,
     ) -> Result<Written, ApiError> {
-        self.db
-            .retry(|| self.delete_once(id, cascade, &precondition))
-            .await
+        retry(|| self.delete_once(id, cascade, &precondition)).await
     }
 
     async fn create_once(&self, new: &NewEntity) -> Result<Written, ApiError> {
