@@ -184,17 +184,27 @@ impl Hierarchy {
         })
     }
 
+    /// Opens a write on the existing entity `id`, checked by `precondition`.
+    async fn begin_on(
+        &self,
+        id: &str,
+        precondition: &impl Fn(&EntityRow) -> Result<(), ApiError>,
+    ) -> Result<(Transaction<'static, Any>, EntityRow), ApiError> {
+        let mut tx = self.db.begin_write().await?;
+        let current = lock_entity(&mut tx, id)
+            .await?
+            .ok_or_else(|| ApiError::EntityNotFound(id.to_owned()))?;
+        precondition(&current)?;
+        Ok((tx, current))
+    }
+
     async fn update_once(
         &self,
         id: &str,
         patch: &EntityPatch,
         precondition: &impl Fn(&EntityRow) -> Result<(), ApiError>,
     ) -> Result<Written, ApiError> {
-        let mut tx = self.db.begin_write().await?;
-        let current = lock_entity(&mut tx, id)
-            .await?
-            .ok_or_else(|| ApiError::EntityNotFound(id.to_owned()))?;
-        precondition(&current)?;
+        let (mut tx, current) = self.begin_on(id, precondition).await?;
         if current.parent_id.is_none() && patch.parent_id.is_some() {
             return Err(ApiError::Conflict("the root cannot be moved".into()));
         }
@@ -306,11 +316,7 @@ impl Hierarchy {
         cascade: bool,
         precondition: &impl Fn(&EntityRow) -> Result<(), ApiError>,
     ) -> Result<Written, ApiError> {
-        let mut tx = self.db.begin_write().await?;
-        let current = lock_entity(&mut tx, id)
-            .await?
-            .ok_or_else(|| ApiError::EntityNotFound(id.to_owned()))?;
-        precondition(&current)?;
+        let (mut tx, current) = self.begin_on(id, precondition).await?;
         if current.parent_id.is_none() {
             return Err(ApiError::Conflict("the root cannot be deleted".into()));
         }

@@ -57,14 +57,52 @@ fn encode_cursor(parts: &[&str]) -> String {
 }
 
 fn decode_cursor<const N: usize>(cursor: &str) -> Result<[String; N], ApiError> {
-    let bad = || ApiError::bad_parameter("cursor", "the cursor is not one this API issued");
     let text = URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(bad)?;
+        .ok_or_else(foreign_cursor)?;
     let parts: Vec<String> = text.split('\u{1f}').map(str::to_owned).collect();
-    parts.try_into().map_err(|_| bad())
+    parts.try_into().map_err(|_| foreign_cursor())
+}
+
+fn foreign_cursor() -> ApiError {
+    ApiError::bad_parameter("cursor", "the cursor is not one this API issued")
+}
+
+/// The checked `limit` and `cursor` of a page request.
+struct PageParams {
+    limit: i64,
+    cursor: String,
+    /// The decoded sort key of the last item of the previous page.
+    after: Option<[String; 2]>,
+}
+
+impl PageParams {
+    /// `bounds` is (default, largest) page size.
+    fn parse(
+        limit: &Option<String>,
+        cursor: &Option<String>,
+        (default, largest): (i64, i64),
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
+            limit: bounded("limit", limit.as_deref(), 1..=largest, default)?,
+            after: cursor.as_deref().map(decode_cursor::<2>).transpose()?,
+            cursor: cursor.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The normalized parameters, for the L1 key.
+    fn key(&self) -> String {
+        format!("limit={}&cursor={}", self.limit, self.cursor)
+    }
+
+    /// The `(name, id)` position of lists ordered by name.
+    fn after_name_id(&self) -> Option<(&str, &str)> {
+        self.after
+            .as_ref()
+            .map(|[name, id]| (name.as_str(), id.as_str()))
+    }
 }
 
 /// Turns `limit + 1` fetched rows into a page of at most `limit`, with a cursor to the rest.
@@ -129,28 +167,17 @@ async fn children(
     ApiQuery(query): ApiQuery<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = bounded(
-        "limit",
-        query.limit.as_deref(),
-        1..=LIST_LIMIT.1,
-        LIST_LIMIT.0,
-    )?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(decode_cursor::<2>)
-        .transpose()?;
-    let key = format!(
-        "children/{id}?limit={limit}&cursor={}",
-        query.cursor.as_deref().unwrap_or("")
-    );
+    let page_params = PageParams::parse(&query.limit, &query.cursor, LIST_LIMIT)?;
+    let key = format!("children/{id}?{}", page_params.key());
     Ok(serve_cached(&state, key, &headers, || async {
         let parent = existing(&state, &id).await?;
-        let after = after
-            .as_ref()
-            .map(|[name, id]| (name.as_str(), id.as_str()));
-        let rows = state.hierarchy.children(&id, after, limit + 1).await?;
-        let body = page(rows, limit, |last| encode_cursor(&[&last.name, &last.id]));
+        let rows = state
+            .hierarchy
+            .children(&id, page_params.after_name_id(), page_params.limit + 1)
+            .await?;
+        let body = page(rows, page_params.limit, |last| {
+            encode_cursor(&[&last.name, &last.id])
+        });
         let tags = tags::for_response(Resource::Children, &parent.id, parent.ancestor_ids());
         Ok(Fresh::ok(&body, tags))
     })
@@ -163,35 +190,23 @@ async fn descendants(
     ApiQuery(query): ApiQuery<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = bounded(
-        "limit",
-        query.limit.as_deref(),
-        1..=LIST_LIMIT.1,
-        LIST_LIMIT.0,
-    )?;
+    let page_params = PageParams::parse(&query.limit, &query.cursor, LIST_LIMIT)?;
     let max_depth = bounded(
         "max_depth",
         query.max_depth.as_deref(),
         1..=MAX_DEPTH,
         MAX_DEPTH,
     )?;
-    let after = match query
-        .cursor
-        .as_deref()
-        .map(decode_cursor::<2>)
-        .transpose()?
-    {
+    let after = match &page_params.after {
         None => None,
         Some([depth, path]) => Some((
-            depth.parse::<i64>().map_err(|_| {
-                ApiError::bad_parameter("cursor", "the cursor is not one this API issued")
-            })?,
-            path,
+            depth.parse::<i64>().map_err(|_| foreign_cursor())?,
+            path.clone(),
         )),
     };
     let key = format!(
-        "descendants/{id}?limit={limit}&max_depth={max_depth}&cursor={}",
-        query.cursor.as_deref().unwrap_or("")
+        "descendants/{id}?max_depth={max_depth}&{}",
+        page_params.key()
     );
     Ok(serve_cached(&state, key, &headers, || async {
         let root = existing(&state, &id).await?;
@@ -206,9 +221,9 @@ async fn descendants(
         }
         let rows = state
             .hierarchy
-            .descendants(&root, max_depth, after, limit + 1)
+            .descendants(&root, max_depth, after, page_params.limit + 1)
             .await?;
-        let body = page(rows, limit, |last| {
+        let body = page(rows, page_params.limit, |last| {
             encode_cursor(&[&last.depth.to_string(), &last.path])
         });
         let tags = tags::for_response(Resource::Descendants, &root.id, root.ancestor_ids());
@@ -229,28 +244,16 @@ async fn search(
             format!("`q` must be 1 to {MAX_QUERY_CHARS} characters"),
         ));
     }
-    let limit = bounded(
-        "limit",
-        query.limit.as_deref(),
-        1..=SEARCH_LIMIT.1,
-        SEARCH_LIMIT.0,
-    )?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(decode_cursor::<2>)
-        .transpose()?;
-    let key = format!(
-        "search?q={}&limit={limit}&cursor={}",
-        q.to_lowercase(),
-        query.cursor.as_deref().unwrap_or("")
-    );
+    let page_params = PageParams::parse(&query.limit, &query.cursor, SEARCH_LIMIT)?;
+    let key = format!("search?q={}&{}", q.to_lowercase(), page_params.key());
     Ok(serve_cached(&state, key, &headers, || async {
-        let after = after
-            .as_ref()
-            .map(|[name, id]| (name.as_str(), id.as_str()));
-        let rows = state.hierarchy.search(q, after, limit + 1).await?;
-        let body = page(rows, limit, |last| encode_cursor(&[&last.name, &last.id]));
+        let rows = state
+            .hierarchy
+            .search(q, page_params.after_name_id(), page_params.limit + 1)
+            .await?;
+        let body = page(rows, page_params.limit, |last| {
+            encode_cursor(&[&last.name, &last.id])
+        });
         Ok(Fresh::ok(&body, vec![tags::SEARCH.to_owned()]))
     })
     .await)
