@@ -15,9 +15,9 @@ cargo build --release --locked -p forecastin-origin
 state=$(mktemp -d)
 LISTEN_ADDR=127.0.0.1:18080 DATA_DIR="$state/origin" RUST_LOG=warn ./target/release/forecastin-origin &
 origin=$!
-EDGE_SKIP_BUILD=1 setsid wrangler dev --local --ip 127.0.0.1 --port 18787 --inspector-port 19229 \
+EDGE_SKIP_BUILD=1 PURGE_SECRET=bench setsid wrangler dev --local --ip 127.0.0.1 --port 18787 --inspector-port 19229 \
   --show-interactive-dev-session=false --log-level error --persist-to "$state/edge" \
-  --var ORIGIN_URL:http://127.0.0.1:18080 --var PURGE_SECRET:bench >/dev/null &
+  --var ORIGIN_URL:http://127.0.0.1:18080 >/dev/null &
 edge=$!
 trap 'kill $origin; kill -- -$edge; rm -rf "$state"' EXIT
 for _ in $(seq 120); do curl -fs http://127.0.0.1:18787/__edge/health >/dev/null && break; sleep 0.5; done

@@ -93,6 +93,19 @@ pub async fn start() -> Fixture {
                 response
             }),
         )
+        // Storable by a shared cache only for requests without credentials.
+        .route(
+            "/not-public",
+            get(|| async { cached("max-age=60", "shared".into()) }),
+        )
+        // Slower than the edge's origin timeout in these tests (2 s).
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+                cached("public, max-age=60", "late".into())
+            }),
+        )
         .route(
             "/malformed",
             get(|| async { cached("max-age=sixty, max-age=60, public", "m".into()) }),

@@ -34,13 +34,13 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A purge request to the edge, signed as the origin signs it.
-pub fn signed_purge(
+/// Sends a purge to the edge, signed as the origin signs it, with `secret` at `timestamp`.
+pub async fn signed_purge(
     edge: &Edge,
     body: &serde_json::Value,
     secret: &str,
     timestamp: u64,
-) -> reqwest::RequestBuilder {
+) -> reqwest::Response {
     let body = body.to_string();
     let signature = signing::sign(secret.as_bytes(), timestamp, body.as_bytes());
     client()
@@ -49,6 +49,9 @@ pub fn signed_purge(
         .header(headers::PURGE_SIGNATURE, signature)
         .header("content-type", "application/json")
         .body(body)
+        .send()
+        .await
+        .expect("the edge answers")
 }
 
 /// The `Cache-Status` of a response ("" when absent).

@@ -180,10 +180,11 @@ impl Edge {
             .arg("--persist-to")
             .arg(state.path())
             .args(["--var", &format!("ORIGIN_URL:{origin_url}")])
-            .args(["--var", &format!("PURGE_SECRET:{PURGE_SECRET}")])
             .args(["--var", "ORIGIN_TIMEOUT_MS:2000"])
             .env("PATH", path)
             .env("WRANGLER_SEND_METRICS", "false")
+            // A secret, declared in wrangler.toml's [secrets]; local dev reads it from the env.
+            .env("PURGE_SECRET", PURGE_SECRET)
             .env("EDGE_SKIP_BUILD", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -158,7 +158,9 @@ async fn credentialed_requests_only_share_public_responses() {
             .get(format!("{}/not-public", edge.url))
             .header("authorization", "Bearer analyst")
     };
-    with_token().send().await.unwrap();
+    let first = with_token().send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.text().await.unwrap(), "shared");
     let second = with_token().send().await.unwrap();
     assert!(
         !cache_status(&second).contains("hit"),
@@ -172,6 +174,10 @@ async fn credentialed_requests_only_share_public_responses() {
         .await
         .unwrap();
     assert!(!cache_status(&with_session).contains("stored"));
+    // The same response is shared between requests without credentials.
+    let anonymous = || client().get(format!("{}/not-public", edge.url)).send();
+    assert!(cache_status(&anonymous().await.unwrap()).contains("stored"));
+    assert!(cache_status(&anonymous().await.unwrap()).contains("hit"));
 
     client()
         .get(format!("{}/echo", edge.url))
