@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::{body::Body, http::Request, Router};
 use clap::Parser;
-use forecastin_origin::{config::Config, db::Db, hierarchy::Hierarchy, seed};
+use forecastin_origin::{config::Config, db::Db, hierarchy::Hierarchy, purge::Outbox, seed};
 use http_body_util::BodyExt;
 use rand::{rngs::StdRng, seq::IndexedRandom, SeedableRng};
 use sqlx::{postgres::PgConnection, Connection, Executor};
@@ -121,7 +121,8 @@ async fn main() {
             {
                 let Args { config } =
                     Args::try_parse_from(["bench", "--database-url", &url]).unwrap();
-                let hierarchy = Hierarchy::new(Db::connect(&config.db).await.unwrap());
+                let hierarchy =
+                    Hierarchy::new(Db::connect(&config.db).await.unwrap(), Outbox::default());
                 seed::load_demo_if_empty(&hierarchy).await.unwrap();
                 seed::generate(&hierarchy, size).await.unwrap();
                 if backend == "postgres" {

@@ -24,6 +24,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub cache: CacheConfig,
+
+    #[command(flatten)]
+    pub purge: PurgeConfig,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -75,5 +78,110 @@ impl CacheConfig {
             "public, max-age={}, s-maxage={}, stale-while-revalidate={}, stale-if-error={}",
             self.max_age, self.s_maxage, self.stale_while_revalidate, self.stale_if_error
         )
+    }
+}
+
+/// Where purges go and how fast (see `crate::purge`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PurgeConfig {
+    /// CDN providers that receive purges, comma-separated: `edge`, `cloudflare`, `fastly`.
+    /// Unset: `edge` when PURGE_SECRET is set, none otherwise.
+    #[arg(long, env = "PURGE_PROVIDERS", value_delimiter = ',')]
+    pub providers: Option<Vec<ProviderKind>>,
+
+    /// Shared with the edge Worker, which checks the HMAC of every purge with it.
+    #[arg(long, env = "PURGE_SECRET", hide_env_values = true)]
+    pub purge_secret: Option<String>,
+
+    /// The edge Worker's purge endpoint.
+    #[arg(
+        long,
+        env = "EDGE_PURGE_URL",
+        default_value = "http://127.0.0.1:8787/__edge/purge"
+    )]
+    pub edge_purge_url: String,
+
+    /// The public origin of the site, to make URL purges absolute for Cloudflare and Fastly.
+    #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://127.0.0.1:8787")]
+    pub public_base_url: String,
+
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_BASE",
+        default_value = "https://api.cloudflare.com/client/v4"
+    )]
+    pub cloudflare_api_base: String,
+    #[arg(long, env = "CLOUDFLARE_ZONE_ID")]
+    pub cloudflare_zone_id: Option<String>,
+    #[arg(long, env = "CLOUDFLARE_API_TOKEN", hide_env_values = true)]
+    pub cloudflare_api_token: Option<String>,
+    /// Cloudflare's purge rate for the plan, requests per minute (Enterprise: 50/s).
+    #[arg(long, env = "CLOUDFLARE_PURGE_PER_MINUTE", default_value_t = 3000)]
+    pub cloudflare_per_minute: u32,
+    /// Cloudflare's purge bucket size for the plan.
+    #[arg(long, env = "CLOUDFLARE_PURGE_BURST", default_value_t = 50)]
+    pub cloudflare_burst: u32,
+
+    #[arg(
+        long,
+        env = "FASTLY_API_BASE",
+        default_value = "https://api.fastly.com"
+    )]
+    pub fastly_api_base: String,
+    #[arg(long, env = "FASTLY_SERVICE_ID")]
+    pub fastly_service_id: Option<String>,
+    #[arg(long, env = "FASTLY_API_KEY", hide_env_values = true)]
+    pub fastly_api_key: Option<String>,
+    /// Mark content stale instead of removing it (`Fastly-Soft-Purge: 1`).
+    #[arg(long, env = "FASTLY_SOFT_PURGE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub fastly_soft_purge: bool,
+    #[arg(long, env = "FASTLY_PURGE_PER_MINUTE", default_value_t = 6000)]
+    pub fastly_per_minute: u32,
+    #[arg(long, env = "FASTLY_PURGE_BURST", default_value_t = 100)]
+    pub fastly_burst: u32,
+
+    #[arg(long, env = "EDGE_PURGE_PER_MINUTE", default_value_t = 60000)]
+    pub edge_per_minute: u32,
+    #[arg(long, env = "EDGE_PURGE_BURST", default_value_t = 1000)]
+    pub edge_burst: u32,
+
+    /// Timeout of one purge request to a provider.
+    #[arg(long, env = "PURGE_TIMEOUT_MS", default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Longest wait between two attempts of a failing delivery (it is retried until it
+    /// succeeds or fails permanently).
+    #[arg(long, env = "PURGE_RETRY_MAX_MS", default_value_t = 60_000)]
+    pub retry_max_ms: u64,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Edge,
+    Cloudflare,
+    Fastly,
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Edge => "edge",
+            Self::Cloudflare => "cloudflare",
+            Self::Fastly => "fastly",
+        }
+    }
+}
+
+impl PurgeConfig {
+    /// The providers in force, by the rule in the `providers` doc.
+    pub fn enabled(&self) -> Vec<ProviderKind> {
+        match &self.providers {
+            Some(providers) => providers.clone(),
+            None if self.purge_secret.is_some() => vec![ProviderKind::Edge],
+            None => Vec::new(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
     }
 }

@@ -13,6 +13,8 @@ pub enum ApiError {
     EntityNotFound(String),
     #[error("no route for this path")]
     RouteNotFound,
+    #[error("no purge with id `{0}`")]
+    PurgeNotFound(String),
     /// A malformed path or query parameter (400).
     #[error("{message}")]
     BadParameter { field: String, message: String },
@@ -55,7 +57,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::EntityNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::EntityNotFound(_) | Self::RouteNotFound | Self::PurgeNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::InvalidBody { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -73,7 +77,7 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::EntityNotFound(_) | Self::RouteNotFound => "not_found",
+            Self::EntityNotFound(_) | Self::RouteNotFound | Self::PurgeNotFound(_) => "not_found",
             Self::BadParameter { .. } => "invalid_parameter",
             Self::InvalidBody { .. } => "invalid_body",
             Self::Conflict(_) => "conflict",

@@ -97,6 +97,16 @@ impl L1 {
         dropped
     }
 
+    /// Drops every entry (for purges by URL, prefix or everything, which L1 keys do not name).
+    pub fn invalidate_all(&self) -> usize {
+        let mut inner = self.inner.lock();
+        inner.epoch += 1;
+        let dropped = inner.entries.len();
+        inner.entries.clear();
+        inner.keys_by_tag.clear();
+        dropped
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().entries.len()
     }

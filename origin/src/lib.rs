@@ -1,7 +1,7 @@
 //! The Forecastin origin: the navigation hierarchy API with its caching contract.
 //!
 //! Layout: [`config`] (environment), [`db`] (pool, migrations, retries), [`hierarchy`] (the
-//! entity store and its SQL), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`]
+//! entity store and its SQL), [`purge`] (the CDN purge outbox and dispatcher), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`]
 //! (in-process response cache), [`http`] (routes, extractors, caching headers), [`metrics`].
 
 pub mod config;
@@ -11,6 +11,7 @@ pub mod hierarchy;
 pub mod http;
 pub mod l1;
 pub mod metrics;
+pub mod purge;
 pub mod seed;
 
 use std::{num::NonZeroUsize, sync::Arc};
@@ -18,13 +19,31 @@ use std::{num::NonZeroUsize, sync::Arc};
 use anyhow::Context;
 use axum::{http::HeaderValue, Router};
 
-use crate::{config::Config, db::Db, hierarchy::Hierarchy, http::AppState, l1::L1};
+use crate::{
+    config::Config,
+    db::Db,
+    hierarchy::Hierarchy,
+    http::AppState,
+    l1::L1,
+    purge::{
+        dispatcher::{self, Dispatcher},
+        providers::Provider,
+        Outbox, PurgeLog,
+    },
+};
 
 /// Connects to the database, loads the demo data if asked and the database is empty, and
 /// builds the application.
 pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let db = Db::connect(&config.db).await?;
-    let hierarchy = Hierarchy::new(db);
+    let providers = Provider::from_config(&config.purge)?;
+    let outbox = Outbox::new(providers.iter().map(Provider::name).collect());
+    if providers.is_empty() {
+        tracing::warn!(
+            "no purge provider is configured: data changes purge only the origin's own tiers"
+        );
+    }
+    let hierarchy = Hierarchy::new(db.clone(), outbox.clone());
     if config.seed_demo_data {
         seed::load_demo_if_empty(&hierarchy).await?;
     }
@@ -36,7 +55,15 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
             token
         }
     };
+    dispatcher::spawn(Dispatcher::new(
+        db.clone(),
+        providers,
+        outbox,
+        config.purge.timeout(),
+        config.purge.retry_max_ms,
+    ));
     let state = Arc::new(AppState {
+        purges: PurgeLog { db },
         hierarchy,
         l1: NonZeroUsize::new(config.cache.l1_capacity).map(L1::new),
         cache_control: HeaderValue::try_from(config.cache.cache_control())

@@ -1,7 +1,7 @@
 //! `forecastin-origin`: serve the API (the default), or grow the database with synthetic data.
 
 use clap::{Parser, Subcommand};
-use forecastin_origin::{config::Config, db::Db, hierarchy::Hierarchy, seed};
+use forecastin_origin::{config::Config, db::Db, hierarchy::Hierarchy, purge::Outbox, seed};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => forecastin_origin::serve(cli.config).await,
         Command::Generate { entities } => {
-            let hierarchy = Hierarchy::new(Db::connect(&cli.config.db).await?);
+            let hierarchy = Hierarchy::new(Db::connect(&cli.config.db).await?, Outbox::default());
             seed::load_demo_if_empty(&hierarchy).await?;
             let total = seed::generate(&hierarchy, entities).await?;
             println!("the database holds {total} entities");

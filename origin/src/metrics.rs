@@ -11,6 +11,12 @@ pub const L1_MISSES: &str = "l1_cache_misses_total";
 pub const L1_ENTRIES: &str = "l1_cache_entries";
 pub const L1_INVALIDATED: &str = "l1_cache_invalidated_entries_total";
 pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+pub const PURGE_REQUESTS: &str = "purge_provider_requests_total";
+pub const PURGE_DELIVERIES: &str = "purge_deliveries_total";
+/// From the write's commit to the provider's acknowledgement.
+pub const PURGE_LATENCY: &str = "purge_delivery_latency_seconds";
+pub const PURGE_OUTBOX_DEPTH: &str = "purge_outbox_pending";
+pub const PURGE_OLDEST_PENDING: &str = "purge_outbox_oldest_pending_seconds";
 
 /// Latency buckets from 50 µs to 5 s: L1 hits sit in the first ones, database reads around 1 ms.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -25,6 +31,8 @@ pub fn handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &LATENCY_BUCKETS)
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full(PURGE_LATENCY.into()), &LATENCY_BUCKETS)
                 .expect("the bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();

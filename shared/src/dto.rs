@@ -146,6 +146,34 @@ pub struct PurgeResult {
     pub purged: u64,
 }
 
+/// `202` answer to `POST /admin/v1/purge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeAccepted {
+    pub id: String,
+}
+
+/// A purge and how each provider is delivering it (`GET /admin/v1/purge/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeStatus {
+    pub id: String,
+    /// `write` (caused by a data change) or `admin`.
+    pub source: String,
+    pub created_at_ms: i64,
+    pub request: PurgeRequest,
+    pub deliveries: Vec<DeliveryStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryStatus {
+    pub provider: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    /// The provider's last error, if any.
+    pub last_error: Option<String>,
+    pub delivered_at_ms: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

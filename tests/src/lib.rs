@@ -10,8 +10,9 @@
 
 pub mod fixture;
 mod process;
+pub mod standins;
 
-pub use process::{Edge, Origin};
+pub use process::{free_port, Backend, Edge, Origin};
 
 use forecastin_shared::{headers, signing};
 
@@ -62,4 +63,42 @@ pub fn cache_status(response: &reqwest::Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// An admin request to `base` (the origin, or the edge, which forwards it).
+pub fn admin(method: reqwest::Method, base: &str, path: &str) -> reqwest::RequestBuilder {
+    client()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+}
+
+/// Polls the origin's purge status until no delivery is pending; returns the status.
+pub async fn wait_settled(
+    origin: &Origin,
+    purge_id: &str,
+    limit: std::time::Duration,
+) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let status: serde_json::Value = admin(
+            reqwest::Method::GET,
+            &origin.url,
+            &format!("/admin/v1/purge/{purge_id}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let deliveries = status["deliveries"].as_array().cloned().unwrap_or_default();
+        if !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] != "pending") {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "purge {purge_id} still pending: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

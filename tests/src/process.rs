@@ -14,7 +14,7 @@ use crate::{client, ADMIN_TOKEN, PURGE_SECRET};
 
 /// A free loopback port below Linux's ephemeral range (32768+), so that no socket the
 /// runtimes open meanwhile with port 0 can take it before the process we start binds it.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let seed = (std::process::id() as u16).wrapping_mul(7919);
     loop {
@@ -49,27 +49,65 @@ async fn wait_until_ready(url: &str, limit: Duration, what: &str) {
     }
 }
 
+/// Which database an origin runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default, a file in the origin's temporary data directory.
+    Sqlite,
+    /// A new database on the local PostgreSQL server, dropped with the origin.
+    Postgres,
+}
+
+fn postgres_server() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn psql(sql: &str) {
+    let status = std::process::Command::new("psql")
+        .args([postgres_server().as_str(), "-q", "-c", sql])
+        .stdout(Stdio::null())
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
 /// The origin binary on its own port and data directory.
 pub struct Origin {
     pub url: String,
     port: u16,
     env: Vec<(String, String)>,
     data: tempfile::TempDir,
+    database: Option<String>,
     child: Option<Child>,
 }
 
 impl Origin {
-    /// Starts the origin with the default settings plus `env`.
+    /// Starts the origin on SQLite with the default settings plus `env`.
     pub async fn start(env: &[(&str, &str)]) -> Origin {
+        Self::start_with(Backend::Sqlite, env).await
+    }
+
+    pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Origin {
         let port = free_port();
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let database = (backend == Backend::Postgres).then(|| {
+            let name = format!("forecastin_test_e2e_{}_{port}", std::process::id());
+            psql(&format!("CREATE DATABASE {name}"));
+            let server = postgres_server();
+            let (base, _) = server.rsplit_once('/').unwrap();
+            env.push(("DATABASE_URL".into(), format!("{base}/{name}")));
+            name
+        });
         let mut origin = Origin {
             url: format!("http://127.0.0.1:{port}"),
             port,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
             data: tempfile::tempdir().unwrap(),
+            database,
             child: None,
         };
         origin.restart().await;
@@ -136,6 +174,17 @@ impl Origin {
     }
 }
 
+impl Drop for Origin {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+        }
+        if let Some(name) = &self.database {
+            psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
 /// The Worker in workerd, through `wrangler dev --local`, with its own cache storage.
 pub struct Edge {
     pub url: String,
@@ -146,13 +195,17 @@ pub struct Edge {
 impl Edge {
     /// Starts the edge in front of `origin_url` (the Worker must be built already).
     pub async fn start(origin_url: &str) -> Edge {
+        Self::start_on(free_port(), origin_url).await
+    }
+
+    /// Starts the edge on `port` (for an origin started first, told where the edge will be).
+    pub async fn start_on(port: u16, origin_url: &str) -> Edge {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(
             root.join("edge/build/index.js").exists() && wrangler.exists(),
             "the Worker is not built: run ./scripts/test (or ./scripts/build-edge)"
         );
-        let port = free_port();
         let state = tempfile::tempdir().unwrap();
         let path = format!(
             "{}:{}:{}",

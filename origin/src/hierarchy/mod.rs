@@ -10,7 +10,10 @@ pub mod write;
 use forecastin_shared::dto::{Entity, EntityKind, EntitySummary};
 use serde_json::{Map, Value};
 
-use crate::db::{retry, Backend, Db};
+use crate::{
+    db::{retry, Backend, Db},
+    purge::Outbox,
+};
 
 /// Deepest level an entity may sit at (the root is level 0).
 pub const MAX_DEPTH: i64 = 32;
@@ -92,11 +95,13 @@ pub fn search_pattern(query: &str) -> String {
 #[derive(Clone)]
 pub struct Hierarchy {
     pub db: Db,
+    /// Where writes record the purges they cause.
+    pub outbox: Outbox,
 }
 
 impl Hierarchy {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     pub async fn entity(&self, id: &str) -> Result<Option<EntityRow>, sqlx::Error> {

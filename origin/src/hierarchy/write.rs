@@ -7,18 +7,20 @@
 use std::collections::BTreeSet;
 
 use forecastin_shared::{
-    dto::{EntityKind, EntityPatch, NewEntity},
+    dto::{EntityKind, EntityPatch, NewEntity, PurgeRequest},
     tags::{self, Change},
 };
 use sqlx::{Any, Transaction};
 
 use super::{path, EntityRow, Hierarchy, COLUMNS, MAX_DEPTH};
-use crate::{db::retry, error::ApiError};
+use crate::{db::retry, error::ApiError, purge::Source};
 
-/// A committed write: the entity as it is now (`None` once deleted) and the tags to purge.
+/// A committed write: the entity as it is now (`None` once deleted), the tags it made
+/// stale, and the id of the purge recorded for them.
 pub struct Written {
     pub entity: Option<EntityRow>,
     pub invalidated: BTreeSet<String>,
+    pub purge_id: String,
 }
 
 /// A row to insert, with its place in the tree already worked out.
@@ -173,15 +175,12 @@ impl Hierarchy {
         };
         insert_rows(&mut tx, std::slice::from_ref(&row), false).await?;
         let entity = lock_entity(&mut tx, &new.id).await?;
-        tx.commit().await?;
         let chain = chain_of(&parent);
-        Ok(Written {
-            entity,
-            invalidated: tags::invalidated_by(Change::Created {
-                id: &new.id,
-                chain: &chain,
-            }),
-        })
+        let invalidated = tags::invalidated_by(Change::Created {
+            id: &new.id,
+            chain: &chain,
+        });
+        self.commit(tx, entity, invalidated).await
     }
 
     /// Opens a write on the existing entity `id`, checked by `precondition`.
@@ -243,8 +242,6 @@ impl Hierarchy {
         .execute(&mut *tx)
         .await?;
         let entity = lock_entity(&mut tx, id).await?;
-        tx.commit().await?;
-
         let invalidated = match &new_parent {
             Some(moved) => {
                 let new_chain: Vec<String> = path::ancestor_ids(&moved.path)
@@ -262,10 +259,7 @@ impl Hierarchy {
                 chain: &old_parent_chain,
             }),
         };
-        Ok(Written {
-            entity,
-            invalidated,
-        })
+        self.commit(tx, entity, invalidated).await
     }
 
     /// Re-roots `current`'s subtree under `new_parent_id`; returns `current` as moved (its new
@@ -335,12 +329,31 @@ impl Hierarchy {
             .bind(path::subtree_end(&current.path))
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
         let mut chain = chain_of(&current);
         chain.pop();
+        let invalidated = tags::invalidated_by(Change::Deleted { id, chain: &chain });
+        self.commit(tx, None, invalidated).await
+    }
+
+    /// Records the purge of `invalidated` in the outbox, in the write's transaction, then
+    /// commits both and wakes the dispatcher.
+    async fn commit(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        entity: Option<EntityRow>,
+        invalidated: BTreeSet<String>,
+    ) -> Result<Written, ApiError> {
+        let request = PurgeRequest {
+            tags: invalidated.iter().cloned().collect(),
+            ..PurgeRequest::default()
+        };
+        let purge_id = self.outbox.record(&mut tx, Source::Write, &request).await?;
+        tx.commit().await?;
+        self.outbox.wake();
         Ok(Written {
-            entity: None,
-            invalidated: tags::invalidated_by(Change::Deleted { id, chain: &chain }),
+            entity,
+            invalidated,
+            purge_id,
         })
     }
 }

@@ -28,6 +28,9 @@ use crate::{
     hierarchy::{write::Written, EntityRow},
 };
 
+/// The response header naming the purge a write recorded (see `GET /admin/v1/purge/{id}`).
+pub const PURGE_ID_HEADER: &str = "forecastin-purge-id";
+
 /// Longest entity name, in characters.
 const MAX_NAME_CHARS: usize = 200;
 
@@ -96,10 +99,18 @@ fn written(state: &AppState, written: Written, status: StatusCode) -> Response {
     }
     tracing::info!(tags = ?written.invalidated, "write committed");
     let Some(row) = written.entity else {
-        return StatusCode::NO_CONTENT.into_response();
+        return (
+            StatusCode::NO_CONTENT,
+            [(PURGE_ID_HEADER, written.purge_id)],
+        )
+            .into_response();
     };
     let mut response = (status, Json(row.to_entity())).into_response();
     let headers = response.headers_mut();
+    headers.insert(
+        PURGE_ID_HEADER,
+        HeaderValue::try_from(written.purge_id.as_str()).expect("hex is a valid header"),
+    );
     headers.insert(
         header::ETAG,
         HeaderValue::try_from(etag_of_row(&row)).expect("hex is a valid header"),

@@ -6,6 +6,7 @@ pub mod caching;
 mod entities;
 pub mod extract;
 mod ops;
+mod purges;
 
 use std::{sync::Arc, time::Instant};
 
@@ -19,10 +20,11 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
-use crate::{error::ApiError, hierarchy::Hierarchy, l1::L1, metrics};
+use crate::{error::ApiError, hierarchy::Hierarchy, l1::L1, metrics, purge::PurgeLog};
 
 pub struct AppState {
     pub hierarchy: Hierarchy,
+    pub purges: PurgeLog,
     /// `None` when L1 is turned off (`L1_CAPACITY=0`).
     pub l1: Option<L1>,
     /// The `Cache-Control` value of public GET responses.
@@ -35,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(entities::routes())
         .merge(admin::routes())
+        .merge(purges::routes())
         .merge(ops::routes())
         .merge(assets::routes())
         .fallback(|| async { ApiError::RouteNotFound })

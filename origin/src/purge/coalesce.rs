@@ -1,0 +1,124 @@
+//! Turning many pending purges into few provider requests: duplicates merged, items grouped by
+//! kind (a provider request purges one kind), and split to each provider's per-request limit.
+//! Each batch remembers which purges it carries, so their deliveries can be settled.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use forecastin_shared::dto::PurgeRequest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ItemKind {
+    Url,
+    Tag,
+    Prefix,
+    Everything,
+}
+
+/// One provider request's worth of items of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub kind: ItemKind,
+    /// Empty for [`ItemKind::Everything`].
+    pub items: Vec<String>,
+    /// The purges whose deliveries this batch serves.
+    pub purges: BTreeSet<String>,
+}
+
+/// Merges `(purge id, request)` pairs and splits them into batches of at most `limit` items.
+pub fn batches(purges: &[(String, PurgeRequest)], limit: usize) -> Vec<Batch> {
+    let mut by_item: BTreeMap<(ItemKind, String), BTreeSet<String>> = BTreeMap::new();
+    for (id, request) in purges {
+        let kinds = [
+            (ItemKind::Url, &request.urls),
+            (ItemKind::Tag, &request.tags),
+            (ItemKind::Prefix, &request.prefixes),
+        ];
+        for (kind, items) in kinds {
+            for item in items {
+                by_item
+                    .entry((kind, item.clone()))
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+        if request.everything {
+            by_item
+                .entry((ItemKind::Everything, String::new()))
+                .or_default()
+                .insert(id.clone());
+        }
+    }
+    let mut batches: Vec<Batch> = Vec::new();
+    for ((kind, item), ids) in by_item {
+        match batches.last_mut() {
+            Some(batch) if batch.kind == kind && batch.items.len() < limit => {
+                batch.items.push(item);
+                batch.purges.extend(ids);
+            }
+            _ => batches.push(Batch {
+                kind,
+                items: if kind == ItemKind::Everything {
+                    Vec::new()
+                } else {
+                    vec![item]
+                },
+                purges: ids,
+            }),
+        }
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(tags: &[&str], urls: &[&str]) -> PurgeRequest {
+        PurgeRequest {
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            urls: urls.iter().map(|s| s.to_string()).collect(),
+            ..PurgeRequest::default()
+        }
+    }
+
+    #[test]
+    fn duplicates_are_sent_once_and_credited_to_every_purge() {
+        let purges = vec![
+            ("p1".to_owned(), request(&["e:FR", "search"], &[])),
+            ("p2".to_owned(), request(&["e:DE", "search"], &["/a"])),
+        ];
+        let batches = batches(&purges, 100);
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].kind, ItemKind::Url);
+        assert_eq!(batches[1].items, ["e:DE", "e:FR", "search"]);
+        assert_eq!(
+            batches[1].purges,
+            BTreeSet::from(["p1".to_owned(), "p2".to_owned()])
+        );
+        assert_eq!(batches[0].purges, BTreeSet::from(["p2".to_owned()]));
+    }
+
+    #[test]
+    fn batches_respect_the_item_limit() {
+        let tags: Vec<String> = (0..250).map(|i| format!("e:{i:03}")).collect();
+        let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let batches = batches(&[("p".to_owned(), request(&tag_refs, &[]))], 100);
+        let sizes: Vec<usize> = batches.iter().map(|b| b.items.len()).collect();
+        assert_eq!(sizes, [100, 100, 50]);
+    }
+
+    #[test]
+    fn everything_is_one_batch_for_all_purges_asking_for_it() {
+        let everything = PurgeRequest {
+            everything: true,
+            ..PurgeRequest::default()
+        };
+        let batches = batches(
+            &[("a".into(), everything.clone()), ("b".into(), everything)],
+            100,
+        );
+        assert_eq!(batches.len(), 1);
+        assert!(batches[0].items.is_empty());
+        assert_eq!(batches[0].purges.len(), 2);
+    }
+}

@@ -1,0 +1,184 @@
+//! The purge pipeline: data changes purge the CDN, durably.
+//!
+//! A write records what it makes stale ([`Outbox::record`]) in the same transaction as the
+//! change, one delivery per provider. The [`dispatcher`] drains pending deliveries: it merges
+//! and batches them ([`coalesce`]), paces each provider with a token bucket, retries
+//! timeouts, 5xx and 429 with backoff (honouring `Retry-After`), and records every outcome.
+//! A crash between commit and delivery loses nothing: the rows are there after a restart.
+
+pub mod coalesce;
+pub mod dispatcher;
+pub mod providers;
+
+use std::sync::Arc;
+
+use forecastin_shared::dto::{DeliveryStatus, PurgeRequest, PurgeStatus};
+use sqlx::{Any, Transaction};
+use tokio::sync::Notify;
+
+use crate::db::{retry, Db};
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+/// What caused a purge.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    Write,
+    Admin,
+}
+
+/// Records purges for the configured providers and wakes the dispatcher.
+#[derive(Clone, Default)]
+pub struct Outbox {
+    providers: Arc<[&'static str]>,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(providers: Vec<&'static str>) -> Self {
+        Self {
+            providers: providers.into(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Stores `request` and a pending delivery per provider inside `tx`; returns its id.
+    pub async fn record(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        source: Source,
+        request: &PurgeRequest,
+    ) -> Result<String, sqlx::Error> {
+        let id = crate::seed::random_token()[..24].to_owned();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO purges (id, source, request, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(match source {
+            Source::Write => "write",
+            Source::Admin => "admin",
+        })
+        .bind(serde_json::to_string(request).expect("purge requests serialize"))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        for provider in self.providers.iter() {
+            sqlx::query(
+                "INSERT INTO purge_deliveries (purge_id, provider, status, next_attempt_at_ms) \
+                 VALUES ($1, $2, 'pending', $3)",
+            )
+            .bind(&id)
+            .bind(*provider)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(id)
+    }
+
+    /// Tells the dispatcher that new deliveries are due (call after the commit).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct PurgeRow {
+    id: String,
+    source: String,
+    request: String,
+    created_at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    provider: String,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    delivered_at_ms: Option<i64>,
+}
+
+/// The purges, newest first, with their deliveries: one by id, or a page by status.
+pub struct PurgeLog {
+    pub db: Db,
+}
+
+impl PurgeLog {
+    pub async fn get(&self, id: &str) -> Result<Option<PurgeStatus>, sqlx::Error> {
+        let rows: Vec<PurgeRow> = retry(|| {
+            sqlx::query_as("SELECT id, source, request, created_at_ms FROM purges WHERE id = $1")
+                .bind(id)
+                .fetch_all(&self.db.pool)
+        })
+        .await?;
+        Ok(self.with_deliveries(rows).await?.pop())
+    }
+
+    /// Up to `limit` purges with a delivery in `status`, older than the `(created, id)` cursor.
+    pub async fn by_status(
+        &self,
+        status: &str,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<PurgeStatus>, sqlx::Error> {
+        let (created, id) = before.unwrap_or((i64::MAX, ""));
+        let rows: Vec<PurgeRow> = retry(|| {
+            sqlx::query_as(
+                "SELECT id, source, request, created_at_ms FROM purges p \
+                 WHERE EXISTS (SELECT 1 FROM purge_deliveries d WHERE d.purge_id = p.id \
+                 AND d.status = $1) AND (created_at_ms < $2 OR (created_at_ms = $2 AND id < $3)) \
+                 ORDER BY created_at_ms DESC, id DESC LIMIT $4",
+            )
+            .bind(status)
+            .bind(created)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+        })
+        .await?;
+        self.with_deliveries(rows).await
+    }
+
+    async fn with_deliveries(&self, rows: Vec<PurgeRow>) -> Result<Vec<PurgeStatus>, sqlx::Error> {
+        let mut purges = Vec::with_capacity(rows.len());
+        for row in rows {
+            let deliveries: Vec<DeliveryRow> = retry(|| {
+                sqlx::query_as(
+                    "SELECT provider, status, attempts, last_error, delivered_at_ms \
+                     FROM purge_deliveries WHERE purge_id = $1 ORDER BY provider",
+                )
+                .bind(&row.id)
+                .fetch_all(&self.db.pool)
+            })
+            .await?;
+            purges.push(PurgeStatus {
+                request: serde_json::from_str(&row.request).unwrap_or_default(),
+                id: row.id,
+                source: row.source,
+                created_at_ms: row.created_at_ms,
+                deliveries: deliveries
+                    .into_iter()
+                    .map(|d| DeliveryStatus {
+                        provider: d.provider,
+                        status: d.status,
+                        attempts: d.attempts,
+                        last_error: d.last_error,
+                        delivered_at_ms: d.delivered_at_ms,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(purges)
+    }
+}

@@ -1,0 +1,308 @@
+//! Data changes purge the CDN through the origin's outbox: end to end through the edge in
+//! workerd, and against the Cloudflare and Fastly stand-ins with faults, crashes and bursts.
+
+use std::time::{Duration, Instant};
+
+use forecastin_e2e::{
+    admin, cache_status, client, free_port,
+    standins::{self, Fault},
+    wait_settled, Backend, Edge, Origin, PURGE_SECRET,
+};
+use reqwest::Method;
+use serde_json::json;
+
+const ZONE: &str = "zone-e2e";
+const TOKEN: &str = "cf-token-e2e";
+
+fn cloudflare_env(api: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PURGE_PROVIDERS", "cloudflare".to_owned()),
+        ("CLOUDFLARE_API_BASE", api.to_owned()),
+        ("CLOUDFLARE_ZONE_ID", ZONE.to_owned()),
+        ("CLOUDFLARE_API_TOKEN", TOKEN.to_owned()),
+        ("PUBLIC_BASE_URL", "https://forecastin.example".to_owned()),
+        ("PURGE_TIMEOUT_MS", "1000".to_owned()),
+        ("PURGE_RETRY_MAX_MS", "400".to_owned()),
+    ]
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+async fn rename(base: &str, id: &str, name: &str) -> String {
+    let response = admin(Method::PATCH, base, &format!("/admin/v1/entities/{id}"))
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    response.headers()["forecastin-purge-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// GETs `url` through the edge until `fresh` accepts the body; returns how long it took.
+async fn until_fresh(url: &str, fresh: impl Fn(&serde_json::Value) -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let response = client().get(url).send().await.unwrap();
+        let body: serde_json::Value = response.json().await.unwrap();
+        if fresh(&body) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url} stayed stale: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn edge_and_origin(backend: Backend) -> (Origin, Edge) {
+    let edge_port = free_port();
+    let origin = Origin::start_with(
+        backend,
+        &[
+            ("PURGE_SECRET", PURGE_SECRET),
+            (
+                "EDGE_PURGE_URL",
+                &format!("http://127.0.0.1:{edge_port}/__edge/purge"),
+            ),
+        ],
+    )
+    .await;
+    let edge = Edge::start_on(edge_port, &origin.url).await;
+    (origin, edge)
+}
+
+async fn a_rename_and_a_move_reach_the_edge_through_the_edge_direct_provider(backend: Backend) {
+    let (origin, edge) = edge_and_origin(backend).await;
+    let entity = format!("{}/api/v1/entities/FR-75", edge.url);
+    let siblings = format!("{}/api/v1/entities/FR-IDF/children", edge.url);
+    for url in [&entity, &siblings, &entity, &siblings] {
+        client().get(url.as_str()).send().await.unwrap();
+    }
+    for url in [&entity, &siblings] {
+        let status = cache_status(&client().get(url.as_str()).send().await.unwrap());
+        assert!(status.contains("hit"), "{url}: {status}");
+    }
+
+    let purge_id = rename(&edge.url, "FR-75", "Paris (Ville)").await;
+    let took = until_fresh(&entity, |body| body["name"] == "Paris (Ville)").await;
+    until_fresh(&siblings, |body| {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "Paris (Ville)")
+    })
+    .await;
+    let status = wait_settled(&origin, &purge_id, Duration::from_secs(5)).await;
+    assert_eq!(status["deliveries"][0]["provider"], "edge");
+    assert_eq!(status["deliveries"][0]["status"], "delivered");
+    eprintln!("rename visible at the edge after {took:?}");
+
+    let moved = admin(Method::PATCH, &edge.url, "/admin/v1/entities/FR-75")
+        .json(&json!({ "parent_id": "FR-ARA" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    until_fresh(
+        &format!("{}/api/v1/entities/FR-75/ancestors", edge.url),
+        |body| {
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["id"] == "FR-ARA")
+        },
+    )
+    .await;
+    until_fresh(&siblings, |body| {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["id"] != "FR-75")
+    })
+    .await;
+    let served = cache_status(&client().get(&entity).send().await.unwrap());
+    assert!(
+        served.contains("hit") || served.contains("miss"),
+        "{served}"
+    );
+}
+
+#[tokio::test]
+async fn edge_direct_purges_on_sqlite() {
+    a_rename_and_a_move_reach_the_edge_through_the_edge_direct_provider(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn edge_direct_purges_on_postgres() {
+    a_rename_and_a_move_reach_the_edge_through_the_edge_direct_provider(Backend::Postgres).await;
+}
+
+async fn cloudflare_faults_lose_nothing(backend: Backend) {
+    let cloudflare = standins::cloudflare(ZONE, TOKEN, 0).await;
+    cloudflare.script(&[
+        Fault::TooManyRequests { retry_after: 1 },
+        Fault::ServerError,
+        Fault::ServerError,
+        Fault::Hang(Duration::from_millis(1_500)),
+    ]);
+    let env = cloudflare_env(&cloudflare.url);
+    let origin = Origin::start_with(backend, &borrowed(&env)).await;
+    let mut purges = Vec::new();
+    for (i, id) in ["DE", "ES", "IT", "PT", "NL"].iter().enumerate() {
+        purges.push((id, rename(&origin.url, id, &format!("Renamed {i}")).await));
+    }
+    for (id, purge_id) in &purges {
+        let status = wait_settled(&origin, purge_id, Duration::from_secs(30)).await;
+        let delivery = &status["deliveries"][0];
+        assert_eq!(delivery["status"], "delivered", "{id}: {status}");
+        // One first attempt, plus at most one per scripted fault.
+        assert!(delivery["attempts"].as_i64().unwrap() <= 5, "{status}");
+        let tag = format!("e:{id}");
+        assert!(
+            cloudflare
+                .accepted()
+                .iter()
+                .any(|a| a.kind == "tags" && a.items.contains(&tag)),
+            "{tag} never reached Cloudflare"
+        );
+    }
+    assert!(cloudflare.requests() >= 5, "the four faults were all met");
+    let pending: serde_json::Value =
+        admin(Method::GET, &origin.url, "/admin/v1/purge?status=pending")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(pending["items"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn cloudflare_429_500_and_timeouts_are_retried_until_delivered_on_sqlite() {
+    cloudflare_faults_lose_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn cloudflare_429_500_and_timeouts_are_retried_until_delivered_on_postgres() {
+    cloudflare_faults_lose_nothing(Backend::Postgres).await;
+}
+
+async fn a_crash_between_commit_and_delivery_loses_nothing(backend: Backend) {
+    // Cloudflare is unreachable at first: the purge is committed but cannot be delivered.
+    let port = free_port();
+    let env = cloudflare_env(&format!("http://127.0.0.1:{port}/client/v4"));
+    let mut origin = Origin::start_with(backend, &borrowed(&env)).await;
+    let purge_id = rename(&origin.url, "BE", "Belgium (renamed)").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    origin.kill().await;
+
+    let cloudflare = standins::cloudflare(ZONE, TOKEN, port).await;
+    origin.restart().await;
+    let status = wait_settled(&origin, &purge_id, Duration::from_secs(30)).await;
+    assert_eq!(status["deliveries"][0]["status"], "delivered", "{status}");
+    assert!(cloudflare
+        .accepted()
+        .iter()
+        .any(|a| a.kind == "tags" && a.items.contains(&"e:BE".to_owned())));
+}
+
+#[tokio::test]
+async fn purges_survive_an_origin_crash_on_sqlite() {
+    a_crash_between_commit_and_delivery_loses_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn purges_survive_an_origin_crash_on_postgres() {
+    a_crash_between_commit_and_delivery_loses_nothing(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_writes_stays_within_the_bucket_and_the_item_limit() {
+    let cloudflare = standins::cloudflare(ZONE, TOKEN, 0).await;
+    let mut env = cloudflare_env(&cloudflare.url);
+    env.push(("CLOUDFLARE_PURGE_PER_MINUTE", "120".to_owned()));
+    env.push(("CLOUDFLARE_PURGE_BURST", "2".to_owned()));
+    let origin = Origin::start(&borrowed(&env)).await;
+    // 1,000 writes: one actor created under each of 1,000 subdivisions.
+    let parents: Vec<String> = {
+        let mut ids = Vec::new();
+        let mut uri = "/api/v1/search?q=a&limit=100".to_owned();
+        while ids.len() < 1_000 {
+            let page: serde_json::Value = client()
+                .get(format!("{}{uri}", origin.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for item in page["items"].as_array().unwrap() {
+                if item["kind"] == "subdivision" {
+                    ids.push(item["id"].as_str().unwrap().to_owned());
+                }
+            }
+            uri = format!(
+                "/api/v1/search?q=a&limit=100&cursor={}",
+                page["next_cursor"].as_str().unwrap()
+            );
+        }
+        ids.truncate(1_000);
+        ids
+    };
+    let mut last_purge = String::new();
+    for (n, parent) in parents.iter().enumerate() {
+        let created = admin(Method::POST, &origin.url, "/admin/v1/entities")
+            .json(&json!({ "id": format!("{parent}.burst{n}"), "parent_id": parent, "kind": "actor", "name": format!("Burst {n}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        last_purge = created.headers()["forecastin-purge-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+    }
+    wait_settled(&origin, &last_purge, Duration::from_secs(120)).await;
+    let pending: serde_json::Value =
+        admin(Method::GET, &origin.url, "/admin/v1/purge?status=pending")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(pending["items"].as_array().unwrap().len(), 0);
+
+    let accepted = cloudflare.accepted();
+    assert!(accepted.iter().all(|a| a.items.len() <= 100));
+    let every_tag: std::collections::BTreeSet<&String> =
+        accepted.iter().flat_map(|a| &a.items).collect();
+    for n in [0, 499, 999] {
+        assert!(
+            every_tag.contains(&format!("e:{}.burst{n}", parents[n])),
+            "write {n} was not purged"
+        );
+    }
+    // Token bucket: 2 at once, then one every 500 ms.
+    let first = accepted[0].at;
+    for (n, request) in accepted.iter().enumerate().skip(2) {
+        let earliest =
+            Duration::from_millis(500 * (n as u64 - 2)).saturating_sub(Duration::from_millis(100));
+        assert!(
+            request.at - first >= earliest,
+            "request {n} came {:?} after the first",
+            request.at - first
+        );
+    }
+    eprintln!("1,000 writes became {} Cloudflare requests", accepted.len());
+}
