@@ -38,6 +38,8 @@ pub struct Accepted {
     /// `surrogate_keys`, `url`, `all` (Fastly).
     pub kind: String,
     pub items: Vec<String>,
+    /// Fastly's `Fastly-Soft-Purge: 1` (mark stale instead of removing).
+    pub soft: bool,
 }
 
 #[derive(Default)]
@@ -150,7 +152,7 @@ pub async fn cloudflare(zone_id: &'static str, token: &'static str, port: u16) -
                             return (StatusCode::BAD_REQUEST, Json(envelope_error(1012, "Invalid purge request: 1 to 100 items of one type"))).into_response()
                         }
                     };
-                    record.accepted.lock().unwrap().push(Accepted { at: Instant::now(), kind: kind.clone(), items });
+                    record.accepted.lock().unwrap().push(Accepted { at: Instant::now(), kind: kind.clone(), items, soft: false });
                     Json(json!({ "success": true, "errors": [], "messages": [], "result": { "id": zone_id } })).into_response()
                 },
             ),
@@ -183,10 +185,12 @@ pub async fn fastly(service_id: &'static str, key: &'static str) -> StandIn {
             )
                 .into_response();
         }
+        let soft = headers.get("fastly-soft-purge").is_some_and(|v| v == "1");
         record.accepted.lock().unwrap().push(Accepted {
             at: Instant::now(),
             kind: kind.to_owned(),
             items,
+            soft,
         });
         Json(json!({ "status": "ok", "id": "fastly-purge" })).into_response()
     }

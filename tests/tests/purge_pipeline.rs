@@ -306,3 +306,81 @@ async fn a_burst_of_writes_stays_within_the_bucket_and_the_item_limit() {
     }
     eprintln!("1,000 writes became {} Cloudflare requests", accepted.len());
 }
+
+#[tokio::test]
+async fn fastly_gets_surrogate_keys_and_urls_and_refusals_are_kept_as_failed() {
+    let fastly = standins::fastly("service-e2e", "fastly-key-e2e").await;
+    let origin = Origin::start(&[
+        ("PURGE_PROVIDERS", "fastly"),
+        ("FASTLY_API_BASE", &fastly.url),
+        ("FASTLY_SERVICE_ID", "service-e2e"),
+        ("FASTLY_API_KEY", "fastly-key-e2e"),
+        ("FASTLY_SOFT_PURGE", "true"),
+        ("PUBLIC_BASE_URL", "https://forecastin.example"),
+    ])
+    .await;
+    let purge = |body: serde_json::Value| {
+        let origin_url = origin.url.clone();
+        async move {
+            let accepted = admin(Method::POST, &origin_url, "/admin/v1/purge")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(accepted.status(), 202);
+            accepted.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let delivered =
+        purge(json!({"tags": ["e:FR", "search"], "urls": ["/api/v1/entities/FR"]})).await;
+    let status = wait_settled(&origin, &delivered, Duration::from_secs(10)).await;
+    assert_eq!(status["deliveries"][0]["status"], "delivered", "{status}");
+    let accepted = fastly.accepted();
+    assert!(accepted
+        .iter()
+        .any(|a| a.kind == "surrogate_keys" && a.items == ["e:FR", "search"] && a.soft));
+    assert!(accepted
+        .iter()
+        .any(|a| a.kind == "url" && a.items == ["forecastin.example/api/v1/entities/FR"]));
+
+    let refused = purge(json!({"prefixes": ["/api/"]})).await;
+    let status = wait_settled(&origin, &refused, Duration::from_secs(10)).await;
+    assert_eq!(status["deliveries"][0]["status"], "failed");
+    assert!(status["deliveries"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("prefix"));
+    let failed: serde_json::Value =
+        admin(Method::GET, &origin.url, "/admin/v1/purge?status=failed")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let ids: Vec<&str> = failed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [refused.as_str()]);
+    let metrics = client()
+        .get(format!("{}/metrics", origin.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "purge_deliveries_total{provider=\"fastly\",outcome=\"failed\"} 1",
+        "purge_delivery_latency_seconds_bucket{provider=\"fastly\"",
+        "purge_outbox_pending 0",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing");
+    }
+}

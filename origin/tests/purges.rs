@@ -1,0 +1,141 @@
+//! The outbox and the admin purge API: a write and its purge commit together; bad purge
+//! requests are refused and record nothing; every purge can be followed.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use serde_json::json;
+
+on_both_backends!(
+    a_write_records_its_purge_in_the_same_transaction,
+    bad_purge_requests_are_refused_and_record_nothing,
+    an_admin_purge_is_accepted_and_can_be_followed,
+);
+
+async fn purge_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM purges")
+        .fetch_one(&app.state.hierarchy.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn a_write_records_its_purge_in_the_same_transaction(app: TestApp) {
+    let before = purge_count(&app).await;
+    let renamed = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/entities/FR-IDF",
+            Some(json!({"name": "IDF"})),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    let purge_id = renamed.header("forecastin-purge-id").to_owned();
+    assert_eq!(purge_count(&app).await, before + 1);
+
+    let status = app
+        .admin(Method::GET, &format!("/admin/v1/purge/{purge_id}"), None)
+        .await;
+    assert_eq!(status.status, StatusCode::OK);
+    let body = status.json();
+    assert_eq!(body["source"], "write");
+    let tags: Vec<&str> = body["request"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for tag in ["e:FR-IDF", "s:FR-IDF", "c:FR", "d:FR", "d:world", "search"] {
+        assert!(tags.contains(&tag), "{tag} missing from {tags:?}");
+    }
+
+    // A refused write records no purge.
+    let refused = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/entities/FR",
+            Some(json!({"parent_id": "FR-75"})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(purge_count(&app).await, before + 1);
+}
+
+async fn bad_purge_requests_are_refused_and_record_nothing(app: TestApp) {
+    let before = purge_count(&app).await;
+    let too_many: Vec<String> = (0..1001).map(|i| format!("t{i}")).collect();
+    for (body, field) in [
+        (json!({}), None),
+        (json!({"urls": [], "tags": []}), None),
+        (json!({"tags": ["e:FR"], "colour": "red"}), Some("colour")),
+        (json!({"tags": "e:FR"}), Some("tags")),
+        (json!({"tags": too_many}), Some("tags")),
+        (json!({"tags": ["two words"]}), Some("tags")),
+        (json!({"urls": ["ftp://x/y"]}), Some("urls")),
+        (json!({"prefixes": ["no-slash"]}), Some("prefixes")),
+    ] {
+        let response = app
+            .admin(Method::POST, "/admin/v1/purge", Some(body.clone()))
+            .await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            response.error_field(),
+            field.map_or(serde_json::Value::Null, |f| f.into()),
+            "{body}"
+        );
+    }
+    for (uri, status) in [
+        ("/admin/v1/purge/unknown", StatusCode::NOT_FOUND),
+        ("/admin/v1/purge?status=lost", StatusCode::BAD_REQUEST),
+        ("/admin/v1/purge?limit=0", StatusCode::BAD_REQUEST),
+        ("/admin/v1/purge?cursor=xyz", StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(
+            app.admin(Method::GET, uri, None).await.status,
+            status,
+            "{uri}"
+        );
+    }
+    let anonymous = app.get("/admin/v1/purge?status=failed").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(purge_count(&app).await, before);
+}
+
+async fn an_admin_purge_is_accepted_and_can_be_followed(app: TestApp) {
+    app.get("/api/v1/entities/FR").await;
+    let l1 = app.state.l1.as_ref().unwrap();
+    assert!(!l1.is_empty());
+    let accepted = app
+        .admin(
+            Method::POST,
+            "/admin/v1/purge",
+            Some(json!({"tags": ["e:FR"]})),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    let id = accepted.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(accepted.header("location"), format!("/admin/v1/purge/{id}"));
+    assert!(l1.is_empty(), "the origin's own tier is purged at once");
+
+    let status = app
+        .admin(Method::GET, &format!("/admin/v1/purge/{id}"), None)
+        .await
+        .json();
+    assert_eq!(status["source"], "admin");
+    assert_eq!(status["request"]["tags"], json!(["e:FR"]));
+
+    for n in 0..3 {
+        app.admin(
+            Method::POST,
+            "/admin/v1/purge",
+            Some(json!({"urls": [format!("/p{n}")]})),
+        )
+        .await;
+    }
+    // With no provider configured there are no deliveries, so nothing is pending or failed.
+    let pending = app
+        .admin(Method::GET, "/admin/v1/purge?status=pending&limit=2", None)
+        .await;
+    assert_eq!(pending.status, StatusCode::OK);
+    assert_eq!(pending.json()["items"], json!([]));
+}
