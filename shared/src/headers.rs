@@ -12,6 +12,8 @@ pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
 pub const CACHE_STATUS: &str = "cache-status";
 /// Unix seconds at which a purge request was signed.
 pub const PURGE_TIMESTAMP: &str = "x-forecastin-timestamp";
+/// A fresh random string naming one purge request, refused if seen twice.
+pub const PURGE_NONCE: &str = "x-forecastin-nonce";
 /// Hex HMAC-SHA256 of a purge request (see [`crate::signing`]).
 pub const PURGE_SIGNATURE: &str = "x-forecastin-signature";
 

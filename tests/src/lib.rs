@@ -35,19 +35,29 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Sends a purge to the edge, signed as the origin signs it, with `secret` at `timestamp`.
+/// A nonce no other call in this process uses.
+pub fn fresh_nonce() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("e2e-{}-{n:012}", std::process::id())
+}
+
+/// Sends a purge to the edge, signed as the origin signs it, with `secret` at `timestamp`
+/// under `nonce`.
 pub async fn signed_purge(
     edge: &Edge,
     body: &serde_json::Value,
     secret: &str,
     timestamp: u64,
+    nonce: &str,
 ) -> reqwest::Response {
     let body = body.to_string();
-    let signature = signing::sign(secret.as_bytes(), timestamp, body.as_bytes());
-    client()
-        .post(format!("{}/__edge/purge", edge.url))
-        .header(headers::PURGE_TIMESTAMP, timestamp.to_string())
-        .header(headers::PURGE_SIGNATURE, signature)
+    signing::signed_headers(secret.as_bytes(), timestamp, nonce, body.as_bytes())
+        .into_iter()
+        .fold(
+            client().post(format!("{}/__edge/purge", edge.url)),
+            |call, (name, value)| call.header(name, value),
+        )
         .header("content-type", "application/json")
         .body(body)
         .send()

@@ -1,7 +1,9 @@
 //! The edge's signed purge endpoint, end to end: by URL, tag, prefix and everything, and the
 //! requests it must refuse without purging anything.
 
-use forecastin_e2e::{cache_status, client, signed_purge, unix_now, Edge, Origin, PURGE_SECRET};
+use forecastin_e2e::{
+    cache_status, client, fresh_nonce, signed_purge, unix_now, Edge, Origin, PURGE_SECRET,
+};
 use serde_json::json;
 
 async fn status_of(url: &str) -> String {
@@ -40,6 +42,7 @@ async fn purges_by_url_tag_prefix_and_everything_remove_exactly_their_entries() 
         &json!({"tags": ["e:FR", "s:FR"]}),
         PURGE_SECRET,
         unix_now(),
+        &fresh_nonce(),
     )
     .await;
     assert_eq!(by_tag.status(), 200);
@@ -63,6 +66,7 @@ async fn purges_by_url_tag_prefix_and_everything_remove_exactly_their_entries() 
         &json!({"urls": ["/api/v1/search?utm_source=x&q=paris"]}),
         PURGE_SECRET,
         unix_now(),
+        &fresh_nonce(),
     )
     .await;
     assert_eq!(by_url.status(), 200);
@@ -76,6 +80,7 @@ async fn purges_by_url_tag_prefix_and_everything_remove_exactly_their_entries() 
         &json!({"prefixes": ["/api/v1/entities/FR"]}),
         PURGE_SECRET,
         unix_now(),
+        &fresh_nonce(),
     )
     .await;
     assert_eq!(
@@ -92,6 +97,7 @@ async fn purges_by_url_tag_prefix_and_everything_remove_exactly_their_entries() 
         &json!({"everything": true}),
         PURGE_SECRET,
         unix_now(),
+        &fresh_nonce(),
     )
     .await;
     assert_eq!(everything.status(), 200);
@@ -117,9 +123,10 @@ async fn unsigned_stale_replayed_and_malformed_purges_are_refused_and_purge_noth
         .await
         .unwrap();
     assert_eq!(unsigned.status(), 401);
-    let wrong_secret = signed_purge(&edge, &body, "not-the-secret", unix_now()).await;
+    let wrong_secret =
+        signed_purge(&edge, &body, "not-the-secret", unix_now(), &fresh_nonce()).await;
     assert_eq!(wrong_secret.status(), 401);
-    let too_old = signed_purge(&edge, &body, PURGE_SECRET, unix_now() - 301).await;
+    let too_old = signed_purge(&edge, &body, PURGE_SECRET, unix_now() - 301, &fresh_nonce()).await;
     assert_eq!(too_old.status(), 401);
     let error: serde_json::Value = too_old.json().await.unwrap();
     assert_eq!(error["error"]["code"], "unauthenticated");
@@ -129,7 +136,8 @@ async fn unsigned_stale_replayed_and_malformed_purges_are_refused_and_purge_noth
         json!({"urls": ["ftp://x/y"]}),
         json!({"colour": 1}),
     ] {
-        let response = signed_purge(&edge, &malformed, PURGE_SECRET, unix_now()).await;
+        let response =
+            signed_purge(&edge, &malformed, PURGE_SECRET, unix_now(), &fresh_nonce()).await;
         assert_eq!(response.status(), 400, "{malformed}");
     }
     assert!(status_of(&format!("{}/api/v1/entities/FR", edge.url))
@@ -137,11 +145,25 @@ async fn unsigned_stale_replayed_and_malformed_purges_are_refused_and_purge_noth
         .contains("hit"));
 
     let timestamp = unix_now();
+    // Identical purges signed in the same second are two requests, both carried out.
+    for _ in 0..2 {
+        let twin = signed_purge(
+            &edge,
+            &json!({"urls": ["/twin"]}),
+            PURGE_SECRET,
+            timestamp,
+            &fresh_nonce(),
+        )
+        .await;
+        assert_eq!(twin.status(), 200);
+    }
+    let nonce = fresh_nonce();
     let once = signed_purge(
         &edge,
         &json!({"urls": ["/nothing"]}),
         PURGE_SECRET,
         timestamp,
+        &nonce,
     )
     .await;
     assert_eq!(once.status(), 200);
@@ -150,6 +172,7 @@ async fn unsigned_stale_replayed_and_malformed_purges_are_refused_and_purge_noth
         &json!({"urls": ["/nothing"]}),
         PURGE_SECRET,
         timestamp,
+        &nonce,
     )
     .await;
     assert_eq!(replay.status(), 401);

@@ -35,12 +35,19 @@ pub struct Purge {
     pub everything: bool,
 }
 
-/// Checks the signature headers against the body; returns the signature, which identifies
-/// the request for replay detection.
+/// The signature headers of a purge request, as received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signed<'a> {
+    pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+/// Checks the signature headers against the body; returns the nonce, which identifies the
+/// request for replay detection.
 pub fn authenticate(
     secret: &str,
-    timestamp: Option<&str>,
-    signature: Option<&str>,
+    signed: Signed<'_>,
     body: &[u8],
     now_secs: u64,
 ) -> Result<String, PurgeError> {
@@ -49,14 +56,22 @@ pub fn authenticate(
             "no purge secret is configured at the edge".into(),
         ));
     }
-    let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+    let (Some(timestamp), Some(nonce), Some(signature)) =
+        (signed.timestamp, signed.nonce, signed.signature)
+    else {
         return Err(PurgeError::Unauthenticated(
-            "the purge must be signed".into(),
+            "the purge must be signed: timestamp, nonce and signature headers".into(),
         ));
     };
-    signing::verify(secret.as_bytes(), timestamp, signature, body, now_secs)
-        .map(|_| signature.trim().to_ascii_lowercase())
-        .map_err(|err| PurgeError::Unauthenticated(err.to_string()))
+    signing::verify(
+        secret.as_bytes(),
+        timestamp,
+        nonce,
+        signature,
+        body,
+        now_secs,
+    )
+    .map_err(|err| PurgeError::Unauthenticated(err.to_string()))
 }
 
 /// The part of a cache key after its scheme.
@@ -189,36 +204,53 @@ mod tests {
     fn only_fresh_correct_signatures_authenticate() {
         let body = br#"{"urls":["/a"]}"#;
         let now = 1_800_000_000;
-        let good = sign(b"s3cret", now, body);
+        let nonce = "nonce-0123456789";
+        let good = sign(b"s3cret", now, nonce, body);
+        let ts = now.to_string();
+        let signed = |timestamp, nonce, signature| Signed {
+            timestamp,
+            nonce,
+            signature,
+        };
         assert_eq!(
-            authenticate("s3cret", Some(&now.to_string()), Some(&good), body, now + 1),
-            Ok(good.clone())
+            authenticate(
+                "s3cret",
+                signed(Some(&ts), Some(nonce), Some(&good)),
+                body,
+                now + 1
+            ),
+            Ok(nonce.to_owned())
         );
+        let later = (now + 1).to_string();
         let cases = [
-            ("s3cret", None, Some(good.as_str()), now),
-            ("s3cret", Some(now.to_string()), None, now),
-            ("other", Some(now.to_string()), Some(good.as_str()), now),
+            ("s3cret", signed(None, Some(nonce), Some(&good)), now),
+            ("s3cret", signed(Some(&ts), None, Some(&good)), now),
+            ("s3cret", signed(Some(&ts), Some(nonce), None), now),
+            ("other", signed(Some(&ts), Some(nonce), Some(&good)), now),
             (
                 "s3cret",
-                Some(now.to_string()),
-                Some(good.as_str()),
+                signed(Some(&ts), Some(nonce), Some(&good)),
                 now + 301,
             ),
             (
                 "s3cret",
-                Some((now + 1).to_string()),
-                Some(good.as_str()),
+                signed(Some(&later), Some(nonce), Some(&good)),
                 now,
             ),
-            ("", Some(now.to_string()), Some(good.as_str()), now),
+            (
+                "s3cret",
+                signed(Some(&ts), Some("nonce-9999999999"), Some(&good)),
+                now,
+            ),
+            ("", signed(Some(&ts), Some(nonce), Some(&good)), now),
         ];
-        for (secret, ts, sig, at) in cases {
+        for (secret, headers, at) in cases {
             assert!(
                 matches!(
-                    authenticate(secret, ts.as_deref(), sig, body, at),
+                    authenticate(secret, headers, body, at),
                     Err(PurgeError::Unauthenticated(_))
                 ),
-                "{secret} {ts:?} {at}"
+                "{secret} {headers:?} {at}"
             );
         }
     }

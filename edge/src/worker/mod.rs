@@ -497,17 +497,17 @@ async fn handle_purge(
     settings: &Settings,
     url: &Url,
 ) -> Result<Response> {
-    use forecastin_shared::headers::{PURGE_SIGNATURE, PURGE_TIMESTAMP};
+    use forecastin_shared::headers::{PURGE_NONCE, PURGE_SIGNATURE, PURGE_TIMESTAMP};
     let body = req.bytes().await?;
     let timestamp = req.headers().get(PURGE_TIMESTAMP)?;
+    let nonce = req.headers().get(PURGE_NONCE)?;
     let signature = req.headers().get(PURGE_SIGNATURE)?;
-    let nonce = match purge::authenticate(
-        &settings.purge_secret,
-        timestamp.as_deref(),
-        signature.as_deref(),
-        &body,
-        now_ms() / 1000,
-    ) {
+    let signed = purge::Signed {
+        timestamp: timestamp.as_deref(),
+        nonce: nonce.as_deref(),
+        signature: signature.as_deref(),
+    };
+    let nonce = match purge::authenticate(&settings.purge_secret, signed, &body, now_ms() / 1000) {
         Ok(nonce) => nonce,
         Err(purge::PurgeError::Unauthenticated(message)) => {
             return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", message)

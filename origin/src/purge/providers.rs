@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use forecastin_shared::{dto::PurgeRequest, headers, signing};
+use forecastin_shared::{dto::PurgeRequest, signing};
 use reqwest::{header::RETRY_AFTER, Client, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use url::Url;
@@ -143,13 +143,16 @@ impl Provider {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_secs();
-                let signature = signing::sign(secret.as_bytes(), timestamp, &body);
-                let call = client
-                    .post(url)
-                    .header(headers::PURGE_TIMESTAMP, timestamp.to_string())
-                    .header(headers::PURGE_SIGNATURE, signature)
-                    .header("content-type", "application/json")
-                    .body(body);
+                // A new nonce per attempt: a retry is a new request, not a replay.
+                let nonce = crate::seed::random_token();
+                let call =
+                    signing::signed_headers(secret.as_bytes(), timestamp, &nonce[..32], &body)
+                        .into_iter()
+                        .fold(client.post(url), |call, (name, value)| {
+                            call.header(name, value)
+                        })
+                        .header("content-type", "application/json")
+                        .body(body);
                 outcome_of(call, |_| Ok(())).await
             }
             Target::Cloudflare {
