@@ -37,7 +37,9 @@ use crate::{
 pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let db = Db::connect(&config.db).await?;
     let providers = Provider::from_config(&config.purge)?;
-    let outbox = Outbox::new(providers.iter().map(Provider::name).collect());
+    let l1 =
+        NonZeroUsize::new(config.cache.l1_capacity).map(|capacity| Arc::new(L1::new(capacity)));
+    let outbox = Outbox::new(providers.iter().map(Provider::name).collect(), l1.clone());
     if providers.is_empty() {
         tracing::warn!(
             "no purge provider is configured: data changes purge only the origin's own tiers"
@@ -65,7 +67,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let state = Arc::new(AppState {
         purges: PurgeLog { db },
         hierarchy,
-        l1: NonZeroUsize::new(config.cache.l1_capacity).map(L1::new),
+        l1,
         cache_control: HeaderValue::try_from(config.cache.cache_control())
             .context("building Cache-Control")?,
         admin_token,

@@ -335,8 +335,8 @@ impl Hierarchy {
         self.commit(tx, None, invalidated).await
     }
 
-    /// Records the purge of `invalidated` in the outbox, in the write's transaction, then
-    /// commits both and wakes the dispatcher.
+    /// Records the purge of `invalidated` in the outbox, in the write's transaction, commits
+    /// both, then purges the origin's tiers and wakes the dispatcher.
     async fn commit(
         &self,
         mut tx: Transaction<'static, Any>,
@@ -349,7 +349,7 @@ impl Hierarchy {
         };
         let purge_id = self.outbox.record(&mut tx, Source::Write, &request).await?;
         tx.commit().await?;
-        self.outbox.wake();
+        self.outbox.committed(&request);
         Ok(Written {
             entity,
             invalidated,

@@ -91,12 +91,8 @@ fn if_match(headers: &HeaderMap) -> impl Fn(&EntityRow) -> Result<(), ApiError> 
     }
 }
 
-/// Invalidates what the write made stale, then answers with the entity as it is now.
-fn written(state: &AppState, written: Written, status: StatusCode) -> Response {
-    if let Some(l1) = &state.l1 {
-        let dropped = l1.invalidate(&written.invalidated);
-        ::metrics::counter!(crate::metrics::L1_INVALIDATED).increment(dropped as u64);
-    }
+/// Answers a committed write with the entity as it is now.
+fn written(written: Written, status: StatusCode) -> Response {
     tracing::info!(tags = ?written.invalidated, "write committed");
     let Some(row) = written.entity else {
         return (
@@ -135,7 +131,7 @@ async fn create(
     check_name(&new.name)?;
     check_kind(new.kind)?;
     let done = state.hierarchy.create(&new).await?;
-    Ok(written(&state, done, StatusCode::CREATED))
+    Ok(written(done, StatusCode::CREATED))
 }
 
 async fn update(
@@ -164,7 +160,7 @@ async fn update(
         .hierarchy
         .update(&id, &patch, if_match(&headers))
         .await?;
-    Ok(written(&state, done, StatusCode::OK))
+    Ok(written(done, StatusCode::OK))
 }
 
 #[derive(Deserialize)]
@@ -193,5 +189,5 @@ async fn delete(
         .hierarchy
         .delete(&id, cascade, if_match(&headers))
         .await?;
-    Ok(written(&state, done, StatusCode::NO_CONTENT))
+    Ok(written(done, StatusCode::NO_CONTENT))
 }

@@ -26,7 +26,7 @@ pub struct AppState {
     pub hierarchy: Hierarchy,
     pub purges: PurgeLog,
     /// `None` when L1 is turned off (`L1_CAPACITY=0`).
-    pub l1: Option<L1>,
+    pub l1: Option<Arc<L1>>,
     /// The `Cache-Control` value of public GET responses.
     pub cache_control: HeaderValue,
     pub admin_token: String,

@@ -88,15 +88,7 @@ async fn create(
     let mut tx = state.hierarchy.db.pool.begin().await?;
     let id = outbox.record(&mut tx, Source::Admin, &request).await?;
     tx.commit().await?;
-    outbox.wake();
-    if let Some(l1) = &state.l1 {
-        // L1 keys are not URLs: only a purge by tags alone can be targeted.
-        if request.urls.is_empty() && request.prefixes.is_empty() && !request.everything {
-            l1.invalidate(&request.tags);
-        } else {
-            l1.invalidate_all();
-        }
-    }
+    outbox.committed(&request);
     let location = HeaderValue::try_from(format!("/admin/v1/purge/{id}")).expect("hex path");
     Ok((
         StatusCode::ACCEPTED,

@@ -16,7 +16,10 @@ use forecastin_shared::dto::{DeliveryStatus, PurgeRequest, PurgeStatus};
 use sqlx::{Any, Transaction};
 use tokio::sync::Notify;
 
-use crate::db::{retry, Db};
+use crate::{
+    db::{retry, Db},
+    l1::L1,
+};
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -32,18 +35,21 @@ pub enum Source {
     Admin,
 }
 
-/// Records purges for the configured providers and wakes the dispatcher.
+/// Records purges for the configured providers, purges the origin's own tiers once they
+/// commit, and wakes the dispatcher.
 #[derive(Clone, Default)]
 pub struct Outbox {
     providers: Arc<[&'static str]>,
     wake: Arc<Notify>,
+    l1: Option<Arc<L1>>,
 }
 
 impl Outbox {
-    pub fn new(providers: Vec<&'static str>) -> Self {
+    pub fn new(providers: Vec<&'static str>, l1: Option<Arc<L1>>) -> Self {
         Self {
             providers: providers.into(),
             wake: Arc::new(Notify::new()),
+            l1,
         }
     }
 
@@ -82,8 +88,20 @@ impl Outbox {
         Ok(id)
     }
 
-    /// Tells the dispatcher that new deliveries are due (call after the commit).
-    pub fn wake(&self) {
+    /// Call once the purge's transaction committed: drops what it covers from the origin's
+    /// own tiers first, so a CDN refetch caused by the purge cannot get the old data from
+    /// them, then wakes the dispatcher.
+    pub fn committed(&self, request: &PurgeRequest) {
+        if let Some(l1) = &self.l1 {
+            // L1 keys are not URLs: only a purge by tags alone can be targeted.
+            let dropped =
+                if request.urls.is_empty() && request.prefixes.is_empty() && !request.everything {
+                    l1.invalidate(&request.tags)
+                } else {
+                    l1.invalidate_all()
+                };
+            ::metrics::counter!(crate::metrics::L1_INVALIDATED).increment(dropped as u64);
+        }
         self.wake.notify_one();
     }
 
