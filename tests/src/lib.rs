@@ -90,17 +90,7 @@ pub async fn wait_settled(
 ) -> serde_json::Value {
     let started = std::time::Instant::now();
     loop {
-        let status: serde_json::Value = admin(
-            reqwest::Method::GET,
-            &origin.url,
-            &format!("/admin/v1/purge/{purge_id}"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        let status = admin_json(origin, &format!("/admin/v1/purge/{purge_id}")).await;
         let deliveries = status["deliveries"].as_array().cloned().unwrap_or_default();
         if !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] != "pending") {
             return status;
@@ -111,4 +101,38 @@ pub async fn wait_settled(
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// GETs an admin resource of the origin as JSON.
+pub async fn admin_json(origin: &Origin, path: &str) -> serde_json::Value {
+    admin(reqwest::Method::GET, &origin.url, path)
+        .send()
+        .await
+        .expect("the origin answers")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+/// Runs each listed `async fn(Backend)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($crate::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
 }

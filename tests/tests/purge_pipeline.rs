@@ -4,12 +4,18 @@
 use std::time::{Duration, Instant};
 
 use forecastin_e2e::{
-    admin, cache_status, client, free_port,
+    admin, admin_json, cache_status, client, free_port,
     standins::{self, Fault},
     wait_settled, Backend, Edge, Origin, PURGE_SECRET,
 };
 use reqwest::Method;
 use serde_json::json;
+
+forecastin_e2e::on_both_backends!(
+    a_rename_and_a_move_reach_the_edge_through_the_edge_direct_provider,
+    cloudflare_429_500_and_timeouts_are_retried_until_delivered,
+    a_crash_between_commit_and_delivery_loses_nothing,
+);
 
 const ZONE: &str = "zone-e2e";
 const TOKEN: &str = "cf-token-e2e";
@@ -136,17 +142,7 @@ async fn a_rename_and_a_move_reach_the_edge_through_the_edge_direct_provider(bac
     );
 }
 
-#[tokio::test]
-async fn edge_direct_purges_on_sqlite() {
-    a_rename_and_a_move_reach_the_edge_through_the_edge_direct_provider(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn edge_direct_purges_on_postgres() {
-    a_rename_and_a_move_reach_the_edge_through_the_edge_direct_provider(Backend::Postgres).await;
-}
-
-async fn cloudflare_faults_lose_nothing(backend: Backend) {
+async fn cloudflare_429_500_and_timeouts_are_retried_until_delivered(backend: Backend) {
     let cloudflare = standins::cloudflare(ZONE, TOKEN, 0).await;
     cloudflare.script(&[
         Fault::TooManyRequests { retry_after: 1 },
@@ -176,25 +172,8 @@ async fn cloudflare_faults_lose_nothing(backend: Backend) {
         );
     }
     assert!(cloudflare.requests() >= 5, "the four faults were all met");
-    let pending: serde_json::Value =
-        admin(Method::GET, &origin.url, "/admin/v1/purge?status=pending")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let pending = admin_json(&origin, "/admin/v1/purge?status=pending").await;
     assert_eq!(pending["items"].as_array().unwrap().len(), 0);
-}
-
-#[tokio::test]
-async fn cloudflare_429_500_and_timeouts_are_retried_until_delivered_on_sqlite() {
-    cloudflare_faults_lose_nothing(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn cloudflare_429_500_and_timeouts_are_retried_until_delivered_on_postgres() {
-    cloudflare_faults_lose_nothing(Backend::Postgres).await;
 }
 
 async fn a_crash_between_commit_and_delivery_loses_nothing(backend: Backend) {
@@ -214,16 +193,6 @@ async fn a_crash_between_commit_and_delivery_loses_nothing(backend: Backend) {
         .accepted()
         .iter()
         .any(|a| a.kind == "tags" && a.items.contains(&"e:BE".to_owned())));
-}
-
-#[tokio::test]
-async fn purges_survive_an_origin_crash_on_sqlite() {
-    a_crash_between_commit_and_delivery_loses_nothing(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn purges_survive_an_origin_crash_on_postgres() {
-    a_crash_between_commit_and_delivery_loses_nothing(Backend::Postgres).await;
 }
 
 #[tokio::test]
@@ -273,14 +242,7 @@ async fn a_burst_of_writes_stays_within_the_bucket_and_the_item_limit() {
             .to_owned();
     }
     wait_settled(&origin, &last_purge, Duration::from_secs(120)).await;
-    let pending: serde_json::Value =
-        admin(Method::GET, &origin.url, "/admin/v1/purge?status=pending")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let pending = admin_json(&origin, "/admin/v1/purge?status=pending").await;
     assert_eq!(pending["items"].as_array().unwrap().len(), 0);
 
     let accepted = cloudflare.accepted();
@@ -353,14 +315,7 @@ async fn fastly_gets_surrogate_keys_and_urls_and_refusals_are_kept_as_failed() {
         .as_str()
         .unwrap()
         .contains("prefix"));
-    let failed: serde_json::Value =
-        admin(Method::GET, &origin.url, "/admin/v1/purge?status=failed")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let failed = admin_json(&origin, "/admin/v1/purge?status=failed").await;
     let ids: Vec<&str> = failed["items"]
         .as_array()
         .unwrap()
