@@ -27,6 +27,30 @@ pub struct Config {
 
     #[command(flatten)]
     pub purge: PurgeConfig,
+
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
+}
+
+/// Coordination of several origin instances (see `crate::bus`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://…`: instances share L1 invalidations through it. Unset: one instance, an
+    /// in-process bus.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of this deployment's Redis keys and channels.
+    #[arg(long, env = "REDIS_NAMESPACE", default_value = "forecastin")]
+    pub redis_namespace: String,
+
+    /// This instance's name among the others; random when unset.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// While the invalidation subscription is down, L1 entries older than this are not served.
+    #[arg(long, env = "L1_DISCONNECTED_TTL_MS", default_value_t = 1000)]
+    pub l1_disconnected_ttl_ms: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -9,6 +9,7 @@ use std::{
     collections::{HashMap, HashSet},
     num::NonZeroUsize,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use axum::http::{HeaderValue, StatusCode};
@@ -32,7 +33,8 @@ pub struct L1 {
 }
 
 struct Inner {
-    entries: LruCache<String, Arc<Rendered>>,
+    /// Each entry with the moment it was stored.
+    entries: LruCache<String, (Instant, Arc<Rendered>)>,
     keys_by_tag: HashMap<String, HashSet<String>>,
     epoch: u64,
 }
@@ -52,8 +54,14 @@ impl L1 {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<Rendered>> {
-        self.inner.lock().entries.get(key).cloned()
+    /// The entry for `key`, if there is one no older than `max_age` (when given).
+    pub fn get(&self, key: &str, max_age: Option<Duration>) -> Option<Arc<Rendered>> {
+        let mut inner = self.inner.lock();
+        let (stored_at, entry) = inner.entries.get(key)?;
+        match max_age {
+            Some(max_age) if stored_at.elapsed() > max_age => None,
+            _ => Some(entry.clone()),
+        }
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -73,7 +81,9 @@ impl L1 {
                 .or_default()
                 .insert(key.clone());
         }
-        if let Some((evicted_key, evicted)) = inner.entries.push(key.clone(), value) {
+        if let Some((evicted_key, (_, evicted))) =
+            inner.entries.push(key.clone(), (Instant::now(), value))
+        {
             if evicted_key != key {
                 inner.forget_tags(&evicted_key, &evicted);
             }
@@ -88,7 +98,7 @@ impl L1 {
         let mut dropped = 0;
         for tag in tags {
             for key in inner.keys_by_tag.remove(tag).unwrap_or_default() {
-                if let Some(entry) = inner.entries.pop(&key) {
+                if let Some((_, entry)) = inner.entries.pop(&key) {
                     inner.forget_tags(&key, &entry);
                     dropped += 1;
                 }
@@ -155,8 +165,8 @@ mod tests {
         assert!(cache.insert_if_current("/fr".into(), rendered(&["e:FR", "s:world"]), epoch));
         assert!(cache.insert_if_current("/de".into(), rendered(&["e:DE", "s:world"]), epoch));
         assert_eq!(cache.invalidate(&["e:FR".to_string()]), 1);
-        assert!(cache.get("/fr").is_none());
-        assert!(cache.get("/de").is_some());
+        assert!(cache.get("/fr", None).is_none());
+        assert!(cache.get("/de", None).is_some());
         assert_eq!(cache.invalidate(&["s:world".to_string()]), 1);
         assert!(cache.is_empty());
     }
@@ -167,7 +177,17 @@ mod tests {
         let before_read = cache.epoch();
         cache.invalidate(&["e:FR".to_string()]);
         assert!(!cache.insert_if_current("/fr".into(), rendered(&["e:FR"]), before_read));
-        assert!(cache.get("/fr").is_none());
+        assert!(cache.get("/fr", None).is_none());
+    }
+
+    #[test]
+    fn entries_older_than_the_bound_are_misses() {
+        let cache = l1(10);
+        cache.insert_if_current("/fr".into(), rendered(&["e:FR"]), cache.epoch());
+        assert!(cache.get("/fr", Some(Duration::from_secs(60))).is_some());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(cache.get("/fr", Some(Duration::from_millis(1))).is_none());
+        assert!(cache.get("/fr", None).is_some());
     }
 
     #[test]
@@ -178,7 +198,7 @@ mod tests {
             cache.insert_if_current(key.into(), rendered(&[key]), epoch);
         }
         assert_eq!(cache.len(), 2);
-        assert!(cache.get("a").is_none());
+        assert!(cache.get("a", None).is_none());
         assert!(!cache.inner.lock().keys_by_tag.contains_key("a"));
     }
 }

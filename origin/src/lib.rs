@@ -4,6 +4,7 @@
 //! entity store and its SQL), [`purge`] (the CDN purge outbox and dispatcher), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`]
 //! (in-process response cache), [`http`] (routes, extractors, caching headers), [`metrics`].
 
+pub mod bus;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -20,6 +21,7 @@ use anyhow::Context;
 use axum::{http::HeaderValue, Router};
 
 use crate::{
+    bus::Bus,
     config::Config,
     db::Db,
     hierarchy::Hierarchy,
@@ -39,7 +41,26 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let providers = Provider::from_config(&config.purge)?;
     let l1 =
         NonZeroUsize::new(config.cache.l1_capacity).map(|capacity| Arc::new(L1::new(capacity)));
-    let outbox = Outbox::new(providers.iter().map(Provider::name).collect(), l1.clone());
+    let instance_id = config
+        .cluster
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| seed::random_token()[..12].to_owned());
+    let bus = match &config.cluster.redis_url {
+        Some(url) => {
+            let ttl = std::time::Duration::from_millis(config.cluster.l1_disconnected_ttl_ms);
+            Bus::redis(url, &config.cluster.redis_namespace, instance_id, ttl).await?
+        }
+        None => Bus::in_process(instance_id),
+    };
+    if let Some(l1) = &l1 {
+        bus.spawn_subscriber(l1.clone());
+    }
+    let outbox = Outbox::new(
+        providers.iter().map(Provider::name).collect(),
+        l1.clone(),
+        bus.clone(),
+    );
     if providers.is_empty() {
         tracing::warn!(
             "no purge provider is configured: data changes purge only the origin's own tiers"
@@ -72,6 +93,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
             .context("building Cache-Control")?,
         admin_token,
         metrics: metrics::handle(),
+        bus,
     });
     Ok((http::router(state.clone()), state))
 }

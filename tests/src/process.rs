@@ -114,6 +114,23 @@ impl Origin {
         origin
     }
 
+    /// Another instance on the same database as `self`, with `env` on top.
+    pub async fn start_sibling(&self, env: &[(&str, &str)]) -> Origin {
+        let port = free_port();
+        let mut all = self.env.clone();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut origin = Origin {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            env: all,
+            data: tempfile::tempdir().unwrap(),
+            database: None,
+            child: None,
+        };
+        origin.restart().await;
+        origin
+    }
+
     fn binary() -> PathBuf {
         std::env::var_os("FORECASTIN_ORIGIN_BIN")
             .map(PathBuf::from)

@@ -349,7 +349,7 @@ impl Hierarchy {
         };
         let purge_id = self.outbox.record(&mut tx, Source::Write, &request).await?;
         tx.commit().await?;
-        self.outbox.committed(&request);
+        self.outbox.committed(&request).await;
         Ok(Written {
             entity,
             invalidated,

@@ -64,7 +64,7 @@ where
     Fut: Future<Output = Result<Fresh, ApiError>>,
 {
     if let Some(l1) = &state.l1 {
-        if let Some(hit) = l1.get(&key) {
+        if let Some(hit) = l1.get(&key, state.bus.l1_max_age()) {
             ::metrics::counter!(metrics::L1_HITS).increment(1);
             return respond(&hit, request, &state.cache_control);
         }

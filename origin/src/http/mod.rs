@@ -20,7 +20,7 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
-use crate::{error::ApiError, hierarchy::Hierarchy, l1::L1, metrics, purge::PurgeLog};
+use crate::{bus::Bus, error::ApiError, hierarchy::Hierarchy, l1::L1, metrics, purge::PurgeLog};
 
 pub struct AppState {
     pub hierarchy: Hierarchy,
@@ -31,6 +31,8 @@ pub struct AppState {
     pub cache_control: HeaderValue,
     pub admin_token: String,
     pub metrics: PrometheusHandle,
+    /// Coordination with the other instances.
+    pub bus: Bus,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

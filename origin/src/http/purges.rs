@@ -88,7 +88,7 @@ async fn create(
     let mut tx = state.hierarchy.db.pool.begin().await?;
     let id = outbox.record(&mut tx, Source::Admin, &request).await?;
     tx.commit().await?;
-    outbox.committed(&request);
+    outbox.committed(&request).await;
     let location = HeaderValue::try_from(format!("/admin/v1/purge/{id}")).expect("hex path");
     Ok((
         StatusCode::ACCEPTED,

@@ -17,6 +17,7 @@ use sqlx::{Any, Transaction};
 use tokio::sync::Notify;
 
 use crate::{
+    bus::Bus,
     db::{retry, Db},
     l1::L1,
 };
@@ -42,14 +43,17 @@ pub struct Outbox {
     providers: Arc<[&'static str]>,
     wake: Arc<Notify>,
     l1: Option<Arc<L1>>,
+    /// Reaches the other instances' L1; `None` in tools that serve nothing.
+    bus: Option<Bus>,
 }
 
 impl Outbox {
-    pub fn new(providers: Vec<&'static str>, l1: Option<Arc<L1>>) -> Self {
+    pub fn new(providers: Vec<&'static str>, l1: Option<Arc<L1>>, bus: Bus) -> Self {
         Self {
             providers: providers.into(),
             wake: Arc::new(Notify::new()),
             l1,
+            bus: Some(bus),
         }
     }
 
@@ -89,18 +93,22 @@ impl Outbox {
     }
 
     /// Call once the purge's transaction committed: drops what it covers from the origin's
-    /// own tiers first, so a CDN refetch caused by the purge cannot get the old data from
-    /// them, then wakes the dispatcher.
-    pub fn committed(&self, request: &PurgeRequest) {
+    /// own tiers first (this instance's L1, then the others' through the bus), so a CDN
+    /// refetch caused by the purge cannot get the old data from them, then wakes the
+    /// dispatcher.
+    pub async fn committed(&self, request: &PurgeRequest) {
+        // L1 keys are not URLs: only a purge by tags alone can be targeted.
+        let all = !(request.urls.is_empty() && request.prefixes.is_empty() && !request.everything);
         if let Some(l1) = &self.l1 {
-            // L1 keys are not URLs: only a purge by tags alone can be targeted.
-            let dropped =
-                if request.urls.is_empty() && request.prefixes.is_empty() && !request.everything {
-                    l1.invalidate(&request.tags)
-                } else {
-                    l1.invalidate_all()
-                };
+            let dropped = if all {
+                l1.invalidate_all()
+            } else {
+                l1.invalidate(&request.tags)
+            };
             ::metrics::counter!(crate::metrics::L1_INVALIDATED).increment(dropped as u64);
+        }
+        if let Some(bus) = &self.bus {
+            bus.publish(&request.tags, all).await;
         }
         self.wake.notify_one();
     }

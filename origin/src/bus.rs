@@ -1,0 +1,176 @@
+//! The bus between origin instances: L1 invalidations published by the instance that
+//! committed a write and applied by every other one.
+//!
+//! Without `REDIS_URL` the origin is a single instance and the bus does nothing. With it,
+//! invalidations go over Redis Pub/Sub, which delivers at most once, so an instance must never
+//! trust its L1 beyond what it heard:
+//! - every message carries a sequence number from one Redis counter; a gap means a message
+//!   may have been lost, and the L1 is flushed;
+//! - while the subscription is down, L1 entries older than `L1_DISCONNECTED_TTL_MS` are not
+//!   served, and when it comes back the L1 is flushed (what was missed cannot be known).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use redis::{aio::ConnectionManager, AsyncCommands};
+use serde::{Deserialize, Serialize};
+
+use crate::l1::L1;
+
+/// Wait before resubscribing after the subscription dropped.
+const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Invalidation {
+    /// The instance that published it (it has applied it already).
+    origin: String,
+    seq: u64,
+    tags: Vec<String>,
+    /// Flush everything (purges by URL, prefix or everything).
+    all: bool,
+}
+
+struct RedisBus {
+    client: redis::Client,
+    publisher: ConnectionManager,
+    channel: String,
+    seq_key: String,
+}
+
+struct Inner {
+    instance_id: String,
+    redis: Option<RedisBus>,
+    subscribed: AtomicBool,
+    last_seq: AtomicU64,
+    disconnected_ttl: Duration,
+}
+
+#[derive(Clone)]
+pub struct Bus(Arc<Inner>);
+
+impl Bus {
+    /// The single-instance bus: publishing does nothing, the L1 is always trusted.
+    pub fn in_process(instance_id: String) -> Self {
+        Bus(Arc::new(Inner {
+            instance_id,
+            redis: None,
+            subscribed: AtomicBool::new(true),
+            last_seq: AtomicU64::new(0),
+            disconnected_ttl: Duration::ZERO,
+        }))
+    }
+
+    /// The Redis bus on `url`, with keys and channel under `namespace`.
+    pub async fn redis(
+        url: &str,
+        namespace: &str,
+        instance_id: String,
+        disconnected_ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let publisher = ConnectionManager::new(client.clone()).await?;
+        Ok(Bus(Arc::new(Inner {
+            instance_id,
+            redis: Some(RedisBus {
+                client,
+                publisher,
+                channel: format!("{namespace}:invalidations"),
+                seq_key: format!("{namespace}:invalidation-seq"),
+            }),
+            subscribed: AtomicBool::new(false),
+            last_seq: AtomicU64::new(0),
+            disconnected_ttl,
+        })))
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.0.instance_id
+    }
+
+    /// How old an L1 entry may be to be served: unbounded while the bus is live.
+    pub fn l1_max_age(&self) -> Option<Duration> {
+        (!self.0.subscribed.load(Ordering::Acquire)).then_some(self.0.disconnected_ttl)
+    }
+
+    /// Tells the other instances to drop `tags` (or everything) from their L1. A failure is
+    /// logged, not returned: the write is committed, and instances that miss the message
+    /// flush their L1 when their subscription recovers.
+    pub async fn publish(&self, tags: &[String], all: bool) {
+        let Some(redis) = &self.0.redis else {
+            return;
+        };
+        let mut connection = redis.publisher.clone();
+        let result: redis::RedisResult<()> = async {
+            let seq: u64 = connection.incr(&redis.seq_key, 1).await?;
+            let message = Invalidation {
+                origin: self.0.instance_id.clone(),
+                seq,
+                tags: tags.to_vec(),
+                all,
+            };
+            let payload = serde_json::to_string(&message).expect("invalidations serialize");
+            connection
+                .publish::<_, _, ()>(&redis.channel, payload)
+                .await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(%err, "could not publish an L1 invalidation");
+        }
+    }
+
+    /// Applies other instances' invalidations to `l1` for as long as the process runs.
+    pub fn spawn_subscriber(&self, l1: Arc<L1>) {
+        let Some(redis) = &self.0.redis else {
+            return;
+        };
+        let (client, channel) = (redis.client.clone(), redis.channel.clone());
+        let bus = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                        Ok(()) => {
+                            // Whatever was published while unsubscribed is unknown.
+                            l1.invalidate_all();
+                            bus.0.subscribed.store(true, Ordering::Release);
+                            tracing::info!("subscribed to L1 invalidations");
+                            let mut messages = pubsub.on_message();
+                            while let Some(message) = messages.next().await {
+                                bus.apply(&l1, message.get_payload_bytes());
+                            }
+                            bus.0.subscribed.store(false, Ordering::Release);
+                            tracing::warn!("lost the L1 invalidation subscription; reconnecting");
+                        }
+                        Err(err) => tracing::warn!(%err, "could not subscribe to L1 invalidations"),
+                    },
+                    Err(err) => tracing::warn!(%err, "could not reach Redis for L1 invalidations"),
+                }
+                tokio::time::sleep(RECONNECT_DELAY).await;
+            }
+        });
+    }
+
+    fn apply(&self, l1: &L1, payload: &[u8]) {
+        let Ok(message) = serde_json::from_slice::<Invalidation>(payload) else {
+            tracing::warn!("ignoring a malformed L1 invalidation");
+            return;
+        };
+        let previous = self.0.last_seq.fetch_max(message.seq, Ordering::AcqRel);
+        let gap = previous != 0 && message.seq > previous + 1;
+        if message.origin == self.0.instance_id && !gap {
+            return; // applied before publishing
+        }
+        if gap || message.all {
+            l1.invalidate_all();
+        } else {
+            l1.invalidate(&message.tags);
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Several origin instances behaving as one: three processes on one PostgreSQL database and
+//! one Redis, L1 invalidations crossing instances, and no stale L1 value outliving the bound
+//! when the Redis subscription is lost.
+
+use std::time::{Duration, Instant};
+
+use forecastin_e2e::{admin, client, Backend, Origin};
+use reqwest::Method;
+use serde_json::json;
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The bound on L1 staleness while an instance's subscription is down, in these tests.
+const DISCONNECTED_TTL_MS: u64 = 500;
+
+async fn three_instances() -> (Origin, Origin, Origin) {
+    let namespace = format!("e2e-{}-{}", std::process::id(), forecastin_e2e::free_port());
+    let ttl = DISCONNECTED_TTL_MS.to_string();
+    let env = [
+        ("REDIS_URL", REDIS_URL),
+        ("REDIS_NAMESPACE", namespace.as_str()),
+        ("L1_DISCONNECTED_TTL_MS", ttl.as_str()),
+    ];
+    let a = Origin::start_with(Backend::Postgres, &env).await;
+    let b = a.start_sibling(&[]).await;
+    let c = a.start_sibling(&[]).await;
+    (a, b, c)
+}
+
+async fn name_on(origin: &Origin, id: &str) -> String {
+    let body: serde_json::Value = client()
+        .get(format!("{}/api/v1/entities/{id}", origin.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["name"].as_str().unwrap().to_owned()
+}
+
+async fn rename(origin: &Origin, id: &str, name: &str) {
+    let response = admin(
+        Method::PATCH,
+        &origin.url,
+        &format!("/admin/v1/entities/{id}"),
+    )
+    .json(&json!({ "name": name }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Polls until `origin` serves `name` for `id`; returns how long that took.
+async fn until_served(origin: &Origin, id: &str, name: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if name_on(origin, id).await == name {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{} still serves the old {id}",
+            origin.url
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_on_one_instance_invalidates_the_l1_of_the_others() {
+    let (a, b, c) = three_instances().await;
+    for round in 0..5 {
+        // Both readers have the current value in their L1 (which has no TTL of its own).
+        for reader in [&b, &c] {
+            name_on(reader, "SE").await;
+            name_on(reader, "SE").await;
+        }
+        let name = format!("Sverige {round}");
+        rename(&a, "SE", &name).await;
+        for reader in [&b, &c] {
+            let took = until_served(reader, "SE", &name, Duration::from_secs(2)).await;
+            eprintln!("round {round}: {} saw the write after {took:?}", reader.url);
+        }
+    }
+    let metrics = client()
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("l1_cache_hits_total"),
+        "the readers served from L1"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_subscription_bounds_l1_staleness_and_recovers() {
+    let (a, b, _c) = three_instances().await;
+    name_on(&b, "NO").await;
+    name_on(&b, "NO").await;
+
+    // Drop every Pub/Sub connection: the instances must notice and resubscribe.
+    let killed = std::process::Command::new("redis-cli")
+        .args(["-u", REDIS_URL, "CLIENT", "KILL", "TYPE", "pubsub"])
+        .output()
+        .expect("redis-cli runs");
+    assert!(killed.status.success());
+    rename(&a, "NO", "Norge").await;
+    let bound = Duration::from_millis(DISCONNECTED_TTL_MS) + Duration::from_millis(700);
+    let took = until_served(&b, "NO", "Norge", bound).await;
+    eprintln!("after the subscription was killed, the write was visible on B after {took:?}");
+
+    // Subscribed again, invalidations flow as before.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    name_on(&b, "NO").await;
+    rename(&a, "NO", "Noreg").await;
+    until_served(&b, "NO", "Noreg", Duration::from_millis(500)).await;
+}
