@@ -18,11 +18,16 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use redis::{aio::ConnectionManager, AsyncCommands};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::l1::L1;
+use crate::{l1::L1, l2::L2};
 
+/// Longest wait for Redis on a request's path.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// Wait before resubscribing after the subscription dropped.
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 
@@ -41,6 +46,7 @@ struct RedisBus {
     publisher: ConnectionManager,
     channel: String,
     seq_key: String,
+    l2: Option<L2>,
 }
 
 struct Inner {
@@ -66,22 +72,33 @@ impl Bus {
         }))
     }
 
-    /// The Redis bus on `url`, with keys and channel under `namespace`.
+    /// The Redis bus on `url`, with keys and channel under `namespace`, and the L2 cache
+    /// when `l2_ttl` is not zero.
     pub async fn redis(
         url: &str,
         namespace: &str,
         instance_id: String,
         disconnected_ttl: Duration,
+        l2_ttl: Duration,
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
-        let publisher = ConnectionManager::new(client.clone()).await?;
+        // Fail fast: a Redis outage must degrade the origin, not stall it.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(REDIS_TIMEOUT)
+            .set_number_of_retries(1);
+        let publisher = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let seq_key = format!("{namespace}:invalidation-seq");
+        let l2 = (!l2_ttl.is_zero())
+            .then(|| L2::new(publisher.clone(), namespace, seq_key.clone(), l2_ttl));
         Ok(Bus(Arc::new(Inner {
             instance_id,
             redis: Some(RedisBus {
                 client,
                 publisher,
                 channel: format!("{namespace}:invalidations"),
-                seq_key: format!("{namespace}:invalidation-seq"),
+                seq_key,
+                l2,
             }),
             subscribed: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
@@ -93,14 +110,21 @@ impl Bus {
         &self.0.instance_id
     }
 
+    /// The shared L2 cache, when Redis is configured with it.
+    pub fn l2(&self) -> Option<&L2> {
+        self.0.redis.as_ref()?.l2.as_ref()
+    }
+
     /// How old an L1 entry may be to be served: unbounded while the bus is live.
     pub fn l1_max_age(&self) -> Option<Duration> {
         (!self.0.subscribed.load(Ordering::Acquire)).then_some(self.0.disconnected_ttl)
     }
 
-    /// Tells the other instances to drop `tags` (or everything) from their L1. A failure is
-    /// logged, not returned: the write is committed, and instances that miss the message
-    /// flush their L1 when their subscription recovers.
+    /// Drops `tags` (or everything) from L2 and tells the other instances to drop them from
+    /// their L1. The sequence moves first, so no L2 fill that read the database before the
+    /// write can land after the deletion (see [`crate::l2`]). A failure is logged, not
+    /// returned: the write is committed, L2 entries expire, and instances that miss the
+    /// message flush their L1 when their subscription recovers.
     pub async fn publish(&self, tags: &[String], all: bool) {
         let Some(redis) = &self.0.redis else {
             return;
@@ -108,6 +132,9 @@ impl Bus {
         let mut connection = redis.publisher.clone();
         let result: redis::RedisResult<()> = async {
             let seq: u64 = connection.incr(&redis.seq_key, 1).await?;
+            if let Some(l2) = &redis.l2 {
+                l2.invalidate(tags, all).await?;
+            }
             let message = Invalidation {
                 origin: self.0.instance_id.clone(),
                 seq,

@@ -51,6 +51,10 @@ pub struct ClusterConfig {
     /// While the invalidation subscription is down, L1 entries older than this are not served.
     #[arg(long, env = "L1_DISCONNECTED_TTL_MS", default_value_t = 1000)]
     pub l1_disconnected_ttl_ms: u64,
+
+    /// Lifetime of L2 entries in Redis, seconds; 0 turns L2 off.
+    #[arg(long, env = "L2_TTL_SECS", default_value_t = 300)]
+    pub l2_ttl_secs: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod hierarchy;
 pub mod http;
 pub mod l1;
+pub mod l2;
 pub mod metrics;
 pub mod purge;
 pub mod seed;
@@ -48,8 +49,15 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         .unwrap_or_else(|| seed::random_token()[..12].to_owned());
     let bus = match &config.cluster.redis_url {
         Some(url) => {
-            let ttl = std::time::Duration::from_millis(config.cluster.l1_disconnected_ttl_ms);
-            Bus::redis(url, &config.cluster.redis_namespace, instance_id, ttl).await?
+            let cluster = &config.cluster;
+            Bus::redis(
+                url,
+                &cluster.redis_namespace,
+                instance_id,
+                std::time::Duration::from_millis(cluster.l1_disconnected_ttl_ms),
+                std::time::Duration::from_secs(cluster.l2_ttl_secs),
+            )
+            .await?
         }
         None => Bus::in_process(instance_id),
     };

@@ -120,3 +120,129 @@ async fn a_lost_subscription_bounds_l1_staleness_and_recovers() {
     rename(&a, "NO", "Noreg").await;
     until_served(&b, "NO", "Noreg", Duration::from_millis(500)).await;
 }
+
+async fn l2_hits(origin: &Origin) -> f64 {
+    let metrics = client()
+        .get(format!("{}/metrics", origin.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("l2_cache_hits_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn l2_is_shared_by_the_instances_and_purged_with_l1() {
+    let namespace = format!(
+        "e2e-l2-{}-{}",
+        std::process::id(),
+        forecastin_e2e::free_port()
+    );
+    let a = Origin::start_with(
+        Backend::Postgres,
+        &[
+            ("REDIS_URL", REDIS_URL),
+            ("REDIS_NAMESPACE", namespace.as_str()),
+        ],
+    )
+    .await;
+    // Without L1, B and C read through L2.
+    let b = a.start_sibling(&[("L1_CAPACITY", "0")]).await;
+    let c = a.start_sibling(&[("L1_CAPACITY", "0")]).await;
+    assert_eq!(name_on(&c, "DK").await, "Denmark");
+    let before = l2_hits(&b).await;
+    assert_eq!(name_on(&b, "DK").await, "Denmark");
+    assert_eq!(
+        l2_hits(&b).await,
+        before + 1.0,
+        "B was served what C put in L2"
+    );
+
+    rename(&a, "DK", "Danmark").await;
+    assert_eq!(
+        name_on(&b, "DK").await,
+        "Danmark",
+        "the write removed the L2 entry"
+    );
+    assert_eq!(name_on(&c, "DK").await, "Danmark");
+}
+
+/// A Redis server of this test's own, so stopping it disturbs no other test.
+struct PrivateRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_degrades_to_l1_and_the_database_and_recovers() {
+    let port = forecastin_e2e::free_port();
+    let redis = PrivateRedis::start(port);
+    let ttl = DISCONNECTED_TTL_MS.to_string();
+    let url = redis.url();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("L1_DISCONNECTED_TTL_MS", ttl.as_str()),
+    ];
+    let a = Origin::start_with(Backend::Postgres, &env).await;
+    let b = a.start_sibling(&[]).await;
+    name_on(&b, "FI").await;
+    name_on(&b, "FI").await;
+
+    drop(redis);
+    // Both instances keep answering reads and writes without Redis.
+    rename(&a, "FI", "Suomi").await;
+    let bound = Duration::from_millis(DISCONNECTED_TTL_MS) + Duration::from_millis(700);
+    let took = until_served(&b, "FI", "Suomi", bound).await;
+    eprintln!("with Redis down, B served the write after {took:?}");
+
+    let _redis = PrivateRedis::start(port);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    name_on(&b, "FI").await;
+    rename(&a, "FI", "Finland").await;
+    until_served(&b, "FI", "Finland", Duration::from_millis(500)).await;
+}

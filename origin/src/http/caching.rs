@@ -12,7 +12,7 @@ use forecastin_shared::{conditional::none_match, headers, tags};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::{error::ApiError, l1::Rendered, metrics};
+use crate::{error::ApiError, l1::Rendered, l2, metrics};
 
 /// A freshly computed response body and the tags it depends on.
 pub struct Fresh {
@@ -71,6 +71,22 @@ where
         ::metrics::counter!(metrics::L1_MISSES).increment(1);
     }
     let epoch = state.l1.as_ref().map(|l1| l1.epoch());
+    let l2 = state.bus.l2();
+    if let Some(stored) = match l2 {
+        Some(l2) => l2.get(&key).await,
+        None => None,
+    } {
+        let fresh = Fresh {
+            status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+            body: stored.body.into_bytes(),
+            tags: stored.tags,
+        };
+        return remember(state, key, fresh, epoch, request);
+    }
+    let sequence = match l2 {
+        Some(l2) => l2.sequence().await,
+        None => None,
+    };
     let fresh = match produce().await {
         Ok(fresh) => fresh,
         Err(ApiError::EntityNotFound(id)) => Fresh {
@@ -80,6 +96,25 @@ where
         },
         Err(err) => return err.into_response(),
     };
+    if let (Some(l2), Some(sequence)) = (l2, sequence) {
+        let stored = l2::Stored {
+            status: fresh.status.as_u16(),
+            body: String::from_utf8_lossy(&fresh.body).into_owned(),
+            tags: fresh.tags.clone(),
+        };
+        l2.fill(&key, &stored, &sequence).await;
+    }
+    remember(state, key, fresh, epoch, request)
+}
+
+/// Renders `fresh`, keeps it in L1 unless an invalidation intervened, and serves it.
+fn remember(
+    state: &AppState,
+    key: String,
+    fresh: Fresh,
+    epoch: Option<crate::l1::Epoch>,
+    request: &HeaderMap,
+) -> Response {
     let rendered = Arc::new(render(fresh));
     if let (Some(l1), Some(epoch)) = (&state.l1, epoch) {
         l1.insert_if_current(key, rendered.clone(), epoch);
