@@ -110,6 +110,13 @@ impl Bus {
         &self.0.instance_id
     }
 
+    /// The Redis connection and namespace, for other coordination (the instance registry).
+    pub fn redis_connection(&self) -> Option<(ConnectionManager, String)> {
+        let redis = self.0.redis.as_ref()?;
+        let namespace = redis.channel.trim_end_matches(":invalidations").to_owned();
+        Some((redis.publisher.clone(), namespace))
+    }
+
     /// The shared L2 cache, when Redis is configured with it.
     pub fn l2(&self) -> Option<&L2> {
         self.0.redis.as_ref()?.l2.as_ref()

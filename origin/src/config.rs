@@ -52,6 +52,14 @@ pub struct ClusterConfig {
     #[arg(long, env = "L1_DISCONNECTED_TTL_MS", default_value_t = 1000)]
     pub l1_disconnected_ttl_ms: u64,
 
+    /// Address other instances and operators reach this one at (default: the listen address).
+    #[arg(long, env = "ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// Interval of the instance heartbeat in Redis; an instance is gone after three missed.
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+
     /// Lifetime of L2 entries in Redis, seconds; 0 turns L2 off.
     #[arg(long, env = "L2_TTL_SECS", default_value_t = 300)]
     pub l2_ttl_secs: u64,

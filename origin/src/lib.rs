@@ -14,6 +14,7 @@ pub mod l1;
 pub mod l2;
 pub mod metrics;
 pub mod purge;
+pub mod registry;
 pub mod seed;
 
 use std::{num::NonZeroUsize, sync::Arc};
@@ -33,6 +34,7 @@ use crate::{
         providers::Provider,
         Outbox, PurgeLog,
     },
+    registry::Registry,
 };
 
 /// Connects to the database, loads the demo data if asked and the database is empty, and
@@ -47,6 +49,11 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         .instance_id
         .clone()
         .unwrap_or_else(|| seed::random_token()[..12].to_owned());
+    let advertised = config
+        .cluster
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| config.listen_addr.to_string());
     let bus = match &config.cluster.redis_url {
         Some(url) => {
             let cluster = &config.cluster;
@@ -61,6 +68,14 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         }
         None => Bus::in_process(instance_id),
     };
+    let registry = Arc::new(Registry::new(
+        bus.instance_id().to_owned(),
+        advertised,
+        bus.redis_connection(),
+        l1.clone(),
+        std::time::Duration::from_millis(config.cluster.heartbeat_ms),
+    ));
+    registry.spawn_heartbeat();
     if let Some(l1) = &l1 {
         bus.spawn_subscriber(l1.clone());
     }
@@ -102,6 +117,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         admin_token,
         metrics: metrics::handle(),
         bus,
+        registry,
     });
     Ok((http::router(state.clone()), state))
 }

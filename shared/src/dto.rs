@@ -174,6 +174,20 @@ pub struct DeliveryStatus {
     pub delivered_at_ms: Option<i64>,
 }
 
+/// A live origin instance (`GET /admin/v1/instances`), as its last heartbeat described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    /// Where it listens.
+    pub address: String,
+    pub version: String,
+    pub started_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+    /// Requests it has served since it started.
+    pub requests: u64,
+    pub l1_entries: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

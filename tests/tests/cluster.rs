@@ -246,3 +246,63 @@ async fn a_redis_restart_degrades_to_l1_and_the_database_and_recovers() {
     rename(&a, "FI", "Finland").await;
     until_served(&b, "FI", "Finland", Duration::from_millis(500)).await;
 }
+
+async fn live_instances(origin: &Origin) -> Vec<String> {
+    let page = forecastin_e2e::admin_json(origin, "/admin/v1/instances").await;
+    let mut addresses: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap().to_owned())
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+#[tokio::test]
+async fn the_registry_lists_live_instances_and_forgets_a_dead_one_within_three_heartbeats() {
+    let namespace = format!(
+        "e2e-reg-{}-{}",
+        std::process::id(),
+        forecastin_e2e::free_port()
+    );
+    let env = [
+        ("REDIS_URL", REDIS_URL),
+        ("REDIS_NAMESPACE", namespace.as_str()),
+        ("HEARTBEAT_MS", "200"),
+    ];
+    let a = Origin::start_with(Backend::Postgres, &env).await;
+    let b = a.start_sibling(&[]).await;
+    let mut c = a.start_sibling(&[]).await;
+    let address = |o: &Origin| o.url.trim_start_matches("http://").to_owned();
+    let mut everyone = vec![address(&a), address(&b), address(&c)];
+    everyone.sort();
+    let started = Instant::now();
+    while live_instances(&b).await != everyone {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "not all instances announced themselves"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    c.kill().await;
+    let killed = Instant::now();
+    let gone = address(&c);
+    while live_instances(&a).await.contains(&gone) {
+        assert!(
+            killed.elapsed() < Duration::from_millis(3 * 200 + 400),
+            "a dead instance is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the dead instance disappeared after {:?}", killed.elapsed());
+    let health_started = Instant::now();
+    let health = client()
+        .get(format!("{}/healthz", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    eprintln!("healthz answered in {:?}", health_started.elapsed());
+}

@@ -8,12 +8,12 @@ use axum::{
     extract::State,
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::{patch, post},
+    routing::{get, patch, post},
     Json, Router,
 };
 use forecastin_shared::{
     conditional::matches,
-    dto::{EntityKind, EntityPatch, NewEntity},
+    dto::{EntityKind, EntityPatch, InstanceInfo, NewEntity, Page},
     ids::is_valid_id,
 };
 use serde::Deserialize;
@@ -37,6 +37,7 @@ const MAX_NAME_CHARS: usize = 200;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/v1/entities", post(create))
+        .route("/admin/v1/instances", get(instances))
         .route("/admin/v1/entities/{id}", patch(update).delete(delete))
 }
 
@@ -161,6 +162,14 @@ async fn update(
         .update(&id, &patch, if_match(&headers))
         .await?;
     Ok(written(done, StatusCode::OK))
+}
+
+/// The live origin instances.
+async fn instances(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<InstanceInfo>> {
+    Json(Page {
+        items: state.registry.live().await,
+        next_cursor: None,
+    })
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,7 @@ mod purges;
 use std::{sync::Arc, time::Instant};
 
 use axum::{
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::HeaderValue,
     middleware::{self, Next},
     response::Response,
@@ -20,7 +20,10 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
-use crate::{bus::Bus, error::ApiError, hierarchy::Hierarchy, l1::L1, metrics, purge::PurgeLog};
+use crate::{
+    bus::Bus, error::ApiError, hierarchy::Hierarchy, l1::L1, metrics, purge::PurgeLog,
+    registry::Registry,
+};
 
 pub struct AppState {
     pub hierarchy: Hierarchy,
@@ -33,6 +36,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Coordination with the other instances.
     pub bus: Bus,
+    pub registry: Arc<Registry>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -44,13 +48,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(assets::routes())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// Counts requests and times them per route template (not per URL, to bound cardinality).
-async fn record_metrics(request: Request, next: Next) -> Response {
+async fn record_metrics(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    state
+        .registry
+        .request_counter()
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let route = request
         .extensions()
