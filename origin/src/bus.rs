@@ -62,13 +62,13 @@ pub struct Bus(Arc<Inner>);
 
 impl Bus {
     /// The single-instance bus: publishing does nothing, the L1 is always trusted.
-    pub fn in_process(instance_id: String) -> Self {
+    pub fn in_process(instance_id: String, disconnected_ttl: Duration) -> Self {
         Bus(Arc::new(Inner {
             instance_id,
             redis: None,
             subscribed: AtomicBool::new(true),
             last_seq: AtomicU64::new(0),
-            disconnected_ttl: Duration::ZERO,
+            disconnected_ttl,
         }))
     }
 
@@ -122,9 +122,11 @@ impl Bus {
         self.0.redis.as_ref()?.l2.as_ref()
     }
 
-    /// How old an L1 entry may be to be served: unbounded while the bus is live.
-    pub fn l1_max_age(&self) -> Option<Duration> {
-        (!self.0.subscribed.load(Ordering::Acquire)).then_some(self.0.disconnected_ttl)
+    /// How old an L1 entry may be to be served: unbounded while the bus is live and this
+    /// instance `coordinated` (`ff.horizontal_scaling`), the disconnected bound otherwise.
+    pub fn l1_max_age(&self, coordinated: bool) -> Option<Duration> {
+        let trusted = coordinated && self.0.subscribed.load(Ordering::Acquire);
+        (!trusted).then_some(self.0.disconnected_ttl)
     }
 
     /// Drops `tags` (or everything) from L2 and tells the other instances to drop them from

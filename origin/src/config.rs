@@ -122,7 +122,11 @@ impl CacheConfig {
 pub struct PurgeConfig {
     /// CDN providers that receive purges, comma-separated: `edge`, `cloudflare`, `fastly`.
     /// Unset: `edge` when PURGE_SECRET is set, none otherwise.
-    #[arg(long, env = "PURGE_PROVIDERS", value_delimiter = ',')]
+    #[arg(
+        long = "purge-providers",
+        env = "PURGE_PROVIDERS",
+        value_delimiter = ','
+    )]
     pub providers: Option<Vec<ProviderKind>>,
 
     /// Shared with the edge Worker, which checks the HMAC of every purge with it.

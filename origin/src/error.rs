@@ -15,6 +15,8 @@ pub enum ApiError {
     RouteNotFound,
     #[error("no purge with id `{0}`")]
     PurgeNotFound(String),
+    #[error("no feature flag named `{0}`")]
+    FlagNotFound(String),
     /// A malformed path or query parameter (400).
     #[error("{message}")]
     BadParameter { field: String, message: String },
@@ -57,9 +59,10 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::EntityNotFound(_) | Self::RouteNotFound | Self::PurgeNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::EntityNotFound(_)
+            | Self::RouteNotFound
+            | Self::PurgeNotFound(_)
+            | Self::FlagNotFound(_) => StatusCode::NOT_FOUND,
             Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::InvalidBody { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -77,7 +80,10 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::EntityNotFound(_) | Self::RouteNotFound | Self::PurgeNotFound(_) => "not_found",
+            Self::EntityNotFound(_)
+            | Self::RouteNotFound
+            | Self::PurgeNotFound(_)
+            | Self::FlagNotFound(_) => "not_found",
             Self::BadParameter { .. } => "invalid_parameter",
             Self::InvalidBody { .. } => "invalid_body",
             Self::Conflict(_) => "conflict",

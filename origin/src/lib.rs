@@ -8,6 +8,7 @@ pub mod bus;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod flags;
 pub mod hierarchy;
 pub mod http;
 pub mod l1;
@@ -26,6 +27,7 @@ use crate::{
     bus::Bus,
     config::Config,
     db::Db,
+    flags::Flags,
     hierarchy::Hierarchy,
     http::AppState,
     l1::L1,
@@ -66,7 +68,10 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
             )
             .await?
         }
-        None => Bus::in_process(instance_id),
+        None => Bus::in_process(
+            instance_id,
+            std::time::Duration::from_millis(config.cluster.l1_disconnected_ttl_ms),
+        ),
     };
     let registry = Arc::new(Registry::new(
         bus.instance_id().to_owned(),
@@ -79,10 +84,15 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     if let Some(l1) = &l1 {
         bus.spawn_subscriber(l1.clone());
     }
+    let flags = Flags::load(db.clone())
+        .await
+        .context("loading the feature flags")?;
+    flags.spawn_reload();
     let outbox = Outbox::new(
         providers.iter().map(Provider::name).collect(),
         l1.clone(),
         bus.clone(),
+        flags.clone(),
     );
     if providers.is_empty() {
         tracing::warn!(
@@ -118,6 +128,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         metrics: metrics::handle(),
         bus,
         registry,
+        flags,
     });
     Ok((http::router(state.clone()), state))
 }

@@ -5,7 +5,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -20,6 +20,8 @@ use crate::{l1::L1, purge::now_ms};
 pub struct Registry {
     me: InstanceInfo,
     requests: Arc<AtomicU64>,
+    /// Requests being served right now.
+    pub inflight: AtomicI64,
     l1: Option<Arc<L1>>,
     redis: Option<(ConnectionManager, String)>,
     interval: Duration,
@@ -44,6 +46,7 @@ impl Registry {
                 l1_entries: 0,
             },
             requests: Arc::new(AtomicU64::new(0)),
+            inflight: AtomicI64::new(0),
             l1,
             redis,
             interval,

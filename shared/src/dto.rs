@@ -188,6 +188,23 @@ pub struct InstanceInfo {
     pub l1_entries: u64,
 }
 
+/// A feature flag and its rollout (`GET /admin/v1/flags`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureFlag {
+    pub name: String,
+    /// 0 to 100: the share of keys (users, entities, instances) the flag is on for.
+    pub rollout_percent: u8,
+    pub description: String,
+    pub updated_at_ms: i64,
+}
+
+/// Body of `PUT /admin/v1/flags/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagUpdate {
+    pub rollout_percent: u8,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

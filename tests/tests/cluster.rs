@@ -306,3 +306,42 @@ async fn the_registry_lists_live_instances_and_forgets_a_dead_one_within_three_h
     assert_eq!(health.status(), 200);
     eprintln!("healthz answered in {:?}", health_started.elapsed());
 }
+
+async fn rollout_on(origin: &Origin, flag: &str) -> i64 {
+    let page = forecastin_e2e::admin_json(origin, "/admin/v1/flags").await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == flag)
+        .and_then(|f| f["rollout_percent"].as_i64())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_flag_change_reaches_every_instance_within_a_second() {
+    let (a, b, c) = three_instances().await;
+    for percent in [10, 25, 50, 100] {
+        let set = admin(Method::PUT, &a.url, "/admin/v1/flags/ff.auto_scaling")
+            .json(&json!({ "rollout_percent": percent }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 200);
+        let changed = Instant::now();
+        for other in [&b, &c] {
+            while rollout_on(other, "ff.auto_scaling").await != percent {
+                assert!(
+                    changed.elapsed() < Duration::from_secs(1),
+                    "{} did not see {percent} %",
+                    other.url
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        eprintln!(
+            "{percent} % reached both other instances after {:?}",
+            changed.elapsed()
+        );
+    }
+}

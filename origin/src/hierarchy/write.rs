@@ -180,7 +180,7 @@ impl Hierarchy {
             id: &new.id,
             chain: &chain,
         });
-        self.commit(tx, entity, invalidated).await
+        self.commit(tx, &new.id, entity, invalidated).await
     }
 
     /// Opens a write on the existing entity `id`, checked by `precondition`.
@@ -259,7 +259,7 @@ impl Hierarchy {
                 chain: &old_parent_chain,
             }),
         };
-        self.commit(tx, entity, invalidated).await
+        self.commit(tx, id, entity, invalidated).await
     }
 
     /// Re-roots `current`'s subtree under `new_parent_id`; returns `current` as moved (its new
@@ -332,7 +332,7 @@ impl Hierarchy {
         let mut chain = chain_of(&current);
         chain.pop();
         let invalidated = tags::invalidated_by(Change::Deleted { id, chain: &chain });
-        self.commit(tx, None, invalidated).await
+        self.commit(tx, id, None, invalidated).await
     }
 
     /// Records the purge of `invalidated` in the outbox, in the write's transaction, commits
@@ -340,6 +340,7 @@ impl Hierarchy {
     async fn commit(
         &self,
         mut tx: Transaction<'static, Any>,
+        id: &str,
         entity: Option<EntityRow>,
         invalidated: BTreeSet<String>,
     ) -> Result<Written, ApiError> {
@@ -347,7 +348,10 @@ impl Hierarchy {
             tags: invalidated.iter().cloned().collect(),
             ..PurgeRequest::default()
         };
-        let purge_id = self.outbox.record(&mut tx, Source::Write, &request).await?;
+        let purge_id = self
+            .outbox
+            .record(&mut tx, Source::Write, &request, Some(id))
+            .await?;
         tx.commit().await?;
         self.outbox.committed(&request).await;
         Ok(Written {

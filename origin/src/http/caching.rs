@@ -12,7 +12,7 @@ use forecastin_shared::{conditional::none_match, headers, tags};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::{error::ApiError, l1::Rendered, l2, metrics};
+use crate::{error::ApiError, flags, l1::Rendered, l2, metrics};
 
 /// A freshly computed response body and the tags it depends on.
 pub struct Fresh {
@@ -63,15 +63,20 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Fresh, ApiError>>,
 {
+    // Without coordination (ff.horizontal_scaling off for this instance) the shared tiers are
+    // not trusted: L1 entries are bounded in age and L2 is not used.
+    let coordinated = state
+        .flags
+        .enabled(flags::HORIZONTAL_SCALING, state.bus.instance_id());
     if let Some(l1) = &state.l1 {
-        if let Some(hit) = l1.get(&key, state.bus.l1_max_age()) {
+        if let Some(hit) = l1.get(&key, state.bus.l1_max_age(coordinated)) {
             ::metrics::counter!(metrics::L1_HITS).increment(1);
             return respond(&hit, request, &state.cache_control);
         }
         ::metrics::counter!(metrics::L1_MISSES).increment(1);
     }
     let epoch = state.l1.as_ref().map(|l1| l1.epoch());
-    let l2 = state.bus.l2();
+    let l2 = state.bus.l2().filter(|_| coordinated);
     if let Some(stored) = match l2 {
         Some(l2) => l2.get(&key).await,
         None => None,

@@ -5,10 +5,14 @@ mod assets;
 pub mod caching;
 mod entities;
 pub mod extract;
+mod flags;
 mod ops;
 mod purges;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
 
 use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
@@ -21,8 +25,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    bus::Bus, error::ApiError, hierarchy::Hierarchy, l1::L1, metrics, purge::PurgeLog,
-    registry::Registry,
+    bus::Bus, error::ApiError, flags::Flags, hierarchy::Hierarchy, l1::L1, metrics,
+    purge::PurgeLog, registry::Registry,
 };
 
 pub struct AppState {
@@ -37,6 +41,7 @@ pub struct AppState {
     /// Coordination with the other instances.
     pub bus: Bus,
     pub registry: Arc<Registry>,
+    pub flags: Flags,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -44,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(entities::routes())
         .merge(admin::routes())
         .merge(purges::routes())
+        .merge(flags::routes())
         .merge(ops::routes())
         .merge(assets::routes())
         .fallback(|| async { ApiError::RouteNotFound })
@@ -65,7 +71,8 @@ async fn record_metrics(
     state
         .registry
         .request_counter()
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(1, Ordering::Relaxed);
+    state.registry.inflight.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let route = request
         .extensions()
@@ -74,6 +81,7 @@ async fn record_metrics(
         .to_owned();
     let method = request.method().to_string();
     let response = next.run(request).await;
+    state.registry.inflight.fetch_sub(1, Ordering::Relaxed);
     let status = response.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("status", status)];
     ::metrics::counter!(metrics::HTTP_REQUESTS, &labels).increment(1);

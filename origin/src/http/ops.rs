@@ -12,7 +12,7 @@ use axum::{
 use serde_json::json;
 
 use super::AppState;
-use crate::metrics;
+use crate::{flags, metrics};
 
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -51,6 +51,16 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .set(pool.size() as f64 - idle);
     if let Some(l1) = &state.l1 {
         ::metrics::gauge!(metrics::L1_ENTRIES).set(l1.len() as f64);
+    }
+    if state
+        .flags
+        .enabled(flags::AUTO_SCALING, state.bus.instance_id())
+    {
+        let inflight = state
+            .registry
+            .inflight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        ::metrics::gauge!(metrics::INFLIGHT).set(inflight as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -86,7 +86,9 @@ async fn create(
     check(&request)?;
     let outbox = &state.hierarchy.outbox;
     let mut tx = state.hierarchy.db.pool.begin().await?;
-    let id = outbox.record(&mut tx, Source::Admin, &request).await?;
+    let id = outbox
+        .record(&mut tx, Source::Admin, &request, None)
+        .await?;
     tx.commit().await?;
     outbox.committed(&request).await;
     let location = HeaderValue::try_from(format!("/admin/v1/purge/{id}")).expect("hex path");

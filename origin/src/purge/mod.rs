@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use crate::{
     bus::Bus,
     db::{retry, Db},
+    flags::{self, Flags},
     l1::L1,
 };
 
@@ -45,27 +46,36 @@ pub struct Outbox {
     l1: Option<Arc<L1>>,
     /// Reaches the other instances' L1; `None` in tools that serve nothing.
     bus: Option<Bus>,
+    flags: Option<Flags>,
 }
 
 impl Outbox {
-    pub fn new(providers: Vec<&'static str>, l1: Option<Arc<L1>>, bus: Bus) -> Self {
+    pub fn new(providers: Vec<&'static str>, l1: Option<Arc<L1>>, bus: Bus, flags: Flags) -> Self {
         Self {
             providers: providers.into(),
             wake: Arc::new(Notify::new()),
             l1,
             bus: Some(bus),
+            flags: Some(flags),
         }
     }
 
     /// Stores `request` and a pending delivery per provider inside `tx`; returns its id.
+    /// The providers are left out when `ff.cdn_integration` is off for `key` (the entity the
+    /// write changed; the purge itself for admin purges): the CDN then relies on expiry.
     pub async fn record(
         &self,
         tx: &mut Transaction<'static, Any>,
         source: Source,
         request: &PurgeRequest,
+        key: Option<&str>,
     ) -> Result<String, sqlx::Error> {
         let id = crate::seed::random_token()[..24].to_owned();
         let now = now_ms();
+        let to_cdn = self
+            .flags
+            .as_ref()
+            .is_none_or(|flags| flags.enabled(flags::CDN_INTEGRATION, key.unwrap_or(&id)));
         sqlx::query(
             "INSERT INTO purges (id, source, request, created_at_ms) VALUES ($1, $2, $3, $4)",
         )
@@ -78,7 +88,7 @@ impl Outbox {
         .bind(now)
         .execute(&mut **tx)
         .await?;
-        for provider in self.providers.iter() {
+        for provider in self.providers.iter().filter(|_| to_cdn) {
             sqlx::query(
                 "INSERT INTO purge_deliveries (purge_id, provider, status, next_attempt_at_ms) \
                  VALUES ($1, $2, 'pending', $3)",

@@ -1,0 +1,135 @@
+//! Feature flags through the admin API, and `ff.cdn_integration` gating the CDN deliveries.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use serde_json::json;
+
+/// A Cloudflare provider that is never reached (nothing listens on port 9): deliveries are
+/// recorded and stay pending, which is all these tests look at.
+const UNREACHABLE_CLOUDFLARE: [&str; 8] = [
+    "--purge-providers",
+    "cloudflare",
+    "--cloudflare-api-base",
+    "http://127.0.0.1:9/client/v4",
+    "--cloudflare-zone-id",
+    "zone",
+    "--cloudflare-api-token",
+    "token",
+];
+
+async fn deliveries_of(app: &TestApp, purge_id: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM purge_deliveries WHERE purge_id = $1")
+        .bind(purge_id)
+        .fetch_one(&app.state.hierarchy.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn flags_gate_cdn_deliveries_and_are_validated(app: TestApp) {
+    let flags = app.admin(Method::GET, "/admin/v1/flags", None).await.json();
+    let names: Vec<&str> = flags["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ff.auto_scaling",
+            "ff.cdn_integration",
+            "ff.horizontal_scaling"
+        ]
+    );
+
+    let on = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/entities/AT",
+            Some(json!({"name": "Österreich"})),
+        )
+        .await;
+    assert_eq!(
+        deliveries_of(&app, on.header("forecastin-purge-id")).await,
+        1
+    );
+
+    let off = app
+        .admin(
+            Method::PUT,
+            "/admin/v1/flags/ff.cdn_integration",
+            Some(json!({"rollout_percent": 0})),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK);
+    assert_eq!(off.json()["rollout_percent"], 0);
+    let gated = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/entities/AT",
+            Some(json!({"name": "Austria"})),
+        )
+        .await;
+    assert_eq!(gated.status, StatusCode::OK);
+    assert_eq!(
+        deliveries_of(&app, gated.header("forecastin-purge-id")).await,
+        0,
+        "no CDN delivery at 0 %"
+    );
+
+    for (uri, body, status, field) in [
+        (
+            "/admin/v1/flags/ff.nope",
+            json!({"rollout_percent": 10}),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            "/admin/v1/flags/ff.auto_scaling",
+            json!({"rollout_percent": 101}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("rollout_percent"),
+        ),
+        (
+            "/admin/v1/flags/ff.auto_scaling",
+            json!({"rollout_percent": 1000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("rollout_percent"),
+        ),
+        (
+            "/admin/v1/flags/ff.auto_scaling",
+            json!({"rollout_percent": 10, "x": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("x"),
+        ),
+    ] {
+        let response = app.admin(Method::PUT, uri, Some(body.clone())).await;
+        assert_eq!(response.status, status, "{uri} {body}");
+        if let Some(field) = field {
+            assert_eq!(response.error_field(), field, "{body}");
+        }
+    }
+    let metrics = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("feature_flag_rollout_percent{flag=\"ff.cdn_integration\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_flags_gate_cdn_deliveries_and_are_validated() {
+    flags_gate_cdn_deliveries_and_are_validated(
+        TestApp::sqlite_with(&UNREACHABLE_CLOUDFLARE).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_flags_gate_cdn_deliveries_and_are_validated() {
+    flags_gate_cdn_deliveries_and_are_validated(
+        TestApp::postgres_with(&UNREACHABLE_CLOUDFLARE).await,
+    )
+    .await;
+}
