@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Cross-instance L1 invalidation (tests/examples/cross_instance.rs): three release origins on
+# PostgreSQL and Redis, 200 writes on one, read back on another.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/common.sh"
+cd "$ROOT"
+ensure_services
+cargo build --release --locked -p forecastin-origin
+FORECASTIN_ORIGIN_BIN="$ROOT/target/release/forecastin-origin" \
+  cargo run --release --locked -q -p forecastin-e2e --example cross_instance
