@@ -24,7 +24,9 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{l1::L1, l2::L2};
+use forecastin_shared::dto::{ChangeKind, EntityEvent};
+
+use crate::{events::Events, l1::L1, l2::L2};
 
 /// Longest wait for Redis on a request's path.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
@@ -46,12 +48,17 @@ struct RedisBus {
     publisher: ConnectionManager,
     channel: String,
     seq_key: String,
+    events_channel: String,
+    event_seq_key: String,
     l2: Option<L2>,
 }
 
 struct Inner {
     instance_id: String,
     redis: Option<RedisBus>,
+    events: Events,
+    /// Event ids of the in-process bus.
+    local_event_seq: AtomicU64,
     subscribed: AtomicBool,
     last_seq: AtomicU64,
     disconnected_ttl: Duration,
@@ -66,6 +73,8 @@ impl Bus {
         Bus(Arc::new(Inner {
             instance_id,
             redis: None,
+            events: Events::default(),
+            local_event_seq: AtomicU64::new(0),
             subscribed: AtomicBool::new(true),
             last_seq: AtomicU64::new(0),
             disconnected_ttl,
@@ -98,8 +107,12 @@ impl Bus {
                 publisher,
                 channel: format!("{namespace}:invalidations"),
                 seq_key,
+                events_channel: format!("{namespace}:events"),
+                event_seq_key: format!("{namespace}:event-seq"),
                 l2,
             }),
+            events: Events::default(),
+            local_event_seq: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             disconnected_ttl,
@@ -115,6 +128,43 @@ impl Bus {
         let redis = self.0.redis.as_ref()?;
         let namespace = redis.channel.trim_end_matches(":invalidations").to_owned();
         Some((redis.publisher.clone(), namespace))
+    }
+
+    /// The entity change events this instance has heard of, for its websocket clients.
+    pub fn events(&self) -> &Events {
+        &self.0.events
+    }
+
+    /// Publishes an entity change to the websocket clients of every instance. With Redis the
+    /// event id comes from a shared counter and the event reaches this instance's own clients
+    /// at once and the others' through Pub/Sub; a failure is logged (clients that reconnect
+    /// are told to refetch when their gap exceeds the replay buffer).
+    pub async fn announce(&self, change: ChangeKind, entity_id: &str, path: Vec<String>) {
+        let mut event = EntityEvent {
+            id: 0,
+            change,
+            entity_id: entity_id.to_owned(),
+            path,
+            at_ms: crate::purge::now_ms(),
+        };
+        let Some(redis) = &self.0.redis else {
+            event.id = self.0.local_event_seq.fetch_add(1, Ordering::AcqRel) + 1;
+            self.0.events.deliver(event);
+            return;
+        };
+        let mut connection = redis.publisher.clone();
+        let result: redis::RedisResult<()> = async {
+            event.id = connection.incr(&redis.event_seq_key, 1).await?;
+            let payload = serde_json::to_string(&event).expect("events serialize");
+            connection
+                .publish::<_, _, ()>(&redis.events_channel, payload)
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => self.0.events.deliver(event),
+            Err(err) => tracing::warn!(%err, "could not publish an entity event"),
+        }
     }
 
     /// The shared L2 cache, when Redis is configured with it.
@@ -161,25 +211,40 @@ impl Bus {
         }
     }
 
-    /// Applies other instances' invalidations to `l1` for as long as the process runs.
-    pub fn spawn_subscriber(&self, l1: Arc<L1>) {
+    /// Applies other instances' invalidations to `l1` and takes their entity events, for as
+    /// long as the process runs.
+    pub fn spawn_subscriber(&self, l1: Option<Arc<L1>>) {
         let Some(redis) = &self.0.redis else {
             return;
         };
-        let (client, channel) = (redis.client.clone(), redis.channel.clone());
+        let (client, channel, events_channel) = (
+            redis.client.clone(),
+            redis.channel.clone(),
+            redis.events_channel.clone(),
+        );
         let bus = self.clone();
         tokio::spawn(async move {
             loop {
                 match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                    Ok(mut pubsub) => match pubsub.subscribe(&[&channel, &events_channel]).await {
                         Ok(()) => {
                             // Whatever was published while unsubscribed is unknown.
-                            l1.invalidate_all();
+                            if let Some(l1) = &l1 {
+                                l1.invalidate_all();
+                            }
                             bus.0.subscribed.store(true, Ordering::Release);
                             tracing::info!("subscribed to L1 invalidations");
                             let mut messages = pubsub.on_message();
                             while let Some(message) = messages.next().await {
-                                bus.apply(&l1, message.get_payload_bytes());
+                                if message.get_channel_name() == events_channel {
+                                    if let Ok(event) =
+                                        serde_json::from_slice(message.get_payload_bytes())
+                                    {
+                                        bus.0.events.deliver(event);
+                                    }
+                                } else if let Some(l1) = &l1 {
+                                    bus.apply(l1, message.get_payload_bytes());
+                                }
                             }
                             bus.0.subscribed.store(false, Ordering::Release);
                             tracing::warn!("lost the L1 invalidation subscription; reconnecting");

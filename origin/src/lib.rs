@@ -8,6 +8,7 @@ pub mod bus;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod flags;
 pub mod hierarchy;
 pub mod http;
@@ -81,9 +82,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         std::time::Duration::from_millis(config.cluster.heartbeat_ms),
     ));
     registry.spawn_heartbeat();
-    if let Some(l1) = &l1 {
-        bus.spawn_subscriber(l1.clone());
-    }
+    bus.spawn_subscriber(l1.clone());
     let flags = Flags::load(db.clone())
         .await
         .context("loading the feature flags")?;

@@ -205,6 +205,37 @@ pub struct FlagUpdate {
     pub rollout_percent: u8,
 }
 
+/// What happened to an entity, as `GET /ws` streams it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Moved,
+    Deleted,
+}
+
+/// One entity change event. `id`s increase across all instances; a client that reconnects
+/// with the last `id` it saw gets what it missed (see the README's reconnect contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityEvent {
+    pub id: u64,
+    pub change: ChangeKind,
+    pub entity_id: String,
+    /// The ids from the root down to the entity (after the change), for subtree filters.
+    pub path: Vec<String>,
+    pub at_ms: i64,
+}
+
+/// A message of the `GET /ws` stream: an event, or a notice that events were lost (the
+/// client should refetch what it shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StreamMessage {
+    Event(EntityEvent),
+    Reset { reason: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,10 @@ async fn main() {
         assert_eq!(written.status(), 200);
         let started = Instant::now();
         while name_on(&b).await != name {
-            assert!(started.elapsed() < Duration::from_secs(5), "write {n} never reached B");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "write {n} never reached B"
+            );
         }
         latencies.push(started.elapsed());
     }

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use forecastin_shared::{
-    dto::{EntityKind, EntityPatch, NewEntity, PurgeRequest},
+    dto::{ChangeKind, EntityKind, EntityPatch, NewEntity, PurgeRequest},
     tags::{self, Change},
 };
 use sqlx::{Any, Transaction};
@@ -180,7 +180,15 @@ impl Hierarchy {
             id: &new.id,
             chain: &chain,
         });
-        self.commit(tx, &new.id, entity, invalidated).await
+        let path = entity.as_ref().map(chain_of).unwrap_or_default();
+        self.commit(
+            tx,
+            &new.id,
+            entity,
+            invalidated,
+            (ChangeKind::Created, path),
+        )
+        .await
     }
 
     /// Opens a write on the existing entity `id`, checked by `precondition`.
@@ -259,7 +267,14 @@ impl Hierarchy {
                 chain: &old_parent_chain,
             }),
         };
-        self.commit(tx, id, entity, invalidated).await
+        let change = if new_parent.is_some() {
+            ChangeKind::Moved
+        } else {
+            ChangeKind::Updated
+        };
+        let path = entity.as_ref().map(chain_of).unwrap_or_default();
+        self.commit(tx, id, entity, invalidated, (change, path))
+            .await
     }
 
     /// Re-roots `current`'s subtree under `new_parent_id`; returns `current` as moved (its new
@@ -329,20 +344,23 @@ impl Hierarchy {
             .bind(path::subtree_end(&current.path))
             .execute(&mut *tx)
             .await?;
-        let mut chain = chain_of(&current);
-        chain.pop();
-        let invalidated = tags::invalidated_by(Change::Deleted { id, chain: &chain });
-        self.commit(tx, id, None, invalidated).await
+        let path = chain_of(&current);
+        let chain = &path[..path.len() - 1];
+        let invalidated = tags::invalidated_by(Change::Deleted { id, chain });
+        self.commit(tx, id, None, invalidated, (ChangeKind::Deleted, path))
+            .await
     }
 
     /// Records the purge of `invalidated` in the outbox, in the write's transaction, commits
-    /// both, then purges the origin's tiers and wakes the dispatcher.
+    /// both, then purges the origin's tiers, wakes the dispatcher and announces the change to
+    /// websocket clients.
     async fn commit(
         &self,
         mut tx: Transaction<'static, Any>,
         id: &str,
         entity: Option<EntityRow>,
         invalidated: BTreeSet<String>,
+        (change, path): (ChangeKind, Vec<String>),
     ) -> Result<Written, ApiError> {
         let request = PurgeRequest {
             tags: invalidated.iter().cloned().collect(),
@@ -354,6 +372,7 @@ impl Hierarchy {
             .await?;
         tx.commit().await?;
         self.outbox.committed(&request).await;
+        self.outbox.announce(change, id, path).await;
         Ok(Written {
             entity,
             invalidated,

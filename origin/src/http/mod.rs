@@ -8,6 +8,7 @@ pub mod extract;
 mod flags;
 mod ops;
 mod purges;
+mod ws;
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -50,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin::routes())
         .merge(purges::routes())
         .merge(flags::routes())
+        .merge(ws::routes())
         .merge(ops::routes())
         .merge(assets::routes())
         .fallback(|| async { ApiError::RouteNotFound })

@@ -12,7 +12,7 @@ pub mod providers;
 
 use std::sync::Arc;
 
-use forecastin_shared::dto::{DeliveryStatus, PurgeRequest, PurgeStatus};
+use forecastin_shared::dto::{ChangeKind, DeliveryStatus, PurgeRequest, PurgeStatus};
 use sqlx::{Any, Transaction};
 use tokio::sync::Notify;
 
@@ -121,6 +121,13 @@ impl Outbox {
             bus.publish(&request.tags, all).await;
         }
         self.wake.notify_one();
+    }
+
+    /// Tells websocket clients of every instance that `entity_id` changed.
+    pub async fn announce(&self, change: ChangeKind, entity_id: &str, path: Vec<String>) {
+        if let Some(bus) = &self.bus {
+            bus.announce(change, entity_id, path).await;
+        }
     }
 
     pub(crate) fn waker(&self) -> Arc<Notify> {

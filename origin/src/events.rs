@@ -1,0 +1,125 @@
+//! Entity change events for websocket clients: published by the instance that committed a
+//! write, carried to every instance by the bus, kept in a bounded replay buffer and fanned out
+//! to each instance's clients.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use forecastin_shared::dto::EntityEvent;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+/// Events kept for clients that reconnect (at 200 writes a second, five seconds' worth).
+const REPLAY: usize = 1_024;
+/// Events in flight to this instance's clients before a lagging client is dropped.
+const FAN_OUT: usize = 4_096;
+
+#[derive(Clone)]
+pub struct Events {
+    fan_out: broadcast::Sender<Arc<EntityEvent>>,
+    replay: Arc<Mutex<VecDeque<Arc<EntityEvent>>>>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            fan_out: broadcast::channel(FAN_OUT).0,
+            replay: Arc::default(),
+        }
+    }
+}
+
+/// What a reconnecting client missed.
+pub enum Missed {
+    /// These events, in order.
+    Events(Vec<Arc<EntityEvent>>),
+    /// More than the replay buffer holds.
+    TooMany,
+}
+
+impl Events {
+    /// Takes an event the bus delivered (from any instance, this one included).
+    pub fn deliver(&self, event: EntityEvent) {
+        let event = Arc::new(event);
+        {
+            let mut replay = self.replay.lock();
+            // The publishing instance delivers its own event at once and again from Pub/Sub.
+            if replay
+                .iter()
+                .rev()
+                .take(64)
+                .any(|known| known.id == event.id)
+            {
+                return;
+            }
+            if replay.back().is_some_and(|last| last.id >= event.id) {
+                // Ids can arrive out of order from two publishers: keep the buffer sorted.
+                let at = replay.partition_point(|e| e.id < event.id);
+                replay.insert(at, event.clone());
+            } else {
+                replay.push_back(event.clone());
+            }
+            while replay.len() > REPLAY {
+                replay.pop_front();
+            }
+        }
+        let _ = self.fan_out.send(event);
+    }
+
+    /// A receiver of every event from now on, and what was missed after `last_seen`.
+    pub fn subscribe(
+        &self,
+        last_seen: Option<u64>,
+    ) -> (broadcast::Receiver<Arc<EntityEvent>>, Missed) {
+        let replay = self.replay.lock();
+        let receiver = self.fan_out.subscribe();
+        let missed = match last_seen {
+            None => Missed::Events(Vec::new()),
+            Some(last) if replay.front().is_some_and(|first| first.id > last + 1) => {
+                Missed::TooMany
+            }
+            Some(last) => Missed::Events(replay.iter().filter(|e| e.id > last).cloned().collect()),
+        };
+        (receiver, missed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forecastin_shared::dto::ChangeKind;
+
+    fn event(id: u64) -> EntityEvent {
+        EntityEvent {
+            id,
+            change: ChangeKind::Updated,
+            entity_id: "FR".into(),
+            path: vec!["world".into(), "FR".into()],
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_reconnecting_client_gets_what_it_missed_in_order() {
+        let events = Events::default();
+        for id in [1, 2, 4, 3] {
+            events.deliver(event(id));
+        }
+        let (_, missed) = events.subscribe(Some(2));
+        let Missed::Events(missed) = missed else {
+            panic!("expected a replay")
+        };
+        assert_eq!(missed.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 4]);
+    }
+
+    #[test]
+    fn a_client_too_far_behind_is_told_to_reset() {
+        let events = Events::default();
+        for id in 1..=(REPLAY as u64 + 10) {
+            events.deliver(event(id));
+        }
+        assert!(matches!(events.subscribe(Some(3)).1, Missed::TooMany));
+        assert!(
+            matches!(events.subscribe(Some(20)).1, Missed::Events(ref e) if e.len() == REPLAY - 10)
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! `GET /ws`: a stream of entity change events, optionally for one subtree
+//! (`?subtree=FR`), resumable (`?last_event_id=N`).
+//!
+//! Each client has a bounded queue: a client that does not keep up is closed with code 4008
+//! and can resume with the last id it saw, so a slow client never holds up the others. The
+//! server pings every 15 seconds.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket},
+        State, WebSocketUpgrade,
+    },
+    response::Response,
+    routing::get,
+    Router,
+};
+use forecastin_shared::{
+    dto::{EntityEvent, StreamMessage},
+    ids::is_valid_id,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+
+use super::{extract::ApiQuery, AppState};
+use crate::{error::ApiError, events::Missed};
+
+/// Messages queued for one client before it is closed as too slow.
+const CLIENT_QUEUE: usize = 256;
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// Close code of a client that fell behind (application range).
+pub const TOO_SLOW: u16 = 4008;
+/// How long a slow client is given to take its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/ws", get(stream))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    subtree: Option<String>,
+    last_event_id: Option<String>,
+}
+
+async fn stream(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    if let Some(subtree) = &query.subtree {
+        if !is_valid_id(subtree) {
+            return Err(ApiError::bad_parameter(
+                "subtree",
+                "`subtree` must be an entity id",
+            ));
+        }
+    }
+    let last_seen = query
+        .last_event_id
+        .as_deref()
+        .map(|id| {
+            id.parse::<u64>().map_err(|_| {
+                ApiError::bad_parameter("last_event_id", "`last_event_id` is an event id")
+            })
+        })
+        .transpose()?;
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, state, query.subtree, last_seen)))
+}
+
+fn message(payload: &StreamMessage) -> Message {
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(payload).expect("stream messages serialize"),
+    ))
+}
+
+async fn serve(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    subtree: Option<String>,
+    last_seen: Option<u64>,
+) {
+    let wanted = move |event: &EntityEvent| {
+        subtree
+            .as_ref()
+            .is_none_or(|root| event.path.contains(root))
+    };
+    let (mut events, missed) = state.bus.events().subscribe(last_seen);
+    let (queue, mut outgoing) = mpsc::channel::<Message>(CLIENT_QUEUE);
+    let (mut sink, mut incoming) = socket.split();
+
+    // Writer: the only task that waits on this client's socket.
+    let mut writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            let next = tokio::select! {
+                message = outgoing.recv() => message,
+                _ = ping.tick() => Some(Message::Ping(Default::default())),
+            };
+            let Some(message) = next else { break };
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+    });
+
+    let close = |reason: &str| {
+        Message::Close(Some(CloseFrame {
+            code: TOO_SLOW,
+            reason: Utf8Bytes::from(reason.to_owned()),
+        }))
+    };
+    let mut backlog = match missed {
+        Missed::Events(events) => events,
+        Missed::TooMany => {
+            let reset = StreamMessage::Reset {
+                reason: "more events were missed than are kept".into(),
+            };
+            let _ = queue.try_send(message(&reset));
+            Vec::new()
+        }
+    };
+    backlog.retain(|event| wanted(event));
+    let mut open = true;
+    for event in backlog {
+        if queue
+            .try_send(message(&StreamMessage::Event((*event).clone())))
+            .is_err()
+        {
+            open = false;
+            break;
+        }
+    }
+    // Fan-out: never waits on the client; a full queue closes it.
+    let mut too_slow = !open;
+    while open {
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) if wanted(&event) => {
+                    if queue.try_send(message(&StreamMessage::Event((*event).clone()))).is_err() {
+                        too_slow = true;
+                        open = false;
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    too_slow = true;
+                    open = false;
+                }
+                Err(RecvError::Closed) => open = false,
+            },
+            frame = incoming.next() => match frame {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => open = false,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    if too_slow {
+        ::metrics::counter!(crate::metrics::WS_DROPPED).increment(1);
+        let reason = close("client too slow; reconnect with last_event_id");
+        let _ = tokio::time::timeout(CLOSE_GRACE, queue.send(reason)).await;
+    }
+    drop(queue);
+    // A client that reads nothing cannot even take the close frame: drop the connection.
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}

@@ -1,0 +1,137 @@
+//! `GET /ws` across instances: an event caused on one instance reaches a client of another,
+//! filtered by subtree, and a client that reconnects gets what it missed.
+
+use std::time::{Duration, Instant};
+
+use forecastin_e2e::{admin, Backend, Origin};
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio_tungstenite::{connect_async, tungstenite::Message, MaybeTlsStream, WebSocketStream};
+
+type Client = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn two_instances() -> (Origin, Origin) {
+    let namespace = format!(
+        "e2e-ws-{}-{}",
+        std::process::id(),
+        forecastin_e2e::free_port()
+    );
+    let env = [
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_NAMESPACE", namespace.as_str()),
+    ];
+    let a = Origin::start_with(Backend::Postgres, &env).await;
+    let b = a.start_sibling(&[]).await;
+    (a, b)
+}
+
+async fn connect(origin: &Origin, query: &str) -> Client {
+    let url = format!("{}/ws?{query}", origin.url.replace("http://", "ws://"));
+    connect_async(url).await.expect("the websocket opens").0
+}
+
+async fn rename(origin: &Origin, id: &str, name: &str) {
+    let response = admin(
+        Method::PATCH,
+        &origin.url,
+        &format!("/admin/v1/entities/{id}"),
+    )
+    .json(&json!({ "name": name }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// The next event message, skipping pings.
+async fn next_event(client: &mut Client) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(3), client.next())
+            .await
+            .expect("an event within 3 s")
+            .expect("the stream is open")
+            .expect("a valid frame");
+        if let Message::Text(text) = frame {
+            let message: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(message["type"], "event", "{message}");
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_on_one_instance_reaches_a_subtree_client_on_another() {
+    let (a, b) = two_instances().await;
+    let mut france = connect(&b, "subtree=FR").await;
+    let mut everything = connect(&b, "").await;
+
+    rename(&a, "DE", "Deutschland").await;
+    let written = Instant::now();
+    rename(&a, "FR-75", "Paris!").await;
+    let event = next_event(&mut france).await;
+    eprintln!(
+        "event received on the other instance {:?} after the write",
+        written.elapsed()
+    );
+    assert_eq!(
+        event["entity_id"], "FR-75",
+        "the DE event is outside the subtree"
+    );
+    assert_eq!(event["change"], "updated");
+    assert!(event["path"].as_array().unwrap().contains(&json!("FR")));
+
+    let first = next_event(&mut everything).await;
+    let second = next_event(&mut everything).await;
+    assert_eq!(first["entity_id"], "DE");
+    assert_eq!(second["entity_id"], "FR-75");
+    assert!(second["id"].as_u64() > first["id"].as_u64());
+}
+
+#[tokio::test]
+async fn a_client_that_reconnects_with_its_last_event_id_gets_what_it_missed() {
+    let (a, b) = two_instances().await;
+    let mut client = connect(&b, "").await;
+    rename(&a, "IE", "Éire").await;
+    let seen = next_event(&mut client).await["id"].as_u64().unwrap();
+    drop(client);
+
+    rename(&a, "IE", "Ireland").await;
+    let moved = admin(Method::PATCH, &a.url, "/admin/v1/entities/IE-C")
+        .json(&json!({ "parent_id": "IE-L" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut resumed = connect(&a, &format!("last_event_id={seen}")).await;
+    let first = next_event(&mut resumed).await;
+    let second = next_event(&mut resumed).await;
+    assert_eq!(
+        (first["entity_id"].as_str(), first["change"].as_str()),
+        (Some("IE"), Some("updated"))
+    );
+    assert_eq!(
+        (second["entity_id"].as_str(), second["change"].as_str()),
+        (Some("IE-C"), Some("moved"))
+    );
+    assert_eq!(first["id"].as_u64(), Some(seen + 1));
+}
+
+#[tokio::test]
+async fn bad_stream_parameters_get_400() {
+    let (a, _b) = two_instances().await;
+    for query in ["subtree=not%20an%20id", "last_event_id=yesterday"] {
+        let response = reqwest::Client::new()
+            .get(format!("{}/ws?{query}", a.url))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+    }
+}
