@@ -11,6 +11,10 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
 
+    /// Kernel send buffer of each connection, bytes (unset: the kernel tunes it).
+    #[arg(long, env = "TCP_SEND_BUFFER_BYTES")]
+    pub tcp_send_buffer_bytes: Option<u32>,
+
     /// Bearer token for `/admin/*`. Generated and printed at start when unset.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -55,6 +59,10 @@ pub struct ClusterConfig {
     /// Address other instances and operators reach this one at (default: the listen address).
     #[arg(long, env = "ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
+
+    /// Messages queued for one websocket client before it is closed as too slow.
+    #[arg(long, env = "WS_CLIENT_QUEUE", default_value_t = 256)]
+    pub ws_client_queue: usize,
 
     /// Interval of the instance heartbeat in Redis; an instance is gone after three missed.
     #[arg(long, env = "HEARTBEAT_MS", default_value_t = 1000)]

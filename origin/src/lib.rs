@@ -128,6 +128,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         bus,
         registry,
         flags,
+        ws_client_queue: config.cluster.ws_client_queue.max(1),
     });
     Ok((http::router(state.clone()), state))
 }
@@ -135,14 +136,29 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
 /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, _) = build(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("binding {}", config.listen_addr))?;
+    let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!("origin listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The listening socket; `TCP_SEND_BUFFER_BYTES` caps the kernel's send buffer of every
+/// connection (accepted sockets inherit it), which bounds memory per client and lets a
+/// websocket client that stops reading be detected as slow.
+fn listen(config: &Config) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if config.listen_addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if let Some(bytes) = config.tcp_send_buffer_bytes {
+        socket.set_send_buffer_size(bytes)?;
+    }
+    socket.bind(config.listen_addr)?;
+    socket.listen(1024)
 }
 
 async fn shutdown_signal() {

@@ -135,3 +135,75 @@ async fn bad_stream_parameters_get_400() {
         assert_eq!(response.status(), 400, "{query}");
     }
 }
+
+#[tokio::test]
+async fn a_slow_client_is_dropped_without_delaying_a_fast_one() {
+    let namespace = format!(
+        "e2e-ws-slow-{}-{}",
+        std::process::id(),
+        forecastin_e2e::free_port()
+    );
+    let env = [
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_NAMESPACE", namespace.as_str()),
+        ("WS_CLIENT_QUEUE", "4"),
+        ("TCP_SEND_BUFFER_BYTES", "4096"),
+    ];
+    let a = Origin::start_with(Backend::Postgres, &env).await;
+    let b = a.start_sibling(&[]).await;
+    // The slow client: a tiny receive buffer, and it never reads.
+    let address: std::net::SocketAddr = b.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let stream = socket.connect(address).await.unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{address}/ws"), stream)
+        .await
+        .unwrap();
+    let mut fast = connect(&b, "").await;
+
+    const WRITES: usize = 400;
+    let reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < WRITES {
+            next_event(&mut fast).await;
+            received += 1;
+        }
+        received
+    });
+    for n in 0..WRITES {
+        rename(&a, "LU", &format!("Luxembourg {n} {}", "x".repeat(150))).await;
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        WRITES,
+        "the fast client got every event"
+    );
+
+    // The slow client, reading at last, finds the close frame (or the dropped connection).
+    let mut closed_by_server = false;
+    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(3), slow.next()).await {
+        match frame {
+            Ok(Message::Close(Some(close))) => {
+                assert_eq!(u16::from(close.code), 4008);
+                closed_by_server = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                closed_by_server = true;
+                break;
+            }
+        }
+    }
+    assert!(closed_by_server, "the slow client was never dropped");
+    let metrics = reqwest::get(format!("{}/metrics", b.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("websocket_clients_dropped_total 1"),
+        "{metrics}"
+    );
+}

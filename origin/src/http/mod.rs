@@ -43,6 +43,8 @@ pub struct AppState {
     pub bus: Bus,
     pub registry: Arc<Registry>,
     pub flags: Flags,
+    /// Messages queued for one websocket client before it is dropped.
+    pub ws_client_queue: usize,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

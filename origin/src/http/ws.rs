@@ -27,8 +27,6 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use super::{extract::ApiQuery, AppState};
 use crate::{error::ApiError, events::Missed};
 
-/// Messages queued for one client before it is closed as too slow.
-const CLIENT_QUEUE: usize = 256;
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// Close code of a client that fell behind (application range).
 pub const TOO_SLOW: u16 = 4008;
@@ -88,7 +86,7 @@ async fn serve(
             .is_none_or(|root| event.path.contains(root))
     };
     let (mut events, missed) = state.bus.events().subscribe(last_seen);
-    let (queue, mut outgoing) = mpsc::channel::<Message>(CLIENT_QUEUE);
+    let (queue, mut outgoing) = mpsc::channel::<Message>(state.ws_client_queue);
     let (mut sink, mut incoming) = socket.split();
 
     // Writer: the only task that waits on this client's socket.
