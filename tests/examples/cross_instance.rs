@@ -6,22 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use forecastin_e2e::{admin, client, free_port, Backend, Origin};
-use reqwest::Method;
-use serde_json::json;
+use forecastin_e2e::{free_port, get_json, rename, Backend, Origin};
 
 const WRITES: usize = 200;
 
 async fn name_on(origin: &Origin) -> String {
-    let body: serde_json::Value = client()
-        .get(format!("{}/api/v1/entities/SE", origin.url))
-        .send()
-        .await
+    get_json(&format!("{}/api/v1/entities/SE", origin.url)).await["name"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["name"].as_str().unwrap().to_owned()
+        .to_owned()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -42,12 +35,7 @@ async fn main() {
     for n in 0..WRITES {
         name_on(&b).await; // in B's L1
         let name = format!("Sverige {n}");
-        let written = admin(Method::PATCH, &a.url, "/admin/v1/entities/SE")
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(written.status(), 200);
+        rename(&a.url, "SE", &name).await;
         let started = Instant::now();
         while name_on(&b).await != name {
             assert!(

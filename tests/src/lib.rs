@@ -136,3 +136,34 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// GETs `url` and parses the JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+/// Renames entity `id` through the admin API of `base` (the origin, or the edge that forwards
+/// it); returns the id of the purge the write recorded.
+pub async fn rename(base: &str, id: &str, name: &str) -> String {
+    let response = admin(
+        reqwest::Method::PATCH,
+        base,
+        &format!("/admin/v1/entities/{id}"),
+    )
+    .json(&serde_json::json!({ "name": name }))
+    .send()
+    .await
+    .expect("the server answers");
+    assert_eq!(response.status(), 200, "renaming {id}");
+    response.headers()["forecastin-purge-id"]
+        .to_str()
+        .expect("an ASCII purge id")
+        .to_owned()
+}

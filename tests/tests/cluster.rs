@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use forecastin_e2e::{admin, client, Backend, Origin};
+use forecastin_e2e::{admin, client, get_json, rename, Backend, Origin};
 use reqwest::Method;
 use serde_json::json;
 
@@ -27,28 +27,8 @@ async fn three_instances() -> (Origin, Origin, Origin) {
 }
 
 async fn name_on(origin: &Origin, id: &str) -> String {
-    let body: serde_json::Value = client()
-        .get(format!("{}/api/v1/entities/{id}", origin.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_json(&format!("{}/api/v1/entities/{id}", origin.url)).await;
     body["name"].as_str().unwrap().to_owned()
-}
-
-async fn rename(origin: &Origin, id: &str, name: &str) {
-    let response = admin(
-        Method::PATCH,
-        &origin.url,
-        &format!("/admin/v1/entities/{id}"),
-    )
-    .json(&json!({ "name": name }))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 200);
 }
 
 /// Polls until `origin` serves `name` for `id`; returns how long that took.
@@ -77,7 +57,7 @@ async fn a_write_on_one_instance_invalidates_the_l1_of_the_others() {
             name_on(reader, "SE").await;
         }
         let name = format!("Sverige {round}");
-        rename(&a, "SE", &name).await;
+        rename(&a.url, "SE", &name).await;
         for reader in [&b, &c] {
             let took = until_served(reader, "SE", &name, Duration::from_secs(2)).await;
             eprintln!("round {round}: {} saw the write after {took:?}", reader.url);
@@ -109,7 +89,7 @@ async fn a_lost_subscription_bounds_l1_staleness_and_recovers() {
         .output()
         .expect("redis-cli runs");
     assert!(killed.status.success());
-    rename(&a, "NO", "Norge").await;
+    rename(&a.url, "NO", "Norge").await;
     let bound = Duration::from_millis(DISCONNECTED_TTL_MS) + Duration::from_millis(700);
     let took = until_served(&b, "NO", "Norge", bound).await;
     eprintln!("after the subscription was killed, the write was visible on B after {took:?}");
@@ -117,7 +97,7 @@ async fn a_lost_subscription_bounds_l1_staleness_and_recovers() {
     // Subscribed again, invalidations flow as before.
     tokio::time::sleep(Duration::from_millis(500)).await;
     name_on(&b, "NO").await;
-    rename(&a, "NO", "Noreg").await;
+    rename(&a.url, "NO", "Noreg").await;
     until_served(&b, "NO", "Noreg", Duration::from_millis(500)).await;
 }
 
@@ -164,7 +144,7 @@ async fn l2_is_shared_by_the_instances_and_purged_with_l1() {
         "B was served what C put in L2"
     );
 
-    rename(&a, "DK", "Danmark").await;
+    rename(&a.url, "DK", "Danmark").await;
     assert_eq!(
         name_on(&b, "DK").await,
         "Danmark",
@@ -235,7 +215,7 @@ async fn a_redis_restart_degrades_to_l1_and_the_database_and_recovers() {
 
     drop(redis);
     // Both instances keep answering reads and writes without Redis.
-    rename(&a, "FI", "Suomi").await;
+    rename(&a.url, "FI", "Suomi").await;
     let bound = Duration::from_millis(DISCONNECTED_TTL_MS) + Duration::from_millis(700);
     let took = until_served(&b, "FI", "Suomi", bound).await;
     eprintln!("with Redis down, B served the write after {took:?}");
@@ -243,7 +223,7 @@ async fn a_redis_restart_degrades_to_l1_and_the_database_and_recovers() {
     let _redis = PrivateRedis::start(port);
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     name_on(&b, "FI").await;
-    rename(&a, "FI", "Finland").await;
+    rename(&a.url, "FI", "Finland").await;
     until_served(&b, "FI", "Finland", Duration::from_millis(500)).await;
 }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use forecastin_e2e::{
-    admin, admin_json, cache_status, client, free_port,
+    admin, admin_json, cache_status, client, free_port, rename,
     standins::{self, Fault},
     wait_settled, Backend, Edge, Origin, PURGE_SECRET,
 };
@@ -34,19 +34,6 @@ fn cloudflare_env(api: &str) -> Vec<(&'static str, String)> {
 
 fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-async fn rename(base: &str, id: &str, name: &str) -> String {
-    let response = admin(Method::PATCH, base, &format!("/admin/v1/entities/{id}"))
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    response.headers()["forecastin-purge-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// GETs `url` through the edge until `fresh` accepts the body; returns how long it took.

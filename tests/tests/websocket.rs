@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use forecastin_e2e::{admin, Backend, Origin};
+use forecastin_e2e::{admin, rename, Backend, Origin};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -31,19 +31,6 @@ async fn connect(origin: &Origin, query: &str) -> Client {
     connect_async(url).await.expect("the websocket opens").0
 }
 
-async fn rename(origin: &Origin, id: &str, name: &str) {
-    let response = admin(
-        Method::PATCH,
-        &origin.url,
-        &format!("/admin/v1/entities/{id}"),
-    )
-    .json(&json!({ "name": name }))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
 /// The next event message, skipping pings.
 async fn next_event(client: &mut Client) -> Value {
     loop {
@@ -66,9 +53,9 @@ async fn an_event_on_one_instance_reaches_a_subtree_client_on_another() {
     let mut france = connect(&b, "subtree=FR").await;
     let mut everything = connect(&b, "").await;
 
-    rename(&a, "DE", "Deutschland").await;
+    rename(&a.url, "DE", "Deutschland").await;
     let written = Instant::now();
-    rename(&a, "FR-75", "Paris!").await;
+    rename(&a.url, "FR-75", "Paris!").await;
     let event = next_event(&mut france).await;
     eprintln!(
         "event received on the other instance {:?} after the write",
@@ -92,11 +79,11 @@ async fn an_event_on_one_instance_reaches_a_subtree_client_on_another() {
 async fn a_client_that_reconnects_with_its_last_event_id_gets_what_it_missed() {
     let (a, b) = two_instances().await;
     let mut client = connect(&b, "").await;
-    rename(&a, "IE", "Éire").await;
+    rename(&a.url, "IE", "Éire").await;
     let seen = next_event(&mut client).await["id"].as_u64().unwrap();
     drop(client);
 
-    rename(&a, "IE", "Ireland").await;
+    rename(&a.url, "IE", "Ireland").await;
     let moved = admin(Method::PATCH, &a.url, "/admin/v1/entities/IE-C")
         .json(&json!({ "parent_id": "IE-L" }))
         .send()
@@ -171,7 +158,7 @@ async fn a_slow_client_is_dropped_without_delaying_a_fast_one() {
         received
     });
     for n in 0..WRITES {
-        rename(&a, "LU", &format!("Luxembourg {n} {}", "x".repeat(150))).await;
+        rename(&a.url, "LU", &format!("Luxembourg {n} {}", "x".repeat(150))).await;
     }
     assert_eq!(
         reader.await.unwrap(),
