@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use forecastin_shared::dto::{ChangeKind, EntityEvent};
 
-use crate::{events::Events, l1::L1, l2::L2};
+use crate::{events::Events, l1::L1, l2::L2, metrics};
 
 /// Longest wait for Redis on a request's path.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
@@ -233,6 +233,7 @@ impl Bus {
                                 l1.invalidate_all();
                             }
                             bus.0.subscribed.store(true, Ordering::Release);
+                            ::metrics::gauge!(metrics::REDIS_SUBSCRIBED).set(1.0);
                             tracing::info!("subscribed to L1 invalidations");
                             let mut messages = pubsub.on_message();
                             while let Some(message) = messages.next().await {
@@ -247,6 +248,7 @@ impl Bus {
                                 }
                             }
                             bus.0.subscribed.store(false, Ordering::Release);
+                            ::metrics::gauge!(metrics::REDIS_SUBSCRIBED).set(0.0);
                             tracing::warn!("lost the L1 invalidation subscription; reconnecting");
                         }
                         Err(err) => tracing::warn!(%err, "could not subscribe to L1 invalidations"),

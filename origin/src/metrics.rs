@@ -10,6 +10,8 @@ pub const L1_HITS: &str = "l1_cache_hits_total";
 pub const L1_MISSES: &str = "l1_cache_misses_total";
 pub const L1_ENTRIES: &str = "l1_cache_entries";
 pub const L1_INVALIDATED: &str = "l1_cache_invalidated_entries_total";
+/// 1 while the instance's Redis subscription (invalidations, events) is up.
+pub const REDIS_SUBSCRIBED: &str = "redis_subscription_up";
 pub const WS_DROPPED: &str = "websocket_clients_dropped_total";
 pub const FLAG_ROLLOUT: &str = "feature_flag_rollout_percent";
 /// Requests being served, exported for autoscaling when `ff.auto_scaling` is on.

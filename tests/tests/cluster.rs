@@ -31,6 +31,30 @@ async fn name_on(origin: &Origin, id: &str) -> String {
     body["name"].as_str().unwrap().to_owned()
 }
 
+/// Waits until `origin` reports its Redis subscription up again.
+async fn until_subscribed(origin: &Origin) {
+    let started = Instant::now();
+    loop {
+        let metrics = client()
+            .get(format!("{}/metrics", origin.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("redis_subscription_up 1") {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{} never resubscribed",
+            origin.url
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls until `origin` serves `name` for `id`; returns how long that took.
 async fn until_served(origin: &Origin, id: &str, name: &str, limit: Duration) -> Duration {
     let started = Instant::now();
@@ -95,7 +119,7 @@ async fn a_lost_subscription_bounds_l1_staleness_and_recovers() {
     eprintln!("after the subscription was killed, the write was visible on B after {took:?}");
 
     // Subscribed again, invalidations flow as before.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_subscribed(&b).await;
     name_on(&b, "NO").await;
     rename(&a.url, "NO", "Noreg").await;
     until_served(&b, "NO", "Noreg", Duration::from_millis(500)).await;
@@ -221,7 +245,7 @@ async fn a_redis_restart_degrades_to_l1_and_the_database_and_recovers() {
     eprintln!("with Redis down, B served the write after {took:?}");
 
     let _redis = PrivateRedis::start(port);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    until_subscribed(&b).await;
     name_on(&b, "FI").await;
     rename(&a.url, "FI", "Finland").await;
     until_served(&b, "FI", "Finland", Duration::from_millis(500)).await;
