@@ -112,6 +112,18 @@ mod tests {
     }
 
     #[test]
+    fn an_event_delivered_twice_is_kept_once() {
+        let events = Events::default();
+        for id in [1, 2, 3, 2, 1] {
+            events.deliver(event(id));
+        }
+        let Missed::Events(all) = events.subscribe(Some(0)).1 else {
+            panic!("expected a replay")
+        };
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
     fn a_client_too_far_behind_is_told_to_reset() {
         let events = Events::default();
         for id in 1..=(REPLAY as u64 + 10) {
