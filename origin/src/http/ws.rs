@@ -3,7 +3,8 @@
 //!
 //! Each client has a bounded queue: a client that does not keep up is closed with code 4008
 //! and can resume with the last id it saw, so a slow client never holds up the others. The
-//! server pings every 15 seconds.
+//! server pings every 15 seconds and drops a client it has not heard from (no pong, no frame)
+//! for two pings.
 
 use std::{sync::Arc, time::Duration};
 
@@ -135,6 +136,8 @@ async fn serve(
     }
     // Fan-out: never waits on the client; a full queue closes it.
     let mut too_slow = !open;
+    let mut heard_at = tokio::time::Instant::now();
+    let mut liveness = tokio::time::interval(PING_EVERY);
     while open {
         tokio::select! {
             received = events.recv() => match received {
@@ -153,8 +156,14 @@ async fn serve(
             },
             frame = incoming.next() => match frame {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => open = false,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => heard_at = tokio::time::Instant::now(),
             },
+            _ = liveness.tick() => {
+                // Pongs (and any other frame) prove the peer alive; two missed pings do not.
+                if heard_at.elapsed() > 2 * PING_EVERY + Duration::from_secs(5) {
+                    open = false;
+                }
+            }
         }
     }
     if too_slow {
