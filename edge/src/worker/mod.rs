@@ -87,6 +87,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             }
         }
         RequestKind::Cacheable { credentialed } => {
+            let forwarded = origin_headers(&headers, kind);
             let request = Cacheable {
                 key: cache_key(&url),
                 origin_url: settings
@@ -97,7 +98,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
                 head: method == http::Method::HEAD,
                 headers,
                 credentialed,
-                forwarded: origin_headers(&req.headers().into(), kind),
+                forwarded,
                 started,
             };
             serve_cacheable(request, &env, &ctx, &settings).await
@@ -138,20 +139,17 @@ async fn serve_cacheable(
     }
     let now = now_ms();
     let status = entry.status_code();
+    let body = entry.bytes().await?;
     match meta.stored.verdict(now) {
-        Verdict::Fresh { ttl } => {
-            let body = entry.bytes().await?;
-            serve(
-                &req,
-                status,
-                stored_headers,
-                body,
-                CacheStatus::hit(ttl),
-                Some(meta.stored.age(now)),
-            )
-        }
+        Verdict::Fresh { ttl } => serve(
+            &req,
+            status,
+            stored_headers,
+            body,
+            CacheStatus::hit(ttl),
+            Some(meta.stored.age(now)),
+        ),
         Verdict::StaleWhileRevalidate { ttl } => {
-            let body = entry.bytes().await?;
             refresh_in_background(&req, env, ctx, settings, &stored_headers, &body, status);
             let cache_status = CacheStatus {
                 detail: Some("stale-while-revalidate"),
@@ -167,7 +165,6 @@ async fn serve_cacheable(
             )
         }
         Verdict::Revalidate { ttl, on_error } => {
-            let body = entry.bytes().await?;
             let previous = Previous {
                 status,
                 headers: stored_headers,
