@@ -52,17 +52,23 @@ impl From<FlagRow> for FeatureFlag {
     }
 }
 
+/// Flags keyed by the instance, whose buckets are worked out once (they gate hot paths).
+const PER_INSTANCE: [&str; 2] = [HORIZONTAL_SCALING, AUTO_SCALING];
+
 #[derive(Clone)]
 pub struct Flags {
     db: Db,
     current: Arc<RwLock<HashMap<String, FeatureFlag>>>,
+    /// This instance's bucket for each of [`PER_INSTANCE`].
+    instance_buckets: [u8; PER_INSTANCE.len()],
 }
 
 impl Flags {
-    pub async fn load(db: Db) -> Result<Self, sqlx::Error> {
+    pub async fn load(db: Db, instance_id: &str) -> Result<Self, sqlx::Error> {
         let flags = Flags {
             db,
             current: Arc::default(),
+            instance_buckets: PER_INSTANCE.map(|flag| bucket(flag, instance_id)),
         };
         flags.reload().await?;
         Ok(flags)
@@ -70,10 +76,22 @@ impl Flags {
 
     /// Whether `flag` is on for `key`; an unknown flag is off.
     pub fn enabled(&self, flag: &str, key: &str) -> bool {
+        self.on_for_bucket(flag, bucket(flag, key))
+    }
+
+    /// Whether a per-instance flag (one of [`PER_INSTANCE`]) is on for this instance.
+    pub fn on_this_instance(&self, flag: &str) -> bool {
+        PER_INSTANCE
+            .iter()
+            .position(|known| *known == flag)
+            .is_some_and(|i| self.on_for_bucket(flag, self.instance_buckets[i]))
+    }
+
+    fn on_for_bucket(&self, flag: &str, bucket: u8) -> bool {
         self.current
             .read()
             .get(flag)
-            .is_some_and(|f| bucket(flag, key) < f.rollout_percent)
+            .is_some_and(|f| bucket < f.rollout_percent)
     }
 
     pub fn all(&self) -> Vec<FeatureFlag> {

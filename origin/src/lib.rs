@@ -83,7 +83,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     ));
     registry.spawn_heartbeat();
     bus.spawn_subscriber(l1.clone());
-    let flags = Flags::load(db.clone())
+    let flags = Flags::load(db.clone(), bus.instance_id())
         .await
         .context("loading the feature flags")?;
     flags.spawn_reload();

@@ -133,3 +133,23 @@ async fn postgres_flags_gate_cdn_deliveries_and_are_validated() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn without_horizontal_scaling_an_instance_does_not_trust_its_l1_beyond_the_bound() {
+    let app = TestApp::sqlite_with(&["--l1-disconnected-ttl-ms", "0"]).await;
+    let off = app
+        .admin(
+            Method::PUT,
+            "/admin/v1/flags/ff.horizontal_scaling",
+            Some(json!({"rollout_percent": 0})),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK);
+    assert_eq!(app.get("/api/v1/entities/JP").await.status, StatusCode::OK);
+    // With the database gone, only a trusted L1 entry could answer: it is not trusted.
+    app.state.hierarchy.db.pool.close().await;
+    assert_eq!(
+        app.get("/api/v1/entities/JP").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

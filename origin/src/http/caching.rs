@@ -65,9 +65,7 @@ where
 {
     // Without coordination (ff.horizontal_scaling off for this instance) the shared tiers are
     // not trusted: L1 entries are bounded in age and L2 is not used.
-    let coordinated = state
-        .flags
-        .enabled(flags::HORIZONTAL_SCALING, state.bus.instance_id());
+    let coordinated = state.flags.on_this_instance(flags::HORIZONTAL_SCALING);
     if let Some(l1) = &state.l1 {
         if let Some(hit) = l1.get(&key, state.bus.l1_max_age(coordinated)) {
             ::metrics::counter!(metrics::L1_HITS).increment(1);

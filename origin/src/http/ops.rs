@@ -52,10 +52,7 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(l1) = &state.l1 {
         ::metrics::gauge!(metrics::L1_ENTRIES).set(l1.len() as f64);
     }
-    if state
-        .flags
-        .enabled(flags::AUTO_SCALING, state.bus.instance_id())
-    {
+    if state.flags.on_this_instance(flags::AUTO_SCALING) {
         let inflight = state
             .registry
             .inflight
