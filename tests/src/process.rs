@@ -172,16 +172,21 @@ impl Origin {
         }
     }
 
-    /// How many requests the origin served on `route` (a route template), from its metrics.
-    pub async fn served(&self, route: &str) -> u64 {
-        let metrics = client()
+    /// The origin's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> String {
+        client()
             .get(format!("{}/metrics", self.url))
             .send()
             .await
-            .unwrap()
+            .expect("the origin answers")
             .text()
             .await
-            .unwrap();
+            .expect("a text body")
+    }
+
+    /// How many requests the origin served on `route` (a route template), from its metrics.
+    pub async fn served(&self, route: &str) -> u64 {
+        let metrics = self.metrics().await;
         let prefix = format!("http_requests_total{{route=\"{route}\"");
         metrics
             .lines()

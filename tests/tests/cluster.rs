@@ -35,14 +35,7 @@ async fn name_on(origin: &Origin, id: &str) -> String {
 async fn until_subscribed(origin: &Origin) {
     let started = Instant::now();
     loop {
-        let metrics = client()
-            .get(format!("{}/metrics", origin.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = origin.metrics().await;
         if metrics.contains("redis_subscription_up 1") {
             return;
         }
@@ -87,14 +80,7 @@ async fn a_write_on_one_instance_invalidates_the_l1_of_the_others() {
             eprintln!("round {round}: {} saw the write after {took:?}", reader.url);
         }
     }
-    let metrics = client()
-        .get(format!("{}/metrics", b.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b.metrics().await;
     assert!(
         metrics.contains("l1_cache_hits_total"),
         "the readers served from L1"
@@ -126,14 +112,7 @@ async fn a_lost_subscription_bounds_l1_staleness_and_recovers() {
 }
 
 async fn l2_hits(origin: &Origin) -> f64 {
-    let metrics = client()
-        .get(format!("{}/metrics", origin.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = origin.metrics().await;
     metrics
         .lines()
         .filter(|line| line.starts_with("l2_cache_hits_total"))

@@ -310,14 +310,7 @@ async fn fastly_gets_surrogate_keys_and_urls_and_refusals_are_kept_as_failed() {
         .map(|p| p["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [refused.as_str()]);
-    let metrics = client()
-        .get(format!("{}/metrics", origin.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = origin.metrics().await;
     for needle in [
         "purge_deliveries_total{provider=\"fastly\",outcome=\"failed\"} 1",
         "purge_delivery_latency_seconds_bucket{provider=\"fastly\"",

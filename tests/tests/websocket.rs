@@ -183,12 +183,7 @@ async fn a_slow_client_is_dropped_without_delaying_a_fast_one() {
         }
     }
     assert!(closed_by_server, "the slow client was never dropped");
-    let metrics = reqwest::get(format!("{}/metrics", b.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b.metrics().await;
     assert!(
         metrics.contains("websocket_clients_dropped_total 1"),
         "{metrics}"
