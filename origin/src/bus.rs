@@ -45,6 +45,7 @@ struct Invalidation {
 
 struct RedisBus {
     client: redis::Client,
+    namespace: String,
     publisher: ConnectionManager,
     channel: String,
     seq_key: String,
@@ -104,6 +105,7 @@ impl Bus {
             instance_id,
             redis: Some(RedisBus {
                 client,
+                namespace: namespace.to_owned(),
                 publisher,
                 channel: format!("{namespace}:invalidations"),
                 seq_key,
@@ -126,8 +128,7 @@ impl Bus {
     /// The Redis connection and namespace, for other coordination (the instance registry).
     pub fn redis_connection(&self) -> Option<(ConnectionManager, String)> {
         let redis = self.0.redis.as_ref()?;
-        let namespace = redis.channel.trim_end_matches(":invalidations").to_owned();
-        Some((redis.publisher.clone(), namespace))
+        Some((redis.publisher.clone(), redis.namespace.clone()))
     }
 
     /// The entity change events this instance has heard of, for its websocket clients.
