@@ -121,13 +121,15 @@ async fn main() {
             {
                 let Args { config } =
                     Args::try_parse_from(["bench", "--database-url", &url]).unwrap();
-                let hierarchy =
-                    Hierarchy::new(Db::connect(&config.db).await.unwrap(), Outbox::default());
+                let hierarchy = Hierarchy::new(
+                    Db::connect(&config.db, Default::default()).await.unwrap(),
+                    Outbox::default(),
+                );
                 seed::load_demo_if_empty(&hierarchy).await.unwrap();
                 seed::generate(&hierarchy, size).await.unwrap();
                 if backend == "postgres" {
                     sqlx::query("ANALYZE entities")
-                        .execute(&hierarchy.db.pool)
+                        .execute(hierarchy.db.primary.sqlx())
                         .await
                         .unwrap();
                 }
@@ -139,7 +141,12 @@ async fn main() {
             let pool = {
                 let Args { config } =
                     Args::try_parse_from(["bench", "--database-url", &url]).unwrap();
-                Db::connect(&config.db).await.unwrap().pool
+                Db::connect(&config.db, Default::default())
+                    .await
+                    .unwrap()
+                    .primary
+                    .sqlx()
+                    .clone()
             };
             let leaves: Vec<String> =
                 sqlx::query_scalar("SELECT id FROM entities WHERE kind = 'topic' LIMIT 20000")

@@ -8,6 +8,10 @@
 //!   may have been lost, and the L1 is flushed;
 //! - while the subscription is down, L1 entries older than `L1_DISCONNECTED_TTL_MS` are not
 //!   served, and when it comes back the L1 is flushed (what was missed cannot be known).
+//!
+//! With read replicas, an invalidation also carries the write's WAL position, and every
+//! instance raises its [`WriteHorizon`] to it before dropping the L1 entries, so the reads that
+//! refill them come from a replica that has the write (see `crate::db::replicas`).
 
 use std::{
     sync::{
@@ -26,12 +30,22 @@ use serde::{Deserialize, Serialize};
 
 use forecastin_shared::dto::{ChangeKind, EntityEvent};
 
-use crate::{events::Events, l1::L1, l2::L2, metrics};
+use crate::{db::replicas::WriteHorizon, events::Events, l1::L1, l2::L2, metrics};
 
 /// Longest wait for Redis on a request's path.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// Wait before resubscribing after the subscription dropped.
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+
+/// Raises the shared write horizon to a write's WAL position (if any) and moves the
+/// invalidation sequence, atomically: an L2 filler that reads the new sequence also reads the
+/// horizon its database read must satisfy. KEYS: sequence, horizon; ARGV: position or ''.
+const ADVANCE: &str = r"
+if ARGV[1] ~= '' and tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+return redis.call('INCR', KEYS[1])
+";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Invalidation {
@@ -41,6 +55,9 @@ struct Invalidation {
     tags: Vec<String>,
     /// Flush everything (purges by URL, prefix or everything).
     all: bool,
+    /// The write's WAL position, with read replicas.
+    #[serde(default)]
+    position: Option<u64>,
 }
 
 struct RedisBus {
@@ -49,6 +66,8 @@ struct RedisBus {
     publisher: ConnectionManager,
     channel: String,
     seq_key: String,
+    horizon_key: String,
+    advance_script: redis::Script,
     events_channel: String,
     event_seq_key: String,
     l2: Option<L2>,
@@ -63,6 +82,7 @@ struct Inner {
     subscribed: AtomicBool,
     last_seq: AtomicU64,
     disconnected_ttl: Duration,
+    horizon: WriteHorizon,
 }
 
 #[derive(Clone)]
@@ -79,6 +99,7 @@ impl Bus {
             subscribed: AtomicBool::new(true),
             last_seq: AtomicU64::new(0),
             disconnected_ttl,
+            horizon: WriteHorizon::default(),
         }))
     }
 
@@ -90,6 +111,7 @@ impl Bus {
         instance_id: String,
         disconnected_ttl: Duration,
         l2_ttl: Duration,
+        horizon: WriteHorizon,
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         // Fail fast: a Redis outage must degrade the origin, not stall it.
@@ -99,8 +121,16 @@ impl Bus {
             .set_number_of_retries(1);
         let publisher = ConnectionManager::new_with_config(client.clone(), config).await?;
         let seq_key = format!("{namespace}:invalidation-seq");
-        let l2 = (!l2_ttl.is_zero())
-            .then(|| L2::new(publisher.clone(), namespace, seq_key.clone(), l2_ttl));
+        let horizon_key = format!("{namespace}:write-horizon");
+        let l2 = (!l2_ttl.is_zero()).then(|| {
+            L2::new(
+                publisher.clone(),
+                namespace,
+                [seq_key.clone(), horizon_key.clone()],
+                horizon.clone(),
+                l2_ttl,
+            )
+        });
         Ok(Bus(Arc::new(Inner {
             instance_id,
             redis: Some(RedisBus {
@@ -109,6 +139,8 @@ impl Bus {
                 publisher,
                 channel: format!("{namespace}:invalidations"),
                 seq_key,
+                horizon_key,
+                advance_script: redis::Script::new(ADVANCE),
                 events_channel: format!("{namespace}:events"),
                 event_seq_key: format!("{namespace}:event-seq"),
                 l2,
@@ -118,6 +150,7 @@ impl Bus {
             subscribed: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             disconnected_ttl,
+            horizon,
         })))
     }
 
@@ -181,17 +214,24 @@ impl Bus {
     }
 
     /// Drops `tags` (or everything) from L2 and tells the other instances to drop them from
-    /// their L1. The sequence moves first, so no L2 fill that read the database before the
-    /// write can land after the deletion (see [`crate::l2`]). A failure is logged, not
-    /// returned: the write is committed, L2 entries expire, and instances that miss the
-    /// message flush their L1 when their subscription recovers.
-    pub async fn publish(&self, tags: &[String], all: bool) {
+    /// their L1; `position` is the write's WAL position, with read replicas. The sequence
+    /// moves first, so no L2 fill that read the database before the write can land after the
+    /// deletion (see [`crate::l2`]). A failure is logged, not returned: the write is
+    /// committed, L2 entries expire, and instances that miss the message flush their L1 when
+    /// their subscription recovers.
+    pub async fn publish(&self, tags: &[String], all: bool, position: Option<u64>) {
         let Some(redis) = &self.0.redis else {
             return;
         };
         let mut connection = redis.publisher.clone();
         let result: redis::RedisResult<()> = async {
-            let seq: u64 = connection.incr(&redis.seq_key, 1).await?;
+            let seq: u64 = redis
+                .advance_script
+                .key(&redis.seq_key)
+                .key(&redis.horizon_key)
+                .arg(position.map(|p| p.to_string()).unwrap_or_default())
+                .invoke_async(&mut connection)
+                .await?;
             if let Some(l2) = &redis.l2 {
                 l2.invalidate(tags, all).await?;
             }
@@ -200,6 +240,7 @@ impl Bus {
                 seq,
                 tags: tags.to_vec(),
                 all,
+                position,
             };
             let payload = serde_json::to_string(&message).expect("invalidations serialize");
             connection
@@ -244,8 +285,8 @@ impl Bus {
                                     {
                                         bus.0.events.deliver(event);
                                     }
-                                } else if let Some(l1) = &l1 {
-                                    bus.apply(l1, message.get_payload_bytes());
+                                } else {
+                                    bus.apply(l1.as_deref(), message.get_payload_bytes());
                                 }
                             }
                             bus.0.subscribed.store(false, Ordering::Release);
@@ -261,13 +302,19 @@ impl Bus {
         });
     }
 
-    fn apply(&self, l1: &L1, payload: &[u8]) {
+    fn apply(&self, l1: Option<&L1>, payload: &[u8]) {
         let Ok(message) = serde_json::from_slice::<Invalidation>(payload) else {
             tracing::warn!("ignoring a malformed L1 invalidation");
             return;
         };
+        if let Some(position) = message.position {
+            self.0.horizon.raise(position);
+        }
         let previous = self.0.last_seq.fetch_max(message.seq, Ordering::AcqRel);
         let gap = previous != 0 && message.seq > previous + 1;
+        let Some(l1) = l1 else {
+            return;
+        };
         if message.origin == self.0.instance_id && !gap {
             return; // applied before publishing
         }

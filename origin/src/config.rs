@@ -87,9 +87,31 @@ pub struct DbConfig {
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
 
-    /// How long a request waits for a pooled connection before failing.
+    /// How long a request waits for a pooled connection before failing (every pool).
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
     pub acquire_timeout_ms: u64,
+
+    /// Read replicas of the PostgreSQL primary, comma-separated `postgres://…` URLs; public
+    /// reads go to them (see `crate::db::replicas`).
+    #[arg(
+        long = "database-replica-urls",
+        env = "DATABASE_REPLICA_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub replica_urls: Vec<String>,
+
+    /// Connections of each replica's pool.
+    #[arg(long, env = "DB_REPLICA_MAX_CONNECTIONS", default_value_t = 16)]
+    pub replica_max_connections: u32,
+
+    /// A replica behind the primary for longer than this leaves the rotation until it catches up.
+    #[arg(long, env = "REPLICA_MAX_LAG_MS", default_value_t = 1000)]
+    pub replica_max_lag_ms: u64,
+
+    /// How often every replica's health and replay position are checked.
+    #[arg(long, env = "REPLICA_CHECK_INTERVAL_MS", default_value_t = 100)]
+    pub replica_check_interval_ms: u64,
 }
 
 impl DbConfig {

@@ -101,11 +101,12 @@ impl Flags {
     }
 
     pub async fn reload(&self) -> Result<(), sqlx::Error> {
-        let rows: Vec<FlagRow> = retry(|| {
+        let rows: Vec<FlagRow> = retry(|| async {
             sqlx::query_as(
                 "SELECT name, rollout_percent, description, updated_at_ms FROM feature_flags",
             )
-            .fetch_all(&self.db.pool)
+            .fetch_all(&mut *self.db.primary.acquire().await?)
+            .await
         })
         .await?;
         let flags: HashMap<String, FeatureFlag> = rows
@@ -122,14 +123,15 @@ impl Flags {
 
     /// Sets a flag's rollout; `None` if there is no such flag.
     pub async fn set(&self, name: &str, percent: u8) -> Result<Option<FeatureFlag>, sqlx::Error> {
-        let updated = retry(|| {
+        let updated = retry(|| async {
             sqlx::query(
                 "UPDATE feature_flags SET rollout_percent = $1, updated_at_ms = $2 WHERE name = $3",
             )
             .bind(i64::from(percent))
             .bind(now_ms())
             .bind(name)
-            .execute(&self.db.pool)
+            .execute(&mut *self.db.primary.acquire().await?)
+            .await
         })
         .await?;
         if updated.rows_affected() == 0 {

@@ -6,6 +6,10 @@
 //! its fill is stored (by a script, atomically) only if it has not moved; a writer moves it
 //! before deleting the tagged entries. A Redis outage degrades to L1 + database: L2 calls
 //! time out fast and are skipped for a second after a failure.
+//!
+//! With read replicas the writer stores its WAL position beside the sequence, and a reader
+//! raises its write horizon to it with the same read, so the database read behind a fill is
+//! served by a replica that has the write (see `crate::db::replicas`).
 
 use std::{
     sync::atomic::{AtomicI64, Ordering},
@@ -15,7 +19,7 @@ use std::{
 use redis::{aio::ConnectionManager, AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
-use crate::{metrics, purge::now_ms};
+use crate::{db::replicas::WriteHorizon, metrics, purge::now_ms};
 
 /// How long L2 is skipped after a Redis error.
 const BACKOFF_MS: i64 = 1_000;
@@ -55,6 +59,8 @@ pub struct L2 {
     connection: ConnectionManager,
     namespace: String,
     seq_key: String,
+    horizon_key: String,
+    horizon: WriteHorizon,
     ttl_secs: u64,
     skip_until_ms: AtomicI64,
     fill_script: Script,
@@ -65,13 +71,16 @@ impl L2 {
     pub fn new(
         connection: ConnectionManager,
         namespace: &str,
-        seq_key: String,
+        [seq_key, horizon_key]: [String; 2],
+        horizon: WriteHorizon,
         ttl: Duration,
     ) -> Self {
         Self {
             connection,
             namespace: namespace.to_owned(),
             seq_key,
+            horizon_key,
+            horizon,
             ttl_secs: ttl.as_secs().max(1),
             skip_until_ms: AtomicI64::new(0),
             fill_script: Script::new(FILL),
@@ -98,14 +107,23 @@ impl L2 {
         tracing::warn!(%err, "L2 unavailable; skipping it for a second");
     }
 
-    /// The invalidation sequence now (`None`: L2 unavailable, so do not fill).
+    /// The invalidation sequence now (`None`: L2 unavailable, so do not fill); raises the
+    /// write horizon to the newest write's position.
     pub async fn sequence(&self) -> Option<String> {
         if !self.available() {
             return None;
         }
         let mut connection = self.connection.clone();
-        match connection.get::<_, Option<String>>(&self.seq_key).await {
-            Ok(seq) => Some(seq.unwrap_or_else(|| "0".to_owned())),
+        match connection
+            .mget::<_, (Option<String>, Option<u64>)>(&[&self.seq_key, &self.horizon_key])
+            .await
+        {
+            Ok((seq, position)) => {
+                if let Some(position) = position {
+                    self.horizon.raise(position);
+                }
+                Some(seq.unwrap_or_else(|| "0".to_owned()))
+            }
             Err(err) => {
                 self.failed(&err);
                 None

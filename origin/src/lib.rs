@@ -1,6 +1,6 @@
 //! The Forecastin origin: the navigation hierarchy API with its caching contract.
 //!
-//! Layout: [`config`] (environment), [`db`] (pool, migrations, retries), [`hierarchy`] (the
+//! Layout: [`config`] (environment), [`db`] (pools, read replicas, migrations, retries), [`hierarchy`] (the
 //! entity store and its SQL), [`purge`] (the CDN purge outbox and dispatcher), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`]
 //! (in-process response cache), [`http`] (routes, extractors, caching headers), [`metrics`].
 
@@ -27,7 +27,7 @@ use axum::{http::HeaderValue, Router};
 use crate::{
     bus::Bus,
     config::Config,
-    db::Db,
+    db::{replicas::WriteHorizon, Db},
     flags::Flags,
     hierarchy::Hierarchy,
     http::AppState,
@@ -43,7 +43,8 @@ use crate::{
 /// Connects to the database, loads the demo data if asked and the database is empty, and
 /// builds the application.
 pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
-    let db = Db::connect(&config.db).await?;
+    let horizon = WriteHorizon::default();
+    let db = Db::connect(&config.db, horizon.clone()).await?;
     let providers = Provider::from_config(&config.purge)?;
     let l1 =
         NonZeroUsize::new(config.cache.l1_capacity).map(|capacity| Arc::new(L1::new(capacity)));
@@ -66,6 +67,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
                 instance_id,
                 std::time::Duration::from_millis(cluster.l1_disconnected_ttl_ms),
                 std::time::Duration::from_secs(cluster.l2_ttl_secs),
+                horizon,
             )
             .await?
         }

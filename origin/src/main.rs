@@ -36,7 +36,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => forecastin_origin::serve(cli.config).await,
         Command::Generate { entities } => {
-            let hierarchy = Hierarchy::new(Db::connect(&cli.config.db).await?, Outbox::default());
+            let hierarchy = Hierarchy::new(
+                Db::connect(&cli.config.db, Default::default()).await?,
+                Outbox::default(),
+            );
             seed::load_demo_if_empty(&hierarchy).await?;
             let total = seed::generate(&hierarchy, entities).await?;
             println!("the database holds {total} entities");

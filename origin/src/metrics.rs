@@ -20,6 +20,16 @@ pub const L2_HITS: &str = "l2_cache_hits_total";
 pub const L2_MISSES: &str = "l2_cache_misses_total";
 pub const L2_ERRORS: &str = "l2_cache_errors_total";
 pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+pub const DB_POOL_WAITERS: &str = "db_pool_waiters";
+/// Connections in use over the pool's maximum ("connection pool health").
+pub const DB_POOL_UTILIZATION: &str = "db_pool_utilization_ratio";
+pub const DB_POOL_ACQUIRE: &str = "db_pool_acquire_seconds";
+/// 1 while a read replica serves public reads.
+pub const DB_REPLICA_IN_ROTATION: &str = "db_replica_in_rotation";
+/// How long a replica has been behind the primary.
+pub const DB_REPLICA_LAG: &str = "db_replica_lag_seconds";
+/// How long the dispatcher waited for the replicas to replay a write before purging.
+pub const PURGE_REPLICA_WAIT: &str = "purge_replica_wait_seconds";
 pub const PURGE_REQUESTS: &str = "purge_provider_requests_total";
 pub const PURGE_DELIVERIES: &str = "purge_deliveries_total";
 /// From the write's commit to the provider's acknowledgement.
@@ -42,6 +52,10 @@ pub fn handle() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &LATENCY_BUCKETS)
                 .expect("the bucket list is not empty")
                 .set_buckets_for_metric(Matcher::Full(PURGE_LATENCY.into()), &LATENCY_BUCKETS)
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full(DB_POOL_ACQUIRE.into()), &LATENCY_BUCKETS)
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full(PURGE_REPLICA_WAIT.into()), &LATENCY_BUCKETS)
                 .expect("the bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();

@@ -22,7 +22,7 @@ const UNREACHABLE_CLOUDFLARE: [&str; 8] = [
 async fn deliveries_of(app: &TestApp, purge_id: &str) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM purge_deliveries WHERE purge_id = $1")
         .bind(purge_id)
-        .fetch_one(&app.state.hierarchy.db.pool)
+        .fetch_one(app.state.hierarchy.db.primary.sqlx())
         .await
         .unwrap()
 }
@@ -147,7 +147,7 @@ async fn without_horizontal_scaling_an_instance_does_not_trust_its_l1_beyond_the
     assert_eq!(off.status, StatusCode::OK);
     assert_eq!(app.get("/api/v1/entities/JP").await.status, StatusCode::OK);
     // With the database gone, only a trusted L1 entry could answer: it is not trusted.
-    app.state.hierarchy.db.pool.close().await;
+    app.state.hierarchy.db.primary.sqlx().close().await;
     assert_eq!(
         app.get("/api/v1/entities/JP").await.status,
         StatusCode::SERVICE_UNAVAILABLE

@@ -21,15 +21,72 @@ async fn health_readiness_and_metrics_report_the_truth(app: TestApp) {
         "http_request_duration_seconds_bucket{route=\"/api/v1/entities/{id}\",method=\"GET\"",
         "l1_cache_hits_total",
         "l1_cache_misses_total",
-        "db_pool_connections{state=\"idle\"}",
-        "db_pool_connections{state=\"in_use\"}",
+        "db_pool_connections{pool=\"primary\",state=\"idle\"}",
+        "db_pool_connections{pool=\"primary\",state=\"in_use\"}",
+        "db_pool_waiters{pool=\"primary\"}",
+        "db_pool_utilization_ratio{pool=\"primary\"}",
+        "db_pool_acquire_seconds_bucket{pool=\"primary\",le=\"0.001\"}",
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
 
-    app.state.hierarchy.db.pool.close().await;
+    app.state.hierarchy.db.primary.sqlx().close().await;
     let readyz = app.get("/readyz").await;
     assert_eq!(readyz.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(readyz.json()["status"], "unavailable");
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_primary_pool_is_exhausted_sqlite() {
+    readiness_fails_when_the_primary_pool_is_exhausted(
+        TestApp::sqlite_with(&["--acquire-timeout-ms", "300"]).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_primary_pool_is_exhausted_postgres() {
+    readiness_fails_when_the_primary_pool_is_exhausted(
+        TestApp::postgres_with(&["--acquire-timeout-ms", "300"]).await,
+    )
+    .await;
+}
+
+/// Every connection held elsewhere: `/readyz` gives up after the acquire timeout, and the
+/// metrics show the pool full; released, the instance is ready again.
+async fn readiness_fails_when_the_primary_pool_is_exhausted(app: TestApp) {
+    let pool = app.state.hierarchy.db.primary.clone();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let readyz = app.get("/readyz").await;
+    assert_eq!(readyz.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        readyz.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{}",
+        readyz.json()
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+
+    let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    assert_eq!(value("db_pool_utilization_ratio{pool=\"primary\"}"), 1.0);
+    assert_eq!(
+        value("db_pool_connections{pool=\"primary\",state=\"in_use\"}"),
+        4.0
+    );
+
+    drop(held);
+    assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
 }

@@ -15,7 +15,7 @@ on_both_backends!(
 
 async fn purge_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM purges")
-        .fetch_one(&app.state.hierarchy.db.pool)
+        .fetch_one(app.state.hierarchy.db.primary.sqlx())
         .await
         .unwrap()
 }

@@ -72,7 +72,7 @@ async fn children_pages_cover_every_child_once_in_name_order(app: TestApp) {
     let ids = app.all_pages("/api/v1/entities/FR/children?limit=4").await;
     let expected: Vec<String> =
         sqlx::query_scalar("SELECT id FROM entities WHERE parent_id = 'FR' ORDER BY name, id")
-            .fetch_all(&app.state.hierarchy.db.pool)
+            .fetch_all(app.state.hierarchy.db.primary.sqlx())
             .await
             .unwrap();
     assert!(
@@ -101,7 +101,7 @@ async fn descendants_go_level_by_level_and_respect_max_depth(app: TestApp) {
         "SELECT id FROM entities WHERE path > '/world/m49-150/m49-155/FR/' \
          AND path < '/world/m49-150/m49-155/FR0' ORDER BY depth, path",
     )
-    .fetch_all(&app.state.hierarchy.db.pool)
+    .fetch_all(app.state.hierarchy.db.primary.sqlx())
     .await
     .unwrap();
     assert!(expected.len() > 100);
@@ -148,7 +148,7 @@ async fn a_second_read_is_served_from_l1(app: TestApp) {
     let first = app.get("/api/v1/entities/JP/ancestors").await;
     assert_eq!(l1.len(), before + 1);
     // With the database gone, only L1 can answer.
-    app.state.hierarchy.db.pool.close().await;
+    app.state.hierarchy.db.primary.sqlx().close().await;
     let second = app.get("/api/v1/entities/JP/ancestors").await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.body, first.body);

@@ -106,7 +106,13 @@ impl Hierarchy {
 
     pub async fn entity(&self, id: &str) -> Result<Option<EntityRow>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM entities WHERE id = $1");
-        retry(|| sqlx::query_as(&sql).bind(id).fetch_optional(&self.db.pool)).await
+        retry(|| async {
+            sqlx::query_as(&sql)
+                .bind(id)
+                .fetch_optional(&mut *self.db.reader().acquire().await?)
+                .await
+        })
+        .await
     }
 
     /// The entity `id` and its strict ancestors (root first). On PostgreSQL this is one
@@ -122,8 +128,13 @@ impl Hierarchy {
                      trim(both '/' from (SELECT path FROM entities WHERE id = $1)), '/')) \
                      ORDER BY depth"
                 );
-                let mut rows: Vec<EntityRow> =
-                    retry(|| sqlx::query_as(&sql).bind(id).fetch_all(&self.db.pool)).await?;
+                let mut rows: Vec<EntityRow> = retry(|| async {
+                    sqlx::query_as(&sql)
+                        .bind(id)
+                        .fetch_all(&mut *self.db.reader().acquire().await?)
+                        .await
+                })
+                .await?;
                 Ok(rows.pop().map(|entity| (entity, rows)))
             }
             Backend::Sqlite => match self.entity(id).await? {
@@ -146,10 +157,11 @@ impl Hierarchy {
             "SELECT {COLUMNS} FROM entities WHERE id IN ({}) ORDER BY depth",
             placeholders(1, ids.len())
         );
-        retry(|| {
+        retry(|| async {
             ids.iter()
                 .fold(sqlx::query_as(&sql), |q, id| q.bind(*id))
-                .fetch_all(&self.db.pool)
+                .fetch_all(&mut *self.db.reader().acquire().await?)
+                .await
         })
         .await
     }
@@ -166,13 +178,14 @@ impl Hierarchy {
             "SELECT {COLUMNS} FROM entities WHERE parent_id = $1 AND (name, id) > ($2, $3) \
              ORDER BY name, id LIMIT $4"
         );
-        retry(|| {
+        retry(|| async {
             sqlx::query_as(&sql)
                 .bind(parent_id)
                 .bind(name)
                 .bind(id)
                 .bind(limit)
-                .fetch_all(&self.db.pool)
+                .fetch_all(&mut *self.db.reader().acquire().await?)
+                .await
         })
         .await
     }
@@ -197,13 +210,14 @@ impl Hierarchy {
         let mut rows = Vec::new();
         while level <= last_level && (rows.len() as i64) < limit {
             let wanted = limit - rows.len() as i64;
-            let found: Vec<EntityRow> = retry(|| {
+            let found: Vec<EntityRow> = retry(|| async {
                 sqlx::query_as(&sql)
                     .bind(level)
                     .bind(&lower)
                     .bind(&end)
                     .bind(wanted)
-                    .fetch_all(&self.db.pool)
+                    .fetch_all(&mut *self.db.reader().acquire().await?)
+                    .await
             })
             .await?;
             let level_exhausted = (found.len() as i64) < wanted;
@@ -233,19 +247,25 @@ impl Hierarchy {
             "SELECT {COLUMNS} FROM entities WHERE search_name LIKE $1 ESCAPE '\\' \
              AND (name, id) > ($2, $3) ORDER BY name, id LIMIT $4"
         );
-        retry(|| {
+        retry(|| async {
             sqlx::query_as(&sql)
                 .bind(&pattern)
                 .bind(name)
                 .bind(id)
                 .bind(limit)
-                .fetch_all(&self.db.pool)
+                .fetch_all(&mut *self.db.reader().acquire().await?)
+                .await
         })
         .await
     }
 
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
-        retry(|| sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(&self.db.pool)).await
+        retry(|| async {
+            sqlx::query_scalar("SELECT COUNT(*) FROM entities")
+                .fetch_one(&mut *self.db.primary.acquire().await?)
+                .await
+        })
+        .await
     }
 }
 

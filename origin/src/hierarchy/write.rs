@@ -371,7 +371,9 @@ impl Hierarchy {
             .record(&mut tx, Source::Write, &request, Some(id))
             .await?;
         tx.commit().await?;
-        self.outbox.committed(&request).await;
+        // Before any invalidation: reads that refill the caches must see this write.
+        let position = self.db.note_write().await;
+        self.outbox.committed(&request, position).await;
         self.outbox.announce(change, id, path).await;
         Ok(Written {
             entity,

@@ -28,27 +28,34 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready when the primary pool hands out a connection within its acquire timeout and that
+/// connection answers; the replicas' state is reported beside (they are optional for reads).
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let probe = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&state.hierarchy.db.pool);
-    match tokio::time::timeout(READY_TIMEOUT, probe).await {
-        Ok(Ok(_)) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Ok(Err(err)) => (
+    let db = &state.hierarchy.db;
+    let probe = async {
+        let mut connection = db.primary.acquire().await?;
+        tokio::time::timeout(
+            READY_TIMEOUT,
+            sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&mut *connection),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
+    };
+    let replicas = db.replicas.as_ref().map(|replicas| replicas.status());
+    match probe.await {
+        Ok(_) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "replicas": replicas })),
+        ),
+        Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "unavailable", "reason": err.to_string() })),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "reason": "database timed out" })),
         ),
     }
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let pool = &state.hierarchy.db.pool;
-    let idle = pool.num_idle() as f64;
-    ::metrics::gauge!(metrics::DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
-    ::metrics::gauge!(metrics::DB_POOL_CONNECTIONS, "state" => "in_use")
-        .set(pool.size() as f64 - idle);
+    state.hierarchy.db.pools().for_each(|pool| pool.report());
     if let Some(l1) = &state.l1 {
         ::metrics::gauge!(metrics::L1_ENTRIES).set(l1.len() as f64);
     }

@@ -85,12 +85,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     check(&request)?;
     let outbox = &state.hierarchy.outbox;
-    let mut tx = state.hierarchy.db.pool.begin().await?;
+    let mut tx = state.hierarchy.db.primary.begin(None).await?;
     let id = outbox
         .record(&mut tx, Source::Admin, &request, None)
         .await?;
     tx.commit().await?;
-    outbox.committed(&request).await;
+    outbox.committed(&request, None).await;
     let location = HeaderValue::try_from(format!("/admin/v1/purge/{id}")).expect("hex path");
     Ok((
         StatusCode::ACCEPTED,

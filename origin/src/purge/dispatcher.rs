@@ -130,6 +130,8 @@ impl Dispatcher {
         ids.sort_unstable();
         ids.dedup();
         let pending = self.load(&ids).await?;
+        // The CDN refetches as soon as it is purged: the replicas must have the write by then.
+        self.db.wait_until_replicas_replayed().await;
         let mut by_provider: BTreeMap<&str, Vec<&Claimed>> = BTreeMap::new();
         for delivery in &claimed {
             by_provider
@@ -157,12 +159,13 @@ impl Dispatcher {
              ORDER BY next_attempt_at_ms LIMIT $3{skip_locked}) \
              RETURNING purge_id, provider, attempts"
         );
-        retry(|| {
+        retry(|| async {
             sqlx::query_as(&sql)
                 .bind(now_ms())
                 .bind(LEASE_MS)
                 .bind(CLAIM_LIMIT)
-                .fetch_all(&self.db.pool)
+                .fetch_all(&mut *self.db.primary.acquire().await?)
+                .await
         })
         .await
     }
@@ -180,11 +183,12 @@ impl Dispatcher {
             let sql = format!(
                 "SELECT id, request, created_at_ms FROM purges WHERE id IN ({placeholders})"
             );
-            let rows: Vec<Pending> = retry(|| {
+            let rows: Vec<Pending> = retry(|| async {
                 chunk
                     .iter()
                     .fold(sqlx::query_as(&sql), |q, id| q.bind(*id))
-                    .fetch_all(&self.db.pool)
+                    .fetch_all(&mut *self.db.primary.acquire().await?)
+                    .await
             })
             .await?;
             for row in rows {
@@ -279,24 +283,28 @@ impl Dispatcher {
             }
         };
         ::metrics::counter!(metrics::PURGE_DELIVERIES, "provider" => provider, "outcome" => outcome_label(outcome)).increment(1);
-        retry(|| {
+        retry(|| async {
             sqlx::query(sql)
                 .bind(error.as_deref())
                 .bind(at)
                 .bind(&delivery.purge_id)
                 .bind(provider)
-                .execute(&self.db.pool)
+                .execute(&mut *self.db.primary.acquire().await?)
+                .await
         })
         .await
         .map(|_| ())
     }
 
     async fn report_depth(&self) {
-        let depth: Result<(i64, Option<i64>), _> = sqlx::query_as(
-            "SELECT COUNT(*), MIN(p.created_at_ms) FROM purge_deliveries d \
-             JOIN purges p ON p.id = d.purge_id WHERE d.status = 'pending'",
-        )
-        .fetch_one(&self.db.pool)
+        let depth: Result<(i64, Option<i64>), sqlx::Error> = async {
+            sqlx::query_as(
+                "SELECT COUNT(*), MIN(p.created_at_ms) FROM purge_deliveries d \
+                 JOIN purges p ON p.id = d.purge_id WHERE d.status = 'pending'",
+            )
+            .fetch_one(&mut *self.db.primary.acquire().await?)
+            .await
+        }
         .await;
         if let Ok((count, oldest)) = depth {
             ::metrics::gauge!(metrics::PURGE_OUTBOX_DEPTH).set(count as f64);

@@ -105,8 +105,8 @@ impl Outbox {
     /// Call once the purge's transaction committed: drops what it covers from the origin's
     /// own tiers first (this instance's L1, then the others' through the bus), so a CDN
     /// refetch caused by the purge cannot get the old data from them, then wakes the
-    /// dispatcher.
-    pub async fn committed(&self, request: &PurgeRequest) {
+    /// dispatcher. `position` is a data write's WAL position when there are read replicas.
+    pub async fn committed(&self, request: &PurgeRequest, position: Option<u64>) {
         // L1 keys are not URLs: only a purge by tags alone can be targeted.
         let all = !(request.urls.is_empty() && request.prefixes.is_empty() && !request.everything);
         if let Some(l1) = &self.l1 {
@@ -118,7 +118,7 @@ impl Outbox {
             ::metrics::counter!(crate::metrics::L1_INVALIDATED).increment(dropped as u64);
         }
         if let Some(bus) = &self.bus {
-            bus.publish(&request.tags, all).await;
+            bus.publish(&request.tags, all, position).await;
         }
         self.wake.notify_one();
     }
@@ -159,10 +159,11 @@ pub struct PurgeLog {
 
 impl PurgeLog {
     pub async fn get(&self, id: &str) -> Result<Option<PurgeStatus>, sqlx::Error> {
-        let rows: Vec<PurgeRow> = retry(|| {
+        let rows: Vec<PurgeRow> = retry(|| async {
             sqlx::query_as("SELECT id, source, request, created_at_ms FROM purges WHERE id = $1")
                 .bind(id)
-                .fetch_all(&self.db.pool)
+                .fetch_all(&mut *self.db.primary.acquire().await?)
+                .await
         })
         .await?;
         Ok(self.with_deliveries(rows).await?.pop())
@@ -176,7 +177,7 @@ impl PurgeLog {
         limit: i64,
     ) -> Result<Vec<PurgeStatus>, sqlx::Error> {
         let (created, id) = before.unwrap_or((i64::MAX, ""));
-        let rows: Vec<PurgeRow> = retry(|| {
+        let rows: Vec<PurgeRow> = retry(|| async {
             sqlx::query_as(
                 "SELECT id, source, request, created_at_ms FROM purges p \
                  WHERE EXISTS (SELECT 1 FROM purge_deliveries d WHERE d.purge_id = p.id \
@@ -187,7 +188,8 @@ impl PurgeLog {
             .bind(created)
             .bind(id)
             .bind(limit)
-            .fetch_all(&self.db.pool)
+            .fetch_all(&mut *self.db.primary.acquire().await?)
+            .await
         })
         .await?;
         self.with_deliveries(rows).await
@@ -196,13 +198,14 @@ impl PurgeLog {
     async fn with_deliveries(&self, rows: Vec<PurgeRow>) -> Result<Vec<PurgeStatus>, sqlx::Error> {
         let mut purges = Vec::with_capacity(rows.len());
         for row in rows {
-            let deliveries: Vec<DeliveryRow> = retry(|| {
+            let deliveries: Vec<DeliveryRow> = retry(|| async {
                 sqlx::query_as(
                     "SELECT provider, status, attempts, last_error, delivered_at_ms \
                      FROM purge_deliveries WHERE purge_id = $1 ORDER BY provider",
                 )
                 .bind(&row.id)
-                .fetch_all(&self.db.pool)
+                .fetch_all(&mut *self.db.primary.acquire().await?)
+                .await
             })
             .await?;
             purges.push(PurgeStatus {

@@ -53,7 +53,7 @@ pub async fn generate(hierarchy: &Hierarchy, target: u64) -> anyhow::Result<u64>
          AND NOT EXISTS (SELECT 1 FROM entities c WHERE c.parent_id = e.id \
          AND c.kind = 'subdivision') ORDER BY path",
     )
-    .fetch_all(&hierarchy.db.pool)
+    .fetch_all(&mut *hierarchy.db.primary.acquire().await?)
     .await?;
     anyhow::ensure!(!leaves.is_empty(), "load the demo data before generating");
     loop {

@@ -198,7 +198,7 @@ impl TestApp {
              CAST(COALESCE(SUM(LENGTH(name) + LENGTH(attributes) + LENGTH(kind)), 0) AS BIGINT), \
              COALESCE(MAX(updated_at), '') FROM entities",
         )
-        .fetch_one(&self.state.hierarchy.db.pool)
+        .fetch_one(self.state.hierarchy.db.primary.sqlx())
         .await
         .unwrap()
     }

@@ -1,0 +1,79 @@
+//! A connection pool that reports its health: connections in use and idle, tasks waiting for
+//! one, utilisation, and how long every acquire took, each labelled with the pool's name
+//! (`primary`, `replica-0`, …). Every query of the origin takes its connection through here.
+
+use std::{
+    borrow::Cow,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use sqlx::{pool::PoolConnection, Any, AnyPool, Transaction};
+
+use crate::metrics;
+
+#[derive(Clone)]
+pub struct Pool {
+    inner: AnyPool,
+    name: Arc<str>,
+    max_connections: u32,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    pub fn new(inner: AnyPool, name: &str, max_connections: u32) -> Self {
+        Self {
+            inner,
+            name: name.into(),
+            max_connections,
+            waiting: Arc::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sqlx pool itself, for what runs once at start (migrations).
+    pub fn sqlx(&self) -> &AnyPool {
+        &self.inner
+    }
+
+    /// A connection, waiting at most the pool's acquire timeout.
+    pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let connection = self.inner.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        ::metrics::histogram!(metrics::DB_POOL_ACQUIRE, "pool" => self.name.to_string())
+            .record(started.elapsed().as_secs_f64());
+        connection
+    }
+
+    /// A transaction opened with `statement` (or the driver's plain `BEGIN`).
+    pub async fn begin(
+        &self,
+        statement: Option<&'static str>,
+    ) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        let connection = self.acquire().await?;
+        Transaction::begin(connection, statement.map(Cow::Borrowed)).await
+    }
+
+    /// Publishes the pool's gauges; called when `/metrics` is scraped.
+    pub fn report(&self) {
+        let name = self.name.to_string();
+        let idle = self.inner.num_idle() as f64;
+        let in_use = f64::from(self.inner.size()) - idle;
+        ::metrics::gauge!(metrics::DB_POOL_CONNECTIONS, "pool" => name.clone(), "state" => "idle")
+            .set(idle);
+        ::metrics::gauge!(metrics::DB_POOL_CONNECTIONS, "pool" => name.clone(), "state" => "in_use")
+            .set(in_use);
+        ::metrics::gauge!(metrics::DB_POOL_WAITERS, "pool" => name.clone())
+            .set(self.waiting.load(Ordering::Relaxed) as f64);
+        ::metrics::gauge!(metrics::DB_POOL_UTILIZATION, "pool" => name)
+            .set(in_use / f64::from(self.max_connections.max(1)));
+    }
+}
