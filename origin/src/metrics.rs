@@ -24,6 +24,8 @@ pub const DB_POOL_WAITERS: &str = "db_pool_waiters";
 /// Connections in use over the pool's maximum ("connection pool health").
 pub const DB_POOL_UTILIZATION: &str = "db_pool_utilization_ratio";
 pub const DB_POOL_ACQUIRE: &str = "db_pool_acquire_seconds";
+/// Public reads by the pool that served them: how reads spread over the replicas.
+pub const DB_PUBLIC_READS: &str = "db_public_reads_total";
 /// 1 while a read replica serves public reads.
 pub const DB_REPLICA_IN_ROTATION: &str = "db_replica_in_rotation";
 /// How long a replica has been behind the primary.

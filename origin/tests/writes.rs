@@ -14,6 +14,8 @@ on_both_backends!(
     a_move_under_itself_or_a_descendant_is_refused,
     deleting_a_parent_needs_an_explicit_cascade,
     invalidation_keeps_unrelated_l1_entries,
+    moving_a_subtree_of_ten_thousand_keeps_the_hierarchy_consistent,
+    the_consistency_checker_finds_a_corrupted_path,
 );
 
 async fn a_created_entity_is_served_and_purges_its_cached_404_and_parent_lists(app: TestApp) {
@@ -246,4 +248,106 @@ async fn invalidation_keeps_unrelated_l1_entries(app: TestApp) {
         "only FR's children page showed FR-ARA"
     );
     assert_eq!(app.get("/api/v1/entities/JP").await.status, StatusCode::OK);
+}
+
+/// 99 actors of 100 topics each under one new entity: a subtree of 10,000 nodes.
+async fn grow_subtree(app: &TestApp, root: &str, parent: &str) {
+    use forecastin_origin::hierarchy::write::{insert_rows, NewRow};
+    use forecastin_shared::dto::EntityKind;
+    let parent_row = app.state.hierarchy.entity(parent).await.unwrap().unwrap();
+    let row = |id: String, parent_id: &str, parent_path: &str, depth: i64, kind| NewRow {
+        path: format!("{parent_path}{id}/"),
+        name: format!("Node {id}"),
+        parent_id: Some(parent_id.to_owned()),
+        id,
+        kind,
+        depth,
+        attributes: "{}".to_owned(),
+    };
+    let top = row(
+        root.to_owned(),
+        parent,
+        &parent_row.path,
+        parent_row.depth + 1,
+        EntityKind::Actor,
+    );
+    // Parents before children: the foreign key is checked row by row.
+    let mut rows = vec![];
+    let mut topics = vec![];
+    for a in 0..99 {
+        let actor = row(
+            format!("{root}.a{a}"),
+            root,
+            &top.path,
+            top.depth + 1,
+            EntityKind::Actor,
+        );
+        for t in 0..100 {
+            topics.push(row(
+                format!("{root}.a{a}.t{t}"),
+                &actor.id,
+                &actor.path,
+                actor.depth + 1,
+                EntityKind::Topic,
+            ));
+        }
+        rows.push(actor);
+    }
+    rows.insert(0, top);
+    rows.extend(topics);
+    let mut tx = app.state.hierarchy.db.begin_write().await.unwrap();
+    assert_eq!(insert_rows(&mut tx, &rows, false).await.unwrap(), 10_000);
+    tx.commit().await.unwrap();
+}
+
+async fn moving_a_subtree_of_ten_thousand_keeps_the_hierarchy_consistent(app: TestApp) {
+    grow_subtree(&app, "big", "FR").await;
+    let deep = "/api/v1/entities/big.a98.t99/ancestors";
+    assert_eq!(app.get(deep).await.json()["items"][3]["id"], "FR");
+
+    let moved = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/entities/big",
+            Some(json!({"parent_id": "DE"})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.json());
+
+    let report = app
+        .admin(Method::GET, "/admin/v1/hierarchy/consistency", None)
+        .await;
+    assert_eq!(report.status, StatusCode::OK);
+    assert_eq!(report.json()["inconsistent"], 0, "{}", report.json());
+    assert_eq!(report.json()["entities"], 5_405 + 10_000);
+    let crumbs = app.get(deep).await.json();
+    let ids = TestApp::ids(&crumbs);
+    assert_eq!(ids[..4], ["world", "m49-150", "m49-155", "DE"], "{crumbs}");
+    let below = app
+        .all_pages("/api/v1/entities/big/descendants?limit=500&max_depth=2")
+        .await;
+    assert_eq!(below.len(), 9_999);
+    assert!(app
+        .all_pages("/api/v1/entities/FR/descendants?limit=500&max_depth=3")
+        .await
+        .iter()
+        .all(|id| !id.starts_with("big")));
+}
+
+async fn the_consistency_checker_finds_a_corrupted_path(app: TestApp) {
+    let clean = app.state.hierarchy.check_consistency().await.unwrap();
+    assert_eq!((clean.entities, clean.inconsistent), (5_405, 0));
+    sqlx::query("UPDATE entities SET path = '/world/FR-75/' WHERE id = 'FR-75'")
+        .execute(app.state.hierarchy.db.primary.sqlx())
+        .await
+        .unwrap();
+    let report = app.state.hierarchy.check_consistency().await.unwrap();
+    assert_eq!(report.inconsistent, 1, "{report:?}");
+    let finding = &report.examples[0];
+    assert_eq!(finding.id, "FR-75");
+    assert_eq!(finding.path, "/world/FR-75/");
+    assert_eq!(
+        finding.expected_path.as_deref(),
+        Some("/world/m49-150/m49-155/FR/FR-IDF/FR-75/")
+    );
 }

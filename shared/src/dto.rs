@@ -174,6 +174,28 @@ pub struct DeliveryStatus {
     pub delivered_at_ms: Option<i64>,
 }
 
+/// The result of checking every row's materialized path and depth against its parent link
+/// (`GET /admin/v1/hierarchy/consistency`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyReport {
+    pub entities: i64,
+    /// Rows whose path or depth disagrees with their parent's, or whose parent is missing.
+    pub inconsistent: i64,
+    /// The first few of them, by id.
+    pub examples: Vec<Inconsistency>,
+    pub took_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inconsistency {
+    pub id: String,
+    pub path: String,
+    pub depth: i64,
+    /// `None` when the parent does not exist.
+    pub expected_path: Option<String>,
+    pub expected_depth: Option<i64>,
+}
+
 /// A live origin instance (`GET /admin/v1/instances`), as its last heartbeat described it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceInfo {

@@ -3,6 +3,7 @@
 //! - [`Origin`]: the `forecastin-origin` binary on a temporary SQLite database (or the URL
 //!   given), which a test can kill and restart.
 //! - [`Edge`]: the Worker in workerd through `wrangler dev --local`, pointed at an origin.
+//! - [`replica::StreamingPair`]: a private PostgreSQL primary with a streaming replica.
 //! - [`fixture`]: a deliberately misbehaving HTTP origin (cache-poisoning echo, broken bodies,
 //!   contradictory headers), to prove the edge survives bad origin input.
 //!
@@ -10,6 +11,7 @@
 
 pub mod fixture;
 mod process;
+pub mod replica;
 pub mod standins;
 
 pub use process::{free_port, Backend, Edge, Origin};

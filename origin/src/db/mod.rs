@@ -128,10 +128,14 @@ impl Db {
     /// The pool for a public read: a replica in rotation that has replayed every write this
     /// instance knows of, or else the primary.
     pub fn reader(&self) -> &Pool {
-        self.replicas
+        let pool = self
+            .replicas
             .as_ref()
             .and_then(|replicas| replicas.reader())
-            .unwrap_or(&self.primary)
+            .unwrap_or(&self.primary);
+        ::metrics::counter!(crate::metrics::DB_PUBLIC_READS, "pool" => pool.name().to_owned())
+            .increment(1);
+        pool
     }
 
     /// Every pool, primary first.

@@ -258,6 +258,10 @@ impl Replicas {
 
     /// Waits until every replica in rotation has replayed the primary's current position, or
     /// has left the rotation for lagging. Returns how long it waited.
+    ///
+    /// A replica that leaves the rotation here left it in this instance's view; the other
+    /// instances, checking on their own clocks, see the same lag at most one check later, so
+    /// the purge waits two more checks before the CDN refetches from any of them.
     pub async fn wait_until_replayed(&self) -> Duration {
         let started = Instant::now();
         let Ok(target) = self.primary_position().await else {
@@ -267,16 +271,20 @@ impl Replicas {
         // The health loop takes a replica out after `max_lag`; past that (plus a check or two)
         // something is wrong with the loop itself, and the purge must not wait forever.
         let give_up = started + self.max_lag + self.check_interval * 4;
+        let lagging = |replica: &&Replica| {
+            replica.in_rotation.load(Ordering::Acquire)
+                && replica.replayed.load(Ordering::Acquire) < target
+        };
+        let waited_for: Vec<&Replica> = self.members.iter().filter(lagging).collect();
         loop {
-            let behind: Vec<&Replica> = self
-                .members
-                .iter()
-                .filter(|replica| {
-                    replica.in_rotation.load(Ordering::Acquire)
-                        && replica.replayed.load(Ordering::Acquire) < target
-                })
-                .collect();
+            let behind: Vec<&Replica> = self.members.iter().filter(lagging).collect();
             if behind.is_empty() {
+                let one_left = waited_for
+                    .iter()
+                    .any(|replica| !replica.in_rotation.load(Ordering::Acquire));
+                if one_left {
+                    tokio::time::sleep(self.check_interval * 2).await;
+                }
                 return started.elapsed();
             }
             if Instant::now() >= give_up {

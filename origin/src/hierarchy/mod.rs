@@ -4,6 +4,7 @@
 //! primary-key reads, a page of children is one index range on `(parent_id, name, id)`, and a
 //! page of descendants is a few index ranges on `(depth, path)`, one per level.
 
+pub mod consistency;
 pub mod path;
 pub mod write;
 

@@ -1,6 +1,6 @@
-//! The admin write API: create, update (rename, attributes, move) and delete entities, behind
-//! the bearer token. Writes take `If-Match` for optimistic concurrency and invalidate the L1
-//! entries their change made stale.
+//! The admin API behind the bearer token: create, update (rename, attributes, move) and delete
+//! entities, list the live instances, check the hierarchy's consistency. Writes take
+//! `If-Match` for optimistic concurrency and invalidate the L1 entries their change made stale.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use axum::{
 };
 use forecastin_shared::{
     conditional::matches,
-    dto::{EntityKind, EntityPatch, InstanceInfo, NewEntity, Page},
+    dto::{ConsistencyReport, EntityKind, EntityPatch, InstanceInfo, NewEntity, Page},
     ids::is_valid_id,
 };
 use serde::Deserialize;
@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/v1/entities", post(create))
         .route("/admin/v1/instances", get(instances))
+        .route("/admin/v1/hierarchy/consistency", get(consistency))
         .route("/admin/v1/entities/{id}", patch(update).delete(delete))
 }
 
@@ -170,6 +171,14 @@ async fn instances(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<In
         items: state.registry.live().await,
         next_cursor: None,
     })
+}
+
+/// Checks the materialized paths against the parent links (a full scan: an operator's tool).
+async fn consistency(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+) -> Result<Json<ConsistencyReport>, ApiError> {
+    Ok(Json(state.hierarchy.check_consistency().await?))
 }
 
 #[derive(Deserialize)]
