@@ -18,6 +18,27 @@ const EXPECTED: &str = "FROM (SELECT c.id, c.path, c.depth, c.parent_id, p.id AS
      WHERE (e.parent_id IS NOT NULL AND e.parent_found IS NULL) \
      OR e.path <> e.expected_path OR e.depth <> e.expected_depth";
 
+#[derive(sqlx::FromRow)]
+struct Finding {
+    id: String,
+    path: String,
+    depth: i64,
+    expected_path: Option<String>,
+    expected_depth: Option<i64>,
+}
+
+impl Finding {
+    fn into_dto(self) -> Inconsistency {
+        Inconsistency {
+            id: self.id,
+            path: self.path,
+            depth: self.depth,
+            expected_path: self.expected_path,
+            expected_depth: self.expected_depth,
+        }
+    }
+}
+
 impl Hierarchy {
     /// Checks every row on the primary (the replicas copy it byte for byte).
     pub async fn check_consistency(&self) -> Result<ConsistencyReport, sqlx::Error> {
@@ -29,28 +50,16 @@ impl Hierarchy {
         let inconsistent: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {EXPECTED}"))
             .fetch_one(&mut *connection)
             .await?;
-        let examples: Vec<(String, String, i64, Option<String>, Option<i64>)> =
-            sqlx::query_as(&format!(
-                "SELECT id, path, depth, expected_path, expected_depth {EXPECTED} \
-                 ORDER BY id LIMIT {EXAMPLES}"
-            ))
-            .fetch_all(&mut *connection)
-            .await?;
+        let examples: Vec<Finding> = sqlx::query_as(&format!(
+            "SELECT id, path, depth, expected_path, expected_depth {EXPECTED} \
+             ORDER BY id LIMIT {EXAMPLES}"
+        ))
+        .fetch_all(&mut *connection)
+        .await?;
         Ok(ConsistencyReport {
             entities,
             inconsistent,
-            examples: examples
-                .into_iter()
-                .map(
-                    |(id, path, depth, expected_path, expected_depth)| Inconsistency {
-                        id,
-                        path,
-                        depth,
-                        expected_path,
-                        expected_depth,
-                    },
-                )
-                .collect(),
+            examples: examples.into_iter().map(Finding::into_dto).collect(),
             took_ms: started.elapsed().as_millis() as u64,
         })
     }
