@@ -23,6 +23,11 @@ ensure_services() {
       --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
     for _ in $(seq 30); do redis-cli ping >/dev/null 2>&1 && break; sleep 1; done
   fi
+  # The pooler the deployment runs in front of PostgreSQL; the tests start their own.
+  if ! command -v pgbouncer >/dev/null; then
+    log "installing Debian's pgbouncer"
+    apt-get install -y -q pgbouncer >/dev/null || { apt-get update -q && apt-get install -y -q pgbouncer >/dev/null; }
+  fi
 }
 
 # The Rust targets the workspace builds for.

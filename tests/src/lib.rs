@@ -4,17 +4,19 @@
 //!   given), which a test can kill and restart.
 //! - [`Edge`]: the Worker in workerd through `wrangler dev --local`, pointed at an origin.
 //! - [`replica::StreamingPair`]: a private PostgreSQL primary with a streaming replica.
+//! - [`pgbouncer::PgBouncer`]: Debian's PgBouncer in front of the machine's PostgreSQL.
 //! - [`fixture`]: a deliberately misbehaving HTTP origin (cache-poisoning echo, broken bodies,
 //!   contradictory headers), to prove the edge survives bad origin input.
 //!
 //! The Worker must be built first (`./scripts/build-edge`, which `./scripts/test` runs).
 
 pub mod fixture;
+pub mod pgbouncer;
 mod process;
 pub mod replica;
 pub mod standins;
 
-pub use process::{free_port, Backend, Edge, Origin};
+pub use process::{free_port, postgres_server, psql, Backend, Edge, Origin};
 
 use forecastin_shared::{headers, signing};
 

@@ -58,12 +58,14 @@ pub enum Backend {
     Postgres,
 }
 
-fn postgres_server() -> String {
+/// The machine's PostgreSQL server (`TEST_POSTGRES_URL`, or the local default).
+pub fn postgres_server() -> String {
     std::env::var("TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-fn psql(sql: &str) {
+/// Runs `sql` on the machine's PostgreSQL server as its superuser.
+pub fn psql(sql: &str) {
     let status = std::process::Command::new("psql")
         .args([postgres_server().as_str(), "-q", "-c", sql])
         .stdout(Stdio::null())

@@ -44,7 +44,7 @@ pub fn server_binaries() -> Result<PathBuf, String> {
         })
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
