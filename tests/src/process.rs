@@ -133,7 +133,8 @@ impl Origin {
         origin
     }
 
-    fn binary() -> PathBuf {
+    /// The origin binary the tests run (`FORECASTIN_ORIGIN_BIN`, or the debug build).
+    pub fn binary() -> PathBuf {
         std::env::var_os("FORECASTIN_ORIGIN_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target/debug/forecastin-origin"))
