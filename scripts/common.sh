@@ -30,6 +30,16 @@ ensure_services() {
   fi
 }
 
+# Locust and the load test's Python packages (load/requirements.lock) in .tools/venv.
+ensure_load_tools() {
+  if [ ! -x "$TOOLS/venv/bin/locust" ] || [ "$ROOT/load/requirements.lock" -nt "$TOOLS/venv/installed" ]; then
+    log "installing Locust into .tools/venv"
+    python3 -m venv "$TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/load/requirements.lock"
+    touch "$TOOLS/venv/installed"
+  fi
+}
+
 # The Rust targets the workspace builds for.
 ensure_rust_targets() {
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then

@@ -2,7 +2,7 @@
 //!
 //! A release origin on a database grown with `forecastin-origin generate`, plus a subtree of
 //! 10,000 nodes (1 + 99 actors + 9,900 topics) under France or Germany. Four readers fetch
-//! breadcrumbs (`/ancestors`) of random entities and of the subtree's nodes without pause;
+//! breadcrumbs (`/ancestors`) of random entities and of the subtree's nodes at a steady pace;
 //! first idle for a few seconds, then while the subtree moves to the other country. Reported:
 //! the move's commit time (the PATCH round trip), the time until every sampled read of the
 //! moved nodes is correct, and the readers' p50/p99 idle and during the move.
@@ -22,6 +22,10 @@ use forecastin_e2e::{admin, client, get_json, postgres_server, Origin};
 use reqwest::Method;
 
 const READERS: usize = 4;
+/// Each reader's pace: 4 x 500 reads/s, a steady load well below what the machine sustains
+/// (about 11,000 reads/s with the readers unpaced), as traffic is; a saturated machine would
+/// measure its run queue, not the move.
+const READ_EVERY: Duration = Duration::from_millis(2);
 const IDLE: Duration = Duration::from_secs(5);
 
 fn sql(url: &str, statement: &str) -> String {
@@ -115,7 +119,10 @@ async fn read_until(origin: String, ids: Arc<Vec<String>>, stop: Arc<AtomicBool>
             let http = client();
             let mut spans = Vec::new();
             let mut n = reader * 7_919;
+            let mut pace = tokio::time::interval(READ_EVERY);
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             while !stop.load(Ordering::Relaxed) {
+                pace.tick().await;
                 n = (n + 104_729) % ids.len();
                 let started = Instant::now();
                 let response = http
@@ -166,7 +173,7 @@ async fn main() {
     let ids: Vec<String> = sql(
         &url,
         "(SELECT id FROM entities TABLESAMPLE SYSTEM (2) REPEATABLE (7) LIMIT 15000) \
-         UNION ALL (SELECT id FROM entities WHERE path LIKE '%/mv/%' ORDER BY md5(id) LIMIT 5000)",
+         UNION ALL (SELECT id FROM entities WHERE path LIKE '%/mv/%' ORDER BY md5(id) LIMIT 1000)",
     )
     .lines()
     .map(str::to_owned)
@@ -202,9 +209,10 @@ async fn main() {
         .unwrap();
     let committed = Instant::now();
     assert_eq!(response.status(), 200, "moving the subtree");
-    // Every sampled moved node's breadcrumb must name the new country.
+    // Every sampled moved node's breadcrumb must name the new country: the first pass
+    // counts the reads still stale after the commit, later passes run until none is.
     let mut pending: Vec<&String> = moved.iter().collect();
-    let mut stale_reads = 0;
+    let mut stale_in_first_pass = None;
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
@@ -213,7 +221,7 @@ async fn main() {
                 still.push(id);
             }
         }
-        stale_reads += still.len();
+        stale_in_first_pass.get_or_insert(still.len());
         pending = still;
         assert!(
             committed.elapsed() < Duration::from_secs(30),
@@ -232,10 +240,11 @@ async fn main() {
 
     println!(
         "moved the 10,000-node subtree {from} -> {to} at {entities} entities: commit {:.1} ms \
-         (PATCH round trip); all {} sampled moved nodes' breadcrumbs correct {:.1} ms after the \
-         commit, with {stale_reads} stale reads on the way",
+         (PATCH round trip); reading the breadcrumbs of {} moved nodes right after the commit \
+         found {} stale, all correct {:.1} ms after the commit (the reads themselves)",
         (committed - move_started).as_secs_f64() * 1e3,
         moved.len(),
+        stale_in_first_pass.unwrap_or(0),
         (correct - committed).as_secs_f64() * 1e3,
     );
     let idle_p99 = report("reads idle", &idle);

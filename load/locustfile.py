@@ -1,0 +1,363 @@
+"""The analyst load test: Locust users that browse Forecastin as analysts do.
+
+- `Analyst` sessions browse top-down (world -> region -> country -> subdivision), open entity
+  pages with their breadcrumbs (ancestors), page through descendants and search by name,
+  with entities drawn from a Zipf distribution (`--zipf-exponent`) and think times between
+  steps; a small share of steps (`--edit-share`) are admin edits (renames and moves) that
+  purge the CDN for real while the reads run.
+- `StreamWatcher` users hold a websocket open on an origin and time each change event from
+  the write's commit to its arrival.
+
+Before the measured run the catalogue of entities is read from the API and the edge is warmed
+with one pass over the hottest pages (`--warm-entities`). When the run stops, `slo_report.json`
+is written (see `slo.py`) and the process exits non-zero if an SLO is violated, naming it.
+
+Run it with `./scripts/load` (the local stack) or `locust -f load/locustfile.py --host <edge>`.
+"""
+
+import itertools
+import json
+import random
+import threading
+import time
+
+import gevent
+import gevent.pool
+import websocket
+from locust import HttpUser, User, between, events, task
+from locust.exception import StopUser
+
+import slo
+
+API = "/api/v1"
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser):
+    parser.add_argument("--origin-url", default="http://127.0.0.1:8080",
+                        help="an origin instance: its /metrics and /ws")
+    parser.add_argument("--admin-token", default="", env_var="ADMIN_TOKEN",
+                        help="bearer token of the admin API (edits are skipped without it)")
+    parser.add_argument("--zipf-exponent", type=float, default=1.1)
+    parser.add_argument("--edit-share", type=float, default=0.002,
+                        help="share of analyst steps that are admin edits")
+    parser.add_argument("--think-min", type=float, default=0.5)
+    parser.add_argument("--think-max", type=float, default=2.0)
+    parser.add_argument("--warm-entities", type=int, default=-1,
+                        help="hottest entities whose pages are fetched once before the run "
+                             "(-1: all)")
+    parser.add_argument("--slo-file", default="load/slo.yaml")
+    parser.add_argument("--report", default="slo_report.json")
+
+
+class Run:
+    """What the run measures beside Locust's own request statistics."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.catalogue = []  # entity ids, most popular first
+        self.by_parent = {}  # parent id -> child ids
+        self.names = {}
+        self.kinds = {}
+        self.rank = {}
+        self.weights = []
+        self.cum_weights = []
+        self.edge_hits = 0
+        self.edge_misses = 0
+        self.purge_ms = []
+        self.undelivered_purges = 0
+        self.stale_reads = 0
+        self.ws_ms = []
+        self.origin_before = {}
+        self.edits = itertools.count()
+
+    def pick(self, population=None):
+        """An entity of `population` (default: the catalogue), Zipf-weighted by popularity."""
+        if population is None:
+            return random.choices(self.catalogue, cum_weights=self.cum_weights)[0]
+        ranked = sorted(population, key=self.rank.get)
+        weights = self.weights[: len(ranked)]
+        return random.choices(ranked, weights=weights)[0]
+
+
+RUN = Run()
+
+
+def _get_json(session, url):
+    response = session.get(url, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def origin_counters(origin_url):
+    """The origin's cache counters, summed over label sets, from its /metrics."""
+    import requests
+
+    wanted = ("l1_cache_hits_total", "l1_cache_misses_total", "l2_cache_hits_total",
+              "l2_cache_misses_total")
+    counters = dict.fromkeys(wanted, 0.0)
+    for line in requests.get(f"{origin_url}/metrics", timeout=10).text.splitlines():
+        name = line.split("{")[0].split(" ")[0]
+        if name in counters:
+            counters[name] += float(line.rsplit(" ", 1)[1])
+    return counters
+
+
+@events.test_start.add_listener
+def _prepare(environment, **_):
+    """Reads the catalogue (breadth first from the root, so popularity follows the tree:
+    regions and countries are the hottest pages) and warms the edge."""
+    import requests
+
+    options, host = environment.parsed_options, environment.host
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
+    catalogue, queue = ["world"], ["world"]
+    while queue:
+        parent = queue.pop(0)
+        url = f"{host}{API}/entities/{parent}/children?limit=500"
+        while url:
+            page = _get_json(session, url)
+            for item in page["items"]:
+                RUN.by_parent.setdefault(parent, []).append(item["id"])
+                RUN.names[item["id"]] = item["name"]
+                RUN.kinds[item["id"]] = item["kind"]
+                catalogue.append(item["id"])
+                if item["kind"] in ("region", "country"):
+                    queue.append(item["id"])
+            cursor = page.get("next_cursor")
+            url = f"{host}{API}/entities/{parent}/children?limit=500&cursor={cursor}" \
+                if cursor else None
+    RUN.catalogue = catalogue
+    RUN.rank = {entity: n for n, entity in enumerate(catalogue)}
+    RUN.weights = [1.0 / (n + 1) ** options.zipf_exponent for n in range(len(catalogue))]
+    RUN.cum_weights = list(itertools.accumulate(RUN.weights))
+    # A CDN in service has seen the popular pages before: warm the edge with them, 32 at a time.
+    warm = catalogue if options.warm_entities < 0 else catalogue[: options.warm_entities]
+    paths = [f"{API}/entities/{entity}{suffix}" for entity in warm
+             for suffix in ("", "/ancestors", "/children")]
+    started = time.time()
+    gevent.pool.Pool(32).map(lambda path: session.get(f"{host}{path}", timeout=30), paths)
+    print(f"catalogue of {len(catalogue)} entities; warmed {len(paths)} pages in "
+          f"{time.time() - started:.1f} s")
+    RUN.origin_before = origin_counters(options.origin_url)
+
+
+@events.request.add_listener
+def _cache_status(request_type, name, response, exception, **_):
+    if request_type != "GET" or exception is not None or response is None:
+        return
+    status = response.headers.get("Cache-Status", "")
+    if not status or name.startswith("admin") or name == "check after purge":
+        return
+    with RUN.lock:
+        if "; hit" in status:
+            RUN.edge_hits += 1
+        else:
+            RUN.edge_misses += 1
+
+
+class Analyst(HttpUser):
+    """An analyst's session: each step is one of the workflows below."""
+
+    weight = 10
+
+    def wait_time(self):
+        options = self.environment.parsed_options
+        return random.uniform(options.think_min, options.think_max)
+
+    def get(self, path, name):
+        with self.client.get(path, name=name, catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"{response.status_code}: {response.text[:200]}")
+                return None
+            return response.json()
+
+    @task(3)
+    def browse_top_down(self):
+        """world -> region -> country -> subdivision, reading each level's children."""
+        entity = "world"
+        for _ in range(4):
+            if self.get(f"{API}/entities/{entity}/children", "children") is None:
+                return
+            children = RUN.by_parent.get(entity)
+            if not children:
+                break
+            entity = RUN.pick(children)
+        self.open_entity(entity)
+
+    @task(5)
+    def open_entity_page(self):
+        self.open_entity(RUN.pick())
+
+    def open_entity(self, entity):
+        self.get(f"{API}/entities/{entity}", "entity")
+        self.get(f"{API}/entities/{entity}/ancestors", "ancestors")
+
+    @task(1)
+    def page_descendants(self):
+        entity = RUN.pick(RUN.by_parent.get("world", ["world"]))
+        path = f"{API}/entities/{entity}/descendants?limit=50"
+        for _ in range(3):
+            page = self.get(path, "descendants")
+            if not page or not page.get("next_cursor"):
+                return
+            path = f"{API}/entities/{entity}/descendants?limit=50&cursor={page['next_cursor']}"
+
+    @task(1)
+    def search_by_name(self):
+        name = RUN.names.get(RUN.pick(), "world")
+        self.get(f"{API}/search?q={name[:4].lower()}", "search")
+
+    @task(1)
+    def maybe_edit(self):
+        """Stands for the whole mix: with probability `--edit-share`, an admin edit."""
+        options = self.environment.parsed_options
+        if not options.admin_token or random.random() >= options.edit_share * 11:
+            return
+        entity = RUN.pick(RUN.catalogue[1:])
+        number = next(RUN.edits)
+        headers = {"Authorization": f"Bearer {options.admin_token}"}
+        parent = None
+        if number % 4 == 3 and RUN.kinds.get(entity) == "subdivision" \
+                and not RUN.by_parent.get(entity):
+            # A move: a leaf subdivision goes under one of the most popular countries.
+            countries = [c for c in RUN.catalogue if RUN.kinds.get(c) == "country"]
+            parent = random.choice(countries[:40])
+            body, name = {"parent_id": parent}, "admin move"
+        else:
+            body, name = {"name": f"{RUN.names.get(entity, entity)} ({number})"}, "admin rename"
+        with self.client.patch(f"/admin/v1/entities/{entity}", json=body, headers=headers,
+                               name=name, catch_response=True) as response:
+            if response.status_code != 200:
+                # A move under its own descendant or a racing edit is refused: not a failure.
+                if response.status_code in (409, 412, 422):
+                    response.success()
+                    return
+                response.failure(f"{response.status_code}: {response.text[:200]}")
+                return
+            version = response.json()["version"]
+            purge_id = response.headers.get("forecastin-purge-id")
+        if parent is not None:
+            for children in RUN.by_parent.values():
+                if entity in children:
+                    children.remove(entity)
+            RUN.by_parent.setdefault(parent, []).append(entity)
+        gevent.spawn(self.follow_purge, entity, version, purge_id, headers)
+
+    def follow_purge(self, entity, version, purge_id, headers):
+        """Waits for the purge to be delivered, then reads the entity through the edge: an
+        older version there is a stale read after a completed purge."""
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            status = self.client.get(f"/admin/v1/purge/{purge_id}", headers=headers,
+                                     name="admin purge status").json()
+            deliveries = status.get("deliveries", [])
+            if deliveries and all(d["status"] != "pending" for d in deliveries):
+                delivered = max(d.get("delivered_at_ms") or 0 for d in deliveries)
+                with RUN.lock:
+                    RUN.purge_ms.append(delivered - status["created_at_ms"])
+                served = self.get(f"{API}/entities/{entity}", "check after purge")
+                if served is not None and served["version"] < version:
+                    with RUN.lock:
+                        RUN.stale_reads += 1
+                return
+            gevent.sleep(0.05)
+        with RUN.lock:
+            RUN.undelivered_purges += 1
+
+
+class StreamWatcher(User):
+    """Holds a websocket open on an origin and times each change event."""
+
+    weight = 1
+    fixed_count = 2
+
+    def on_start(self):
+        origin = self.environment.parsed_options.origin_url.replace("http", "ws", 1)
+        self.socket = websocket.create_connection(f"{origin}/ws", timeout=60)
+
+    @task
+    def listen(self):
+        try:
+            message = json.loads(self.socket.recv())
+        except websocket.WebSocketTimeoutException:
+            return
+        except (websocket.WebSocketException, OSError) as error:
+            raise StopUser() from error
+        if message.get("type") == "event":
+            latency = time.time() * 1000 - message["at_ms"]
+            with RUN.lock:
+                RUN.ws_ms.append(latency)
+            self.environment.events.request.fire(
+                request_type="WS", name="ws event", response_time=latency,
+                response_length=0, exception=None, context={})
+
+    def on_stop(self):
+        self.socket.close()
+
+    wait_time = between(0, 0)
+
+
+def _operation(entry, duration):
+    def ms(fraction):
+        return float(entry.get_response_time_percentile(fraction)) if entry.num_requests else 0.0
+    return {
+        "count": entry.num_requests,
+        "rps": round(entry.num_requests / duration, 2) if duration else 0.0,
+        "p50_ms": ms(0.50), "p95_ms": ms(0.95), "p99_ms": ms(0.99),
+        "errors": entry.num_failures,
+    }
+
+
+def _ratio(hits, misses):
+    return round(hits / (hits + misses), 5) if hits + misses else None
+
+
+@events.quitting.add_listener
+def _report(environment, **_):
+    options, stats = environment.parsed_options, environment.stats
+    total = stats.total
+    duration = total.last_request_timestamp - total.start_time \
+        if total.last_request_timestamp else 0.0
+    operations = {entry.name: _operation(entry, duration) for entry in stats.entries.values()}
+    after = origin_counters(options.origin_url)
+    delta = {name: after[name] - RUN.origin_before.get(name, 0.0) for name in after}
+    origin = {
+        tier: {"hits": int(delta[f"{tier}_cache_hits_total"]),
+               "misses": int(delta[f"{tier}_cache_misses_total"]),
+               "hit_ratio": _ratio(delta[f"{tier}_cache_hits_total"],
+                                   delta[f"{tier}_cache_misses_total"])}
+        for tier in ("l1", "l2")
+    }
+    report = {
+        "duration_s": round(duration, 1),
+        "overall": {"count": total.num_requests, "rps": round(total.total_rps, 2),
+                    "errors": total.num_failures,
+                    "error_rate": total.num_failures / total.num_requests
+                    if total.num_requests else None},
+        "operations": operations,
+        "edge": {"hits": RUN.edge_hits, "misses": RUN.edge_misses,
+                 "hit_ratio": _ratio(RUN.edge_hits, RUN.edge_misses)},
+        "origin": origin,
+        "purges": {"count": len(RUN.purge_ms), "undelivered": RUN.undelivered_purges,
+                   "stale_reads": RUN.stale_reads,
+                   "p50_ms": slo.percentile(RUN.purge_ms, 0.50),
+                   "p99_ms": slo.percentile(RUN.purge_ms, 0.99)},
+        "websocket": {"events": len(RUN.ws_ms),
+                      "p50_ms": _round(slo.percentile(RUN.ws_ms, 0.50)),
+                      "p95_ms": _round(slo.percentile(RUN.ws_ms, 0.95)),
+                      "p99_ms": _round(slo.percentile(RUN.ws_ms, 0.99))},
+        "settings": {"zipf_exponent": options.zipf_exponent, "edit_share": options.edit_share,
+                     "users": options.num_users, "slo_file": options.slo_file},
+    }
+    report["slos"] = slo.evaluate(report, slo.load(options.slo_file))
+    slo.write(report, options.report)
+    print(slo.summary(report))
+    print(f"report: {options.report}")
+    if not all(verdict["ok"] for verdict in report["slos"]):
+        environment.process_exit_code = 1
+
+
+def _round(value):
+    return None if value is None else round(value, 2)

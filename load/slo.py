@@ -1,0 +1,97 @@
+"""SLO files and reports of the analyst load test.
+
+An SLO file (YAML) lists objectives, each a metric of the report (a dotted path such as
+`operations.ancestors.p95_ms` or `edge.hit_ratio`) with a `max` or a `min`:
+
+    slos:
+      - name: breadcrumbs p95
+        metric: operations.ancestors.p95_ms
+        max: 50
+
+`evaluate` judges a report against them; a metric the run did not measure is a violation, so
+an SLO can never pass by being forgotten.
+"""
+
+import json
+
+import yaml
+
+
+def load(path):
+    with open(path, encoding="utf-8") as file:
+        document = yaml.safe_load(file)
+    slos = document.get("slos") if isinstance(document, dict) else None
+    if not isinstance(slos, list) or not slos:
+        raise ValueError(f"{path}: expected a non-empty `slos` list")
+    for slo in slos:
+        if not isinstance(slo, dict) or "name" not in slo or "metric" not in slo:
+            raise ValueError(f"{path}: every SLO needs a `name` and a `metric`: {slo!r}")
+        if ("max" in slo) == ("min" in slo):
+            raise ValueError(f"{path}: SLO {slo['name']!r} needs exactly one of `max`, `min`")
+    return slos
+
+
+def lookup(report, metric):
+    value = report
+    for part in metric.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, (int, float)) else None
+
+
+def evaluate(report, slos):
+    """The verdict of each SLO: name, metric, target, actual value, ok."""
+    verdicts = []
+    for slo in slos:
+        actual = lookup(report, slo["metric"])
+        if "max" in slo:
+            target, ok = f"<= {slo['max']}", actual is not None and actual <= slo["max"]
+        else:
+            target, ok = f">= {slo['min']}", actual is not None and actual >= slo["min"]
+        verdicts.append(
+            {"name": slo["name"], "metric": slo["metric"], "target": target,
+             "actual": actual, "ok": ok}
+        )
+    return verdicts
+
+
+def percentile(values, fraction):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[round((len(ordered) - 1) * fraction)]
+
+
+def summary(report):
+    """A few lines for a human: the operations, the cache, the verdicts."""
+    lines = [f"{'operation':<16}{'count':>8}{'rps':>9}{'p50 ms':>9}{'p95 ms':>9}"
+             f"{'p99 ms':>9}{'errors':>8}"]
+    for name, op in sorted(report["operations"].items()):
+        lines.append(
+            f"{name:<16}{op['count']:>8}{op['rps']:>9.1f}{op['p50_ms']:>9.1f}"
+            f"{op['p95_ms']:>9.1f}{op['p99_ms']:>9.1f}{op['errors']:>8}"
+        )
+    edge = report["edge"]
+    lines.append(f"edge hit ratio {edge['hit_ratio']} ({edge['hits']} hits, "
+                 f"{edge['misses']} misses)")
+    for tier, stats in report["origin"].items():
+        lines.append(f"origin {tier} hit ratio {stats['hit_ratio']} ({stats['hits']} hits, "
+                     f"{stats['misses']} misses)")
+    purges = report["purges"]
+    lines.append(f"purges {purges['count']} (p50 {purges['p50_ms']} ms, p99 {purges['p99_ms']} "
+                 f"ms), stale reads after a completed purge: {purges['stale_reads']}")
+    ws = report["websocket"]
+    lines.append(f"websocket events {ws['events']} (p50 {ws['p50_ms']} ms, p95 {ws['p95_ms']} ms)")
+    for verdict in report["slos"]:
+        mark = "PASS" if verdict["ok"] else "FAIL"
+        lines.append(f"{mark} {verdict['name']}: {verdict['metric']} = {verdict['actual']} "
+                     f"(target {verdict['target']})")
+    failed = [v["name"] for v in report["slos"] if not v["ok"]]
+    lines.append("SLO verdict: " + ("PASS" if not failed else "FAIL — " + "; ".join(failed)))
+    return "\n".join(lines)
+
+
+def write(report, path):
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2, sort_keys=True)
