@@ -20,6 +20,7 @@ import json
 import random
 import threading
 import time
+from urllib.parse import quote
 
 import gevent
 import gevent.pool
@@ -43,6 +44,8 @@ def _options(parser):
                         help="share of analyst steps that are admin edits")
     parser.add_argument("--think-min", type=float, default=0.5)
     parser.add_argument("--think-max", type=float, default=2.0)
+    parser.add_argument("--catalogue-size", type=int, default=-1,
+                        help="analysts browse the N most popular entities (-1: all)")
     parser.add_argument("--warm-entities", type=int, default=-1,
                         help="hottest entities whose pages are fetched once before the run "
                              "(-1: all)")
@@ -64,6 +67,7 @@ class Run:
         self.cum_weights = []
         self.edge_hits = 0
         self.edge_misses = 0
+        self.edge_by_operation = {}
         self.purge_ms = []
         self.undelivered_purges = 0
         self.stale_reads = 0
@@ -81,6 +85,11 @@ class Run:
 
 
 RUN = Run()
+
+
+def search_path(name):
+    """What an analyst types for `name`: its first four letters."""
+    return f"{API}/search?q={quote(name[:4].lower())}"
 
 
 def _get_json(session, url):
@@ -106,7 +115,8 @@ def origin_counters(origin_url):
 @events.test_start.add_listener
 def _prepare(environment, **_):
     """Reads the catalogue (breadth first from the root, so popularity follows the tree:
-    regions and countries are the hottest pages) and warms the edge."""
+    regions and countries are the hottest pages) and warms the edge. Locust's clock runs
+    meanwhile: `--run-time` must cover the warm-up (about 3 pages per entity)."""
     import requests
 
     options, host = environment.parsed_options, environment.host
@@ -128,6 +138,11 @@ def _prepare(environment, **_):
             cursor = page.get("next_cursor")
             url = f"{host}{API}/entities/{parent}/children?limit=500&cursor={cursor}" \
                 if cursor else None
+    if options.catalogue_size > 0:
+        catalogue = catalogue[: options.catalogue_size]
+        kept = set(catalogue)
+        RUN.by_parent = {parent: [c for c in children if c in kept]
+                         for parent, children in RUN.by_parent.items() if parent in kept}
     RUN.catalogue = catalogue
     RUN.rank = {entity: n for n, entity in enumerate(catalogue)}
     RUN.weights = [1.0 / (n + 1) ** options.zipf_exponent for n in range(len(catalogue))]
@@ -136,6 +151,7 @@ def _prepare(environment, **_):
     warm = catalogue if options.warm_entities < 0 else catalogue[: options.warm_entities]
     paths = [f"{API}/entities/{entity}{suffix}" for entity in warm
              for suffix in ("", "/ancestors", "/children")]
+    paths += sorted({search_path(RUN.names.get(entity, entity)) for entity in warm})
     started = time.time()
     gevent.pool.Pool(32).map(lambda path: session.get(f"{host}{path}", timeout=30), paths)
     print(f"catalogue of {len(catalogue)} entities; warmed {len(paths)} pages in "
@@ -144,17 +160,20 @@ def _prepare(environment, **_):
 
 
 @events.request.add_listener
-def _cache_status(request_type, name, response, exception, **_):
+def _cache_status(request_type, name, exception, response=None, **_):
     if request_type != "GET" or exception is not None or response is None:
         return
     status = response.headers.get("Cache-Status", "")
     if not status or name.startswith("admin") or name == "check after purge":
         return
+    hit = "; hit" in status
     with RUN.lock:
-        if "; hit" in status:
+        if hit:
             RUN.edge_hits += 1
         else:
             RUN.edge_misses += 1
+        counts = RUN.edge_by_operation.setdefault(name, {"hits": 0, "misses": 0})
+        counts["hits" if hit else "misses"] += 1
 
 
 class Analyst(HttpUser):
@@ -206,8 +225,7 @@ class Analyst(HttpUser):
 
     @task(1)
     def search_by_name(self):
-        name = RUN.names.get(RUN.pick(), "world")
-        self.get(f"{API}/search?q={name[:4].lower()}", "search")
+        self.get(search_path(RUN.names.get(RUN.pick(), "world")), "search")
 
     @task(1)
     def maybe_edit(self):
@@ -215,7 +233,8 @@ class Analyst(HttpUser):
         options = self.environment.parsed_options
         if not options.admin_token or random.random() >= options.edit_share * 11:
             return
-        entity = RUN.pick(RUN.catalogue[1:])
+        # Admins edit where the data needs it, not where analysts look: uniformly.
+        entity = random.choice(RUN.catalogue[1:])
         number = next(RUN.edits)
         headers = {"Authorization": f"Bearer {options.admin_token}"}
         parent = None
@@ -338,7 +357,8 @@ def _report(environment, **_):
                     if total.num_requests else None},
         "operations": operations,
         "edge": {"hits": RUN.edge_hits, "misses": RUN.edge_misses,
-                 "hit_ratio": _ratio(RUN.edge_hits, RUN.edge_misses)},
+                 "hit_ratio": _ratio(RUN.edge_hits, RUN.edge_misses),
+                 "by_operation": RUN.edge_by_operation},
         "origin": origin,
         "purges": {"count": len(RUN.purge_ms), "undelivered": RUN.undelivered_purges,
                    "stale_reads": RUN.stale_reads,

@@ -45,9 +45,11 @@ async fn a_write_records_its_purge_in_the_same_transaction(app: TestApp) {
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
-    for tag in ["e:FR-IDF", "s:FR-IDF", "c:FR", "d:FR", "d:world", "search"] {
+    let idf_searches = forecastin_shared::tags::search_query("idf");
+    for tag in ["e:FR-IDF", "s:FR-IDF", "c:FR", "d:FR", "d:world", &idf_searches] {
         assert!(tags.contains(&tag), "{tag} missing from {tags:?}");
     }
+    assert!(!tags.contains(&"search"), "a rename purges searches by name");
 
     // A refused write records no purge.
     let refused = app

@@ -233,19 +233,27 @@ async fn invalidation_keeps_unrelated_l1_entries(app: TestApp) {
     let l1 = app.state.l1.as_ref().unwrap();
     app.get("/api/v1/entities/JP").await;
     app.get("/api/v1/entities/FR/children").await;
+    app.get("/api/v1/search?q=japan").await;
+    let auvergne = app.get("/api/v1/search?q=auvergne").await.json();
+    assert_eq!(TestApp::ids(&auvergne), ["FR-ARA"]);
     let cached = l1.len();
     let renamed = app
         .admin(
             Method::PATCH,
             "/admin/v1/entities/FR-ARA",
-            Some(json!({"name": "AURA"})),
+            Some(json!({"name": "AURA Region"})),
         )
         .await;
     assert_eq!(renamed.status, StatusCode::OK);
     assert_eq!(
         l1.len(),
-        cached - 1,
-        "only FR's children page showed FR-ARA"
+        cached - 2,
+        "only FR's children page and the search matching the old name showed FR-ARA"
+    );
+    assert!(TestApp::ids(&app.get("/api/v1/search?q=auvergne").await.json()).is_empty());
+    assert_eq!(
+        TestApp::ids(&app.get("/api/v1/search?q=aura%20region").await.json()),
+        ["FR-ARA"]
     );
     assert_eq!(app.get("/api/v1/entities/JP").await.status, StatusCode::OK);
 }

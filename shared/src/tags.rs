@@ -11,15 +11,54 @@
 //! | `s:{id}`   | every response about a node strictly below `id` (it shows `id`'s name in |
 //! |            | breadcrumbs and depths that change when `id` moves)                     |
 //! | `search`   | search results                                                          |
+//! | `q:{hex}`  | search results for queries starting with those (up to 3) characters     |
 //!
 //! So renaming or moving `X` purges `e:X` and `s:X` (X itself and everything that shows the
 //! path through it), the children lists of its old and new parent, and the descendant lists of
-//! every ancestor on both sides, plus search results.
+//! every ancestor on both sides. Search results are purged by name: a result page can only
+//! show `X` if its query is a substring of `X`'s name, so a creation or a rename purges the
+//! `q:` tag of every substring of up to three characters of the names involved, and pages for
+//! other queries stay cached. Moves and deletions (whose subtrees' names are not at hand)
+//! purge every search result (`search`).
 
 use std::collections::BTreeSet;
 
-/// Tag on search result pages.
+/// Tag on every search result page.
 pub const SEARCH: &str = "search";
+
+/// Characters of a query that its search tag keeps.
+const SEARCH_KEY_CHARS: usize = 3;
+
+/// Tag of the search result pages for `query`: its first characters, lower-cased as the
+/// search compares them, hex-encoded so any name fits in a header.
+pub fn search_query(query: &str) -> String {
+    let key: String = query
+        .to_lowercase()
+        .chars()
+        .take(SEARCH_KEY_CHARS)
+        .collect();
+    search_key(&key)
+}
+
+fn search_key(key: &str) -> String {
+    let mut tag = String::with_capacity(2 + key.len() * 2);
+    tag.push_str("q:");
+    for byte in key.bytes() {
+        tag.push_str(&format!("{byte:02x}"));
+    }
+    tag
+}
+
+/// The search tags of every query that can match `name`: each substring of up to
+/// [`SEARCH_KEY_CHARS`] characters of its lower-cased form.
+fn search_tags_of(name: &str, tags: &mut BTreeSet<String>) {
+    let chars: Vec<char> = name.to_lowercase().chars().collect();
+    for start in 0..chars.len() {
+        for end in start + 1..=(start + SEARCH_KEY_CHARS).min(chars.len()) {
+            tags.insert(search_key(&chars[start..end].iter().collect::<String>()));
+        }
+    }
+}
 
 /// Tag of `id`'s own representation (entity and ancestors responses, 404s about `id`).
 pub fn entity(id: &str) -> String {
@@ -73,11 +112,13 @@ pub enum Change<'a> {
     Created {
         id: &'a str,
         chain: &'a [String],
+        name: &'a str,
     },
-    /// Name, kind or attributes changed in place.
+    /// Name, kind or attributes changed in place; `names` are the old and the new name.
     Updated {
         id: &'a str,
         chain: &'a [String],
+        names: [&'a str; 2],
     },
     Moved {
         id: &'a str,
@@ -85,10 +126,7 @@ pub enum Change<'a> {
         new_chain: &'a [String],
     },
     /// `id` and, with a cascade, its whole subtree were deleted.
-    Deleted {
-        id: &'a str,
-        chain: &'a [String],
-    },
+    Deleted { id: &'a str, chain: &'a [String] },
 }
 
 /// Every tag whose responses a change makes stale.
@@ -100,27 +138,37 @@ pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
         }
         tags.extend(chain.iter().map(|ancestor| descendants(ancestor)));
     }
-    let mut tags = BTreeSet::from([SEARCH.to_owned()]);
+    let mut tags = BTreeSet::new();
     match change {
-        Change::Created { id, chain } => {
+        Change::Created { id, chain, name } => {
             tags.insert(entity(id));
             lists_of(chain, &mut tags);
+            search_tags_of(name, &mut tags);
         }
-        Change::Updated { id, chain } => {
+        Change::Updated { id, chain, names } => {
             tags.extend([entity(id), subtree(id)]);
             lists_of(chain, &mut tags);
+            for name in names {
+                search_tags_of(name, &mut tags);
+            }
         }
         Change::Moved {
             id,
             old_chain,
             new_chain,
         } => {
-            tags.extend([entity(id), subtree(id)]);
+            tags.extend([entity(id), subtree(id), SEARCH.to_owned()]);
             lists_of(old_chain, &mut tags);
             lists_of(new_chain, &mut tags);
         }
         Change::Deleted { id, chain } => {
-            tags.extend([entity(id), subtree(id), children(id), descendants(id)]);
+            tags.extend([
+                entity(id),
+                subtree(id),
+                children(id),
+                descendants(id),
+                SEARCH.to_owned(),
+            ]);
             lists_of(chain, &mut tags);
         }
     }
@@ -161,6 +209,7 @@ mod tests {
         let purged = invalidated_by(Change::Updated {
             id: "FR",
             chain: &chain(&["world", "m49-150", "m49-155"]),
+            names: ["France", "République française"],
         });
         let paris_breadcrumb = for_response(
             Resource::Ancestors,
@@ -196,6 +245,7 @@ mod tests {
         let purged = invalidated_by(Change::Created {
             id: "new",
             chain: &chain(&["world"]),
+            name: "New",
         });
         assert!(hits(&purged, &[entity("new")]));
         assert!(purged.contains("c:world") && purged.contains("d:world"));
@@ -217,5 +267,55 @@ mod tests {
         let tags = chain(&["e:FR", "s:world"]);
         assert_eq!(cache_tag_header(&tags), "e:FR,s:world");
         assert_eq!(surrogate_key_header(&tags), "e:FR s:world");
+    }
+
+    /// A search page's tag and the tags a change of `names` purges.
+    fn search_hit(query: &str, names: [&str; 2]) -> bool {
+        let purged = invalidated_by(Change::Updated {
+            id: "X",
+            chain: &chain(&["world"]),
+            names,
+        });
+        hits(&purged, &[search_query(query)])
+    }
+
+    #[test]
+    fn a_rename_purges_exactly_the_searches_that_can_show_either_name() {
+        let names = ["Île-de-France", "Paris Region"];
+        // Substrings of either name, in any case, short or long.
+        for query in ["î", "ÎLE", "de-fr", "france", "e", "pa", "REGION", "s r"] {
+            assert!(search_hit(query, names), "{query} should be purged");
+        }
+        // Queries that are substrings of neither.
+        for query in ["germany", "zz", "parisx"] {
+            let prefix_shared = query == "parisx"; // shares "par" with "paris"
+            assert_eq!(search_hit(query, names), prefix_shared, "{query}");
+        }
+        assert!(!search_hit("x", names));
+    }
+
+    #[test]
+    fn search_tags_are_header_safe_whatever_the_query() {
+        for query in ["a b", "é,ü", "\"%;", "long query text"] {
+            let tag = search_query(query);
+            assert!(tag.starts_with("q:"));
+            assert!(tag[2..].chars().all(|c| c.is_ascii_hexdigit()), "{tag}");
+        }
+        assert_eq!(search_query("PARIS"), search_query("par"));
+    }
+
+    #[test]
+    fn moves_and_deletions_purge_every_search() {
+        let moved = invalidated_by(Change::Moved {
+            id: "X",
+            old_chain: &chain(&["world"]),
+            new_chain: &chain(&["world", "a"]),
+        });
+        let deleted = invalidated_by(Change::Deleted {
+            id: "X",
+            chain: &chain(&["world"]),
+        });
+        assert!(moved.contains(SEARCH) && deleted.contains(SEARCH));
+        assert!(!search_hit("germany", ["France", "Francia"]));
     }
 }

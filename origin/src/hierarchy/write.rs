@@ -179,6 +179,7 @@ impl Hierarchy {
         let invalidated = tags::invalidated_by(Change::Created {
             id: &new.id,
             chain: &chain,
+            name: &new.name,
         });
         let path = entity.as_ref().map(chain_of).unwrap_or_default();
         self.commit(
@@ -265,6 +266,7 @@ impl Hierarchy {
             None => tags::invalidated_by(Change::Updated {
                 id,
                 chain: &old_parent_chain,
+                names: [&current.name, name],
             }),
         };
         let change = if new_parent.is_some() {

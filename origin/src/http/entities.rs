@@ -254,7 +254,8 @@ async fn search(
         let body = page(rows, page_params.limit, |last| {
             encode_cursor(&[&last.name, &last.id])
         });
-        Ok(Fresh::ok(&body, vec![tags::SEARCH.to_owned()]))
+        let tags = vec![tags::SEARCH.to_owned(), tags::search_query(q)];
+        Ok(Fresh::ok(&body, tags))
     })
     .await)
 }
