@@ -46,10 +46,20 @@ async fn a_write_records_its_purge_in_the_same_transaction(app: TestApp) {
         .map(|t| t.as_str().unwrap())
         .collect();
     let idf_searches = forecastin_shared::tags::search_query("idf");
-    for tag in ["e:FR-IDF", "s:FR-IDF", "c:FR", "d:FR", "d:world", &idf_searches] {
+    for tag in [
+        "e:FR-IDF",
+        "s:FR-IDF",
+        "c:FR",
+        "d:FR",
+        "d:world",
+        &idf_searches,
+    ] {
         assert!(tags.contains(&tag), "{tag} missing from {tags:?}");
     }
-    assert!(!tags.contains(&"search"), "a rename purges searches by name");
+    assert!(
+        !tags.contains(&"search"),
+        "a rename purges searches by name"
+    );
 
     // A refused write records no purge.
     let refused = app

@@ -25,7 +25,8 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn repo_root() -> PathBuf {
+/// The checkout this harness belongs to.
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
