@@ -45,15 +45,9 @@ async fn the_analyst_mix_meets_the_smoke_slos() {
             "35s",
         ])
         // A 30 s run sees a small working set: the 500 most popular entities, warmed first.
-        .args([
-            "--catalogue-size",
-            "500",
-            "--think-min",
-            "0.05",
-            "--think-max",
-            "0.3",
-        ])
-        .args(["--edit-share", "0.005", "--slo-file", "load/slo-smoke.yaml"])
+        .args(["--catalogue-size", "500", "--edits-per-minute", "6"])
+        .args(["--think-min", "0.02", "--think-max", "0.2"])
+        .args(["--slo-file", "load/slo-smoke.yaml"])
         .arg("--report")
         .arg(report.path())
         .status()
