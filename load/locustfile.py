@@ -21,6 +21,7 @@ Run it with `./scripts/load` (the local stack) or `locust -f load/locustfile.py 
 import itertools
 import json
 import random
+import re
 import threading
 import time
 from urllib.parse import quote
@@ -101,8 +102,14 @@ def _get_json(session, url):
     return response.json()
 
 
+ROUTE_BUCKET = re.compile(
+    r'^http_request_duration_seconds_bucket\{route="/api/v1/entities/\{id\}(/?[a-z]*)",'
+    r'method="GET",le="([^"]+)"\} (\S+)$')
+
+
 def origin_counters(origin_url):
-    """The origin's cache counters, summed over label sets, from its /metrics."""
+    """The origin's cache counters (summed over label sets) and the buckets of its latency
+    histogram per entity route (`(route, le)` -> count), from its /metrics."""
     import requests
 
     wanted = ("l1_cache_hits_total", "l1_cache_misses_total", "l2_cache_hits_total",
@@ -112,7 +119,30 @@ def origin_counters(origin_url):
         name = line.split("{")[0].split(" ")[0]
         if name in counters:
             counters[name] += float(line.rsplit(" ", 1)[1])
+        elif match := ROUTE_BUCKET.match(line):
+            route = match.group(1).lstrip("/") or "entity"
+            counters[(route, match.group(2))] = float(match.group(3))
     return counters
+
+
+def origin_latency(delta):
+    """Per entity route, the origin's own p50/p95/p99 over the run, as the upper bound of the
+    histogram bucket the quantile falls in (server side: no client or network time)."""
+    routes = {}
+    for (route, le), count in ((k, v) for k, v in delta.items() if isinstance(k, tuple)):
+        routes.setdefault(route, []).append((float(le), count))
+    latency = {}
+    for route, buckets in routes.items():
+        buckets.sort()
+        total = buckets[-1][1]
+        if total <= 0:
+            continue
+        def quantile(fraction):
+            bound = next(le for le, count in buckets if count >= fraction * total)
+            return None if bound == float("inf") else round(bound * 1000, 3)
+        latency[route] = {"count": int(total), "p50_ms_at_most": quantile(0.50),
+                          "p95_ms_at_most": quantile(0.95), "p99_ms_at_most": quantile(0.99)}
+    return latency
 
 
 @events.test_start.add_listener
@@ -126,7 +156,8 @@ def _prepare(environment, **_):
     session = requests.Session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
     catalogue, queue = ["world"], ["world"]
-    while queue:
+    wanted = options.catalogue_size
+    while queue and (wanted < 0 or len(catalogue) < wanted):
         parent = queue.pop(0)
         url = f"{host}{API}/entities/{parent}/children?limit=500"
         while url:
@@ -379,6 +410,7 @@ def _report(environment, **_):
                  "hit_ratio": _ratio(RUN.edge_hits, RUN.edge_misses),
                  "by_operation": RUN.edge_by_operation},
         "origin": origin,
+        "origin_latency": origin_latency(delta),
         "purges": {"count": len(RUN.purge_ms), "undelivered": RUN.undelivered_purges,
                    "stale_reads": RUN.stale_reads,
                    "p50_ms": slo.percentile(RUN.purge_ms, 0.50),

@@ -78,6 +78,9 @@ def summary(report):
     for tier, stats in report["origin"].items():
         lines.append(f"origin {tier} hit ratio {stats['hit_ratio']} ({stats['hits']} hits, "
                      f"{stats['misses']} misses)")
+    for route, stats in sorted(report.get("origin_latency", {}).items()):
+        lines.append(f"origin {route}: {stats['count']} requests, p95 <= {stats['p95_ms_at_most']} "
+                     f"ms, p99 <= {stats['p99_ms_at_most']} ms (server side)")
     purges = report["purges"]
     lines.append(f"purges {purges['count']} (p50 {purges['p50_ms']} ms, p99 {purges['p99_ms']} "
                  f"ms), stale reads after a completed purge: {purges['stale_reads']}")
