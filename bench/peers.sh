@@ -17,8 +17,9 @@ ROUNDS=3
 
 cargo build --release --locked -p forecastin-origin
 state=$(mktemp -d)
+chmod 755 "$state"  # nginx workers run as nobody
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$state"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$state"' EXIT
 wait_for() { for _ in $(seq 120); do curl -fs "$1" >/dev/null && return; sleep 0.5; done; exit 1; }
 
 # 1. L1 hit vs nginx, one core each.
@@ -65,9 +66,8 @@ for who in origin nginx; do
     "$(cut -d' ' -f1 "$state/$who.runs" | median)" "$(cut -d' ' -f2 "$state/$who.runs" | median)" \
     "$(cut -d' ' -f3 "$state/$who.runs" | median)"
 done
-awk 'NR == FNR { o[FNR] = $1; next } { r[FNR] = o[FNR] / $1 } END {
-  n = asort(r); printf "origin/nginx throughput ratio per round: %.2f %.2f %.2f, median %.2f\n", r[1], r[2], r[3], r[int((n + 1) / 2)] }' \
-  "$state/origin.runs" "$state/nginx.runs"
+ratios=$(paste -d' ' "$state/origin.runs" "$state/nginx.runs" | awk '{ printf "%.2f\n", $1 / $4 }')
+echo "origin/nginx throughput ratio per round: $(echo $ratios), median $(echo "$ratios" | median)"
 
 # 2. The database path on PostgreSQL: no L1, no L2 (no Redis), the hottest read.
 psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS forecastin_peers WITH (FORCE)" \

@@ -46,8 +46,8 @@ def _options(parser):
     parser.add_argument("--zipf-exponent", type=float, default=1.1)
     parser.add_argument("--edits-per-minute", type=float, default=12,
                         help="admin edits while the analysts read (0: none)")
-    parser.add_argument("--think-min", type=float, default=0.5)
-    parser.add_argument("--think-max", type=float, default=2.0)
+    parser.add_argument("--think-min", type=float, default=0.2)
+    parser.add_argument("--think-max", type=float, default=1.0)
     parser.add_argument("--catalogue-size", type=int, default=-1,
                         help="analysts browse the N most popular entities (-1: all)")
     parser.add_argument("--warm-entities", type=int, default=-1,

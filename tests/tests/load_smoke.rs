@@ -24,6 +24,8 @@ async fn the_analyst_mix_meets_the_smoke_slos() {
             ("REDIS_NAMESPACE", &namespace),
             ("PURGE_SECRET", PURGE_SECRET),
             ("EDGE_PURGE_URL", &purge_url),
+            // As deployed: purges, not TTLs, keep the edge fresh.
+            ("CACHE_S_MAXAGE", "3600"),
         ],
     )
     .await;
