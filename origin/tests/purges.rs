@@ -50,15 +50,15 @@ async fn a_write_records_its_purge_in_the_same_transaction(app: TestApp) {
         "e:FR-IDF",
         "s:FR-IDF",
         "c:FR",
-        "d:FR",
-        "d:world",
+        "n:FR",
+        "n:world",
         &idf_searches,
     ] {
         assert!(tags.contains(&tag), "{tag} missing from {tags:?}");
     }
     assert!(
-        !tags.contains(&"search"),
-        "a rename purges searches by name"
+        !tags.contains(&"search") && !tags.contains(&"d:FR"),
+        "a rename purges searches by name and only the descendant pages listing it"
     );
 
     // A refused write records no purge.

@@ -8,18 +8,23 @@
 //! | `e:{id}`   | the entity and its ancestors (breadcrumb) responses; any 404 about `id`  |
 //! | `c:{id}`   | pages of `id`'s children                                                |
 //! | `d:{id}`   | pages of `id`'s descendants                                             |
+//! | `n:{id}`   | pages of `id`'s descendants too long to carry an `e:` tag per item       |
 //! | `s:{id}`   | every response about a node strictly below `id` (it shows `id`'s name in |
 //! |            | breadcrumbs and depths that change when `id` moves)                     |
 //! | `search`   | search results                                                          |
 //! | `q:{hex}`  | search results for queries starting with those (up to 3) characters     |
 //!
-//! So renaming or moving `X` purges `e:X` and `s:X` (X itself and everything that shows the
-//! path through it), the children lists of its old and new parent, and the descendant lists of
-//! every ancestor on both sides. Search results are purged by name: a result page can only
+//! Pages of descendants carry `e:` of each node they list (or `n:` of their root when they
+//! list more than [`MAX_ITEM_TAGS`]). So renaming `X` purges `e:X` and `s:X` (X itself and
+//! everything that shows the path through it), its parent's children lists, and only the
+//! descendant pages that list `X` (`n:` of its ancestors for the long ones); moving `X` purges
+//! `e:X`, `s:X`, the children lists of its old and new parent and every descendant list of the
+//! ancestors on both sides, whose structure changed. Search results are purged by name: a result page can only
 //! show `X` if its query is a substring of `X`'s name, so a creation or a rename purges the
 //! `q:` tag of every substring of up to three characters of the names involved, and pages for
-//! other queries stay cached. Moves and deletions (whose subtrees' names are not at hand)
-//! purge every search result (`search`).
+//! other queries stay cached. A move or deletion does the same for every name in the subtree
+//! (results show each node's parent and depth), or purges every search result (`search`) when
+//! the subtree is too large to list.
 
 use std::collections::BTreeSet;
 
@@ -49,6 +54,17 @@ fn search_key(key: &str) -> String {
     tag
 }
 
+/// The search tags of every name of a subtree whose nodes changed depth or parent (search
+/// results show both), or every search when the names are not known.
+fn search_tags_of_all(names: Option<&[String]>, tags: &mut BTreeSet<String>) {
+    match names {
+        Some(names) => names.iter().for_each(|name| search_tags_of(name, tags)),
+        None => {
+            tags.insert(SEARCH.to_owned());
+        }
+    }
+}
+
 /// The search tags of every query that can match `name`: each substring of up to
 /// [`SEARCH_KEY_CHARS`] characters of its lower-cased form.
 fn search_tags_of(name: &str, tags: &mut BTreeSet<String>) {
@@ -73,6 +89,30 @@ pub fn children(id: &str) -> String {
 /// Tag of the pages listing `id`'s descendants.
 pub fn descendants(id: &str) -> String {
     format!("d:{id}")
+}
+
+/// Tag of the pages of `id`'s descendants that list too many nodes to tag each.
+pub fn descendant_names(id: &str) -> String {
+    format!("n:{id}")
+}
+
+/// Most nodes a page of descendants tags one by one (a `Cache-Tag` header stays well under
+/// Cloudflare's 16 KB).
+pub const MAX_ITEM_TAGS: usize = 100;
+
+/// The tags of a page of `root`'s descendants listing `items`, given `root`'s ancestors.
+pub fn for_descendants_page<'a>(
+    root: &str,
+    ancestors: impl IntoIterator<Item = &'a str>,
+    items: &[&str],
+) -> Vec<String> {
+    let mut tags = for_response(Resource::Descendants, root, ancestors);
+    if items.len() <= MAX_ITEM_TAGS {
+        tags.extend(items.iter().map(|id| entity(id)));
+    } else {
+        tags.push(descendant_names(root));
+    }
+    tags
 }
 
 /// Tag of every response about a node strictly below `id`.
@@ -120,13 +160,20 @@ pub enum Change<'a> {
         chain: &'a [String],
         names: [&'a str; 2],
     },
+    /// `names`: every name in the moved subtree (and a new name given with the move), or
+    /// `None` when the subtree is too large to list them.
     Moved {
         id: &'a str,
         old_chain: &'a [String],
         new_chain: &'a [String],
+        names: Option<&'a [String]>,
     },
-    /// `id` and, with a cascade, its whole subtree were deleted.
-    Deleted { id: &'a str, chain: &'a [String] },
+    /// `id` and, with a cascade, its whole subtree were deleted; `names` as for a move.
+    Deleted {
+        id: &'a str,
+        chain: &'a [String],
+        names: Option<&'a [String]>,
+    },
 }
 
 /// Every tag whose responses a change makes stale.
@@ -146,8 +193,12 @@ pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
             search_tags_of(name, &mut tags);
         }
         Change::Updated { id, chain, names } => {
+            // Descendant pages that list `id` carry `e:id`; the structure did not change.
             tags.extend([entity(id), subtree(id)]);
-            lists_of(chain, &mut tags);
+            if let Some(parent) = chain.last() {
+                tags.insert(children(parent));
+            }
+            tags.extend(chain.iter().map(|ancestor| descendant_names(ancestor)));
             for name in names {
                 search_tags_of(name, &mut tags);
             }
@@ -156,20 +207,17 @@ pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
             id,
             old_chain,
             new_chain,
+            names,
         } => {
-            tags.extend([entity(id), subtree(id), SEARCH.to_owned()]);
+            tags.extend([entity(id), subtree(id)]);
             lists_of(old_chain, &mut tags);
             lists_of(new_chain, &mut tags);
+            search_tags_of_all(names, &mut tags);
         }
-        Change::Deleted { id, chain } => {
-            tags.extend([
-                entity(id),
-                subtree(id),
-                children(id),
-                descendants(id),
-                SEARCH.to_owned(),
-            ]);
+        Change::Deleted { id, chain, names } => {
+            tags.extend([entity(id), subtree(id), children(id), descendants(id)]);
             lists_of(chain, &mut tags);
+            search_tags_of_all(names, &mut tags);
         }
     }
     tags
@@ -217,11 +265,16 @@ mod tests {
             ["world", "m49-150", "FR", "FR-IDF"],
         );
         let western_europe_children = for_response(Resource::Children, "m49-155", ["world"]);
-        let europe_descendants = for_response(Resource::Descendants, "m49-150", ["world"]);
+        let europe_listing_france =
+            for_descendants_page("m49-150", ["world"], &["m49-155", "DE", "FR"]);
+        let europe_without_france = for_descendants_page("m49-150", ["world"], &["DE", "IT"]);
+        let long_europe_page = for_descendants_page("m49-150", ["world"], &["DE"; 101]);
         let germany = for_response(Resource::Entity, "DE", ["world", "m49-150", "m49-155"]);
         assert!(hits(&purged, &paris_breadcrumb));
         assert!(hits(&purged, &western_europe_children));
-        assert!(hits(&purged, &europe_descendants));
+        assert!(hits(&purged, &europe_listing_france));
+        assert!(hits(&purged, &long_europe_page));
+        assert!(!hits(&purged, &europe_without_france));
         assert!(!hits(&purged, &germany));
     }
 
@@ -231,6 +284,7 @@ mod tests {
             id: "X",
             old_chain: &chain(&["world", "a", "b"]),
             new_chain: &chain(&["world", "c"]),
+            names: None,
         });
         for tag in [
             "c:b", "c:c", "d:world", "d:a", "d:b", "d:c", "e:X", "s:X", "search",
@@ -256,6 +310,7 @@ mod tests {
         let purged = invalidated_by(Change::Deleted {
             id: "X",
             chain: &chain(&["world"]),
+            names: None,
         });
         for tag in ["e:X", "s:X", "c:X", "d:X", "c:world", "d:world"] {
             assert!(purged.contains(tag), "{tag}");
@@ -305,17 +360,21 @@ mod tests {
     }
 
     #[test]
-    fn moves_and_deletions_purge_every_search() {
+    fn moves_and_deletions_purge_the_searches_of_the_subtree_or_every_search() {
+        let names = chain(&["Bavaria", "Munich"]);
         let moved = invalidated_by(Change::Moved {
             id: "X",
             old_chain: &chain(&["world"]),
             new_chain: &chain(&["world", "a"]),
+            names: Some(&names),
         });
+        assert!(hits(&moved, &[search_query("munic")]));
+        assert!(!hits(&moved, &[search_query("paris"), SEARCH.to_owned()]));
         let deleted = invalidated_by(Change::Deleted {
             id: "X",
             chain: &chain(&["world"]),
+            names: None,
         });
-        assert!(moved.contains(SEARCH) && deleted.contains(SEARCH));
-        assert!(!search_hit("germany", ["France", "Francia"]));
+        assert!(deleted.contains(SEARCH));
     }
 }

@@ -34,6 +34,26 @@ pub struct NewRow {
     pub attributes: String,
 }
 
+/// Most names of a moved or deleted subtree whose searches are purged one by one; a larger
+/// subtree purges every search.
+const MAX_SUBTREE_NAMES: i64 = 100;
+
+/// Every name in the subtree at `path`, or `None` if there are more than
+/// [`MAX_SUBTREE_NAMES`].
+async fn subtree_names(
+    tx: &mut Transaction<'static, Any>,
+    path: &str,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM entities WHERE path >= $1 AND path < $2 LIMIT $3")
+            .bind(path)
+            .bind(path::subtree_end(path))
+            .bind(MAX_SUBTREE_NAMES + 1)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok((names.len() as i64 <= MAX_SUBTREE_NAMES).then_some(names))
+}
+
 /// Rows per multi-row INSERT: 8 parameters a row stays under SQLite's 32,766 and
 /// PostgreSQL's 65,535 bound parameters per statement.
 const INSERT_BATCH: usize = 2_000;
@@ -257,10 +277,16 @@ impl Hierarchy {
                     .into_iter()
                     .map(str::to_owned)
                     .collect();
+                // The names as they are now, and the one a rename with the move replaced.
+                let names = subtree_names(&mut tx, &moved.path).await?.map(|mut names| {
+                    names.push(current.name.clone());
+                    names
+                });
                 tags::invalidated_by(Change::Moved {
                     id,
                     old_chain: &old_parent_chain,
                     new_chain: &new_chain,
+                    names: names.as_deref(),
                 })
             }
             None => tags::invalidated_by(Change::Updated {
@@ -341,6 +367,7 @@ impl Hierarchy {
                 "`{id}` has children: delete them first or ask for `?cascade=true`"
             )));
         }
+        let names = subtree_names(&mut tx, &current.path).await?;
         sqlx::query("DELETE FROM entities WHERE path >= $1 AND path < $2")
             .bind(&current.path)
             .bind(path::subtree_end(&current.path))
@@ -348,7 +375,11 @@ impl Hierarchy {
             .await?;
         let path = chain_of(&current);
         let chain = &path[..path.len() - 1];
-        let invalidated = tags::invalidated_by(Change::Deleted { id, chain });
+        let invalidated = tags::invalidated_by(Change::Deleted {
+            id,
+            chain,
+            names: names.as_deref(),
+        });
         self.commit(tx, id, None, invalidated, (ChangeKind::Deleted, path))
             .await
     }

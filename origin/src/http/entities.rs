@@ -226,7 +226,8 @@ async fn descendants(
         let body = page(rows, page_params.limit, |last| {
             encode_cursor(&[&last.depth.to_string(), &last.path])
         });
-        let tags = tags::for_response(Resource::Descendants, &root.id, root.ancestor_ids());
+        let listed: Vec<&str> = body.items.iter().map(|item| item.id.as_str()).collect();
+        let tags = tags::for_descendants_page(&root.id, root.ancestor_ids(), &listed);
         Ok(Fresh::ok(&body, tags))
     })
     .await)
