@@ -249,7 +249,10 @@ impl Hierarchy {
              AND (name, id) > ($2, $3) ORDER BY name, id LIMIT $4"
         );
         retry(|| async {
+            // Unprepared, so PostgreSQL plans each search for its own pattern: a generic plan
+            // cannot tell that the trigram index fits it.
             sqlx::query_as(&sql)
+                .persistent(false)
                 .bind(&pattern)
                 .bind(name)
                 .bind(id)
