@@ -322,8 +322,11 @@ class Editor(ApiUser):
             status = self.client.get(f"/admin/v1/purge/{purge_id}", headers=self.headers,
                                      name="admin purge status").json()
             deliveries = status.get("deliveries", [])
-            if deliveries and all(d["status"] != "pending" for d in deliveries):
-                delivered = max(d.get("delivered_at_ms") or 0 for d in deliveries)
+            # No deliveries: no CDN provider is configured (a run straight at an origin), and
+            # the origin's own tiers were purged before the write answered.
+            if all(d["status"] != "pending" for d in deliveries):
+                delivered = max((d.get("delivered_at_ms") or 0 for d in deliveries),
+                                default=status["created_at_ms"])
                 with RUN.lock:
                     RUN.purge_ms.append(delivered - status["created_at_ms"])
                 served = self.get(f"{API}/entities/{entity}", "check after purge")
