@@ -40,6 +40,14 @@ ensure_load_tools() {
   fi
 }
 
+# promtool, from Debian's prometheus package, for the monitoring rules and config.
+ensure_ops_tools() {
+  if ! command -v promtool >/dev/null; then
+    log "installing Debian's prometheus (for promtool)"
+    apt-get install -y -q prometheus >/dev/null || { apt-get update -q && apt-get install -y -q prometheus >/dev/null; }
+  fi
+}
+
 # The Rust targets the workspace builds for.
 ensure_rust_targets() {
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then

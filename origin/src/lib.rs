@@ -43,6 +43,7 @@ use crate::{
 /// Connects to the database, loads the demo data if asked and the database is empty, and
 /// builds the application.
 pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
+    let metrics = metrics::handle();
     let horizon = WriteHorizon::default();
     let db = Db::connect(&config.db, horizon.clone()).await?;
     let providers = Provider::from_config(&config.purge)?;
@@ -126,7 +127,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         cache_control: HeaderValue::try_from(config.cache.cache_control())
             .context("building Cache-Control")?,
         admin_token,
-        metrics: metrics::handle(),
+        metrics,
         bus,
         registry,
         flags,

@@ -13,6 +13,7 @@ pub const L1_INVALIDATED: &str = "l1_cache_invalidated_entries_total";
 /// 1 while the instance's Redis subscription (invalidations, events) is up.
 pub const REDIS_SUBSCRIBED: &str = "redis_subscription_up";
 pub const WS_DROPPED: &str = "websocket_clients_dropped_total";
+pub const WS_CLIENTS: &str = "websocket_clients_connected";
 pub const FLAG_ROLLOUT: &str = "feature_flag_rollout_percent";
 /// Requests being served, exported for autoscaling when `ff.auto_scaling` is on.
 pub const INFLIGHT: &str = "instance_inflight_requests";
@@ -45,7 +46,8 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// The process-wide recorder, installed on first use (metrics are global in the `metrics`
-/// crate, so every app in one process, such as the tests, shares it).
+/// crate, so every app in one process, such as the tests, shares it). Call it before anything
+/// records: what is recorded earlier is lost.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -62,6 +64,20 @@ pub fn handle() -> PrometheusHandle {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).expect("no other metrics recorder is installed");
+            // Series that exist from the start read as 0 rather than absent, so rates and
+            // alerts on them work before the first event.
+            for counter in [
+                L1_HITS,
+                L1_MISSES,
+                L1_INVALIDATED,
+                L2_HITS,
+                L2_MISSES,
+                L2_ERRORS,
+                WS_DROPPED,
+            ] {
+                metrics::counter!(counter).increment(0);
+            }
+            metrics::gauge!(WS_CLIENTS).set(0.0);
             handle
         })
         .clone()

@@ -69,6 +69,22 @@ async fn stream(
     Ok(upgrade.on_upgrade(move |socket| serve(socket, state, query.subtree, last_seen)))
 }
 
+/// Counts the client in `websocket_clients_connected` for as long as it is held.
+struct ConnectedClient;
+
+impl ConnectedClient {
+    fn new() -> Self {
+        ::metrics::gauge!(crate::metrics::WS_CLIENTS).increment(1.0);
+        ConnectedClient
+    }
+}
+
+impl Drop for ConnectedClient {
+    fn drop(&mut self) {
+        ::metrics::gauge!(crate::metrics::WS_CLIENTS).decrement(1.0);
+    }
+}
+
 fn message(payload: &StreamMessage) -> Message {
     Message::Text(Utf8Bytes::from(
         serde_json::to_string(payload).expect("stream messages serialize"),
@@ -86,6 +102,7 @@ async fn serve(
             .as_ref()
             .is_none_or(|root| event.path.contains(root))
     };
+    let _connected = ConnectedClient::new();
     let (mut events, missed) = state.bus.events().subscribe(last_seen);
     let (queue, mut outgoing) = mpsc::channel::<Message>(state.ws_client_queue);
     let (mut sink, mut incoming) = socket.split();

@@ -1,0 +1,66 @@
+//! The dashboard and the alert rules read metrics the origin really exports: an origin with a
+//! streaming replica, Redis, the Cloudflare provider (its stand-in) and a websocket client
+//! serves reads and a write, and every query of `deploy/grafana/forecastin.json` and
+//! `deploy/prometheus/rules.yml` is checked against its live `/metrics` by
+//! `deploy/check_metrics.py`.
+
+use std::time::{Duration, Instant};
+
+use forecastin_e2e::{
+    get_json, rename,
+    replica::{server_binaries, StreamingPair},
+    repo_root, standins, wait_settled, Origin,
+};
+
+#[tokio::test]
+async fn every_dashboard_and_rule_query_names_an_exported_metric() {
+    if let Err(reason) = server_binaries() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let pair = StreamingPair::start();
+    let cloudflare = standins::cloudflare("zone-obs", "token-obs", 0).await;
+    let namespace = format!("obs-{}", std::process::id());
+    let origin = Origin::start(&[
+        ("DATABASE_URL", pair.primary_url.as_str()),
+        ("DATABASE_REPLICA_URLS", pair.replica_url.as_str()),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_NAMESPACE", &namespace),
+        ("PURGE_PROVIDERS", "cloudflare"),
+        ("CLOUDFLARE_API_BASE", &cloudflare.url),
+        ("CLOUDFLARE_ZONE_ID", "zone-obs"),
+        ("CLOUDFLARE_API_TOKEN", "token-obs"),
+    ])
+    .await;
+    let started = Instant::now();
+    while get_json(&format!("{}/readyz", origin.url)).await["replicas"][0]["in_rotation"] != true {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica never joined"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ws_url = format!("{}/ws", origin.url.replace("http://", "ws://"));
+    let (_client, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    for path in ["FR", "FR", "FR/ancestors", "FR/children"] {
+        get_json(&format!("{}/api/v1/entities/{path}", origin.url)).await;
+    }
+    let purge = rename(&origin.url, "FR", "France (observed)").await;
+    wait_settled(&origin, &purge, Duration::from_secs(10)).await;
+
+    let scrape = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(scrape.path(), origin.metrics().await).unwrap();
+    let root = repo_root();
+    let output = std::process::Command::new(root.join(".tools/venv/bin/python"))
+        .arg(root.join("deploy/check_metrics.py"))
+        .arg(scrape.path())
+        .arg(root.join("deploy/grafana/forecastin.json"))
+        .arg(root.join("deploy/prometheus/rules.yml"))
+        .output()
+        .expect("the checker runs (./scripts/test installs its Python)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
