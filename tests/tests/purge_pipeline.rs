@@ -319,3 +319,51 @@ async fn fastly_gets_surrogate_keys_and_urls_and_refusals_are_kept_as_failed() {
         assert!(metrics.contains(needle), "{needle} missing");
     }
 }
+
+/// Rotating the purge secret: the edge already has the new one while an origin still signs
+/// with the old. Its purges are refused (401) and retried, not dropped, and an instance with the
+/// new secret delivers them.
+#[tokio::test]
+async fn a_purge_secret_rotation_delays_purges_but_loses_none() {
+    let edge_port = free_port();
+    let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
+    let old = Origin::start_with(
+        Backend::Postgres,
+        &[
+            ("PURGE_SECRET", "the-secret-before-rotation"),
+            ("EDGE_PURGE_URL", &purge_url),
+            ("PURGE_RETRY_MAX_MS", "400"),
+        ],
+    )
+    .await;
+    let edge = Edge::start_on(edge_port, &old.url).await;
+    let url = format!("{}/api/v1/entities/FR", edge.url);
+    client().get(&url).send().await.unwrap();
+    assert!(cache_status(&client().get(&url).send().await.unwrap()).contains("hit"));
+
+    let purge_id = rename(&old.url, "FR", "France (rotated)").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = admin_json(&old, &format!("/admin/v1/purge/{purge_id}")).await;
+    let delivery = &status["deliveries"][0];
+    assert_eq!(delivery["status"], "pending", "{status}");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("credentials refused"),
+        "{status}"
+    );
+
+    let rotated = old.start_sibling(&[("PURGE_SECRET", PURGE_SECRET)]).await;
+    let status = wait_settled(&rotated, &purge_id, Duration::from_secs(10)).await;
+    assert_eq!(status["deliveries"][0]["status"], "delivered", "{status}");
+    let body: serde_json::Value = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["name"], "France (rotated)");
+}

@@ -17,12 +17,12 @@ use crate::config::{ProviderKind, PurgeConfig};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    /// Timeout, 5xx or 429: try again, not before `after` if the provider said so.
+    /// Timeout, 5xx, 429, 401 or 403: try again, not before `after` if the provider said so.
     Retry {
         after: Option<Duration>,
         error: String,
     },
-    /// The provider refused it for good (4xx other than 429).
+    /// The provider refused the request itself for good (another 4xx).
     Failed(String),
 }
 
@@ -304,6 +304,13 @@ async fn outcome_of(call: RequestBuilder, check: impl Fn(&str) -> Result<(), Str
         Outcome::Retry {
             after: retry_after,
             error: summary(),
+        }
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // Credentials are configuration: a secret or token being rotated, or a wrong one an
+        // operator will fix (the backlog alert fires). The purge waits rather than being lost.
+        Outcome::Retry {
+            after: retry_after,
+            error: format!("credentials refused, retrying: {}", summary()),
         }
     } else {
         Outcome::Failed(summary())

@@ -1,0 +1,224 @@
+"""Checks that the deploy configs agree with each other and with the code, offline.
+
+    python deploy/check_consistency.py [repo root]
+
+Reads wrangler.toml, the Terraform (python-hcl2), the Kubernetes manifests, the Prometheus
+config and the origin's own config (the `env = "…"` names of origin/src/config.rs, the routes of
+origin/src/http/ops.rs), and asserts that the Worker's names and routes, the origin's hostname,
+environment variable names and ports agree. Each disagreement is printed naming both places;
+the exit status is 1 if there is any.
+"""
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import hcl2
+import yaml
+
+ENVIRONMENTS = ("staging", "production")
+
+
+class Repo:
+    def __init__(self, root):
+        self.root = Path(root)
+        self.problems = []
+
+    def text(self, path):
+        return (self.root / path).read_text(encoding="utf-8")
+
+    def expect(self, ok, message):
+        if not ok:
+            self.problems.append(message)
+
+    # --- sources -------------------------------------------------------------------------
+
+    def wrangler(self):
+        return tomllib.loads(self.text("wrangler.toml"))
+
+    def terraform(self):
+        merged = {}
+        for path in sorted((self.root / "terraform").glob("*.tf")):
+            with open(path, encoding="utf-8") as file:
+                for key, blocks in hcl2.load(file).items():
+                    merged.setdefault(key, []).extend(plain(blocks))
+        return merged
+
+    def manifests(self):
+        documents = []
+        for path in sorted((self.root / "deploy/k8s").glob("*.yaml")):
+            for document in yaml.safe_load_all(self.text(path.relative_to(self.root))):
+                if document:
+                    documents.append((f"deploy/k8s/{path.name}", document))
+        return documents
+
+    def origin_env_names(self):
+        return set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', self.text("origin/src/config.rs")))
+
+    def origin_routes(self):
+        return set(re.findall(r'\.route\("([^"]+)"', self.text("origin/src/http/ops.rs")))
+
+
+def plain(value):
+    """python-hcl2's output without its bookkeeping: attribute values come as one-element
+    lists, and blocks carry `__start_line__`/`__end_line__`."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        items = [plain(v) for v in value]
+        return items[0] if len(items) == 1 and not isinstance(items[0], dict) else items
+    return value
+
+
+def find(documents, kind, name):
+    for where, document in documents:
+        if document.get("kind") == kind and document["metadata"]["name"] == name:
+            return where, document
+    raise SystemExit(f"deploy/k8s: no {kind} named {name}")
+
+
+def terraform_value(expression, environment, variables):
+    """Evaluates the few expression forms the Terraform uses: string templates over
+    var.environment and var.zone_name, and `var.environment == "production" ? a : b`."""
+    expression = expression.strip()
+    if expression.startswith("${") and expression.endswith("}") and "?" in expression:
+        match = re.fullmatch(
+            r'\$\{var\.environment == "production" \? (.+?) : (.+)\}', expression)
+        if not match:
+            raise SystemExit(f"terraform: cannot evaluate {expression}")
+        branch = match.group(1) if environment == "production" else match.group(2)
+        branch = branch.strip()
+        if branch.startswith("var."):
+            return variables[branch[4:]]
+        return terraform_value(branch.strip('"'), environment, variables)
+    values = {**variables, "environment": environment}
+    return re.sub(r"\$\{var\.(\w+)\}", lambda m: str(values[m.group(1)]), expression)
+
+
+def check(root):
+    repo = Repo(root)
+    wrangler = repo.wrangler()
+    terraform = repo.terraform()
+    documents = repo.manifests()
+    variables = {name: spec.get("default") for block in terraform["variable"]
+                 for name, spec in block.items()}
+    locals_ = {k: v for block in terraform["locals"] for k, v in block.items()}
+    resources = {}
+    for block in terraform["resource"]:
+        for kind, named in block.items():
+            for name, body in named.items():
+                resources[(kind, name)] = body
+
+    # The Worker: names, routes and the origin it forwards to, per environment.
+    route = resources[("cloudflare_workers_route", "edge")]
+    for environment in ENVIRONMENTS:
+        section = wrangler["env"][environment]
+        worker = terraform_value(locals_["worker_name"], environment, variables)
+        repo.expect(section["name"] == worker,
+                    f"Worker name: wrangler.toml [env.{environment}] name = {section['name']!r} "
+                    f"but terraform/main.tf local.worker_name gives {worker!r}")
+        host = terraform_value(locals_["public_host"], environment, variables)
+        pattern = route["pattern"].replace("${local.public_host}", host)
+        patterns = [r["pattern"] for r in section.get("routes", [])]
+        repo.expect(pattern in patterns,
+                    f"Worker route: terraform/main.tf cloudflare_workers_route.edge pattern "
+                    f"{pattern!r} ({environment}) is not among wrangler.toml [env.{environment}] "
+                    f"routes {patterns}")
+        origin_host = terraform_value(locals_["origin_host"], environment, variables)
+        origin_url = section["vars"]["ORIGIN_URL"]
+        repo.expect(origin_url == f"https://{origin_host}",
+                    f"Origin hostname: wrangler.toml [env.{environment}.vars] ORIGIN_URL = "
+                    f"{origin_url!r} but terraform/main.tf DNS record "
+                    f"cloudflare_dns_record.origin is {origin_host!r}")
+    repo.expect(route["script"] == "${local.worker_name}",
+                "Worker route: terraform/main.tf cloudflare_workers_route.edge must run "
+                "local.worker_name, the Worker wrangler.toml deploys")
+
+    # The origin's environment: every name the manifests set is one the origin reads.
+    known = repo.origin_env_names()
+    config_where, config = find(documents, "ConfigMap", "forecastin-origin")
+    deploy_where, deployment = find(documents, "Deployment", "forecastin-origin")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    names = [(config_where, f"ConfigMap forecastin-origin key {key}", key)
+             for key in config["data"] if key != "RUST_LOG"]
+    names += [(deploy_where, f"Deployment forecastin-origin env {env['name']}", env["name"])
+              for env in container.get("env", [])]
+    for where, what, name in names:
+        repo.expect(name in known,
+                    f"Environment: {where} sets {what}, but origin/src/config.rs reads no "
+                    f"`env = \"{name}\"`")
+
+    # Ports: where the origin listens, the container port, the Services, Prometheus.
+    listen_port = int(config["data"]["LISTEN_ADDR"].rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    repo.expect(ports.get("http") == listen_port,
+                f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
+                f"{deploy_where} containerPort http is {ports.get('http')}")
+    headless_where, headless = find(documents, "Service", "forecastin-origin-headless")
+    service_port = headless["spec"]["ports"][0]["port"]
+    repo.expect(service_port == listen_port,
+                f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
+                f"{headless_where} Service forecastin-origin-headless port is {service_port}")
+    prometheus = yaml.safe_load(repo.text("deploy/prometheus/prometheus.yml"))
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "forecastin-origin")
+    discovery = job["dns_sd_configs"][0]
+    repo.expect(discovery["port"] == listen_port,
+                f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
+                f"deploy/prometheus/prometheus.yml scrapes port {discovery['port']}")
+    namespace = headless["metadata"]["namespace"]
+    expected_name = f"{headless['metadata']['name']}.{namespace}.svc.cluster.local"
+    repo.expect(expected_name in discovery["names"],
+                f"Prometheus discovery: deploy/prometheus/prometheus.yml resolves "
+                f"{discovery['names']} but {headless_where} defines {expected_name}")
+    policy_where, policy = find(documents, "NetworkPolicy", "forecastin-origin")
+    allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    repo.expect(listen_port in allowed,
+                f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
+                f"{policy_where} NetworkPolicy forecastin-origin admits {sorted(allowed)}")
+
+    # Probes hit routes the origin serves.
+    routes = repo.origin_routes()
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        path = container.get(probe, {}).get("httpGet", {}).get("path")
+        if path:
+            repo.expect(path in routes,
+                        f"Probe: {deploy_where} {probe} asks {path}, which "
+                        f"origin/src/http/ops.rs does not route ({sorted(routes)})")
+
+    # PgBouncer: its listen port, container port, Service and the origin's egress agree.
+    ini_where, ini = find(documents, "ConfigMap", "pgbouncer")
+    bouncer_port = int(re.search(r"listen_port\s*=\s*(\d+)", ini["data"]["pgbouncer.ini"]).group(1))
+    bouncer_deploy_where, bouncer = find(documents, "Deployment", "pgbouncer")
+    bouncer_container = bouncer["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+    repo.expect(bouncer_container["containerPort"] == bouncer_port,
+                f"PgBouncer port: {ini_where} listen_port is {bouncer_port} but "
+                f"{bouncer_deploy_where} containerPort is {bouncer_container['containerPort']}")
+    egress = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    repo.expect(bouncer_port in egress,
+                f"PgBouncer port: {ini_where} listen_port is {bouncer_port} but {policy_where} "
+                f"lets the origin reach {sorted(egress)}")
+
+    # The Cloudflare purge provider has its token.
+    providers = config["data"].get("PURGE_PROVIDERS", "")
+    env_names = {env["name"] for env in container.get("env", [])}
+    if "cloudflare" in providers:
+        for name in ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ZONE_ID"):
+            repo.expect(name in env_names,
+                        f"Purge: {config_where} PURGE_PROVIDERS includes cloudflare but "
+                        f"{deploy_where} sets no {name}")
+        repo.expect(("cloudflare_api_token", "purge") in resources,
+                    "Purge: the origin purges Cloudflare but terraform/main.tf creates no "
+                    "cloudflare_api_token.purge")
+    return repo.problems
+
+
+def main(root="."):
+    problems = check(root)
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

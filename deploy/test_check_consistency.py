@@ -1,0 +1,66 @@
+"""Unit tests of check_consistency.py (run by ./scripts/test): the shipped configs agree, and a
+change in one place fails with a message naming both."""
+
+import shutil
+import tempfile
+import unittest
+from pathlib import Path
+
+from check_consistency import check
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ["wrangler.toml", "terraform", "deploy/k8s", "deploy/prometheus",
+         "origin/src/config.rs", "origin/src/http/ops.rs"]
+
+
+class CheckConsistency(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.root = Path(self.dir.name)
+        for name in FILES:
+            source, target = ROOT / name, self.root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target)
+            else:
+                shutil.copy(source, target)
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def edit(self, name, old, new):
+        path = self.root / name
+        text = path.read_text(encoding="utf-8")
+        self.assertIn(old, text)
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+    def test_the_shipped_configs_agree(self):
+        self.assertEqual(check(self.root), [])
+
+    def test_moving_the_origin_port_in_one_place_names_both_places(self):
+        self.edit("deploy/k8s/origin.yaml", 'LISTEN_ADDR: "0.0.0.0:8080"', 'LISTEN_ADDR: "0.0.0.0:9090"')
+        problems = check(self.root)
+        self.assertTrue(problems)
+        scrape = [p for p in problems if "prometheus.yml" in p]
+        self.assertEqual(len(scrape), 1, problems)
+        self.assertIn("deploy/k8s/origin.yaml LISTEN_ADDR listens on 9090", scrape[0])
+        self.assertIn("deploy/prometheus/prometheus.yml scrapes port 8080", scrape[0])
+
+    def test_renaming_an_env_var_in_the_origin_fails(self):
+        self.edit("origin/src/config.rs", 'env = "REDIS_NAMESPACE"', 'env = "REDIS_PREFIX"')
+        problems = check(self.root)
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("deploy/k8s/origin.yaml sets ConfigMap forecastin-origin key REDIS_NAMESPACE",
+                      problems[0])
+        self.assertIn("origin/src/config.rs", problems[0])
+
+    def test_a_route_in_wrangler_and_terraform_must_agree(self):
+        self.edit("wrangler.toml", 'pattern = "forecastin.example/*"', 'pattern = "www.forecastin.example/*"')
+        problems = check(self.root)
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("terraform/main.tf cloudflare_workers_route.edge", problems[0])
+        self.assertIn("wrangler.toml [env.production]", problems[0])
+
+
+if __name__ == "__main__":
+    unittest.main()
