@@ -40,11 +40,18 @@ ensure_load_tools() {
   fi
 }
 
-# promtool, from Debian's prometheus package, for the monitoring rules and config.
+# The deploy checks' tools: promtool from Debian's prometheus package; python-hcl2, checkov
+# and kubernetes-validate (deploy/requirements.lock) in .tools/deploy-venv.
 ensure_ops_tools() {
   if ! command -v promtool >/dev/null; then
     log "installing Debian's prometheus (for promtool)"
     apt-get install -y -q prometheus >/dev/null || { apt-get update -q && apt-get install -y -q prometheus >/dev/null; }
+  fi
+  if [ ! -x "$TOOLS/deploy-venv/bin/checkov" ] || [ "$ROOT/deploy/requirements.lock" -nt "$TOOLS/deploy-venv/installed" ]; then
+    log "installing python-hcl2, checkov and kubernetes-validate into .tools/deploy-venv"
+    python3 -m venv "$TOOLS/deploy-venv"
+    "$TOOLS/deploy-venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/deploy/requirements.lock"
+    touch "$TOOLS/deploy-venv/installed"
   fi
 }
 
