@@ -226,6 +226,11 @@ impl Edge {
 
     /// Starts the edge on `port` (for an origin started first, told where the edge will be).
     pub async fn start_on(port: u16, origin_url: &str) -> Edge {
+        Self::start_with_vars(port, origin_url, &[]).await
+    }
+
+    /// As [`Edge::start_on`], with more bindings (`--var NAME:value`).
+    pub async fn start_with_vars(port: u16, origin_url: &str, vars: &[(&str, &str)]) -> Edge {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(
@@ -260,6 +265,10 @@ impl Edge {
             .arg(state.path())
             .args(["--var", &format!("ORIGIN_URL:{origin_url}")])
             .args(["--var", "ORIGIN_TIMEOUT_MS:2000"])
+            .args(
+                vars.iter()
+                    .flat_map(|(name, value)| ["--var".to_owned(), format!("{name}:{value}")]),
+            )
             .env("PATH", path)
             .env("WRANGLER_SEND_METRICS", "false")
             // A secret, declared in wrangler.toml's [secrets]; local dev reads it from the env.

@@ -367,3 +367,32 @@ async fn a_purge_secret_rotation_delays_purges_but_loses_none() {
         .unwrap();
     assert_eq!(body["name"], "France (rotated)");
 }
+
+/// Rotating the purge secret in order: the edge takes the new secret and keeps the previous
+/// one (`PURGE_SECRET_PREVIOUS`) until every origin has switched, so purges signed with either
+/// are delivered at once.
+#[tokio::test]
+async fn with_the_previous_secret_kept_a_rotation_delays_nothing() {
+    let edge_port = free_port();
+    let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
+    let old = Origin::start(&[
+        ("PURGE_SECRET", "the-secret-before-rotation"),
+        ("EDGE_PURGE_URL", &purge_url),
+    ])
+    .await;
+    let _edge = Edge::start_with_vars(
+        edge_port,
+        &old.url,
+        &[("PURGE_SECRET_PREVIOUS", "the-secret-before-rotation")],
+    )
+    .await;
+    let purge_id = rename(&old.url, "FR", "France (rotating)").await;
+    let status = wait_settled(&old, &purge_id, Duration::from_secs(5)).await;
+    let delivery = &status["deliveries"][0];
+    assert_eq!(delivery["status"], "delivered", "{status}");
+    assert_eq!(
+        delivery["attempts"], 1,
+        "accepted at the first attempt: {status}"
+    );
+    let _ = edge;
+}

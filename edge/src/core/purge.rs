@@ -43,19 +43,21 @@ pub struct Signed<'a> {
     pub signature: Option<&'a str>,
 }
 
-/// Checks the signature headers against the body; returns the nonce, which identifies the
+/// Checks the signature headers against the body with each configured secret (the current
+/// one and, during a rotation, the previous one); returns the nonce, which identifies the
 /// request for replay detection.
 pub fn authenticate(
-    secret: &str,
+    secrets: &[&str],
     signed: Signed<'_>,
     body: &[u8],
     now_secs: u64,
 ) -> Result<String, PurgeError> {
-    if secret.is_empty() {
+    let mut secrets = secrets.iter().filter(|secret| !secret.is_empty());
+    let Some(current) = secrets.next() else {
         return Err(PurgeError::Unauthenticated(
             "no purge secret is configured at the edge".into(),
         ));
-    }
+    };
     let (Some(timestamp), Some(nonce), Some(signature)) =
         (signed.timestamp, signed.nonce, signed.signature)
     else {
@@ -63,15 +65,23 @@ pub fn authenticate(
             "the purge must be signed: timestamp, nonce and signature headers".into(),
         ));
     };
-    signing::verify(
-        secret.as_bytes(),
-        timestamp,
-        nonce,
-        signature,
-        body,
-        now_secs,
-    )
-    .map_err(|err| PurgeError::Unauthenticated(err.to_string()))
+    let verify = |secret: &str| {
+        signing::verify(
+            secret.as_bytes(),
+            timestamp,
+            nonce,
+            signature,
+            body,
+            now_secs,
+        )
+    };
+    // The current secret's verdict is the one reported when no secret accepts the request.
+    let verdict = verify(current);
+    secrets
+        .map(|previous| verify(previous))
+        .find(Result::is_ok)
+        .unwrap_or(verdict)
+        .map_err(|err| PurgeError::Unauthenticated(err.to_string()))
 }
 
 /// The part of a cache key after its scheme.
@@ -214,13 +224,30 @@ mod tests {
         };
         assert_eq!(
             authenticate(
-                "s3cret",
+                &["s3cret"],
                 signed(Some(&ts), Some(nonce), Some(&good)),
                 body,
                 now + 1
             ),
             Ok(nonce.to_owned())
         );
+        // During a rotation the previous secret is accepted too, and only then.
+        assert_eq!(
+            authenticate(
+                &["n3w", "s3cret"],
+                signed(Some(&ts), Some(nonce), Some(&good)),
+                body,
+                now
+            ),
+            Ok(nonce.to_owned())
+        );
+        assert!(authenticate(
+            &["n3w", ""],
+            signed(Some(&ts), Some(nonce), Some(&good)),
+            body,
+            now
+        )
+        .is_err());
         let later = (now + 1).to_string();
         let cases = [
             ("s3cret", signed(None, Some(nonce), Some(&good)), now),
@@ -247,7 +274,7 @@ mod tests {
         for (secret, headers, at) in cases {
             assert!(
                 matches!(
-                    authenticate(secret, headers, body, at),
+                    authenticate(&[secret], headers, body, at),
                     Err(PurgeError::Unauthenticated(_))
                 ),
                 "{secret} {headers:?} {at}"

@@ -26,7 +26,8 @@ use origin::{Fetched, OriginError};
 struct Settings {
     origin: Url,
     timeout: Duration,
-    purge_secret: String,
+    /// The current purge secret, then the previous one while a rotation is under way.
+    purge_secrets: Vec<String>,
     session_cookies: Vec<String>,
 }
 
@@ -41,10 +42,10 @@ impl Settings {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(5_000),
             ),
-            purge_secret: env
-                .secret("PURGE_SECRET")
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
+            purge_secrets: ["PURGE_SECRET", "PURGE_SECRET_PREVIOUS"]
+                .iter()
+                .filter_map(|name| env.secret(name).ok().map(|s| s.to_string()))
+                .collect(),
             session_cookies: var("SESSION_COOKIES")
                 .unwrap_or_else(|| "session,__Host-session,sid".to_owned())
                 .split(',')
@@ -504,7 +505,16 @@ async fn handle_purge(
         nonce: nonce.as_deref(),
         signature: signature.as_deref(),
     };
-    let nonce = match purge::authenticate(&settings.purge_secret, signed, &body, now_ms() / 1000) {
+    let nonce = match purge::authenticate(
+        &settings
+            .purge_secrets
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        signed,
+        &body,
+        now_ms() / 1000,
+    ) {
         Ok(nonce) => nonce,
         Err(purge::PurgeError::Unauthenticated(message)) => {
             return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", message)
