@@ -394,5 +394,4 @@ async fn with_the_previous_secret_kept_a_rotation_delays_nothing() {
         delivery["attempts"], 1,
         "accepted at the first attempt: {status}"
     );
-    let _ = edge;
 }
