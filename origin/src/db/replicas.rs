@@ -261,7 +261,8 @@ impl Replicas {
     ///
     /// A replica that leaves the rotation here left it in this instance's view; the other
     /// instances, checking on their own clocks, see the same lag at most one check later, so
-    /// the purge waits two more checks before the CDN refetches from any of them.
+    /// the purge waits three more checks (one of margin) before the CDN refetches from any of
+    /// them.
     pub async fn wait_until_replayed(&self) -> Duration {
         let started = Instant::now();
         let Ok(target) = self.primary_position().await else {
@@ -283,7 +284,7 @@ impl Replicas {
                     .iter()
                     .any(|replica| !replica.in_rotation.load(Ordering::Acquire));
                 if one_left {
-                    tokio::time::sleep(self.check_interval * 2).await;
+                    tokio::time::sleep(self.check_interval * 3).await;
                 }
                 return started.elapsed();
             }
