@@ -1,8 +1,10 @@
 //! The Forecastin origin: the navigation hierarchy API with its caching contract.
 //!
-//! Layout: [`config`] (environment), [`db`] (pools, read replicas, migrations, retries), [`hierarchy`] (the
-//! entity store and its SQL), [`purge`] (the CDN purge outbox and dispatcher), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`]
-//! (in-process response cache), [`http`] (routes, extractors, caching headers), [`metrics`].
+//! Layout: [`config`] (environment), [`db`] (pools, read replicas, migrations, retries),
+//! [`hierarchy`] (the entity store, its SQL, the consistency checker), [`purge`] (the CDN purge
+//! outbox and dispatcher), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`] and
+//! [`l2`] (response caches), [`bus`], [`events`], [`flags`] and [`registry`] (coordination of
+//! instances), [`http`] (routes, extractors, caching headers), [`metrics`].
 
 pub mod bus;
 pub mod config;
