@@ -5,6 +5,4 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ensure_services
-cargo build --release --locked -p forecastin-origin
-FORECASTIN_ORIGIN_BIN="$ROOT/target/release/forecastin-origin" \
-  cargo run --release --locked -q -p forecastin-e2e --example cross_instance
+run_bench_example cross_instance

@@ -6,6 +6,4 @@ source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ensure_services
 ulimit -n 8192 2>/dev/null || true
-cargo build --release --locked -p forecastin-origin
-FORECASTIN_ORIGIN_BIN="$ROOT/target/release/forecastin-origin" \
-  cargo run --release --locked -q -p forecastin-e2e --example websocket_fanout
+run_bench_example websocket_fanout

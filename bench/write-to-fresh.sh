@@ -5,7 +5,5 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ensure_edge_tools
-cargo build --release --locked -p forecastin-origin
 ./scripts/build-edge >/dev/null
-FORECASTIN_ORIGIN_BIN="$ROOT/target/release/forecastin-origin" \
-  cargo run --release --locked -q -p forecastin-e2e --example write_to_fresh
+run_bench_example write_to_fresh

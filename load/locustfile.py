@@ -32,6 +32,9 @@ import websocket
 from locust import HttpUser, User, between, events, task
 from locust.exception import StopUser
 
+# After locust, which monkey-patches the standard library for gevent before requests loads it.
+import requests  # noqa: E402
+
 import slo
 
 API = "/api/v1"
@@ -110,8 +113,6 @@ ROUTE_BUCKET = re.compile(
 def origin_counters(origin_url):
     """The origin's cache counters (summed over label sets) and the buckets of its latency
     histogram per entity route (`(route, le)` -> count), from its /metrics."""
-    import requests
-
     wanted = ("l1_cache_hits_total", "l1_cache_misses_total", "l2_cache_hits_total",
               "l2_cache_misses_total")
     counters = dict.fromkeys(wanted, 0.0)
@@ -150,8 +151,6 @@ def _prepare(environment, **_):
     """Reads the catalogue (breadth first from the root, so popularity follows the tree:
     regions and countries are the hottest pages) and warms the edge. Locust's clock runs
     meanwhile: `--run-time` must cover the warm-up (about 3 pages per entity)."""
-    import requests
-
     options, host = environment.parsed_options, environment.host
     session = requests.Session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))

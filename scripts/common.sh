@@ -30,14 +30,21 @@ ensure_services() {
   fi
 }
 
-# Locust and the load test's Python packages (load/requirements.lock) in .tools/venv.
-ensure_load_tools() {
-  if [ ! -x "$TOOLS/venv/bin/locust" ] || [ "$ROOT/load/requirements.lock" -nt "$TOOLS/venv/installed" ]; then
-    log "installing Locust into .tools/venv"
-    python3 -m venv "$TOOLS/venv"
-    "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/load/requirements.lock"
-    touch "$TOOLS/venv/installed"
+# A Python virtualenv in .tools/$1 with the packages pinned by the lock file $2, reinstalled
+# when the lock file changes.
+ensure_venv() {
+  local venv="$TOOLS/$1" lock="$ROOT/$2"
+  if [ ! -f "$venv/installed" ] || [ "$lock" -nt "$venv/installed" ]; then
+    log "installing $2 into .tools/$1"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$lock"
+    touch "$venv/installed"
   fi
+}
+
+# Locust and the load test's Python packages in .tools/venv.
+ensure_load_tools() {
+  ensure_venv venv load/requirements.lock
 }
 
 # The deploy checks' tools: promtool from Debian's prometheus package; python-hcl2, checkov
@@ -47,12 +54,7 @@ ensure_ops_tools() {
     log "installing Debian's prometheus (for promtool)"
     apt-get install -y -q prometheus >/dev/null || { apt-get update -q && apt-get install -y -q prometheus >/dev/null; }
   fi
-  if [ ! -x "$TOOLS/deploy-venv/bin/checkov" ] || [ "$ROOT/deploy/requirements.lock" -nt "$TOOLS/deploy-venv/installed" ]; then
-    log "installing python-hcl2, checkov and kubernetes-validate into .tools/deploy-venv"
-    python3 -m venv "$TOOLS/deploy-venv"
-    "$TOOLS/deploy-venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/deploy/requirements.lock"
-    touch "$TOOLS/deploy-venv/installed"
-  fi
+  ensure_venv deploy-venv deploy/requirements.lock
 }
 
 # The Rust targets the workspace builds for.
@@ -94,4 +96,11 @@ install_cargo_tool() {
   cargo install --root "$TOOLS/cargo" --locked "$crate" --version "$version" \
     || cargo install --root "$TOOLS/cargo" "$crate" --version "$version"
   echo "$version" > "$TOOLS/cargo/$crate.version"
+}
+
+# Runs the end-to-end crate's example $1 (a benchmark under bench/) against a release origin.
+run_bench_example() {
+  cargo build --release --locked -p forecastin-origin
+  FORECASTIN_ORIGIN_BIN="$ROOT/target/release/forecastin-origin" \
+    cargo run --release --locked -q -p forecastin-e2e --example "$1"
 }

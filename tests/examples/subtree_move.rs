@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use forecastin_e2e::{admin, client, get_json, postgres_server, Origin};
+use forecastin_e2e::{admin, client, get_json, postgres_server, query, Origin};
 use reqwest::Method;
 
 const READERS: usize = 4;
@@ -29,16 +29,7 @@ const READ_EVERY: Duration = Duration::from_millis(2);
 const IDLE: Duration = Duration::from_secs(5);
 
 fn sql(url: &str, statement: &str) -> String {
-    let output = Command::new("psql")
-        .args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", statement])
-        .output()
-        .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "{statement}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    query(url, statement).unwrap_or_else(|err| panic!("{statement}: {err}"))
 }
 
 /// The benchmark database at `entities` plus the subtree, made once and reused.

@@ -16,7 +16,7 @@ mod process;
 pub mod replica;
 pub mod standins;
 
-pub use process::{free_port, postgres_server, psql, repo_root, Backend, Edge, Origin};
+pub use process::{free_port, postgres_server, psql, query, repo_root, Backend, Edge, Origin};
 
 use forecastin_shared::{headers, signing};
 

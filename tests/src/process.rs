@@ -75,6 +75,20 @@ pub fn psql(sql: &str) {
     assert!(status.success(), "psql failed: {sql}");
 }
 
+/// Runs `sql` at `url` (one statement, or several in one transaction); its rows, `|`-separated
+/// and trimmed, or psql's error.
+pub fn query(url: &str, sql: &str) -> Result<String, String> {
+    let output = std::process::Command::new("psql")
+        .args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql runs");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
 /// The origin binary on its own port and data directory.
 pub struct Origin {
     pub url: String,

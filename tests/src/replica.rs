@@ -11,7 +11,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::free_port;
+use crate::{free_port, query};
 
 pub struct StreamingPair {
     pub primary_url: String,
@@ -168,7 +168,9 @@ impl StreamingPair {
     pub fn start_replica(&self) {
         self.ctl("replica", "start");
         let started = std::time::Instant::now();
-        while self.replica_sql("SELECT status FROM pg_stat_wal_receiver") != "streaming" {
+        // Until it accepts connections the query fails: keep asking.
+        let streaming = || query(&self.replica_url, "SELECT status FROM pg_stat_wal_receiver");
+        while streaming().as_deref() != Ok("streaming") {
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(20),
                 "the replica does not stream; see {}",
@@ -193,20 +195,12 @@ impl StreamingPair {
 
     /// Runs `sql` on the primary; its output, trimmed.
     pub fn primary_sql(&self, sql: &str) -> String {
-        psql(&self.primary_url, sql)
+        query(&self.primary_url, sql).unwrap_or_else(|err| panic!("{sql} on the primary: {err}"))
     }
 
     pub fn replica_sql(&self, sql: &str) -> String {
-        psql(&self.replica_url, sql)
+        query(&self.replica_url, sql).unwrap_or_else(|err| panic!("{sql} on the replica: {err}"))
     }
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args([url, "-XAtq", "-c", sql])
-        .output()
-        .expect("psql runs");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 impl Drop for StreamingPair {

@@ -133,8 +133,7 @@ impl Db {
             .as_ref()
             .and_then(|replicas| replicas.reader())
             .unwrap_or(&self.primary);
-        ::metrics::counter!(crate::metrics::DB_PUBLIC_READS, "pool" => pool.name().to_owned())
-            .increment(1);
+        pool.count_public_read();
         pool
     }
 

@@ -21,15 +21,21 @@ pub struct Pool {
     name: Arc<str>,
     max_connections: u32,
     waiting: Arc<AtomicUsize>,
+    // Registered once: the acquire path records without building labels.
+    acquire_seconds: ::metrics::Histogram,
+    public_reads: ::metrics::Counter,
 }
 
 impl Pool {
+    /// Call after the metrics recorder is installed, which registers the pool's series.
     pub fn new(inner: AnyPool, name: &str, max_connections: u32) -> Self {
         Self {
             inner,
             name: name.into(),
             max_connections,
             waiting: Arc::default(),
+            acquire_seconds: ::metrics::histogram!(metrics::DB_POOL_ACQUIRE, "pool" => name.to_owned()),
+            public_reads: ::metrics::counter!(metrics::DB_PUBLIC_READS, "pool" => name.to_owned()),
         }
     }
 
@@ -48,9 +54,13 @@ impl Pool {
         let started = Instant::now();
         let connection = self.inner.acquire().await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
-        ::metrics::histogram!(metrics::DB_POOL_ACQUIRE, "pool" => self.name.to_string())
-            .record(started.elapsed().as_secs_f64());
+        self.acquire_seconds.record(started.elapsed().as_secs_f64());
         connection
+    }
+
+    /// Counts a public read this pool was chosen for (`db_public_reads_total`).
+    pub fn count_public_read(&self) {
+        self.public_reads.increment(1);
     }
 
     /// A transaction opened with `statement` (or the driver's plain `BEGIN`).
