@@ -1,9 +1,11 @@
 //! Parsing of `Cache-Control`-style directive lists (RFC 9111 §5.2), as found in
-//! `Cache-Control`, `CDN-Cache-Control` (RFC 9213) and `Surrogate-Control`.
+//! `Cache-Control` and `Surrogate-Control`, and of `CDN-Cache-Control`'s dictionary (RFC 9213).
 //!
 //! Parsing is defensive: a delta-seconds directive that is malformed, negative or repeated
 //! with different values is recorded as [`Seconds::Invalid`], which the freshness rules read
 //! as "already stale" (RFC 9111 §4.2.1).
+
+use super::structured::Item;
 
 /// Largest delta-seconds value honoured (RFC 9111 §1.2.2 caps at 2^31).
 const MAX_DELTA_SECONDS: u64 = 1 << 31;
@@ -84,6 +86,38 @@ impl Directives {
                     directives.stale_if_error = directives.stale_if_error.merge(value)
                 }
                 _ => {} // unknown directives are ignored (RFC 9111 §5.2.3)
+            }
+        }
+        directives
+    }
+}
+
+impl Directives {
+    /// The directives of a Structured Field Dictionary (`CDN-Cache-Control`, RFC 9213): a
+    /// directive whose value has the wrong type is ignored, a negative age reads as stale.
+    pub fn from_dictionary(members: &[(String, Item)]) -> Self {
+        let mut directives = Directives::default();
+        for (name, item) in members {
+            let flag = matches!(item, Item::Boolean(true));
+            let seconds = match item {
+                Item::Integer(n) => u64::try_from(*n)
+                    .map(|n| Seconds::Valid(n.min(MAX_DELTA_SECONDS)))
+                    .unwrap_or(Seconds::Invalid),
+                _ => Seconds::Absent,
+            };
+            match name.as_str() {
+                "no-store" => directives.no_store = flag,
+                "no-cache" => directives.no_cache = flag,
+                "private" => directives.private = flag,
+                "public" => directives.public = flag,
+                "must-revalidate" => directives.must_revalidate = flag,
+                "proxy-revalidate" => directives.proxy_revalidate = flag,
+                "immutable" => directives.immutable = flag,
+                "max-age" => directives.max_age = seconds,
+                "s-maxage" => directives.s_maxage = seconds,
+                "stale-while-revalidate" => directives.stale_while_revalidate = seconds,
+                "stale-if-error" => directives.stale_if_error = seconds,
+                _ => {}
             }
         }
         directives
@@ -219,6 +253,23 @@ mod tests {
         let d = Directives::parse(["public", "max-age=10"]);
         assert!(d.public);
         assert_eq!(d.max_age, Seconds::Valid(10));
+    }
+
+    #[test]
+    fn structured_dictionaries_map_to_directives() {
+        let members = crate::core::structured::parse_dictionary(
+            "max-age=60, no-store=?0, private, s-maxage=-1, stale-if-error=\"x\"",
+        )
+        .unwrap();
+        assert_eq!(
+            Directives::from_dictionary(&members),
+            Directives {
+                max_age: Seconds::Valid(60),
+                private: true,
+                s_maxage: Seconds::Invalid,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

@@ -2,19 +2,26 @@
 //! fresh, how stale it may be served, and what to do with a stored response now.
 //!
 //! Policy choices where the RFCs leave room:
-//! - The edge's directives come from `CDN-Cache-Control` (RFC 9213) if present, else
-//!   `Surrogate-Control`, else `Cache-Control`; `s-maxage` beats `max-age` beats `Expires`.
+//! - The edge's directives come from `CDN-Cache-Control` (RFC 9213) if present and valid
+//!   (an invalid one is ignored), else `Surrogate-Control`, else `Cache-Control`; `s-maxage`
+//!   beats `max-age` beats `Expires`.
 //! - `s-maxage` implies proxy-revalidate (RFC 9111 §5.2.2.10), but an explicit
 //!   `stale-while-revalidate` / `stale-if-error` (RFC 5861) is the origin's permission to
 //!   serve stale and is honoured; an explicit `must-revalidate`, `proxy-revalidate` or
 //!   `no-cache` turns all stale serving off.
 //! - Lifetimes are capped at one year; malformed or contradictory values mean "stale".
+//! - Any final status may be stored with explicit freshness; heuristic freshness only for the
+//!   heuristically cacheable statuses (RFC 9110 §15.1). 206 and 304 are never stored whole.
 
 use forecastin_shared::headers::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
 use http::{header, HeaderMap};
 use serde::{Deserialize, Serialize};
 
-use super::directives::Directives;
+use super::{
+    directives::Directives,
+    fields::{joined, values},
+    structured::parse_dictionary,
+};
 
 /// Longest freshness lifetime or stale window honoured, in seconds.
 pub const MAX_TTL: u64 = 365 * 24 * 3600;
@@ -32,7 +39,8 @@ pub enum NotStored {
     /// A status that is not cacheable, or not without explicit freshness.
     Status,
     VaryStar,
-    /// The request carried credentials and the response is not marked `public`.
+    /// The request carried credentials and the response does not allow sharing it
+    /// (`public`, `s-maxage` or `must-revalidate`, RFC 9111 §3.5).
     Credentialed,
     /// No freshness, no stale permission and no validator: storing would serve nothing.
     Useless,
@@ -70,22 +78,26 @@ pub enum Verdict {
 /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1).
 const HEURISTICALLY_CACHEABLE: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
-fn values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
+/// When the origin was asked and when its answer arrived (ms since the Unix epoch), for the
+/// age calculation (RFC 9111 §4.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange {
+    pub request_ms: u64,
+    pub response_ms: u64,
 }
 
 /// The directives that govern the edge, by precedence.
 pub fn edge_directives(response: &HeaderMap) -> Directives {
-    for name in [
-        CDN_CACHE_CONTROL,
-        SURROGATE_CONTROL,
-        header::CACHE_CONTROL.as_str(),
-    ] {
+    if let Some(members) = joined(response, CDN_CACHE_CONTROL)
+        .as_deref()
+        .and_then(parse_dictionary)
+    {
+        return Directives::from_dictionary(&members);
+    }
+    for name in [SURROGATE_CONTROL, header::CACHE_CONTROL.as_str()] {
         if response.contains_key(name) {
-            return Directives::parse(values(response, name));
+            let lines: Vec<_> = values(response, name).collect();
+            return Directives::parse(lines.iter().map(|line| line.as_ref()));
         }
     }
     Directives::default()
@@ -97,34 +109,57 @@ fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<u64> {
     if all.next().is_some() {
         return None; // several values: ambiguous
     }
+    // IMF-fixdate and the obsolete RFC 850 and asctime forms (RFC 9110 §5.6.7).
     httpdate::parse_http_date(first.trim())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs())
 }
 
-/// The request header values named by the response's `Vary`, or `Err` for `Vary: *`.
+/// The request header values named by the response's `Vary`, normalised, or `Err` for
+/// `Vary: *` (alone, in a list or on any of several lines: it never matches, RFC 9111 §4.1).
 fn vary_values(
     request: &HeaderMap,
     response: &HeaderMap,
 ) -> Result<Vec<(String, Option<String>)>, NotStored> {
     let mut vary = Vec::new();
-    for name in values(response, header::VARY.as_str()).flat_map(|v| v.split(',')) {
+    let names = joined(response, header::VARY.as_str()).unwrap_or_default();
+    for name in names.split(',') {
         let name = name.trim().to_ascii_lowercase();
         if name == "*" {
             return Err(NotStored::VaryStar);
         }
         if !name.is_empty() && !vary.iter().any(|(n, _)| *n == name) {
-            let value = joined(request, &name);
+            let value = normalized_field(request, &name);
             vary.push((name, value));
         }
     }
     Ok(vary)
 }
 
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
-    let parts: Vec<&str> = values(headers, name).collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
+/// Request fields whose values are case-insensitive lists, compared case-folded.
+const CASE_INSENSITIVE_LISTS: [&str; 4] = [
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+];
+
+/// A request field as `Vary` compares it (RFC 9111 §4.1): its lines joined, each list member
+/// trimmed, whitespace inside members removed, case folded where the field ignores case.
+fn normalized_field(headers: &HeaderMap, name: &str) -> Option<String> {
+    let value = joined(headers, name)?;
+    let members: Vec<String> = value
+        .split(',')
+        .map(|member| member.split_whitespace().collect::<String>())
+        .filter(|member| !member.is_empty())
+        .collect();
+    let normalized = members.join(",");
+    Some(if CASE_INSENSITIVE_LISTS.contains(&name) {
+        normalized.to_ascii_lowercase()
+    } else {
+        normalized
+    })
 }
 
 /// Decides whether a response may be stored and with what freshness (RFC 9111 §3, §4.2).
@@ -133,8 +168,11 @@ pub fn plan(
     credentialed: bool,
     status: u16,
     response: &HeaderMap,
-    now_ms: u64,
+    exchange: Exchange,
 ) -> Result<Stored, NotStored> {
+    if !(200..600).contains(&status) || status == 206 || status == 304 {
+        return Err(NotStored::Status);
+    }
     let directives = edge_directives(response);
     if directives.no_store {
         return Err(NotStored::NoStore);
@@ -145,7 +183,10 @@ pub fn plan(
     if response.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    if credentialed && !directives.public {
+    let shareable = directives.public
+        || directives.s_maxage != super::directives::Seconds::Absent
+        || directives.must_revalidate;
+    if credentialed && !shareable {
         return Err(NotStored::Credentialed);
     }
     let header_bytes: usize = response
@@ -157,7 +198,7 @@ pub fn plan(
     }
     let vary = vary_values(request, response)?;
 
-    let now = now_ms / 1000;
+    let now = exchange.response_ms / 1000;
     let date = http_date(response, header::DATE).unwrap_or(now);
     let expires = response
         .contains_key(header::EXPIRES)
@@ -176,9 +217,6 @@ pub fn plan(
         None if HEURISTICALLY_CACHEABLE.contains(&status) => heuristic().unwrap_or(0),
         None => return Err(NotStored::Status),
     };
-    if (100..200).contains(&status) || status == 206 || status == 304 {
-        return Err(NotStored::Status);
-    }
     let must_revalidate =
         directives.must_revalidate || directives.proxy_revalidate || directives.no_cache;
     let lifetime = if directives.no_cache {
@@ -194,8 +232,8 @@ pub fn plan(
         }
     };
     let stored = Stored {
-        stored_at_ms: now_ms,
-        initial_age: initial_age(response, now, date),
+        stored_at_ms: exchange.response_ms,
+        initial_age: corrected_initial_age(response, exchange),
         lifetime,
         stale_while_revalidate: stale(directives.stale_while_revalidate.get()),
         stale_if_error: stale(directives.stale_if_error.get()),
@@ -215,15 +253,22 @@ pub fn plan(
     Ok(stored)
 }
 
-/// RFC 9111 §4.2.3: the larger of the apparent age and the `Age` header (response delay is
-/// not known at the edge and counted as zero).
-fn initial_age(response: &HeaderMap, now: u64, date: u64) -> u64 {
-    let apparent = now.saturating_sub(date);
-    let age_header = values(response, header::AGE.as_str())
-        .next()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    apparent.max(age_header).min(MAX_TTL)
+/// RFC 9111 §4.2.3 `corrected_initial_age`: the larger of the apparent age (arrival minus
+/// `Date`) and the `Age` header plus the time the origin took to answer.
+pub fn corrected_initial_age(response: &HeaderMap, exchange: Exchange) -> u64 {
+    let date = http_date(response, header::DATE).unwrap_or(exchange.response_ms / 1000);
+    let apparent = (exchange.response_ms / 1000).saturating_sub(date);
+    let response_delay = exchange.response_ms.saturating_sub(exchange.request_ms) / 1000;
+    let corrected = age_header(response).map_or(0, |age| age.saturating_add(response_delay));
+    apparent.max(corrected).min(MAX_TTL)
+}
+
+/// The `Age` a response arrived with (RFC 9111 §5.1); an invalid one counts as absent.
+pub fn age_header(response: &HeaderMap) -> Option<u64> {
+    let value = values(response, header::AGE.as_str()).next()?;
+    let digits = value.trim();
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 impl Stored {
@@ -262,23 +307,37 @@ impl Stored {
     pub fn matches_variant(&self, request: &HeaderMap) -> bool {
         self.vary
             .iter()
-            .all(|(name, value)| joined(request, name) == *value)
+            .all(|(name, value)| normalized_field(request, name) == *value)
     }
 }
 
-/// The headers of a stored response after a 304 refreshed it (RFC 9111 §4.3.4): the 304's
-/// headers replace the stored ones, except those that describe the stored body.
+/// Whether a 304 is about the stored response (RFC 9111 §4.3.4): its validators, when it
+/// has them, are the stored ones. A 304 about another representation updates nothing.
+pub fn validates(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    let same = |name: header::HeaderName| match (
+        joined(stored, name.as_str()),
+        joined(not_modified, name.as_str()),
+    ) {
+        (_, None) => true,
+        (Some(kept), Some(given)) => {
+            kept.trim_start_matches("W/") == given.trim_start_matches("W/")
+        }
+        (None, Some(_)) => false,
+    };
+    if not_modified.contains_key(header::ETAG) {
+        same(header::ETAG)
+    } else {
+        same(header::LAST_MODIFIED)
+    }
+}
+
+/// The headers of a stored response after a 304 refreshed it (RFC 9111 §3.2): the 304's
+/// fields replace the stored ones, except `Content-Length` and `Content-Encoding`, which
+/// describe the stored body. Hop-by-hop fields are already gone from both.
 pub fn refreshed_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
     let mut merged = stored.clone();
     for name in not_modified.keys() {
-        if [
-            header::CONTENT_LENGTH,
-            header::CONTENT_ENCODING,
-            header::TRANSFER_ENCODING,
-            header::CONTENT_TYPE,
-        ]
-        .contains(name)
-        {
+        if [header::CONTENT_LENGTH, header::CONTENT_ENCODING].contains(name) {
             continue;
         }
         merged.remove(name);
@@ -292,14 +351,9 @@ pub fn refreshed_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> Header
 /// Whether a client's conditional GET is answered by a response with these headers with 304
 /// (RFC 9110 §13.1.2, §13.1.3; `If-None-Match` takes precedence).
 pub fn not_modified_for(request: &HeaderMap, response: &HeaderMap) -> bool {
-    if let Some(if_none_match) = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        return response
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|etag| forecastin_shared::conditional::none_match(if_none_match, etag));
+    if let Some(if_none_match) = joined(request, header::IF_NONE_MATCH.as_str()) {
+        return joined(response, header::ETAG.as_str())
+            .is_some_and(|etag| forecastin_shared::conditional::none_match(&if_none_match, &etag));
     }
     match (
         http_date(request, header::IF_MODIFIED_SINCE),
@@ -317,9 +371,14 @@ mod tests {
 
     const NOW_MS: u64 = 1_800_000_000_000;
     const NOW_DATE: &str = "Fri, 15 Jan 2027 08:00:00 GMT"; // 1_800_000_000
+    /// An origin that answered at once, now.
+    const AT: Exchange = Exchange {
+        request_ms: NOW_MS,
+        response_ms: NOW_MS,
+    };
 
     fn plan_of(status: u16, pairs: &[(&str, &str)]) -> Result<Stored, NotStored> {
-        plan(&HeaderMap::new(), false, status, &headers(pairs), NOW_MS)
+        plan(&HeaderMap::new(), false, status, &headers(pairs), AT)
     }
 
     #[test]
@@ -463,10 +522,10 @@ mod tests {
         let private = headers(&[("cache-control", "max-age=60")]);
         let public = headers(&[("cache-control", "public, max-age=60")]);
         assert_eq!(
-            plan(&HeaderMap::new(), true, 200, &private, NOW_MS),
+            plan(&HeaderMap::new(), true, 200, &private, AT),
             Err(NotStored::Credentialed)
         );
-        assert!(plan(&HeaderMap::new(), true, 200, &public, NOW_MS).is_ok());
+        assert!(plan(&HeaderMap::new(), true, 200, &public, AT).is_ok());
     }
 
     #[test]
@@ -566,7 +625,7 @@ mod tests {
             ("cache-control", "max-age=60"),
             ("vary", "Accept-Language, Accept"),
         ]);
-        let stored = plan(&request, false, 200, &response, NOW_MS).unwrap();
+        let stored = plan(&request, false, 200, &response, AT).unwrap();
         assert!(stored.matches_variant(&headers(&[("accept-language", "fr")])));
         assert!(!stored.matches_variant(&headers(&[("accept-language", "de")])));
         assert!(!stored.matches_variant(&headers(&[
@@ -590,9 +649,207 @@ mod tests {
         ]);
         let merged = refreshed_headers(&stored, &fresh);
         assert_eq!(merged["cache-control"], "max-age=99");
+        assert_eq!(merged["content-type"], "application/json");
         assert_eq!(merged["content-length"], "5");
         assert_eq!(merged["etag"], "\"a\"");
         assert_eq!(merged["date"], NOW_DATE);
+    }
+
+    #[test]
+    fn a_304_carrying_fields_the_stored_response_lacks_adds_them() {
+        let stored = headers(&[("etag", "\"a\""), ("content-length", "5")]);
+        let fresh = headers(&[
+            ("etag", "\"a\""),
+            ("x-new", "1"),
+            ("x-new", "2"),
+            ("content-type", "text/plain"),
+        ]);
+        let merged = refreshed_headers(&stored, &fresh);
+        assert_eq!(merged.get_all("x-new").iter().count(), 2);
+        assert_eq!(merged["content-type"], "text/plain");
+        assert_eq!(merged["content-length"], "5");
+    }
+
+    #[test]
+    fn a_304_about_another_representation_does_not_validate() {
+        let stored = headers(&[
+            ("etag", "\"a\""),
+            ("last-modified", "Fri, 15 Jan 2027 07:00:00 GMT"),
+        ]);
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[("etag", "\"a\"")], true),
+            (&[("etag", "W/\"a\"")], true),
+            (&[("etag", "\"b\"")], false),
+            (&[], true),
+            (&[("last-modified", "Fri, 15 Jan 2027 07:00:00 GMT")], true),
+            (&[("last-modified", "Fri, 15 Jan 2027 07:30:00 GMT")], false),
+        ];
+        for (not_modified, expected) in cases {
+            assert_eq!(
+                validates(&stored, &headers(not_modified)),
+                *expected,
+                "{not_modified:?}"
+            );
+        }
+        assert!(!validates(
+            &HeaderMap::new(),
+            &headers(&[("etag", "\"a\"")])
+        ));
+    }
+
+    #[test]
+    fn any_final_status_is_stored_with_explicit_freshness_and_only_some_heuristically() {
+        let modified = ("last-modified", "Fri, 15 Jan 2027 07:00:00 GMT");
+        for status in [
+            200, 203, 204, 299, 301, 302, 400, 403, 404, 410, 500, 502, 503, 599,
+        ] {
+            assert_eq!(
+                plan_of(status, &[("cache-control", "max-age=30")]).map(|s| s.lifetime),
+                Ok(30),
+                "{status} with max-age"
+            );
+            let heuristic = plan_of(status, &[("date", NOW_DATE), modified]).map(|s| s.lifetime);
+            let expected = if HEURISTICALLY_CACHEABLE.contains(&status) {
+                Ok(360)
+            } else {
+                Err(NotStored::Status)
+            };
+            assert_eq!(heuristic, expected, "{status} with Last-Modified only");
+        }
+        for status in [100, 103, 206, 304, 600, 999] {
+            assert_eq!(
+                plan_of(status, &[("cache-control", "max-age=30")]),
+                Err(NotStored::Status),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn obsolete_date_formats_are_accepted_and_invalid_expires_is_stale() {
+        for expires in [
+            "Fri, 15 Jan 2027 08:10:00 GMT",
+            "Friday, 15-Jan-27 08:10:00 GMT",
+            "Fri Jan 15 08:10:00 2027",
+        ] {
+            assert_eq!(
+                plan_of(200, &[("date", NOW_DATE), ("expires", expires)]).map(|s| s.lifetime),
+                Ok(600),
+                "{expires}"
+            );
+        }
+        for expires in ["0", "-1", "tomorrow", ""] {
+            let stored = plan_of(
+                200,
+                &[("date", NOW_DATE), ("expires", expires), ("etag", "\"v\"")],
+            )
+            .unwrap();
+            assert_eq!(stored.lifetime, 0, "{expires:?}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_cdn_cache_control_is_ignored_for_cache_control() {
+        let cases: &[(&str, u64)] = &[
+            ("max-age=600", 600),
+            ("Max-Age=600", 60),
+            ("max-age=600,", 60),
+            ("max-age=600, s-maxage=900", 900),
+            // Valid syntax governs alone, even where a value has the wrong type (ignored).
+            ("max-age=\"600\", stale-if-error=5", 0),
+        ];
+        for (cdn, expected) in cases {
+            let stored = plan_of(
+                200,
+                &[("cdn-cache-control", cdn), ("cache-control", "max-age=60")],
+            )
+            .unwrap();
+            assert_eq!(stored.lifetime, *expected, "{cdn}");
+        }
+        assert_eq!(
+            plan_of(
+                200,
+                &[
+                    ("cdn-cache-control", "no-store"),
+                    ("cache-control", "max-age=60")
+                ]
+            ),
+            Err(NotStored::NoStore)
+        );
+    }
+
+    #[test]
+    fn age_adds_the_time_the_origin_took() {
+        let slow = Exchange {
+            request_ms: NOW_MS - 3_000,
+            response_ms: NOW_MS,
+        };
+        let response = headers(&[("cache-control", "max-age=60"), ("age", "20")]);
+        let stored = plan(&HeaderMap::new(), false, 200, &response, slow).unwrap();
+        assert_eq!(stored.initial_age, 23);
+        assert_eq!(stored.verdict(NOW_MS), Verdict::Fresh { ttl: 37 });
+        let without_age = headers(&[("cache-control", "max-age=60")]);
+        let stored = plan(&HeaderMap::new(), false, 200, &without_age, slow).unwrap();
+        assert_eq!(stored.initial_age, 0, "no Age: the delay alone is no age");
+        assert_eq!(age_header(&headers(&[("age", "x")])), None);
+        assert_eq!(age_header(&headers(&[("age", " 7 ")])), Some(7));
+    }
+
+    #[test]
+    fn credentials_allow_sharing_with_public_s_maxage_or_must_revalidate() {
+        for (cache_control, shared) in [
+            ("max-age=60", false),
+            ("public, max-age=60", true),
+            ("s-maxage=60", true),
+            ("max-age=60, must-revalidate", true),
+        ] {
+            let response = headers(&[("cache-control", cache_control)]);
+            assert_eq!(
+                plan(&HeaderMap::new(), true, 200, &response, AT).is_ok(),
+                shared,
+                "{cache_control}"
+            );
+        }
+    }
+
+    #[test]
+    fn vary_star_never_matches_in_any_form() {
+        for lines in [
+            &[("vary", "*")][..],
+            &[("vary", "Accept, *")],
+            &[("vary", "accept"), ("vary", " * ")],
+        ] {
+            let mut pairs = vec![("cache-control", "max-age=60")];
+            pairs.extend_from_slice(lines);
+            assert_eq!(plan_of(200, &pairs), Err(NotStored::VaryStar), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn vary_compares_normalised_values() {
+        let request = headers(&[("accept-language", "en-US, fr;q=0.5")]);
+        let response = headers(&[("cache-control", "max-age=60"), ("vary", "accept-language")]);
+        let stored = plan(&request, false, 200, &response, AT).unwrap();
+        for (lines, matches) in [
+            (&[("accept-language", "en-US, fr;q=0.5")][..], true),
+            (&[("accept-language", "en-us,fr; q=0.5")], true),
+            (
+                &[
+                    ("accept-language", "en-US"),
+                    ("accept-language", "fr;q=0.5"),
+                ],
+                true,
+            ),
+            (&[("accept-language", "fr;q=0.5, en-US")], false),
+            (&[("accept-language", "en-GB, fr;q=0.5")], false),
+            (&[], false),
+        ] {
+            assert_eq!(
+                stored.matches_variant(&headers(lines)),
+                matches,
+                "{lines:?}"
+            );
+        }
     }
 
     #[test]

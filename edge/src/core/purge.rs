@@ -10,7 +10,7 @@ use forecastin_shared::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::key::cache_key;
+use super::target::Target;
 
 /// Most URLs, tags and prefixes one purge may name, together.
 pub const MAX_ITEMS: usize = 1_000;
@@ -112,7 +112,7 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
                 .join(url)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .map(|u| cache_key(&u))
+                .map(|u| Target::of(&u).cache_key(&u))
                 .ok_or_else(|| {
                     PurgeError::BadRequest(format!("`{url}` is not an http(s) URL or path"))
                 })
@@ -156,7 +156,7 @@ fn prefix_locator(prefix: &str, edge_url: &Url) -> Result<String, PurgeError> {
         return Err(bad());
     }
     // Query and fragment are not part of a prefix.
-    Ok(locator(&cache_key(&absolute))
+    Ok(locator(&Target::of(&absolute).cache_key(&absolute))
         .split('?')
         .next()
         .unwrap_or_default()
@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(
             purge.keys,
             [
-                "http://127.0.0.1:8787/api/v1/search?a=1&q=x",
+                "http://127.0.0.1:8787/api/v1/search?q=x",
                 "https://edge.example/p"
             ]
         );

@@ -1,11 +1,18 @@
 //! What to do with a client request, and which of its headers reach the origin.
 
+use forecastin_shared::routes::OPERATIONAL_PATHS;
 use http::{header, HeaderMap, HeaderName, Method};
+
+use super::fields::{strip_hop_by_hop, text};
 
 /// The path of the edge's own purge endpoint.
 pub const PURGE_PATH: &str = "/__edge/purge";
 /// The edge's own liveness endpoint (answered without the origin).
 pub const HEALTH_PATH: &str = "/__edge/health";
+/// Paths under this prefix belong to the edge and never reach the origin.
+const EDGE_PREFIX: &str = "/__edge/";
+/// The origin's admin API: credentialed, never cached, forwarded with its whole query.
+const ADMIN_PREFIX: &str = "/admin/";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
@@ -13,10 +20,12 @@ pub enum RequestKind {
     Purge,
     /// `GET /__edge/health`, answered by the edge itself.
     Health,
+    /// The origin's operational routes and unknown edge paths: 404 at the edge.
+    NotFound,
     /// Forwarded untouched and never cached (RFC 9211 `fwd=method` / `fwd=bypass`).
     Bypass(BypassReason),
     /// Served from or stored in the cache. `credentialed` requests (with `Authorization` or a
-    /// session cookie) may only use responses marked `public` (RFC 9111 §3.5).
+    /// session cookie) may only use responses that allow sharing (RFC 9111 §3.5).
     Cacheable { credentialed: bool },
 }
 
@@ -24,12 +33,13 @@ pub enum RequestKind {
 pub enum BypassReason {
     /// Neither GET nor HEAD.
     Method,
-    /// A range request: the edge stores whole responses only.
-    Range,
     /// A WebSocket upgrade.
     Upgrade,
+    /// The admin API.
+    Private,
 }
 
+/// Classifies a request by method, normalised path and headers.
 pub fn classify(
     method: &Method,
     path: &str,
@@ -42,14 +52,17 @@ pub fn classify(
     if path == HEALTH_PATH && method == Method::GET {
         return RequestKind::Health;
     }
+    if path.starts_with(EDGE_PREFIX) || path == PURGE_PATH || OPERATIONAL_PATHS.contains(&path) {
+        return RequestKind::NotFound;
+    }
     if method != Method::GET && method != Method::HEAD {
         return RequestKind::Bypass(BypassReason::Method);
     }
-    if headers.contains_key(header::RANGE) {
-        return RequestKind::Bypass(BypassReason::Range);
-    }
     if headers.contains_key(header::UPGRADE) {
         return RequestKind::Bypass(BypassReason::Upgrade);
+    }
+    if path.starts_with(ADMIN_PREFIX) {
+        return RequestKind::Bypass(BypassReason::Private);
     }
     let credentialed =
         headers.contains_key(header::AUTHORIZATION) || has_session_cookie(headers, session_cookies);
@@ -60,10 +73,13 @@ fn has_session_cookie(headers: &HeaderMap, session_cookies: &[String]) -> bool {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.split_once('=').map(|(name, _)| name.trim()))
-        .any(|name| session_cookies.iter().any(|session| session == name))
+        .flat_map(|value| {
+            text(value)
+                .split(';')
+                .filter_map(|pair| pair.split_once('=').map(|(name, _)| name.trim().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .any(|name| session_cookies.iter().any(|session| *session == name))
 }
 
 /// Headers of a cacheable request that may reach the origin. Only these can influence a body
@@ -87,46 +103,87 @@ const HOST_OVERRIDES: [&str; 8] = [
     "forwarded",
 ];
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), meaningful on one connection only.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-];
-
 /// The headers sent to the origin for a request of `kind`.
 pub fn origin_headers(client: &HeaderMap, kind: RequestKind) -> HeaderMap {
     let mut forwarded = HeaderMap::new();
     match kind {
         RequestKind::Cacheable { credentialed } => {
-            for name in &FORWARDED_ON_CACHEABLE {
+            let mut names = FORWARDED_ON_CACHEABLE.to_vec();
+            if credentialed {
+                names.extend([header::AUTHORIZATION, header::COOKIE]);
+            }
+            for name in &names {
                 for value in client.get_all(name) {
                     forwarded.append(name.clone(), value.clone());
                 }
             }
-            if credentialed {
-                for name in [header::AUTHORIZATION, header::COOKIE] {
-                    for value in client.get_all(&name) {
-                        forwarded.append(name.clone(), value.clone());
-                    }
-                }
-            }
         }
-        RequestKind::Bypass(_) | RequestKind::Purge | RequestKind::Health => {
-            for (name, value) in client {
-                let lower = name.as_str();
-                if !HOST_OVERRIDES.contains(&lower) && !HOP_BY_HOP.contains(&lower) {
-                    forwarded.append(name.clone(), value.clone());
+        RequestKind::Bypass(_)
+        | RequestKind::Purge
+        | RequestKind::Health
+        | RequestKind::NotFound => {
+            forwarded = client.clone();
+            strip_hop_by_hop(&mut forwarded);
+            for name in HOST_OVERRIDES.iter().chain(&["host"]) {
+                forwarded.remove(*name);
+            }
+            if kind == RequestKind::Bypass(BypassReason::Upgrade) {
+                // The runtime turns a forwarded `Upgrade` into the WebSocket handshake.
+                if let Some(upgrade) = client.get(header::UPGRADE) {
+                    forwarded.insert(header::UPGRADE, upgrade.clone());
                 }
             }
         }
     }
+    forward_trace_context(client, &mut forwarded);
     forwarded
+}
+
+/// Trace context (W3C `traceparent` / `tracestate`, `X-Request-ID`) reaches the origin on
+/// every request so a request can be followed through, but only in its valid form: the
+/// origin's logs are its only reader, and no cached body may depend on it.
+fn forward_trace_context(client: &HeaderMap, forwarded: &mut HeaderMap) {
+    for name in TRACE_CONTEXT {
+        forwarded.remove(name);
+        let mut values = client.get_all(name).iter();
+        if let (Some(value), None) = (values.next(), values.next()) {
+            if is_valid_trace_value(name, value.as_bytes()) {
+                forwarded.insert(name, value.clone());
+            }
+        }
+    }
+}
+
+/// The trace-context fields, forwarded when valid.
+pub const TRACE_CONTEXT: [&str; 3] = ["traceparent", "tracestate", "x-request-id"];
+
+fn is_valid_trace_value(name: &str, value: &[u8]) -> bool {
+    let hex = |part: &[u8], len: usize| {
+        part.len() == len
+            && part
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    match name {
+        "traceparent" => {
+            let parts: Vec<&[u8]> = value.split(|&b| b == b'-').collect();
+            parts.len() == 4
+                && hex(parts[0], 2)
+                && parts[0] != b"ff"
+                && hex(parts[1], 32)
+                && parts[1].iter().any(|&b| b != b'0')
+                && hex(parts[2], 16)
+                && parts[2].iter().any(|&b| b != b'0')
+                && hex(parts[3], 2)
+        }
+        "tracestate" => value.len() <= 512 && value.iter().all(|&b| (0x20..0x7f).contains(&b)),
+        _ => {
+            (1..=128).contains(&value.len())
+                && value
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,13 +216,16 @@ mod tests {
                 },
             ),
             (Method::POST, PURGE_PATH, &[], RequestKind::Purge),
+            (Method::GET, PURGE_PATH, &[], RequestKind::NotFound),
+            (Method::GET, "/__edge/other", &[], RequestKind::NotFound),
+            (Method::GET, "/metrics", &[], RequestKind::NotFound),
+            (Method::GET, "/readyz", &[], RequestKind::NotFound),
+            (Method::POST, "/healthz", &[], RequestKind::NotFound),
             (
                 Method::GET,
-                PURGE_PATH,
-                &[],
-                RequestKind::Cacheable {
-                    credentialed: false,
-                },
+                "/admin/v1/purge",
+                &[("authorization", "Bearer t")],
+                RequestKind::Bypass(BypassReason::Private),
             ),
             (Method::GET, HEALTH_PATH, &[], RequestKind::Health),
             (
@@ -184,7 +244,9 @@ mod tests {
                 Method::GET,
                 "/x",
                 &[("range", "bytes=0-1")],
-                RequestKind::Bypass(BypassReason::Range),
+                RequestKind::Cacheable {
+                    credentialed: false,
+                },
             ),
             (
                 Method::GET,
@@ -260,5 +322,59 @@ mod tests {
         assert_eq!(sent.len(), 3);
         assert!(sent.contains_key("if-match"));
         assert!(!sent.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn trace_context_is_forwarded_only_when_valid() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let valid = headers(&[
+            ("traceparent", parent),
+            ("tracestate", "vendor=abc"),
+            ("x-request-id", "req-42.a:b"),
+        ]);
+        for kind in [
+            RequestKind::Cacheable {
+                credentialed: false,
+            },
+            RequestKind::Bypass(BypassReason::Method),
+        ] {
+            let sent = origin_headers(&valid, kind);
+            assert_eq!(sent["traceparent"], parent);
+            assert_eq!(sent["tracestate"], "vendor=abc");
+            assert_eq!(sent["x-request-id"], "req-42.a:b");
+        }
+        let long = "x".repeat(129);
+        for (name, value) in [
+            (
+                "traceparent",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            ),
+            (
+                "traceparent",
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            (
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            ),
+            ("x-request-id", "a b"),
+            ("x-request-id", long.as_str()),
+            ("x-request-id", ""),
+        ] {
+            let sent = origin_headers(
+                &headers(&[(name, value)]),
+                RequestKind::Cacheable {
+                    credentialed: false,
+                },
+            );
+            assert!(!sent.contains_key(name), "{name}: {value}");
+        }
+        let twice = headers(&[("x-request-id", "a"), ("x-request-id", "b")]);
+        let sent = origin_headers(&twice, RequestKind::Bypass(BypassReason::Method));
+        assert!(!sent.contains_key("x-request-id"), "ambiguous: dropped");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use forecastin_shared::headers::{CACHE_STATUS, EDGE_ONLY};
+use forecastin_shared::headers::{CACHE_STATUS, CACHE_TAG, SURROGATE_CONTROL, SURROGATE_KEY};
 use http::{header, HeaderMap, HeaderValue};
 
 use super::stored::META_HEADER;
@@ -84,11 +84,15 @@ impl fmt::Display for CacheStatus {
     }
 }
 
-/// Rewrites a response's headers for the client: internal headers out; `Age` (when served
-/// from the cache), `Cache-Status` and `Server-Timing` in.
-pub fn for_client(headers: &mut HeaderMap, status: &CacheStatus, age: Option<u64>, edge_ms: u64) {
-    for name in EDGE_ONLY.iter().chain([&META_HEADER]) {
-        headers.remove(*name);
+/// Headers for this edge alone, removed before a client sees them. `CDN-Cache-Control` is
+/// not among them: RFC 9213 targets any CDN downstream too, so it is passed on.
+const INTERNAL: [&str; 4] = [CACHE_TAG, SURROGATE_KEY, SURROGATE_CONTROL, META_HEADER];
+
+/// Rewrites a response's headers for the client: internal headers out; `Age` (the current
+/// age, when known) and `Cache-Status` in.
+pub fn for_client(headers: &mut HeaderMap, status: &CacheStatus, age: Option<u64>) {
+    for name in INTERNAL {
+        headers.remove(name);
     }
     match age {
         Some(age) => {
@@ -98,14 +102,16 @@ pub fn for_client(headers: &mut HeaderMap, status: &CacheStatus, age: Option<u64
             headers.remove(header::AGE);
         }
     }
-    headers.insert(
-        CACHE_STATUS,
-        HeaderValue::from_str(&status.to_string()).expect("ASCII"),
-    );
-    headers.append(
-        "server-timing",
-        HeaderValue::from_str(&format!("edge;dur={edge_ms}")).expect("ASCII"),
-    );
+    if let Ok(value) = HeaderValue::from_str(&status.to_string()) {
+        headers.insert(CACHE_STATUS, value);
+    }
+}
+
+/// Adds the edge's time on the request (`Server-Timing: edge;dur=…`, milliseconds).
+pub fn add_server_timing(headers: &mut HeaderMap, edge_ms: u64) {
+    if let Ok(value) = HeaderValue::from_str(&format!("edge;dur={edge_ms}")) {
+        headers.append("server-timing", value);
+    }
 }
 
 #[cfg(test)]
@@ -170,17 +176,17 @@ mod tests {
             headers.insert(name, "x".parse().unwrap());
         }
         headers.insert("etag", "\"v\"".parse().unwrap());
-        for_client(
-            &mut headers,
-            &CacheStatus::forward(Forward::UriMiss),
-            None,
-            3,
+        for_client(&mut headers, &CacheStatus::forward(Forward::UriMiss), None);
+        add_server_timing(&mut headers, 3);
+        let mut names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["cache-status", "cdn-cache-control", "etag", "server-timing"]
         );
-        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["etag", "cache-status", "server-timing"]);
         assert_eq!(headers["server-timing"], "edge;dur=3");
 
-        for_client(&mut headers, &CacheStatus::hit(5), Some(12), 0);
+        for_client(&mut headers, &CacheStatus::hit(5), Some(12));
         assert_eq!(headers["age"], "12");
     }
 }

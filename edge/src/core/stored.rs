@@ -5,10 +5,11 @@
 //! `Cache-Control` (`max-age` = retention) and the edge's own bookkeeping in one internal
 //! header: the [`Stored`] facts and the origin's `Cache-Control` to give back to clients.
 
+use forecastin_shared::headers::CDN_CACHE_CONTROL;
 use http::{header, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{freshness::Stored, static_assets};
+use super::{fields::text, freshness::Stored, request::TRACE_CONTEXT, static_assets};
 
 /// The internal header holding the edge's bookkeeping on a stored response.
 pub const META_HEADER: &str = "x-forecastin-edge-meta";
@@ -19,50 +20,74 @@ pub struct Meta {
     /// The `Cache-Control` clients get (the origin's, or the immutable policy of a
     /// fingerprinted asset).
     pub client_cache_control: Option<String>,
+    /// The origin's `CDN-Cache-Control`, kept out of storage (the runtime's cache would obey
+    /// it) and given back to clients.
+    #[serde(default)]
+    pub cdn_cache_control: Option<String>,
 }
 
-/// The headers to store with a response: its own, with the storage-only `Cache-Control` and
-/// the bookkeeping header.
-pub fn headers_to_store(response: &HeaderMap, stored: &Stored, path: &str) -> HeaderMap {
+/// The headers to store with a response: its own (without the trace context of the request
+/// that fetched it), its true `Content-Length`, the storage-only `Cache-Control` and the
+/// bookkeeping header.
+pub fn headers_to_store(
+    response: &HeaderMap,
+    stored: &Stored,
+    path: &str,
+    body_len: usize,
+) -> Option<HeaderMap> {
     let mut headers = response.clone();
+    let joined = |name| {
+        let lines: Vec<String> = response
+            .get_all(name)
+            .iter()
+            .map(|v| text(v).into_owned())
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(", "))
+    };
     let client_cache_control = if static_assets::is_fingerprinted(path) {
         Some(static_assets::IMMUTABLE.to_owned())
     } else {
-        response
-            .get(header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        joined(header::CACHE_CONTROL.as_str())
     };
     let meta = Meta {
         stored: stored.clone(),
         client_cache_control,
+        cdn_cache_control: joined(CDN_CACHE_CONTROL),
     };
+    for name in TRACE_CONTEXT.iter().chain(&[CDN_CACHE_CONTROL]) {
+        headers.remove(*name);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_str(&format!("public, max-age={}", stored.retention()))
-            .expect("digits are a valid header"),
+            .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=1")),
     );
-    headers.insert(
-        META_HEADER,
-        HeaderValue::from_str(&serde_json::to_string(&meta).expect("meta serializes"))
-            .expect("JSON of ASCII-safe fields is a valid header"),
-    );
-    headers
+    // JSON escapes control characters and every value came from a valid header, so this
+    // holds; should it not, the response is simply not stored.
+    let meta = serde_json::to_vec(&meta).ok()?;
+    headers.insert(META_HEADER, HeaderValue::from_bytes(&meta).ok()?);
+    Some(headers)
 }
 
-/// Reads the bookkeeping back and restores the client-facing `Cache-Control`. `None` when
-/// the entry was not written by this edge (or by an incompatible version): treat as a miss.
+/// Reads the bookkeeping back and restores the client-facing `Cache-Control` and
+/// `CDN-Cache-Control`. `None` when the entry was not written by this edge (or by an
+/// incompatible version): treat as a miss.
 pub fn read_stored(headers: &mut HeaderMap) -> Option<Meta> {
     let meta: Meta = headers
         .remove(META_HEADER)
         .and_then(|v| serde_json::from_slice(v.as_bytes()).ok())?;
     headers.remove(header::CACHE_CONTROL);
-    if let Some(value) = meta
-        .client_cache_control
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        headers.insert(header::CACHE_CONTROL, value);
+    for (name, value) in [
+        (header::CACHE_CONTROL.as_str(), &meta.client_cache_control),
+        (CDN_CACHE_CONTROL, &meta.cdn_cache_control),
+    ] {
+        if let Some(value) = value
+            .as_deref()
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+        {
+            headers.insert(name, value);
+        }
     }
     Some(meta)
 }
@@ -91,18 +116,30 @@ mod tests {
             "public, s-maxage=60".parse().unwrap(),
         );
         response.insert(header::ETAG, "\"v\"".parse().unwrap());
-        let mut written = headers_to_store(&response, &stored(), "/api/v1/entities/FR");
+        response.insert(CDN_CACHE_CONTROL, "max-age=30".parse().unwrap());
+        response.insert("x-request-id", "abc".parse().unwrap());
+        response.insert("x-obs", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let mut written = headers_to_store(&response, &stored(), "/api/v1/entities/FR", 7).unwrap();
         assert_eq!(written[header::CACHE_CONTROL], "public, max-age=660");
+        assert_eq!(written[header::CONTENT_LENGTH], "7");
+        assert!(
+            !written.contains_key(CDN_CACHE_CONTROL),
+            "the runtime's cache would obey it"
+        );
+        assert!(!written.contains_key("x-request-id"));
         let meta = read_stored(&mut written).unwrap();
         assert_eq!(meta.stored, stored());
         assert_eq!(written[header::CACHE_CONTROL], "public, s-maxage=60");
         assert_eq!(written[header::ETAG], "\"v\"");
+        assert_eq!(written[CDN_CACHE_CONTROL], "max-age=30");
+        assert_eq!(written["x-obs"].as_bytes(), b"caf\xe9");
         assert!(!written.contains_key(META_HEADER));
     }
 
     #[test]
     fn fingerprinted_assets_get_the_immutable_policy() {
-        let mut written = headers_to_store(&HeaderMap::new(), &stored(), "/static/app.3f9a2c1b.js");
+        let mut written =
+            headers_to_store(&HeaderMap::new(), &stored(), "/static/app.3f9a2c1b.js", 0).unwrap();
         read_stored(&mut written).unwrap();
         assert_eq!(written[header::CACHE_CONTROL], static_assets::IMMUTABLE);
     }

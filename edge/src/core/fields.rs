@@ -1,0 +1,123 @@
+//! Header fields as they arrive: any byte may be in a value (obs-text, RFC 9110 §5.5), so
+//! values are read as Latin-1 text, never unwrapped as UTF-8; and the fields that belong to
+//! one connection only (RFC 9110 §7.6.1) are removed before storing or forwarding.
+
+use std::borrow::Cow;
+
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+
+/// A header value as text: ASCII as is, every other byte as the Latin-1 character of the
+/// same number (how browsers and the Workers runtime expose them).
+pub fn text(value: &HeaderValue) -> Cow<'_, str> {
+    let bytes = value.as_bytes();
+    match std::str::from_utf8(bytes) {
+        Ok(ascii) if ascii.is_ascii() => Cow::Borrowed(ascii),
+        _ => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
+    }
+}
+
+/// Every value of `name`, as text.
+pub fn values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = Cow<'a, str>> {
+    headers.get_all(name).iter().map(text)
+}
+
+/// The field `name` with all its lines joined by `", "` (RFC 9110 §5.3), if present.
+pub fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<Cow<str>> = values(headers, name).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// A field from the runtime (names and values as JS strings, values Latin-1): `None` when it
+/// cannot be represented, so the caller drops it instead of failing the request.
+pub fn from_runtime(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+    let bytes: Vec<u8> = value
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<_>>()?;
+    Some((name, HeaderValue::from_bytes(&bytes).ok()?))
+}
+
+/// A value for the runtime: Latin-1, the inverse of [`from_runtime`].
+pub fn to_runtime(value: &HeaderValue) -> String {
+    text(value).into_owned()
+}
+
+/// Fields that describe one connection, never stored or forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Removes the hop-by-hop fields and every field that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = values(headers, header::CONNECTION.as_str())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|name| name.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::test_headers as headers;
+
+    #[test]
+    fn obs_text_is_read_as_latin1_and_round_trips() {
+        let value = HeaderValue::from_bytes(b"caf\xe9 \xff").unwrap();
+        assert_eq!(text(&value), "café ÿ");
+        let (name, back) = from_runtime("accept", &to_runtime(&value)).unwrap();
+        assert_eq!(name, "accept");
+        assert_eq!(back.as_bytes(), b"caf\xe9 \xff");
+    }
+
+    #[test]
+    fn unrepresentable_runtime_fields_are_dropped() {
+        assert!(from_runtime("bad name", "x").is_none());
+        assert!(from_runtime("x", "line\nbreak").is_none());
+        assert!(from_runtime("x", "snowman ☃").is_none());
+        assert!(from_runtime("x", "").is_some());
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_are_removed() {
+        let mut fields = headers(&[
+            ("connection", "close, X-Secret"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("content-length", "10"),
+            ("etag", "\"v\""),
+        ]);
+        strip_hop_by_hop(&mut fields);
+        let mut names: Vec<&str> = fields.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "etag"]);
+    }
+
+    #[test]
+    fn lines_are_joined() {
+        let fields = headers(&[("vary", "a"), ("vary", "b")]);
+        assert_eq!(joined(&fields, "vary").as_deref(), Some("a, b"));
+        assert_eq!(joined(&fields, "x"), None);
+    }
+}
