@@ -1,16 +1,18 @@
-//! The edge core's per-request work, natively: for a hit, key normalisation, reading the
-//! stored bookkeeping, the freshness verdict and the client header rewrite; for a miss, key
-//! normalisation, the storage plan, the stored headers and the client header rewrite.
+//! The edge core's per-request work, natively: for a hit, target normalisation, the key,
+//! reading the stored entry and `before_request` (verdict and client answer); for a miss,
+//! the same plus the origin URL and `after_response` (storage plan, stored headers, answer).
 //!
 //! Run: `cargo bench -p forecastin-edge --bench decision`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use forecastin_edge::core::{
-    freshness::plan,
-    key::cache_key,
-    request::{classify, origin_headers},
-    status::{for_client, CacheStatus, Forward},
-    stored::{headers_to_store, read_stored},
+    cache::{
+        after_response, before_request, AfterResponse, CacheableRequest, Entry, OriginResponse,
+    },
+    freshness::Exchange,
+    request::{classify, origin_headers, RequestKind},
+    status::Forward,
+    target::Target,
 };
 use http::{HeaderMap, Method};
 use std::hint::black_box;
@@ -58,62 +60,89 @@ fn origin_response() -> HeaderMap {
 
 const URL: &str = "https://edge.example/api/v1/entities/FR-75/children?limit=50&utm_source=mail&cursor=QnJldGFnbmUfRlItQlJF";
 
+/// The request as the Worker hands it to the core.
+fn cacheable(url: &Url, request: &HeaderMap, sessions: &[String]) -> (Target, CacheableRequest) {
+    let target = Target::of(url);
+    let kind = classify(&Method::GET, &target.path, request, sessions);
+    let RequestKind::Cacheable { credentialed } = kind else {
+        panic!("a GET of the API is cacheable");
+    };
+    let cacheable = CacheableRequest {
+        headers: request.clone(),
+        forwarded: origin_headers(request, kind),
+        head: false,
+        credentialed,
+        path: target.path.clone(),
+    };
+    (target, cacheable)
+}
+
 fn bench(c: &mut Criterion) {
     let request = client_request();
     let sessions = vec!["session".to_owned()];
-    let stored_headers = {
-        let stored = plan(&request, false, 200, &origin_response(), NOW_MS).unwrap();
-        headers_to_store(
-            &origin_response(),
-            &stored,
-            "/api/v1/entities/FR-75/children",
-        )
+    let url = Url::parse(URL).unwrap();
+    let (_, cacheable_request) = cacheable(&url, &request, &sessions);
+    let AfterResponse::Done {
+        store: Some(store), ..
+    } = after_response(
+        &cacheable_request,
+        None,
+        Forward::UriMiss,
+        response(origin_response()),
+    )
+    else {
+        panic!("the response is stored");
     };
 
     c.bench_function(
-        "hit: key + classify + read stored + verdict + client headers",
+        "hit: target + key + classify + read stored + before_request",
         |b| {
             b.iter(|| {
                 let url = Url::parse(black_box(URL)).unwrap();
-                let kind = classify(&Method::GET, url.path(), &request, &sessions);
-                let key = cache_key(&url);
-                let mut headers = stored_headers.clone();
-                let meta = read_stored(&mut headers).unwrap();
-                let verdict = meta.stored.verdict(NOW_MS + 1_000);
-                for_client(
-                    &mut headers,
-                    &CacheStatus::hit(59),
-                    Some(meta.stored.age(NOW_MS)),
-                    0,
-                );
-                black_box((kind, key, verdict, headers))
+                let (target, request) = cacheable(&url, &request, &sessions);
+                let key = target.cache_key(&url);
+                let entry = Entry::read(200, store.headers.clone(), 2_000).unwrap();
+                let decision = before_request(&request, Some(&entry), NOW_MS + 1_000);
+                black_box((key, decision))
             })
         },
     );
 
     c.bench_function(
-        "miss: key + classify + origin headers + plan + stored headers + client headers",
+        "miss: target + key + classify + origin headers + before_request + after_response",
         |b| {
-            let response = origin_response();
             b.iter(|| {
                 let url = Url::parse(black_box(URL)).unwrap();
-                let kind = classify(&Method::GET, url.path(), &request, &sessions);
-                let key = cache_key(&url);
-                let forwarded = origin_headers(&request, kind);
-                let stored = plan(&request, false, 200, &response, NOW_MS).unwrap();
-                let to_store = headers_to_store(&response, &stored, url.path());
-                let mut client = response.clone();
-                for_client(
-                    &mut client,
-                    &CacheStatus::forward(Forward::UriMiss),
-                    Some(0),
-                    0,
+                let (target, request) = cacheable(&url, &request, &sessions);
+                let key = target.cache_key(&url);
+                let origin_url = target.origin_url(&ORIGIN);
+                let decision = before_request(&request, None, NOW_MS);
+                let outcome = after_response(
+                    &request,
+                    None,
+                    Forward::UriMiss,
+                    response(origin_response()),
                 );
-                black_box((key, forwarded, to_store, client))
+                black_box((key, origin_url, decision, outcome))
             })
         },
     );
 }
+
+fn response(headers: HeaderMap) -> OriginResponse {
+    OriginResponse {
+        status: 200,
+        headers,
+        body_len: 2_000,
+        exchange: Exchange {
+            request_ms: NOW_MS,
+            response_ms: NOW_MS,
+        },
+    }
+}
+
+static ORIGIN: std::sync::LazyLock<Url> =
+    std::sync::LazyLock::new(|| Url::parse("http://127.0.0.1:8080").unwrap());
 
 criterion_group!(benches, bench);
 criterion_main!(benches);

@@ -234,5 +234,23 @@ async fn writes_range_requests_and_heads_are_handled_apart() {
         .send()
         .await
         .unwrap();
-    assert_eq!(cache_status(&ranged), "forecastin-edge; fwd=bypass");
+    assert_eq!(
+        ranged.status(),
+        206,
+        "a range is cut from the stored response"
+    );
+    assert!(
+        cache_status(&ranged).contains("hit"),
+        "{}",
+        cache_status(&ranged)
+    );
+    assert_eq!(
+        ranged.headers()["content-range"]
+            .to_str()
+            .unwrap()
+            .split('/')
+            .next(),
+        Some("bytes 0-3")
+    );
+    assert_eq!(ranged.text().await.unwrap(), "{\"id");
 }

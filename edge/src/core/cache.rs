@@ -84,6 +84,8 @@ pub struct Store {
     pub body: Body,
     /// The freshness lifetime it was stored with, seconds.
     pub lifetime: u64,
+    /// How long storage keeps it, seconds.
+    pub retention: u64,
 }
 
 /// What to do with a request before asking the origin.
@@ -255,6 +257,7 @@ pub fn after_response(
             headers: headers_to_store(&headers, &stored, &request.path, body_len)?,
             body: body.clone(),
             lifetime: stored.lifetime,
+            retention: stored.retention(),
         })
     });
     // The age the answer has: what the origin's `Age` said plus the time it took; none when
@@ -421,18 +424,22 @@ pub fn error(status: u16, code: &str, message: String) -> Answer {
             field: None,
         },
     };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    json(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A JSON answer made by the edge (its health, a purge result, an error), never stored.
+pub fn json(status: u16, body: Vec<u8>) -> Answer {
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Answer {
         status,
         headers,
-        body: Body::Edge(bytes),
+        body: Body::Edge(body),
         slice: None,
     }
 }

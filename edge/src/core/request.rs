@@ -79,7 +79,7 @@ fn has_session_cookie(headers: &HeaderMap, session_cookies: &[String]) -> bool {
                 .filter_map(|pair| pair.split_once('=').map(|(name, _)| name.trim().to_owned()))
                 .collect::<Vec<_>>()
         })
-        .any(|name| session_cookies.iter().any(|session| *session == name))
+        .any(|name| session_cookies.contains(&name))
 }
 
 /// Headers of a cacheable request that may reach the origin. Only these can influence a body

@@ -3,6 +3,11 @@
 //! key); which purges ran recently, so a response fetched before a purge and stored after it
 //! is taken back out; and which signed purges were already used, to refuse replays.
 //!
+//! It serves the edge-direct purge only (development and single-location deployments:
+//! `cache.delete` clears one data centre). It is off the hot path: a fill registers from
+//! `waitUntil`, after the client has its answer, and only when a purge secret is configured.
+//! Rows expire with their entries, so the index holds live entries only.
+//!
 //! One instance (named `index`) serves the Worker; its single-threaded execution is what
 //! orders registrations against purges.
 
@@ -26,6 +31,8 @@ struct Registration {
     key: String,
     tags: Vec<String>,
     fetch_started_ms: u64,
+    /// When storage drops the entry: the row goes then too.
+    expires_at_ms: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -40,7 +47,13 @@ struct PurgeCommand {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Purged {
+struct Resolved {
+    keys: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Completion {
+    nonce: String,
     keys: Vec<String>,
 }
 
@@ -57,30 +70,41 @@ async fn call<T: Serialize>(env: &Env, path: &str, body: &T) -> Result<Response>
     .await
 }
 
-/// Records that `key` is stored with `tags`; `false` means a purge covering it ran after its
-/// fetch started, and it must be deleted.
+/// Records that `key` is stored with `tags` until `expires_at_ms`; `false` means a purge
+/// covering it ran after its fetch started, and it must be deleted.
 pub async fn register(
     env: &Env,
     key: &str,
     tags: Vec<String>,
     fetch_started_ms: u64,
+    expires_at_ms: u64,
 ) -> Result<bool> {
     let registration = Registration {
         key: key.to_owned(),
         tags,
         fetch_started_ms,
+        expires_at_ms,
     };
     let mut response = call(env, "/register", &registration).await?;
     Ok(response.json::<Registered>().await?.keep)
 }
 
-/// Resolves a purge to the keys to delete and forgets them; `None` if `nonce` was used before.
-pub async fn purge(env: &Env, nonce: String, purge: Purge) -> Result<Option<Vec<String>>> {
-    let mut response = call(env, "/purge", &PurgeCommand { nonce, purge }).await?;
+/// Resolves a purge to the keys to delete, and remembers it so that fills racing it are
+/// taken back out; `None` if `nonce` was used by a completed purge. Forgets nothing: a purge
+/// interrupted before [`complete`] finds the same keys when it is retried.
+pub async fn resolve(env: &Env, nonce: String, purge: Purge) -> Result<Option<Vec<String>>> {
+    let mut response = call(env, "/resolve", &PurgeCommand { nonce, purge }).await?;
     if response.status_code() == 409 {
         return Ok(None);
     }
-    Ok(Some(response.json::<Purged>().await?.keys))
+    Ok(Some(response.json::<Resolved>().await?.keys))
+}
+
+/// Marks a purge done once its keys are deleted from the cache: forgets their rows and
+/// spends the nonce.
+pub async fn complete(env: &Env, nonce: String, keys: Vec<String>) -> Result<()> {
+    call(env, "/complete", &Completion { nonce, keys }).await?;
+    Ok(())
 }
 
 #[durable_object]
@@ -117,16 +141,37 @@ impl EdgeIndex {
             .collect())
     }
 
+    /// Drops what no longer matters: expired entries, and purges and nonces older than
+    /// [`MEMORY_MS`].
     fn forget_old(&self, now: u64) -> Result<()> {
         let horizon = integer(now.saturating_sub(MEMORY_MS));
         self.sql
             .exec("DELETE FROM purges WHERE at < ?", vec![horizon.clone()])?;
         self.sql
             .exec("DELETE FROM nonces WHERE at < ?", vec![horizon])?;
+        self.sql.exec(
+            "DELETE FROM stored_tags WHERE key IN (SELECT key FROM stored_entries WHERE expires_at < ?)",
+            vec![integer(now)],
+        )?;
+        self.sql.exec(
+            "DELETE FROM stored_entries WHERE expires_at < ?",
+            vec![integer(now)],
+        )?;
+        Ok(())
+    }
+
+    fn forget_keys(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            self.sql
+                .exec("DELETE FROM stored_entries WHERE key = ?", vec![text(key)])?;
+            self.sql
+                .exec("DELETE FROM stored_tags WHERE key = ?", vec![text(key)])?;
+        }
         Ok(())
     }
 
     fn register(&self, registration: Registration) -> Result<Registered> {
+        self.forget_old(now_ms())?;
         let recent = self
             .sql
             .exec(
@@ -144,25 +189,25 @@ impl EdgeIndex {
         }
         let key = text(&registration.key);
         self.sql.exec(
-            "INSERT OR REPLACE INTO entries (key, locator, registered_at) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO stored_entries (key, locator, expires_at) VALUES (?, ?, ?)",
             vec![
                 key.clone(),
                 text(locator(&registration.key)),
-                integer(now_ms()),
+                integer(registration.expires_at_ms),
             ],
         )?;
         self.sql
-            .exec("DELETE FROM entry_tags WHERE key = ?", vec![key.clone()])?;
+            .exec("DELETE FROM stored_tags WHERE key = ?", vec![key.clone()])?;
         for tag in &registration.tags {
             self.sql.exec(
-                "INSERT OR IGNORE INTO entry_tags (tag, key) VALUES (?, ?)",
+                "INSERT OR IGNORE INTO stored_tags (tag, key) VALUES (?, ?)",
                 vec![text(tag), key.clone()],
             )?;
         }
         Ok(Registered { keep: true })
     }
 
-    fn purge(&self, command: PurgeCommand) -> Result<Option<Purged>> {
+    fn resolve(&self, command: PurgeCommand) -> Result<Option<Resolved>> {
         let now = now_ms();
         self.forget_old(now)?;
         let seen = self
@@ -175,37 +220,36 @@ impl EdgeIndex {
         if !seen.is_empty() {
             return Ok(None);
         }
-        self.sql.exec(
-            "INSERT INTO nonces (nonce, at) VALUES (?, ?)",
-            vec![text(&command.nonce), integer(now)],
-        )?;
         let purge = &command.purge;
         let mut keys = purge.keys.clone();
         if purge.everything {
-            keys.extend(self.keys("SELECT key FROM entries", vec![])?);
+            keys.extend(self.keys("SELECT key FROM stored_entries", vec![])?);
         }
         for tag in &purge.tags {
-            keys.extend(self.keys("SELECT key FROM entry_tags WHERE tag = ?", vec![text(tag)])?);
+            keys.extend(self.keys("SELECT key FROM stored_tags WHERE tag = ?", vec![text(tag)])?);
         }
         for prefix in &purge.prefixes {
             keys.extend(self.keys(
-                "SELECT key FROM entries WHERE substr(locator, 1, length(?1)) = ?1",
+                "SELECT key FROM stored_entries WHERE substr(locator, 1, length(?1)) = ?1",
                 vec![text(prefix)],
             )?);
         }
         keys.sort();
         keys.dedup();
-        for key in &keys {
-            self.sql
-                .exec("DELETE FROM entries WHERE key = ?", vec![text(key)])?;
-            self.sql
-                .exec("DELETE FROM entry_tags WHERE key = ?", vec![text(key)])?;
-        }
         self.sql.exec(
             "INSERT INTO purges (at, purge) VALUES (?, ?)",
             vec![integer(now), text(&serde_json::to_string(purge)?)],
         )?;
-        Ok(Some(Purged { keys }))
+        Ok(Some(Resolved { keys }))
+    }
+
+    fn complete(&self, completion: Completion) -> Result<()> {
+        self.forget_keys(&completion.keys)?;
+        self.sql.exec(
+            "INSERT OR IGNORE INTO nonces (nonce, at) VALUES (?, ?)",
+            vec![text(&completion.nonce), integer(now_ms())],
+        )?;
+        Ok(())
     }
 }
 
@@ -213,9 +257,12 @@ impl DurableObject for EdgeIndex {
     fn new(state: State, _env: Env) -> Self {
         let sql = state.storage().sql();
         for statement in [
-            "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, locator TEXT NOT NULL, registered_at INTEGER NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS entry_tags (tag TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tag, key))",
-            "CREATE INDEX IF NOT EXISTS entry_tags_by_key ON entry_tags (key)",
+            "CREATE TABLE IF NOT EXISTS stored_entries (key TEXT PRIMARY KEY, locator TEXT NOT NULL, expires_at INTEGER NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS stored_entries_by_expiry ON stored_entries (expires_at)",
+            "CREATE TABLE IF NOT EXISTS stored_tags (tag TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tag, key))",
+            "CREATE INDEX IF NOT EXISTS stored_tags_by_key ON stored_tags (key)",
+            "DROP TABLE IF EXISTS entries",
+            "DROP TABLE IF EXISTS entry_tags",
             "CREATE TABLE IF NOT EXISTS purges (at INTEGER NOT NULL, purge TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL)",
         ] {
@@ -229,10 +276,14 @@ impl DurableObject for EdgeIndex {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match req.path().as_str() {
             "/register" => Response::from_json(&self.register(req.json().await?)?),
-            "/purge" => match self.purge(req.json().await?)? {
-                Some(purged) => Response::from_json(&purged),
+            "/resolve" => match self.resolve(req.json().await?)? {
+                Some(resolved) => Response::from_json(&resolved),
                 None => Response::error("replayed purge", 409),
             },
+            "/complete" => {
+                self.complete(req.json().await?)?;
+                Response::empty()
+            }
             _ => Response::error("not found", 404),
         }
     }

@@ -5,16 +5,10 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use http::HeaderMap;
 use url::Url;
-use worker::{
-    AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
-};
+use worker::{wasm_bindgen::JsValue, web_sys, AbortController, Delay, Fetch, Request, Response};
 
-use super::Settings;
-
-pub enum OriginError {
-    Timeout,
-    Network(String),
-}
+use super::runtime::{header_map, js_headers};
+use crate::core::cache::Failure;
 
 /// A whole origin response, body read.
 pub struct Fetched {
@@ -28,16 +22,36 @@ async fn within<T>(
     timeout: Duration,
     controller: AbortController,
     work: impl std::future::Future<Output = worker::Result<T>>,
-) -> Result<T, OriginError> {
+) -> Result<T, Failure> {
     let work = std::pin::pin!(work);
     let delay = std::pin::pin!(Delay::from(timeout));
     match select(work, delay).await {
-        Either::Left((result, _)) => result.map_err(|e| OriginError::Network(e.to_string())),
+        Either::Left((result, _)) => result.map_err(|e| Failure::Unreachable(e.to_string())),
         Either::Right(_) => {
             controller.abort();
-            Err(OriginError::Timeout)
+            Err(Failure::Timeout)
         }
     }
+}
+
+/// A request for the origin; the method is passed as the client spelled it (workers-rs's
+/// `Method` would turn an unknown one into GET).
+fn request(
+    url: &Url,
+    method: &str,
+    headers: &HeaderMap,
+    body: Option<JsValue>,
+) -> Result<Request, Failure> {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_headers(&js_headers(headers).0);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    if let Some(body) = body {
+        init.set_body(&body);
+    }
+    web_sys::Request::new_with_str_and_init(url.as_str(), &init)
+        .map(Request::from)
+        .map_err(|e| Failure::Unreachable(format!("{e:?}")))
 }
 
 /// GETs `url` and reads the whole body; a body that fails mid-stream is an error, so a
@@ -46,13 +60,8 @@ pub async fn fetch_whole(
     url: &Url,
     headers: &HeaderMap,
     timeout: Duration,
-) -> Result<Fetched, OriginError> {
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get)
-        .with_headers(Headers::from(headers))
-        .with_redirect(RequestRedirect::Manual);
-    let request = Request::new_with_init(url.as_str(), &init)
-        .map_err(|e| OriginError::Network(e.to_string()))?;
+) -> Result<Fetched, Failure> {
+    let request = request(url, "GET", headers, None)?;
     let controller = AbortController::default();
     let signal = controller.signal();
     within(timeout, controller, async move {
@@ -60,7 +69,7 @@ pub async fn fetch_whole(
         let body = response.bytes().await?;
         Ok(Fetched {
             status: response.status_code(),
-            headers: response.headers().into(),
+            headers: header_map(&response.headers().0),
             body,
         })
     })
@@ -68,32 +77,18 @@ pub async fn fetch_whole(
 }
 
 /// Forwards a request the cache does not handle (method, body and filtered headers) and
-/// streams the origin's answer back.
+/// returns the origin's answer, its body still streaming.
 pub async fn forward(
-    req: Request,
-    settings: &Settings,
+    req: &web_sys::Request,
     url: &Url,
-    headers: HeaderMap,
-) -> Result<Response, OriginError> {
-    let path_and_query = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let target = settings
-        .origin
-        .join(&path_and_query)
-        .map_err(|e| OriginError::Network(e.to_string()))?;
-    let mut init = RequestInit::new();
-    init.with_method(req.method())
-        .with_headers(Headers::from(&headers))
-        .with_redirect(RequestRedirect::Manual)
-        .with_body(req.inner().body().map(Into::into));
-    let request = Request::new_with_init(target.as_str(), &init)
-        .map_err(|e| OriginError::Network(e.to_string()))?;
+    headers: &HeaderMap,
+    timeout: Duration,
+) -> Result<Response, Failure> {
+    let request = request(url, &req.method(), headers, req.body().map(Into::into))?;
     let controller = AbortController::default();
     let signal = controller.signal();
     within(
-        settings.timeout,
+        timeout,
         controller,
         Fetch::Request(request).send_with_signal(&signal),
     )

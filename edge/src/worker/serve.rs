@@ -1,0 +1,226 @@
+//! Serving a cacheable request: read the stored entry, ask [`crate::core::cache`] what to do,
+//! and do it — answer from storage, fetch from the origin, store, refresh in the background.
+
+use std::{cell::RefCell, collections::HashSet};
+
+use http::HeaderMap;
+use url::Url;
+use worker::{Cache, Context, Env, Result};
+
+use super::{index, now_ms, origin, runtime, Bodies, Handled, Settings};
+use crate::core::{
+    cache::{
+        after_failure, after_response, before_request, AfterResponse, Answer, BeforeRequest, Body,
+        CacheableRequest, Entry, OriginResponse, Store,
+    },
+    freshness::Exchange,
+    purge::tags_of,
+    status::Forward,
+};
+
+thread_local! {
+    /// Keys being refreshed in the background by this isolate: one refresh per key at a time.
+    static REFRESHING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// What a request needs besides the core's view of it.
+#[derive(Clone)]
+struct Job {
+    request: CacheableRequest,
+    key: String,
+    origin_url: Url,
+    env: Env,
+    timeout: std::time::Duration,
+    /// Whether stored entries are indexed for edge-direct purges.
+    indexed: bool,
+}
+
+pub async fn serve(
+    request: CacheableRequest,
+    key: String,
+    origin_url: Url,
+    env: &Env,
+    ctx: &Context,
+    settings: &Settings,
+) -> Result<Handled> {
+    let job = Job {
+        request,
+        key,
+        origin_url,
+        env: env.clone(),
+        timeout: settings.timeout,
+        indexed: !settings.purge_secrets.is_empty(),
+    };
+    let stored = read(&job.key).await;
+    let entry = stored.as_ref().map(|(entry, _)| entry);
+    match before_request(&job.request, entry, now_ms()) {
+        BeforeRequest::Answer(answer) => Ok(with_stored(answer, stored)),
+        BeforeRequest::AnswerAndRefresh { answer, refresh } => {
+            if let Some((entry, body)) = stored.clone() {
+                refresh_in_background(&job, ctx, entry, body, refresh);
+            }
+            Ok(with_stored(answer, stored))
+        }
+        BeforeRequest::Fetch { headers, fwd } => {
+            let (answer, origin_body) =
+                exchange(&job, Some(ctx), stored.as_ref(), headers, fwd).await;
+            let stored_body = stored.map(|(_, body)| body).unwrap_or_default();
+            Ok(Handled::Answer(
+                answer,
+                Bodies {
+                    stored: stored_body,
+                    origin: origin_body,
+                },
+            ))
+        }
+    }
+}
+
+fn with_stored(answer: Answer, stored: Option<(Entry, Vec<u8>)>) -> Handled {
+    Handled::Answer(
+        answer,
+        Bodies {
+            stored: stored.map(|(_, body)| body).unwrap_or_default(),
+            origin: Vec::new(),
+        },
+    )
+}
+
+/// The entry stored under `key` and its body; a storage error reads as a miss.
+async fn read(key: &str) -> Option<(Entry, Vec<u8>)> {
+    let mut response = match Cache::default().get(key, true).await {
+        Ok(found) => found?,
+        Err(err) => {
+            worker::console_warn!("cache read failed for {key}: {err}");
+            return None;
+        }
+    };
+    let status = response.status_code();
+    let headers = runtime::header_map(&response.headers().0);
+    let body = response.bytes().await.ok()?;
+    Some((Entry::read(status, headers, body.len())?, body))
+}
+
+/// Asks the origin, stores what the core says to store, and returns the answer with the
+/// origin's body. With `ctx`, index registration waits until after the answer; without
+/// (already in the background), it is done before returning.
+async fn exchange(
+    job: &Job,
+    ctx: Option<&Context>,
+    stored: Option<&(Entry, Vec<u8>)>,
+    mut headers: HeaderMap,
+    fwd: Forward,
+) -> (Answer, Vec<u8>) {
+    let mut entry = stored.map(|(entry, _)| entry);
+    // Twice at most: a 304 about another representation is asked again unconditionally.
+    for _ in 0..2 {
+        let request_ms = now_ms();
+        let fetched = match origin::fetch_whole(&job.origin_url, &headers, job.timeout).await {
+            Ok(fetched) => fetched,
+            Err(failure) => {
+                return (
+                    after_failure(&job.request, entry, failure, now_ms()),
+                    Vec::new(),
+                )
+            }
+        };
+        let response = OriginResponse {
+            status: fetched.status,
+            headers: fetched.headers,
+            body_len: fetched.body.len(),
+            exchange: Exchange {
+                request_ms,
+                response_ms: now_ms(),
+            },
+        };
+        match after_response(&job.request, entry, fwd, response) {
+            AfterResponse::FetchUnconditionally { headers: again } => {
+                headers = again;
+                entry = None;
+            }
+            AfterResponse::Done { store, answer } => {
+                if let Some(store) = store {
+                    let body = match store.body {
+                        Body::Stored => stored.map(|(_, body)| body.clone()).unwrap_or_default(),
+                        _ => fetched.body.clone(),
+                    };
+                    write(job, ctx, store, body, request_ms).await;
+                }
+                return (answer, fetched.body);
+            }
+        }
+    }
+    (
+        crate::core::cache::error(
+            502,
+            "origin_bad_response",
+            "the origin's validators disagree".into(),
+        ),
+        Vec::new(),
+    )
+}
+
+/// Writes an entry to storage, then registers it with the index (see [`exchange`]).
+async fn write(
+    job: &Job,
+    ctx: Option<&Context>,
+    store: Store,
+    body: Vec<u8>,
+    fetch_started_ms: u64,
+) {
+    let tags = tags_of(&store.headers);
+    let retention_ms = store.retention * 1000;
+    let response = match runtime::response(store.status, &store.headers, Some(&body)) {
+        Ok(response) => worker::Response::from(response),
+        Err(err) => {
+            worker::console_warn!("not storing {}: {err}", job.key);
+            return;
+        }
+    };
+    if let Err(err) = Cache::default().put(job.key.as_str(), response).await {
+        worker::console_warn!("cache put failed for {}: {err}", job.key);
+        return;
+    }
+    if !job.indexed {
+        return;
+    }
+    let (env, key) = (job.env.clone(), job.key.clone());
+    let registration = async move {
+        let expires_at_ms = now_ms() + retention_ms;
+        let keep = index::register(&env, &key, tags, fetch_started_ms, expires_at_ms).await;
+        let delete = match keep {
+            Ok(keep) => !keep, // a purge ran during the fetch: what was fetched may predate it
+            Err(err) => {
+                // Unindexed, it could not be purged by tag or prefix: do not keep it.
+                worker::console_warn!("index registration failed for {key}: {err}");
+                true
+            }
+        };
+        if delete {
+            let _ = Cache::default().delete(key.as_str(), true).await;
+        }
+    };
+    match ctx {
+        Some(ctx) => ctx.wait_until(registration),
+        None => registration.await,
+    }
+}
+
+/// Refreshes a stale entry after answering from it; at most one refresh per key per isolate.
+fn refresh_in_background(
+    job: &Job,
+    ctx: &Context,
+    entry: Entry,
+    body: Vec<u8>,
+    headers: HeaderMap,
+) {
+    let claimed = REFRESHING.with(|keys| keys.borrow_mut().insert(job.key.clone()));
+    if !claimed {
+        return;
+    }
+    let job = job.clone();
+    ctx.wait_until(async move {
+        exchange(&job, None, Some(&(entry, body)), headers, Forward::Stale).await;
+        REFRESHING.with(|keys| keys.borrow_mut().remove(&job.key));
+    });
+}
