@@ -101,7 +101,7 @@ fn bench(c: &mut Criterion) {
                 let url = Url::parse(black_box(URL)).unwrap();
                 let (target, request) = cacheable(&url, &request, &sessions);
                 let key = target.cache_key(&url);
-                let entry = Entry::read(200, store.headers.clone(), 2_000).unwrap();
+                let entry = Entry::read(store.headers.clone(), 2_000).unwrap();
                 let decision = before_request(&request, Some(&entry), NOW_MS + 1_000);
                 black_box((key, decision))
             })

@@ -1,16 +1,17 @@
 //! A deliberately misbehaving origin for the edge to sit in front of: it echoes headers that
 //! must never reach it, sends contradictory or absurd cache headers, fails mid-body, and
-//! counts the requests it gets. Started in-process on a loopback port.
+//! counts the requests it gets. Under `/rfc/` it answers the scenarios of the RFC 9111
+//! conformance tests (`tests/tests/conformance.rs`). Started in-process on a loopback port.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
-    Arc,
+    Arc, Mutex,
 };
 
 use axum::{
     body::Body,
-    extract::State,
-    http::{HeaderMap, StatusCode},
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -19,6 +20,8 @@ use axum::{
 #[derive(Default)]
 pub struct Counts {
     pub requests: AtomicU64,
+    /// Every request: its path and query, and the headers it came with.
+    pub seen: Mutex<Vec<(String, HeaderMap)>>,
 }
 
 pub struct Fixture {
@@ -30,6 +33,165 @@ impl Fixture {
     pub fn requests(&self) -> u64 {
         self.counts.requests.load(Ordering::SeqCst)
     }
+
+    /// The requests that reached `path` (with its query, if any), with their headers.
+    pub fn seen(&self, path: &str) -> Vec<HeaderMap> {
+        self.counts
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(seen, _)| seen == path)
+            .map(|(_, headers)| headers.clone())
+            .collect()
+    }
+}
+
+/// A response with these headers, each a raw value (obs-text allowed).
+fn raw(
+    status: StatusCode,
+    headers: &[(&'static str, &'static [u8])],
+    body: &'static str,
+) -> Response {
+    let mut response = (status, body).into_response();
+    for (name, value) in headers {
+        response
+            .headers_mut()
+            .append(*name, HeaderValue::from_bytes(value).unwrap());
+    }
+    response
+}
+
+/// The RFC 9111 scenarios.
+fn conformance_routes() -> Router<()> {
+    let versions = Arc::new(AtomicU64::new(0));
+    Router::new()
+        .route(
+            "/rfc/age",
+            get(|| async {
+                raw(
+                    StatusCode::OK,
+                    &[("cache-control", b"max-age=60"), ("age", b"50")],
+                    "aged",
+                )
+            }),
+        )
+        .route(
+            "/rfc/status/{code}",
+            get(|Path(code): Path<u16>| async move {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT);
+                let body = if code == 204 || code == 304 {
+                    ""
+                } else {
+                    "status"
+                };
+                raw(status, &[("cache-control", b"max-age=60")], body)
+            }),
+        )
+        .route(
+            "/rfc/obs-text",
+            get(|| async {
+                raw(
+                    StatusCode::OK,
+                    &[("cache-control", b"max-age=60"), ("x-obs", b"caf\xe9 \xff")],
+                    "obs",
+                )
+            }),
+        )
+        .route(
+            "/rfc/revalidate",
+            get(|headers: HeaderMap| async move {
+                if headers.get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+                    // Carries fields the stored response lacks, one with obs-text.
+                    return raw(
+                        StatusCode::NOT_MODIFIED,
+                        &[
+                            ("etag", b"\"v1\""),
+                            ("cache-control", b"no-cache"),
+                            ("x-refreshed", b"yes \xe9"),
+                        ],
+                        "",
+                    );
+                }
+                raw(
+                    StatusCode::OK,
+                    &[("etag", b"\"v1\""), ("cache-control", b"no-cache")],
+                    "validated body",
+                )
+            }),
+        )
+        .route(
+            "/rfc/hop",
+            get(|| async {
+                raw(
+                    StatusCode::OK,
+                    &[
+                        ("cache-control", b"max-age=60"),
+                        ("connection", b"x-secret"),
+                        ("x-secret", b"1"),
+                        ("keep-alive", b"timeout=5"),
+                    ],
+                    "hop",
+                )
+            }),
+        )
+        .route(
+            "/rfc/cdn",
+            get(|| async {
+                raw(
+                    StatusCode::OK,
+                    &[
+                        ("cdn-cache-control", b"max-age=600"),
+                        ("cache-control", b"no-store"),
+                    ],
+                    "cdn",
+                )
+            }),
+        )
+        .route(
+            "/rfc/cdn-invalid",
+            get(|| async {
+                raw(
+                    StatusCode::OK,
+                    &[
+                        ("cdn-cache-control", b"Max-Age=600"),
+                        ("cache-control", b"no-store"),
+                    ],
+                    "cdn",
+                )
+            }),
+        )
+        .route(
+            "/rfc/vary-star",
+            get(|| async {
+                raw(
+                    StatusCode::OK,
+                    &[
+                        ("cache-control", b"max-age=60"),
+                        ("vary", b"accept"),
+                        ("vary", b"*"),
+                    ],
+                    "star",
+                )
+            }),
+        )
+        .route(
+            "/rfc/unsafe",
+            get({
+                let versions = versions.clone();
+                move || async move {
+                    let version = versions.load(Ordering::SeqCst);
+                    (
+                        [("cache-control", "max-age=600")],
+                        format!("version {version}"),
+                    )
+                }
+            })
+            .post(move || async move {
+                versions.fetch_add(1, Ordering::SeqCst);
+                "changed"
+            }),
+        )
 }
 
 fn cached(cache_control: &'static str, body: String) -> Response {
@@ -53,7 +215,7 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 
 pub async fn start() -> Fixture {
     let counts = Arc::new(Counts::default());
-    let app = Router::new()
+    let app = conformance_routes()
         // Would be poisoned if the edge forwarded unkeyed headers.
         .route(
             "/echo",
@@ -139,6 +301,15 @@ pub async fn start() -> Fixture {
              request: axum::extract::Request,
              next: axum::middleware::Next| async move {
                 counts.requests.fetch_add(1, Ordering::SeqCst);
+                let path = request
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(String::new, |p| p.as_str().to_owned());
+                counts
+                    .seen
+                    .lock()
+                    .unwrap()
+                    .push((path, request.headers().clone()));
                 next.run(request).await
             },
         ));

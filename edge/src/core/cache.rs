@@ -40,11 +40,11 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Reads a stored response; `None` when it is not an entry this edge wrote.
-    pub fn read(status: u16, mut headers: HeaderMap, body_len: usize) -> Option<Entry> {
+    /// Reads a stored response's headers; `None` when it is not an entry this edge wrote.
+    pub fn read(mut headers: HeaderMap, body_len: usize) -> Option<Entry> {
         let meta = read_stored(&mut headers)?;
         Some(Entry {
-            status,
+            status: meta.status,
             headers,
             meta,
             body_len,
@@ -75,10 +75,9 @@ pub struct Answer {
     pub slice: Option<(usize, usize)>,
 }
 
-/// A response to write to storage.
+/// A response to write to storage, with [`super::stored::STORAGE_STATUS`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {
-    pub status: u16,
     /// Ready for storage: storage-only `Cache-Control` and bookkeeping included.
     pub headers: HeaderMap,
     pub body: Body,
@@ -253,8 +252,7 @@ pub fn after_response(
     .ok()
     .and_then(|stored| {
         Some(Store {
-            status,
-            headers: headers_to_store(&headers, &stored, &request.path, body_len)?,
+            headers: headers_to_store(&headers, status, &stored, &request.path, body_len)?,
             body: body.clone(),
             lifetime: stored.lifetime,
             retention: stored.retention(),
@@ -521,7 +519,7 @@ mod tests {
             .unwrap()
             .parse()
             .unwrap();
-        Entry::read(store.status, store.headers.clone(), body_len).unwrap()
+        Entry::read(store.headers.clone(), body_len).unwrap()
     }
 
     fn answer_of(outcome: AfterResponse) -> Answer {

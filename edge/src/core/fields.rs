@@ -1,6 +1,7 @@
 //! Header fields as they arrive: any byte may be in a value (obs-text, RFC 9110 §5.5), so
-//! values are read as Latin-1 text, never unwrapped as UTF-8; and the fields that belong to
-//! one connection only (RFC 9110 §7.6.1) are removed before storing or forwarding.
+//! values are read as Latin-1 text, never unwrapped as UTF-8; the runtime's text values are
+//! converted without loss or failure; and the fields that belong to one connection only
+//! (RFC 9110 §7.6.1) are removed before storing or forwarding.
 
 use std::borrow::Cow;
 
@@ -27,20 +28,18 @@ pub fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-/// A field from the runtime (names and values as JS strings, values Latin-1): `None` when it
-/// cannot be represented, so the caller drops it instead of failing the request.
+/// A field from the runtime: `None` when it cannot be represented, so the caller drops it
+/// instead of failing the request. workerd hands header values over as UTF-8 text (bytes
+/// that are not UTF-8 already replaced by U+FFFD), so the value's UTF-8 bytes are taken.
 pub fn from_runtime(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
     let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-    let bytes: Vec<u8> = value
-        .chars()
-        .map(|c| u8::try_from(u32::from(c)).ok())
-        .collect::<Option<_>>()?;
-    Some((name, HeaderValue::from_bytes(&bytes).ok()?))
+    Some((name, HeaderValue::from_bytes(value.as_bytes()).ok()?))
 }
 
-/// A value for the runtime: Latin-1, the inverse of [`from_runtime`].
+/// A value for the runtime, which sends header text as UTF-8: bytes that are not UTF-8
+/// become U+FFFD, as they would have coming in.
 pub fn to_runtime(value: &HeaderValue) -> String {
-    text(value).into_owned()
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
 /// Fields that describe one connection, never stored or forwarded (RFC 9110 §7.6.1).
@@ -80,19 +79,24 @@ mod tests {
     use crate::core::test_headers as headers;
 
     #[test]
-    fn obs_text_is_read_as_latin1_and_round_trips() {
+    fn obs_text_is_read_as_latin1() {
         let value = HeaderValue::from_bytes(b"caf\xe9 \xff").unwrap();
         assert_eq!(text(&value), "café ÿ");
-        let (name, back) = from_runtime("accept", &to_runtime(&value)).unwrap();
+    }
+
+    #[test]
+    fn runtime_text_round_trips_and_invalid_utf8_is_replaced() {
+        let (name, value) = from_runtime("accept", "caf\u{fffd} ☃").unwrap();
         assert_eq!(name, "accept");
-        assert_eq!(back.as_bytes(), b"caf\xe9 \xff");
+        assert_eq!(to_runtime(&value), "caf\u{fffd} ☃");
+        let latin1 = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert_eq!(to_runtime(&latin1), "caf\u{fffd}");
     }
 
     #[test]
     fn unrepresentable_runtime_fields_are_dropped() {
         assert!(from_runtime("bad name", "x").is_none());
         assert!(from_runtime("x", "line\nbreak").is_none());
-        assert!(from_runtime("x", "snowman ☃").is_none());
         assert!(from_runtime("x", "").is_some());
     }
 

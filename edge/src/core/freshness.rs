@@ -294,10 +294,11 @@ impl Stored {
 
     /// How long the storage must keep the response (seconds from storing): as long as it
     /// can be served fresh or stale, or revalidated with its validators.
+    /// Storage may count the response's `Date` against it too, so the age is not taken off.
     pub fn retention(&self) -> u64 {
         let usable = self.lifetime + self.stale_while_revalidate.max(self.stale_if_error);
         if usable > 0 {
-            usable.saturating_sub(self.initial_age).max(1)
+            usable
         } else {
             VALIDATOR_RETENTION
         }

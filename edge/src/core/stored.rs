@@ -14,8 +14,15 @@ use super::{fields::text, freshness::Stored, request::TRACE_CONTEXT, static_asse
 /// The internal header holding the edge's bookkeeping on a stored response.
 pub const META_HEADER: &str = "x-forecastin-edge-meta";
 
+/// The status every entry is written to storage with. The runtime's cache applies its own
+/// rules to statuses (the local one keeps only those it deems cacheable, whatever the
+/// freshness), so storage holds a 200 and the real status is in the bookkeeping.
+pub const STORAGE_STATUS: u16 = 200;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
+    /// The response's real status.
+    pub status: u16,
     pub stored: Stored,
     /// The `Cache-Control` clients get (the origin's, or the immutable policy of a
     /// fingerprinted asset).
@@ -27,10 +34,11 @@ pub struct Meta {
 }
 
 /// The headers to store with a response: its own (without the trace context of the request
-/// that fetched it), its true `Content-Length`, the storage-only `Cache-Control` and the
-/// bookkeeping header.
+/// that fetched it, and without `Age`, which storage would count against its own lifetime),
+/// its true `Content-Length`, the storage-only `Cache-Control` and the bookkeeping header.
 pub fn headers_to_store(
     response: &HeaderMap,
+    status: u16,
     stored: &Stored,
     path: &str,
     body_len: usize,
@@ -50,11 +58,12 @@ pub fn headers_to_store(
         joined(header::CACHE_CONTROL.as_str())
     };
     let meta = Meta {
+        status,
         stored: stored.clone(),
         client_cache_control,
         cdn_cache_control: joined(CDN_CACHE_CONTROL),
     };
-    for name in TRACE_CONTEXT.iter().chain(&[CDN_CACHE_CONTROL]) {
+    for name in TRACE_CONTEXT.iter().chain(&[CDN_CACHE_CONTROL, "age"]) {
         headers.remove(*name);
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
@@ -119,7 +128,8 @@ mod tests {
         response.insert(CDN_CACHE_CONTROL, "max-age=30".parse().unwrap());
         response.insert("x-request-id", "abc".parse().unwrap());
         response.insert("x-obs", HeaderValue::from_bytes(b"caf\xe9").unwrap());
-        let mut written = headers_to_store(&response, &stored(), "/api/v1/entities/FR", 7).unwrap();
+        let mut written =
+            headers_to_store(&response, 203, &stored(), "/api/v1/entities/FR", 7).unwrap();
         assert_eq!(written[header::CACHE_CONTROL], "public, max-age=660");
         assert_eq!(written[header::CONTENT_LENGTH], "7");
         assert!(
@@ -129,6 +139,7 @@ mod tests {
         assert!(!written.contains_key("x-request-id"));
         let meta = read_stored(&mut written).unwrap();
         assert_eq!(meta.stored, stored());
+        assert_eq!(meta.status, 203);
         assert_eq!(written[header::CACHE_CONTROL], "public, s-maxage=60");
         assert_eq!(written[header::ETAG], "\"v\"");
         assert_eq!(written[CDN_CACHE_CONTROL], "max-age=30");
@@ -138,8 +149,14 @@ mod tests {
 
     #[test]
     fn fingerprinted_assets_get_the_immutable_policy() {
-        let mut written =
-            headers_to_store(&HeaderMap::new(), &stored(), "/static/app.3f9a2c1b.js", 0).unwrap();
+        let mut written = headers_to_store(
+            &HeaderMap::new(),
+            200,
+            &stored(),
+            "/static/app.3f9a2c1b.js",
+            0,
+        )
+        .unwrap();
         read_stored(&mut written).unwrap();
         assert_eq!(written[header::CACHE_CONTROL], static_assets::IMMUTABLE);
     }

@@ -16,6 +16,7 @@ use crate::core::{
     freshness::Exchange,
     purge::tags_of,
     status::Forward,
+    stored::STORAGE_STATUS,
 };
 
 thread_local! {
@@ -95,10 +96,9 @@ async fn read(key: &str) -> Option<(Entry, Vec<u8>)> {
             return None;
         }
     };
-    let status = response.status_code();
     let headers = runtime::header_map(&response.headers().0);
     let body = response.bytes().await.ok()?;
-    Some((Entry::read(status, headers, body.len())?, body))
+    Some((Entry::read(headers, body.len())?, body))
 }
 
 /// Asks the origin, stores what the core says to store, and returns the answer with the
@@ -170,7 +170,7 @@ async fn write(
 ) {
     let tags = tags_of(&store.headers);
     let retention_ms = store.retention * 1000;
-    let response = match runtime::response(store.status, &store.headers, Some(&body)) {
+    let response = match runtime::response(STORAGE_STATUS, &store.headers, Some(&body)) {
         Ok(response) => worker::Response::from(response),
         Err(err) => {
             worker::console_warn!("not storing {}: {err}", job.key);
