@@ -1,31 +1,61 @@
 #!/usr/bin/env bash
-# The edge's hit path in workerd against a trivial route of the same Worker (GET
-# /__edge/health, answered without cache or origin), to show what caching costs per request.
-# Both through the same `wrangler dev` (local throughput is the simulator's, not Cloudflare's:
-# compare the two, not the absolute numbers). Usage: bench/edge-hit.sh [seconds]
+# The edge's hit path in workerd against a minimal JavaScript Worker that caches with
+# `caches.default.match` / `put` (bench/js-cache-worker), both in the same workerd (the npm
+# wrangler of package-lock.json), in front of the same origin, for the same cached response.
+# Alternating rounds, medians, the throughput ratio edge / JS per round. Local throughput is the
+# simulator's, not Cloudflare's: compare the two, not the absolute numbers.
+# Usage: bench/edge-hit.sh [seconds per run] [rounds]
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ensure_edge_tools
 command -v wrk >/dev/null || { log "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
 SECONDS_PER_RUN="${1:-10}"
+ROUNDS="${2:-5}"
 
 cargo build --release --locked -p forecastin-origin
 ./scripts/build-edge >/dev/null
 state=$(mktemp -d)
 LISTEN_ADDR=127.0.0.1:18080 DATA_DIR="$state/origin" RUST_LOG=warn ./target/release/forecastin-origin &
-origin=$!
-EDGE_SKIP_BUILD=1 PURGE_SECRET=bench setsid wrangler dev --local --ip 127.0.0.1 --port 18787 --inspector-port 19229 \
-  --show-interactive-dev-session=false --log-level error --persist-to "$state/edge" \
-  --var ORIGIN_URL:http://127.0.0.1:18080 >/dev/null &
-edge=$!
-trap 'kill $origin; kill -- -$edge; rm -rf "$state"' EXIT
-for _ in $(seq 120); do curl -fs http://127.0.0.1:18787/__edge/health >/dev/null && break; sleep 0.5; done
-
-hit=http://127.0.0.1:18787/api/v1/entities/FR/ancestors
-curl -fs "$hit" >/dev/null
-curl -fsI "$hit" | grep -i '^cache-status: .*hit' >/dev/null || { echo "not a hit" >&2; exit 1; }
-for url in http://127.0.0.1:18787/__edge/health "$hit"; do
-  echo "== $url"
-  wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" --latency "$url" | grep -E "Requests/sec|50%|99%"
+pids=($!)
+start_worker() { # port inspector-port config
+  EDGE_SKIP_BUILD=1 PURGE_SECRET=bench setsid wrangler dev --local --ip 127.0.0.1 --port "$1" \
+    --inspector-port "$2" --config "$3" --show-interactive-dev-session=false --log-level error \
+    --persist-to "$state/$1" --var ORIGIN_URL:http://127.0.0.1:18080 >/dev/null &
+  pids+=(-$!)
+}
+start_worker 18787 19229 wrangler.toml
+start_worker 18788 19230 bench/js-cache-worker/wrangler.toml
+trap 'kill -- "${pids[@]}" 2>/dev/null || true; rm -rf "$state"' EXIT
+for port in 18787 18788; do
+  for _ in $(seq 120); do curl -fs "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.5; done
 done
+
+path=/api/v1/entities/FR/ancestors
+edge="http://127.0.0.1:18787$path"
+js="http://127.0.0.1:18788$path"
+for url in "$edge" "$js"; do curl -fs "$url" >/dev/null; curl -fs "$url" >/dev/null; done
+curl -fsI "$edge" | grep -i '^cache-status: .*hit' >/dev/null || { echo "the edge did not hit" >&2; exit 1; }
+cmp <(curl -fs "$edge") <(curl -fs "$js")
+echo "response body: $(curl -fs "$edge" | wc -c) bytes, the same from both"
+
+# Prints "req/s p50 p99" (latencies in ms) of one wrk run.
+measure() {
+  wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" --latency "$1" | awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
+    /Requests\/sec/ { rps = $2 } / 50%/ { p50 = ms($2) } / 99%/ { p99 = ms($2) }
+    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+}
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+: > "$state/edge.runs"; : > "$state/js.runs"
+for round in $(seq "$ROUNDS"); do
+  measure "$edge" | tee -a "$state/edge.runs" | sed "s/^/round $round edge (Rust): /"
+  measure "$js" | tee -a "$state/js.runs" | sed "s/^/round $round JS worker:   /"
+done
+for who in edge js; do
+  printf '%s median: %s req/s, p50 %s ms, p99 %s ms\n' "$who" \
+    "$(cut -d' ' -f1 "$state/$who.runs" | median)" "$(cut -d' ' -f2 "$state/$who.runs" | median)" \
+    "$(cut -d' ' -f3 "$state/$who.runs" | median)"
+done
+ratios=$(paste -d' ' "$state/edge.runs" "$state/js.runs" | awk '{ printf "%.2f\n", $1 / $4 }')
+echo "edge/JS throughput ratio per round: $(echo $ratios), median $(echo "$ratios" | median)"

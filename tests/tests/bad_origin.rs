@@ -214,3 +214,44 @@ async fn an_origin_slower_than_the_timeout_gets_504() {
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "origin_timeout");
 }
+
+#[tokio::test]
+async fn trace_context_reaches_the_origin_but_not_the_cache_key() {
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = |id: &'static str| {
+        client()
+            .get(format!("{}/rfc/age", edge.url))
+            .header("traceparent", parent)
+            .header("x-request-id", id)
+            .header("x-forwarded-host", "evil.example")
+            .send()
+    };
+    let first = traced("req-1").await.unwrap();
+    assert!(cache_status(&first).contains("stored"));
+    let second = traced("req-2").await.unwrap();
+    assert!(
+        cache_status(&second).contains("hit"),
+        "trace headers are not keyed"
+    );
+    let seen = origin.seen("/rfc/age");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["traceparent"], parent);
+    assert_eq!(seen[0]["x-request-id"], "req-1");
+    assert!(!seen[0].contains_key("x-forwarded-host"));
+
+    let forged = client()
+        .post(format!("{}/rfc/unsafe", edge.url))
+        .header("traceparent", "00-not-a-trace-01")
+        .header("x-request-id", "id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 200);
+    let posted = origin.seen("/rfc/unsafe");
+    assert!(
+        !posted[0].contains_key("traceparent") && !posted[0].contains_key("x-request-id"),
+        "malformed trace context is dropped"
+    );
+}

@@ -273,4 +273,24 @@ mod tests {
         assert!(decode_cursor::<2>("not base64!").is_err());
         assert!(decode_cursor::<2>(&encode_cursor(&["only-one"])).is_err());
     }
+
+    /// The edge forwards only the parameters `forecastin_shared::routes` declares: each one
+    /// must be a parameter these handlers read.
+    #[test]
+    fn the_declared_parameters_are_the_ones_read() {
+        use forecastin_shared::routes::{CHILDREN_PARAMS, DESCENDANTS_PARAMS, SEARCH_PARAMS};
+        let query = |names: &[&str]| {
+            names
+                .iter()
+                .map(|name| format!("{name}=1"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let list: ListQuery = serde_urlencoded::from_str(&query(DESCENDANTS_PARAMS)).unwrap();
+        assert!(list.limit.is_some() && list.cursor.is_some() && list.max_depth.is_some());
+        let children: ListQuery = serde_urlencoded::from_str(&query(CHILDREN_PARAMS)).unwrap();
+        assert!(children.limit.is_some() && children.cursor.is_some());
+        let search: SearchQuery = serde_urlencoded::from_str(&query(SEARCH_PARAMS)).unwrap();
+        assert!(search.q.is_some() && search.limit.is_some() && search.cursor.is_some());
+    }
 }
