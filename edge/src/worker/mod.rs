@@ -60,6 +60,22 @@ impl Settings {
     }
 }
 
+thread_local! {
+    /// The settings, read once per isolate: vars and secrets change only with a new deploy,
+    /// which starts new isolates.
+    static SETTINGS: std::cell::OnceCell<std::rc::Rc<Settings>> = const { std::cell::OnceCell::new() };
+}
+
+/// This isolate's settings.
+fn settings(env: &Env) -> std::result::Result<std::rc::Rc<Settings>, String> {
+    if let Some(settings) = SETTINGS.with(|cell| cell.get().cloned()) {
+        return Ok(settings);
+    }
+    let settings = std::rc::Rc::new(Settings::from_env(env)?);
+    SETTINGS.with(|cell| cell.set(settings.clone()).ok());
+    Ok(settings)
+}
+
 fn now_ms() -> u64 {
     Date::now().as_millis()
 }
@@ -67,11 +83,11 @@ fn now_ms() -> u64 {
 #[event(fetch)]
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
     let started = now_ms();
-    let outcome = handle(req, &env, &ctx, started).await;
-    let response = outcome.and_then(|response| match response {
-        Handled::Raw(response) => Ok(response),
-        Handled::Answer(answer, bodies) => respond(answer, &bodies, started),
-    });
+    let response = match handle(req, &env, &ctx, started).await {
+        Ok(Handled::Raw(response)) => Ok(response),
+        Ok(Handled::Answer(answer, bodies)) => respond(answer, bodies, started).await,
+        Err(err) => Err(err),
+    };
     response.or_else(|err| {
         worker::console_error!("edge error: {err}");
         let answer = error(
@@ -79,15 +95,31 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
             "edge_error",
             "the edge could not produce a response".into(),
         );
-        respond(answer, &Bodies::default(), started)
+        let mut headers = answer.headers;
+        add_server_timing(&mut headers, now_ms().saturating_sub(started));
+        runtime::response(answer.status, &headers, edge_body(&answer.body))
     })
+}
+
+/// A stored response as storage gave it: its body unread, so a hit streams it through.
+pub struct StoredResponse {
+    pub response: web_sys::Response,
+    /// Its headers as stored (bookkeeping included), to change only what differs.
+    pub headers: HeaderMap,
 }
 
 /// The bodies an [`Answer`] may refer to.
 #[derive(Default)]
 pub struct Bodies {
-    pub stored: Vec<u8>,
+    pub stored: Option<StoredResponse>,
     pub origin: Vec<u8>,
+}
+
+fn edge_body(body: &Body) -> Option<&[u8]> {
+    match body {
+        Body::Edge(bytes) => Some(bytes),
+        _ => None,
+    }
 }
 
 /// How a request was handled: an answer to build, or a runtime response passed through.
@@ -102,25 +134,35 @@ impl From<Answer> for Handled {
     }
 }
 
-/// Builds the runtime response for an answer, timed.
-fn respond(answer: Answer, bodies: &Bodies, started: u64) -> Result<web_sys::Response> {
+/// Builds the runtime response for an answer, timed. A whole stored body is streamed
+/// through with the stored headers patched; anything else is built from bytes.
+async fn respond(answer: Answer, bodies: Bodies, started: u64) -> Result<web_sys::Response> {
     let mut headers = answer.headers;
     add_server_timing(&mut headers, now_ms().saturating_sub(started));
-    let bytes: Option<&[u8]> = match &answer.body {
-        Body::Empty => None,
-        Body::Stored => Some(&bodies.stored),
-        Body::Origin => Some(&bodies.origin),
-        Body::Edge(bytes) => Some(bytes),
+    let bytes = match (&answer.body, bodies.stored) {
+        (Body::Stored, Some(stored)) => match answer.slice {
+            None => {
+                let patched =
+                    runtime::patched(&stored.response.headers(), &stored.headers, &headers)?;
+                return runtime::with_stream(answer.status, &patched, stored.response.body());
+            }
+            Some((start, end)) => {
+                let bytes = runtime::bytes(&stored.response).await?;
+                bytes.get(start..end).unwrap_or_default().to_vec()
+            }
+        },
+        (Body::Origin, _) => match answer.slice {
+            Some((start, end)) => bodies.origin.get(start..end).unwrap_or_default().to_vec(),
+            None => bodies.origin,
+        },
+        (Body::Edge(bytes), _) => bytes.clone(),
+        (Body::Empty | Body::Stored, _) => return runtime::response(answer.status, &headers, None),
     };
-    let bytes = match (bytes, answer.slice) {
-        (Some(bytes), Some((start, end))) => Some(bytes.get(start..end).unwrap_or_default()),
-        (bytes, _) => bytes,
-    };
-    runtime::response(answer.status, &headers, bytes)
+    runtime::response(answer.status, &headers, Some(&bytes))
 }
 
 async fn handle(req: web_sys::Request, env: &Env, ctx: &Context, started: u64) -> Result<Handled> {
-    let settings = match Settings::from_env(env) {
+    let settings = match settings(env) {
         Ok(settings) => settings,
         Err(message) => {
             worker::console_error!("misconfigured: {message}");

@@ -3,7 +3,10 @@
 //! runtime refuses to construct is an error the caller turns into a 502.
 
 use http::HeaderMap;
-use worker::{js_sys::Uint8Array, web_sys, Headers, Result};
+use worker::{
+    js_sys::Uint8Array, wasm_bindgen::JsCast, wasm_bindgen_futures::JsFuture, web_sys, Headers,
+    Result,
+};
 
 use crate::core::fields::{from_runtime, to_runtime};
 
@@ -45,17 +48,61 @@ pub fn response(
     Ok(response?)
 }
 
+/// A copy of `base` changed into `target` with as few calls into the runtime as possible:
+/// the fields whose values differ are replaced, the others copied by the runtime itself.
+pub fn patched(
+    base: &web_sys::Headers,
+    base_map: &HeaderMap,
+    target: &HeaderMap,
+) -> Result<Headers> {
+    let headers = Headers(web_sys::Headers::new_with_headers(base)?);
+    for name in base_map.keys() {
+        if !target.contains_key(name) {
+            headers.delete(name.as_str())?;
+        }
+    }
+    for name in target.keys() {
+        let wanted = target.get_all(name);
+        if base_map.get_all(name).iter().eq(wanted.iter()) {
+            continue;
+        }
+        headers.delete(name.as_str())?;
+        for value in wanted {
+            if let Err(err) = headers.append(name.as_str(), &to_runtime(value)) {
+                worker::console_warn!("dropped the header {name}: {err}");
+            }
+        }
+    }
+    Ok(headers)
+}
+
+/// A response with a streamed body and these runtime headers.
+pub fn with_stream(
+    status: u16,
+    headers: &Headers,
+    body: Option<web_sys::ReadableStream>,
+) -> Result<web_sys::Response> {
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(&headers.0);
+    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
+        body.as_ref(),
+        &init,
+    )?)
+}
+
+/// Reads a response's whole body.
+pub async fn bytes(response: &web_sys::Response) -> Result<Vec<u8>> {
+    let buffer = JsFuture::from(response.array_buffer()?).await?;
+    let buffer: worker::js_sys::ArrayBuffer = buffer.dyn_into()?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
 /// A response streaming `body` through with new headers; `Err` if the runtime refuses them.
 pub fn streamed(
     status: u16,
     headers: &HeaderMap,
     body: Option<web_sys::ReadableStream>,
 ) -> Result<web_sys::Response> {
-    let init = web_sys::ResponseInit::new();
-    init.set_status(status);
-    init.set_headers(&js_headers(headers).0);
-    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
-        body.as_ref(),
-        &init,
-    )?)
+    with_stream(status, &js_headers(headers), body)
 }

@@ -7,7 +7,7 @@ use http::HeaderMap;
 use url::Url;
 use worker::{Cache, Context, Env, Result};
 
-use super::{index, now_ms, origin, runtime, Bodies, Handled, Settings};
+use super::{index, now_ms, origin, runtime, Bodies, Handled, Settings, StoredResponse};
 use crate::core::{
     cache::{
         after_failure, after_response, before_request, AfterResponse, Answer, BeforeRequest, Body,
@@ -55,50 +55,59 @@ pub async fn serve(
     let stored = read(&job.key).await;
     let entry = stored.as_ref().map(|(entry, _)| entry);
     match before_request(&job.request, entry, now_ms()) {
-        BeforeRequest::Answer(answer) => Ok(with_stored(answer, stored)),
+        BeforeRequest::Answer(answer) => Ok(with_stored(answer, stored, Vec::new())),
         BeforeRequest::AnswerAndRefresh { answer, refresh } => {
-            if let Some((entry, body)) = stored.clone() {
-                refresh_in_background(&job, ctx, entry, body, refresh);
+            if let Some((entry, response)) = &stored {
+                refresh_in_background(&job, ctx, entry, response, refresh);
             }
-            Ok(with_stored(answer, stored))
+            Ok(with_stored(answer, stored, Vec::new()))
         }
         BeforeRequest::Fetch { headers, fwd } => {
             let (answer, origin_body) =
                 exchange(&job, Some(ctx), stored.as_ref(), headers, fwd).await;
-            let stored_body = stored.map(|(_, body)| body).unwrap_or_default();
-            Ok(Handled::Answer(
-                answer,
-                Bodies {
-                    stored: stored_body,
-                    origin: origin_body,
-                },
-            ))
+            Ok(with_stored(answer, stored, origin_body))
         }
     }
 }
 
-fn with_stored(answer: Answer, stored: Option<(Entry, Vec<u8>)>) -> Handled {
+fn with_stored(
+    answer: Answer,
+    stored: Option<(Entry, StoredResponse)>,
+    origin: Vec<u8>,
+) -> Handled {
     Handled::Answer(
         answer,
         Bodies {
-            stored: stored.map(|(_, body)| body).unwrap_or_default(),
-            origin: Vec::new(),
+            stored: stored.map(|(_, response)| response),
+            origin,
         },
     )
 }
 
-/// The entry stored under `key` and its body; a storage error reads as a miss.
-async fn read(key: &str) -> Option<(Entry, Vec<u8>)> {
-    let mut response = match Cache::default().get(key, true).await {
-        Ok(found) => found?,
+/// A second handle on a stored response, its body teed by the runtime.
+fn copy(stored: &StoredResponse) -> Result<StoredResponse> {
+    Ok(StoredResponse {
+        response: stored.response.clone()?,
+        headers: stored.headers.clone(),
+    })
+}
+
+/// The entry stored under `key`, its body unread; a storage error reads as a miss.
+async fn read(key: &str) -> Option<(Entry, StoredResponse)> {
+    let response = match Cache::default().get(key, true).await {
+        Ok(found) => worker::web_sys::Response::from(found?),
         Err(err) => {
             worker::console_warn!("cache read failed for {key}: {err}");
             return None;
         }
     };
-    let headers = runtime::header_map(&response.headers().0);
-    let body = response.bytes().await.ok()?;
-    Some((Entry::read(headers, body.len())?, body))
+    let headers = runtime::header_map(&response.headers());
+    // The stored Content-Length is the edge's own (see `headers_to_store`).
+    let body_len = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())?;
+    let entry = Entry::read(headers.clone(), body_len)?;
+    Some((entry, StoredResponse { response, headers }))
 }
 
 /// Asks the origin, stores what the core says to store, and returns the answer with the
@@ -107,7 +116,7 @@ async fn read(key: &str) -> Option<(Entry, Vec<u8>)> {
 async fn exchange(
     job: &Job,
     ctx: Option<&Context>,
-    stored: Option<&(Entry, Vec<u8>)>,
+    stored: Option<&(Entry, StoredResponse)>,
     mut headers: HeaderMap,
     fwd: Forward,
 ) -> (Answer, Vec<u8>) {
@@ -140,11 +149,13 @@ async fn exchange(
             }
             AfterResponse::Done { store, answer } => {
                 if let Some(store) = store {
-                    let body = match store.body {
-                        Body::Stored => stored.map(|(_, body)| body.clone()).unwrap_or_default(),
-                        _ => fetched.body.clone(),
+                    let body = match (&store.body, stored) {
+                        (Body::Stored, Some((_, response))) => stored_bytes(response).await,
+                        _ => Some(fetched.body.clone()),
                     };
-                    write(job, ctx, store, body, request_ms).await;
+                    if let Some(body) = body {
+                        write(job, ctx, store, body, request_ms).await;
+                    }
                 }
                 return (answer, fetched.body);
             }
@@ -158,6 +169,12 @@ async fn exchange(
         ),
         Vec::new(),
     )
+}
+
+/// The bytes of a stored body, read from a copy so the original can still be streamed.
+async fn stored_bytes(stored: &StoredResponse) -> Option<Vec<u8>> {
+    let copy = copy(stored).ok()?;
+    runtime::bytes(&copy.response).await.ok()
 }
 
 /// Writes an entry to storage, then registers it with the index (see [`exchange`]).
@@ -210,17 +227,25 @@ async fn write(
 fn refresh_in_background(
     job: &Job,
     ctx: &Context,
-    entry: Entry,
-    body: Vec<u8>,
+    entry: &Entry,
+    stored: &StoredResponse,
     headers: HeaderMap,
 ) {
     let claimed = REFRESHING.with(|keys| keys.borrow_mut().insert(job.key.clone()));
     if !claimed {
         return;
     }
+    let (entry, stored) = match copy(stored) {
+        Ok(copy) => (entry.clone(), copy),
+        Err(err) => {
+            worker::console_warn!("no refresh of {}: {err}", job.key);
+            REFRESHING.with(|keys| keys.borrow_mut().remove(&job.key));
+            return;
+        }
+    };
     let job = job.clone();
     ctx.wait_until(async move {
-        exchange(&job, None, Some(&(entry, body)), headers, Forward::Stale).await;
+        exchange(&job, None, Some(&(entry, stored)), headers, Forward::Stale).await;
         REFRESHING.with(|keys| keys.borrow_mut().remove(&job.key));
     });
 }
