@@ -19,6 +19,25 @@ pub const META_HEADER: &str = "x-forecastin-edge-meta";
 /// freshness), so storage holds a 200 and the real status is in the bookkeeping.
 pub const STORAGE_STATUS: u16 = 200;
 
+/// The stored fields that deciding and answering a hit reads or rewrites. A hit needs only
+/// these from storage (every other field passes through untouched); revalidating needs all.
+pub const HIT_FIELDS: [&str; 14] = [
+    META_HEADER,
+    "cache-control",
+    CDN_CACHE_CONTROL,
+    "content-length",
+    "content-range",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "age",
+    forecastin_shared::headers::CACHE_TAG,
+    forecastin_shared::headers::SURROGATE_KEY,
+    forecastin_shared::headers::SURROGATE_CONTROL,
+    forecastin_shared::headers::CACHE_STATUS,
+    "server-timing",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// The response's real status.

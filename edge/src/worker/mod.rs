@@ -239,9 +239,8 @@ async fn forward(
     let mut headers = runtime::header_map(&response.headers());
     strip_hop_by_hop(&mut headers);
     let stale = invalidated_by_unsafe(method, url, status, &headers);
-    let cache = worker::Cache::default();
     for key in stale {
-        if let Err(err) = cache.delete(key.as_str(), true).await {
+        if let Err(err) = runtime::cache_delete(&key).await {
             worker::console_warn!("invalidating {key} after {method} failed: {err}");
         }
     }

@@ -9,9 +9,9 @@ use forecastin_shared::{
 use futures_util::StreamExt;
 use http::{header, HeaderMap};
 use url::Url;
-use worker::{web_sys, Cache, Env, Request};
+use worker::{web_sys, Env, Request};
 
-use super::{index, now_ms, Settings};
+use super::{index, now_ms, runtime, Settings};
 use crate::core::{
     cache::{error, json, Answer},
     fields::text,
@@ -101,12 +101,11 @@ pub async fn handle(
             "this signed purge was already used".into(),
         ));
     };
-    let cache = Cache::default();
     let mut purged = 0;
     for key in &keys {
-        match cache.delete(key.as_str(), true).await {
-            Ok(worker::CacheDeletionOutcome::Success) => purged += 1,
-            Ok(worker::CacheDeletionOutcome::ResponseNotFound) => {}
+        match runtime::cache_delete(key).await {
+            Ok(true) => purged += 1,
+            Ok(false) => {}
             Err(err) => {
                 return Ok(error(
                     503,

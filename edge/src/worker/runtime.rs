@@ -4,8 +4,12 @@
 
 use http::HeaderMap;
 use worker::{
-    js_sys::Uint8Array, wasm_bindgen::JsCast, wasm_bindgen_futures::JsFuture, web_sys, Headers,
-    Result,
+    js_sys::{self, Uint8Array},
+    wasm_bindgen::JsCast,
+    wasm_bindgen_futures::JsFuture,
+    web_sys,
+    worker_sys::ext::CacheStorageExt,
+    Headers, Result,
 };
 
 use crate::core::fields::{from_runtime, to_runtime};
@@ -15,6 +19,16 @@ pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
     Headers(headers.clone())
         .entries()
         .filter_map(|(name, value)| from_runtime(&name, &value))
+        .collect()
+}
+
+/// Only the fields `names` of the runtime's headers (several lines of one field come joined):
+/// one call per name instead of several per field present.
+pub fn selected_fields(headers: &web_sys::Headers, names: &[&str]) -> HeaderMap {
+    names
+        .iter()
+        .filter_map(|name| Some((*name, headers.get(name).ok()??)))
+        .filter_map(|(name, value)| from_runtime(name, &value))
         .collect()
 }
 
@@ -105,4 +119,29 @@ pub fn streamed(
     body: Option<web_sys::ReadableStream>,
 ) -> Result<web_sys::Response> {
     with_stream(status, &js_headers(headers), body)
+}
+
+/// The runtime's default cache, used directly: workers-rs's wrapper rebuilds every response
+/// it hands over or takes.
+fn default_cache() -> Result<web_sys::Cache> {
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    Ok(global.caches()?.default())
+}
+
+/// The response stored under `key`, if any.
+pub async fn cache_match(key: &str) -> Result<Option<web_sys::Response>> {
+    let found = JsFuture::from(default_cache()?.match_with_str(key)).await?;
+    Ok(found.dyn_into::<web_sys::Response>().ok())
+}
+
+/// Stores `response` under `key`.
+pub async fn cache_put(key: &str, response: &web_sys::Response) -> Result<()> {
+    JsFuture::from(default_cache()?.put_with_str(key, response)).await?;
+    Ok(())
+}
+
+/// Deletes what is stored under `key`; whether there was something.
+pub async fn cache_delete(key: &str) -> Result<bool> {
+    let deleted = JsFuture::from(default_cache()?.delete_with_str(key)).await?;
+    Ok(deleted.as_bool().unwrap_or(false))
 }

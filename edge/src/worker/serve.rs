@@ -5,7 +5,7 @@ use std::{cell::RefCell, collections::HashSet};
 
 use http::HeaderMap;
 use url::Url;
-use worker::{Cache, Context, Env, Result};
+use worker::{Context, Env, Result};
 
 use super::{index, now_ms, origin, runtime, Bodies, Handled, Settings, StoredResponse};
 use crate::core::{
@@ -16,7 +16,7 @@ use crate::core::{
     freshness::Exchange,
     purge::tags_of,
     status::Forward,
-    stored::STORAGE_STATUS,
+    stored::{HIT_FIELDS, STORAGE_STATUS},
 };
 
 thread_local! {
@@ -63,6 +63,7 @@ pub async fn serve(
             Ok(with_stored(answer, stored, Vec::new()))
         }
         BeforeRequest::Fetch { headers, fwd } => {
+            let stored = stored.and_then(|(entry, response)| whole(&entry, response));
             let (answer, origin_body) =
                 exchange(&job, Some(ctx), stored.as_ref(), headers, fwd).await;
             Ok(with_stored(answer, stored, origin_body))
@@ -84,6 +85,19 @@ fn with_stored(
     )
 }
 
+/// The entry with all its stored fields, for a revalidation that may store it again.
+fn whole(entry: &Entry, response: StoredResponse) -> Option<(Entry, StoredResponse)> {
+    let headers = runtime::header_map(&response.response.headers());
+    let entry = Entry::read(headers.clone(), entry.body_len)?;
+    Some((
+        entry,
+        StoredResponse {
+            response: response.response,
+            headers,
+        },
+    ))
+}
+
 /// A second handle on a stored response, its body teed by the runtime.
 fn copy(stored: &StoredResponse) -> Result<StoredResponse> {
     Ok(StoredResponse {
@@ -92,16 +106,17 @@ fn copy(stored: &StoredResponse) -> Result<StoredResponse> {
     })
 }
 
-/// The entry stored under `key`, its body unread; a storage error reads as a miss.
+/// The entry stored under `key` with the fields a hit needs ([`HIT_FIELDS`]), its body
+/// unread; a storage error reads as a miss.
 async fn read(key: &str) -> Option<(Entry, StoredResponse)> {
-    let response = match Cache::default().get(key, true).await {
-        Ok(found) => worker::web_sys::Response::from(found?),
+    let response = match runtime::cache_match(key).await {
+        Ok(found) => found?,
         Err(err) => {
             worker::console_warn!("cache read failed for {key}: {err}");
             return None;
         }
     };
-    let headers = runtime::header_map(&response.headers());
+    let headers = runtime::selected_fields(&response.headers(), &HIT_FIELDS);
     // The stored Content-Length is the edge's own (see `headers_to_store`).
     let body_len = headers
         .get(http::header::CONTENT_LENGTH)
@@ -188,13 +203,13 @@ async fn write(
     let tags = tags_of(&store.headers);
     let retention_ms = store.retention * 1000;
     let response = match runtime::response(STORAGE_STATUS, &store.headers, Some(&body)) {
-        Ok(response) => worker::Response::from(response),
+        Ok(response) => response,
         Err(err) => {
             worker::console_warn!("not storing {}: {err}", job.key);
             return;
         }
     };
-    if let Err(err) = Cache::default().put(job.key.as_str(), response).await {
+    if let Err(err) = runtime::cache_put(&job.key, &response).await {
         worker::console_warn!("cache put failed for {}: {err}", job.key);
         return;
     }
@@ -214,7 +229,7 @@ async fn write(
             }
         };
         if delete {
-            let _ = Cache::default().delete(key.as_str(), true).await;
+            let _ = runtime::cache_delete(&key).await;
         }
     };
     match ctx {
@@ -235,13 +250,13 @@ fn refresh_in_background(
     if !claimed {
         return;
     }
-    let (entry, stored) = match copy(stored) {
-        Ok(copy) => (entry.clone(), copy),
-        Err(err) => {
-            worker::console_warn!("no refresh of {}: {err}", job.key);
-            REFRESHING.with(|keys| keys.borrow_mut().remove(&job.key));
-            return;
-        }
+    let Some((entry, stored)) = copy(stored).ok().and_then(|copy| whole(entry, copy)) else {
+        worker::console_warn!(
+            "no refresh of {}: the stored response could not be copied",
+            job.key
+        );
+        REFRESHING.with(|keys| keys.borrow_mut().remove(&job.key));
+        return;
     };
     let job = job.clone();
     ctx.wait_until(async move {
