@@ -4,7 +4,7 @@
 #     the same CPU budget: each pinned to CPU 0 (nginx with one worker, the origin with one
 #     tokio worker thread), wrk pinned to CPU 1. Three alternating rounds; medians; the ratio.
 #  2. The origin's database path (L1 and L2 off) on PostgreSQL, unpinned.
-#  3. The edge's hit path in workerd against a trivial route of the same Worker
+#  3. The edge's hit path in workerd against a minimal JavaScript caching Worker
 #     (bench/edge-hit.sh).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
@@ -85,4 +85,4 @@ kill "${pids[@]}" 2>/dev/null || true
 pids=()
 
 # 3. The edge in workerd.
-./bench/edge-hit.sh "$SECONDS_PER_RUN"
+./bench/edge-hit.sh "$SECONDS_PER_RUN" "$ROUNDS"
