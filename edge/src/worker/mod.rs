@@ -191,13 +191,16 @@ async fn handle(req: web_sys::Request, env: &Env, ctx: &Context, started: u64) -
         )
         .into()),
         RequestKind::Bypass(reason) => {
-            let forwarded = origin_headers(&headers, kind);
             let mut origin_url = target.origin_url(&settings.origin);
             origin_url.set_query(url.query());
-            forward(
-                req, &settings, &url, origin_url, &method, forwarded, reason, started,
-            )
-            .await
+            let forwarding = Forwarding {
+                url,
+                origin_url,
+                method,
+                headers: origin_headers(&headers, kind),
+                reason,
+            };
+            forward(req, &settings, forwarding, started).await
         }
         RequestKind::Cacheable { credentialed } => {
             let request = CacheableRequest {
@@ -214,21 +217,33 @@ async fn handle(req: web_sys::Request, env: &Env, ctx: &Context, started: u64) -
     }
 }
 
+/// A request passed to the origin as it is.
+struct Forwarding {
+    /// As the client addressed it.
+    url: Url,
+    origin_url: Url,
+    method: Method,
+    headers: HeaderMap,
+    reason: BypassReason,
+}
+
 /// Forwards a request the cache does not handle, streams the answer back, and invalidates
 /// what an unsafe method changed (RFC 9111 §4.4).
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     req: web_sys::Request,
     settings: &Settings,
-    url: &Url,
-    origin_url: Url,
-    method: &Method,
-    headers: HeaderMap,
-    reason: BypassReason,
+    forwarding: Forwarding,
     started: u64,
 ) -> Result<Handled> {
+    let Forwarding {
+        url,
+        origin_url,
+        method,
+        headers,
+        reason,
+    } = forwarding;
     let response = match origin::forward(&req, &origin_url, &headers, settings.timeout).await {
-        Ok(response) => web_sys::Response::from(response),
+        Ok(response) => response,
         Err(failure) => return Ok(crate::core::cache::failure_answer(&failure).into()),
     };
     let status = response.status();
@@ -238,7 +253,7 @@ async fn forward(
     }
     let mut headers = runtime::header_map(&response.headers());
     strip_hop_by_hop(&mut headers);
-    let stale = invalidated_by_unsafe(method, url, status, &headers);
+    let stale = invalidated_by_unsafe(&method, &url, status, &headers);
     for key in stale {
         if let Err(err) = runtime::cache_delete(&key).await {
             worker::console_warn!("invalidating {key} after {method} failed: {err}");

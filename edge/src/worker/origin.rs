@@ -1,13 +1,17 @@
-//! Requests to the origin, with the configured timeout.
+//! Requests to the origin with the configured timeout, through the runtime's own `fetch`
+//! (workers-rs's wrapper would rebuild the response, and panic on one it cannot rebuild).
 
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use http::HeaderMap;
 use url::Url;
-use worker::{wasm_bindgen::JsValue, web_sys, AbortController, Delay, Fetch, Request, Response};
+use worker::{
+    js_sys, wasm_bindgen::JsCast, wasm_bindgen::JsValue, wasm_bindgen_futures::JsFuture, web_sys,
+    Delay,
+};
 
-use super::runtime::{header_map, js_headers};
+use super::runtime::{bytes, header_map, js_headers};
 use crate::core::cache::Failure;
 
 /// A whole origin response, body read.
@@ -17,16 +21,25 @@ pub struct Fetched {
     pub body: Vec<u8>,
 }
 
+fn unreachable(err: JsValue) -> Failure {
+    Failure::Unreachable(
+        err.dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| err.as_string())
+            .unwrap_or_else(|| "the request failed".into()),
+    )
+}
+
 /// Runs `work` with the timeout, aborting the fetch when it runs out.
 async fn within<T>(
     timeout: Duration,
-    controller: AbortController,
-    work: impl std::future::Future<Output = worker::Result<T>>,
+    controller: web_sys::AbortController,
+    work: impl std::future::Future<Output = Result<T, JsValue>>,
 ) -> Result<T, Failure> {
     let work = std::pin::pin!(work);
     let delay = std::pin::pin!(Delay::from(timeout));
     match select(work, delay).await {
-        Either::Left((result, _)) => result.map_err(|e| Failure::Unreachable(e.to_string())),
+        Either::Left((result, _)) => result.map_err(unreachable),
         Either::Right(_) => {
             controller.abort();
             Err(Failure::Timeout)
@@ -34,24 +47,27 @@ async fn within<T>(
     }
 }
 
-/// A request for the origin; the method is passed as the client spelled it (workers-rs's
-/// `Method` would turn an unknown one into GET).
-fn request(
+/// Fetches `url` with the client's method spelled as it came (workers-rs's `Method` would
+/// turn an unknown one into GET), never following redirects.
+async fn send(
     url: &Url,
     method: &str,
     headers: &HeaderMap,
     body: Option<JsValue>,
-) -> Result<Request, Failure> {
+    signal: &web_sys::AbortSignal,
+) -> Result<web_sys::Response, JsValue> {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     init.set_headers(&js_headers(headers).0);
     init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_signal(Some(signal));
     if let Some(body) = body {
         init.set_body(&body);
     }
-    web_sys::Request::new_with_str_and_init(url.as_str(), &init)
-        .map(Request::from)
-        .map_err(|e| Failure::Unreachable(format!("{e:?}")))
+    let request = web_sys::Request::new_with_str_and_init(url.as_str(), &init)?;
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let response = JsFuture::from(global.fetch_with_request(&request)).await?;
+    response.dyn_into()
 }
 
 /// GETs `url` and reads the whole body; a body that fails mid-stream is an error, so a
@@ -61,15 +77,16 @@ pub async fn fetch_whole(
     headers: &HeaderMap,
     timeout: Duration,
 ) -> Result<Fetched, Failure> {
-    let request = request(url, "GET", headers, None)?;
-    let controller = AbortController::default();
+    let controller = web_sys::AbortController::new().map_err(unreachable)?;
     let signal = controller.signal();
     within(timeout, controller, async move {
-        let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
-        let body = response.bytes().await?;
+        let response = send(url, "GET", headers, None, &signal).await?;
+        let body = bytes(&response)
+            .await
+            .map_err(|e| JsValue::from_str(&e.to_string()))?;
         Ok(Fetched {
-            status: response.status_code(),
-            headers: header_map(&response.headers().0),
+            status: response.status(),
+            headers: header_map(&response.headers()),
             body,
         })
     })
@@ -83,14 +100,14 @@ pub async fn forward(
     url: &Url,
     headers: &HeaderMap,
     timeout: Duration,
-) -> Result<Response, Failure> {
-    let request = request(url, &req.method(), headers, req.body().map(Into::into))?;
-    let controller = AbortController::default();
+) -> Result<web_sys::Response, Failure> {
+    let controller = web_sys::AbortController::new().map_err(unreachable)?;
     let signal = controller.signal();
+    let body = req.body().map(JsValue::from);
     within(
         timeout,
         controller,
-        Fetch::Request(request).send_with_signal(&signal),
+        send(url, &req.method(), headers, body, &signal),
     )
     .await
 }
