@@ -41,12 +41,8 @@ echo "response body: $(curl -fs "$edge" | wc -c) bytes, the same from both"
 
 # Prints "req/s p50 p99" (latencies in ms) of one wrk run.
 measure() {
-  wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" --latency "$1" | awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
-    /Requests\/sec/ { rps = $2 } / 50%/ { p50 = ms($2) } / 99%/ { p99 = ms($2) }
-    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+  wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" --latency "$1" | wrk_summary
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 : > "$state/edge.runs"; : > "$state/js.runs"
 for round in $(seq "$ROUNDS"); do
   measure "$edge" | tee -a "$state/edge.runs" | sed "s/^/round $round edge (Rust): /"

@@ -50,12 +50,8 @@ echo "response body: $(wc -c < "$state/www$path") bytes, the same from both"
 
 # Prints "req/s p50 p99" (latencies in ms) of one wrk run on CPU 1.
 measure() {
-  taskset -c 1 wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" --latency "$1" | awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
-    /Requests\/sec/ { rps = $2 } / 50%/ { p50 = ms($2) } / 99%/ { p99 = ms($2) }
-    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+  taskset -c 1 wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" --latency "$1" | wrk_summary
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 : > "$state/origin.runs"; : > "$state/nginx.runs"
 for round in $(seq "$ROUNDS"); do
   measure "http://127.0.0.1:18081$path" | tee -a "$state/origin.runs" | sed "s/^/round $round origin (L1 hit): /"

@@ -104,3 +104,14 @@ run_bench_example() {
   FORECASTIN_ORIGIN_BIN="$ROOT/target/release/forecastin-origin" \
     cargo run --release --locked -q -p forecastin-e2e --example "$1"
 }
+
+# Reads wrk's --latency output and prints "req/s p50 p99" (latencies in ms), for benchmarks.
+wrk_summary() {
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
+    /Requests\/sec/ { rps = $2 } / 50%/ { p50 = ms($2) } / 99%/ { p99 = ms($2) }
+    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+}
+
+# The median of numbers given one per line.
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

@@ -310,6 +310,16 @@ impl Edge {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("edge.log")).unwrap_or_default()
     }
+
+    /// Fails if the Worker panicked: workerd logs "Rust panic: panicked at …" and the
+    /// `RuntimeError: unreachable` that follows (checked against a build that panics on
+    /// purpose), and requests in flight then fail with "Cannot invoke closure".
+    pub fn assert_no_panic(&self) {
+        let log = self.log();
+        for sign in ["panicked", "RuntimeError", "Cannot invoke closure"] {
+            assert!(!log.contains(sign), "the Worker log shows `{sign}`:\n{log}");
+        }
+    }
 }
 
 impl Drop for Edge {

@@ -80,7 +80,7 @@ async fn statuses_the_runtime_cannot_represent_become_a_502() {
             "{body}"
         );
     }
-    assert!(!edge.log().contains("panicked"), "{}", edge.log());
+    edge.assert_no_panic();
 }
 
 #[tokio::test]
@@ -129,7 +129,7 @@ async fn revalidation_sends_the_stored_validators_and_a_304_freshens_the_stored_
         "yes \u{fffd}".as_bytes(),
         "the merge was stored"
     );
-    assert!(!edge.log().contains("panicked"), "{}", edge.log());
+    edge.assert_no_panic();
 }
 
 #[tokio::test]

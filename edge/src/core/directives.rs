@@ -59,7 +59,30 @@ pub struct Directives {
     pub stale_if_error: Seconds,
 }
 
+/// Where a directive's value goes.
+enum Slot<'a> {
+    Flag(&'a mut bool),
+    Seconds(&'a mut Seconds),
+}
+
 impl Directives {
+    fn slot(&mut self, name: &str) -> Option<Slot<'_>> {
+        Some(match name {
+            "no-store" => Slot::Flag(&mut self.no_store),
+            "no-cache" => Slot::Flag(&mut self.no_cache),
+            "private" => Slot::Flag(&mut self.private),
+            "public" => Slot::Flag(&mut self.public),
+            "must-revalidate" => Slot::Flag(&mut self.must_revalidate),
+            "proxy-revalidate" => Slot::Flag(&mut self.proxy_revalidate),
+            "immutable" => Slot::Flag(&mut self.immutable),
+            "max-age" => Slot::Seconds(&mut self.max_age),
+            "s-maxage" => Slot::Seconds(&mut self.s_maxage),
+            "stale-while-revalidate" => Slot::Seconds(&mut self.stale_while_revalidate),
+            "stale-if-error" => Slot::Seconds(&mut self.stale_if_error),
+            _ => return None, // unknown directives are ignored (RFC 9111 §5.2.3)
+        })
+    }
+
     /// Parses every value of a directive header (several header lines are one list).
     pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
         let mut directives = Directives::default();
@@ -68,55 +91,27 @@ impl Directives {
                 Some((name, value)) => (name.trim(), Some(value.trim())),
                 None => (item.trim(), None),
             };
-            match name.to_ascii_lowercase().as_str() {
-                "no-store" => directives.no_store = true,
-                "no-cache" => directives.no_cache = true,
-                "private" => directives.private = true,
-                "public" => directives.public = true,
-                "must-revalidate" => directives.must_revalidate = true,
-                "proxy-revalidate" => directives.proxy_revalidate = true,
-                "immutable" => directives.immutable = true,
-                "max-age" => directives.max_age = directives.max_age.merge(value),
-                "s-maxage" => directives.s_maxage = directives.s_maxage.merge(value),
-                "stale-while-revalidate" => {
-                    directives.stale_while_revalidate =
-                        directives.stale_while_revalidate.merge(value)
-                }
-                "stale-if-error" => {
-                    directives.stale_if_error = directives.stale_if_error.merge(value)
-                }
-                _ => {} // unknown directives are ignored (RFC 9111 §5.2.3)
+            match directives.slot(&name.to_ascii_lowercase()) {
+                Some(Slot::Flag(flag)) => *flag = true,
+                Some(Slot::Seconds(seconds)) => *seconds = seconds.merge(value),
+                None => {}
             }
         }
         directives
     }
-}
 
-impl Directives {
     /// The directives of a Structured Field Dictionary (`CDN-Cache-Control`, RFC 9213): a
     /// directive whose value has the wrong type is ignored, a negative age reads as stale.
     pub fn from_dictionary(members: &[(String, Item)]) -> Self {
         let mut directives = Directives::default();
         for (name, item) in members {
-            let flag = matches!(item, Item::Boolean(true));
-            let seconds = match item {
-                Item::Integer(n) => u64::try_from(*n)
-                    .map(|n| Seconds::Valid(n.min(MAX_DELTA_SECONDS)))
-                    .unwrap_or(Seconds::Invalid),
-                _ => Seconds::Absent,
-            };
-            match name.as_str() {
-                "no-store" => directives.no_store = flag,
-                "no-cache" => directives.no_cache = flag,
-                "private" => directives.private = flag,
-                "public" => directives.public = flag,
-                "must-revalidate" => directives.must_revalidate = flag,
-                "proxy-revalidate" => directives.proxy_revalidate = flag,
-                "immutable" => directives.immutable = flag,
-                "max-age" => directives.max_age = seconds,
-                "s-maxage" => directives.s_maxage = seconds,
-                "stale-while-revalidate" => directives.stale_while_revalidate = seconds,
-                "stale-if-error" => directives.stale_if_error = seconds,
+            match (directives.slot(name), item) {
+                (Some(Slot::Flag(flag)), Item::Boolean(value)) => *flag = *value,
+                (Some(Slot::Seconds(seconds)), Item::Integer(n)) => {
+                    *seconds = u64::try_from(*n)
+                        .map(|n| Seconds::Valid(n.min(MAX_DELTA_SECONDS)))
+                        .unwrap_or(Seconds::Invalid)
+                }
                 _ => {}
             }
         }
