@@ -94,6 +94,15 @@ resource "cloudflare_tiered_cache" "zone" {
   value   = "on"
 }
 
+# 103 Early Hints: the Workers runtime neither surfaces an origin's interim responses nor lets a
+# Worker send one; Cloudflare sends them itself from the `Link` headers of cached responses,
+# which the edge passes on.
+resource "cloudflare_zone_setting" "early_hints" {
+  zone_id    = var.zone_id
+  setting_id = "early_hints"
+  value      = "on"
+}
+
 data "cloudflare_api_token_permission_groups_list" "cache_purge" {
   name  = "Cache Purge"
   scope = "com.cloudflare.api.account.zone"

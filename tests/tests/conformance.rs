@@ -214,3 +214,31 @@ async fn a_successful_unsafe_request_invalidates_the_stored_response() {
     );
     assert_eq!(after.text().await.unwrap(), "version 1");
 }
+
+#[tokio::test]
+async fn vary_matches_on_normalised_values() {
+    // RFC 9111 §4.1: values may be normalised before they are compared.
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    let with_language = |language: &'static str| {
+        client()
+            .get(format!("{}/vary", edge.url))
+            .header("accept-language", language)
+            .send()
+    };
+    with_language("fr-FR, en;q=0.5").await.unwrap();
+    for same in ["fr-fr,en; q=0.5", "FR-FR ,  EN;Q=0.5"] {
+        let response = with_language(same).await.unwrap();
+        assert!(
+            cache_status(&response).contains("hit"),
+            "{same}: {}",
+            cache_status(&response)
+        );
+    }
+    let other = with_language("en, fr-FR;q=0.5").await.unwrap();
+    assert!(
+        cache_status(&other).contains("fwd=vary-miss"),
+        "{}",
+        cache_status(&other)
+    );
+}
