@@ -40,6 +40,10 @@ async fn a_miss_is_stored_and_the_next_request_is_a_hit_without_the_origin() {
     let status = cache_status(&second);
     assert!(status.starts_with("forecastin-edge; hit; ttl="), "{status}");
     assert!(second.headers().contains_key("age"));
+    assert!(
+        second.headers().get("cf-cache-status").is_none(),
+        "the runtime cache's own status is internal"
+    );
     assert!(second.headers()["server-timing"]
         .to_str()
         .unwrap()

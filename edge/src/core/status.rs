@@ -84,9 +84,16 @@ impl fmt::Display for CacheStatus {
     }
 }
 
-/// Headers for this edge alone, removed before a client sees them. `CDN-Cache-Control` is
-/// not among them: RFC 9213 targets any CDN downstream too, so it is passed on.
-const INTERNAL: [&str; 4] = [CACHE_TAG, SURROGATE_KEY, SURROGATE_CONTROL, META_HEADER];
+/// Headers for this edge alone, removed before a client sees them: the tags, Fastly's
+/// policy, the bookkeeping, and the runtime cache's own status (`Cache-Status` says it).
+/// `CDN-Cache-Control` is not among them: RFC 9213 targets any CDN downstream too.
+pub const INTERNAL: [&str; 5] = [
+    CACHE_TAG,
+    SURROGATE_KEY,
+    SURROGATE_CONTROL,
+    META_HEADER,
+    "cf-cache-status",
+];
 
 /// Rewrites a response's headers for the client: internal headers out; `Age` (the current
 /// age, when known) and `Cache-Status` in.
@@ -171,6 +178,7 @@ mod tests {
             "surrogate-control",
             "cdn-cache-control",
             META_HEADER,
+            "cf-cache-status",
             "age",
         ] {
             headers.insert(name, "x".parse().unwrap());

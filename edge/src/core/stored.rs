@@ -21,7 +21,7 @@ pub const STORAGE_STATUS: u16 = 200;
 
 /// The stored fields that deciding and answering a hit reads or rewrites. A hit needs only
 /// these from storage (every other field passes through untouched); revalidating needs all.
-pub const HIT_FIELDS: [&str; 14] = [
+pub const HIT_FIELDS: [&str; 15] = [
     META_HEADER,
     "cache-control",
     CDN_CACHE_CONTROL,
@@ -36,6 +36,7 @@ pub const HIT_FIELDS: [&str; 14] = [
     forecastin_shared::headers::SURROGATE_CONTROL,
     forecastin_shared::headers::CACHE_STATUS,
     "server-timing",
+    "cf-cache-status",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
