@@ -90,3 +90,57 @@ async fn readiness_fails_when_the_primary_pool_is_exhausted(app: TestApp) {
     drop(held);
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
 }
+
+/// Thirty made-up methods add one `other` series, not thirty.
+#[tokio::test]
+async fn made_up_methods_do_not_mint_metric_series() {
+    let app = TestApp::sqlite().await;
+    for n in 0..30 {
+        let method = axum::http::Method::from_bytes(format!("MADEUP{n}").as_bytes()).unwrap();
+        app.send(
+            axum::http::Request::builder()
+                .method(method)
+                .uri("/api/v1/entities/FR")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    }
+    let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert!(!text.contains("MADEUP"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+}
+
+/// A request whose client goes away half-way (its future dropped while it waits for a
+/// database connection) no longer counts as in flight.
+#[tokio::test]
+async fn a_request_dropped_half_way_leaves_the_in_flight_count() {
+    let app = TestApp::sqlite_with(&["--acquire-timeout-ms", "5000"]).await;
+    let pool = app.state.hierarchy.db.primary.clone();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    let inflight = || {
+        app.state
+            .registry
+            .inflight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        app.get("/api/v1/entities/DE"),
+    );
+    let probe = async {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        inflight()
+    };
+    let (abandoned, during) = tokio::join!(waiting, probe);
+    assert!(
+        abandoned.is_err(),
+        "the request was still waiting for a connection"
+    );
+    assert_eq!(during, 1, "it counted while it waited");
+    assert_eq!(inflight(), 0, "and stopped counting when it was dropped");
+    drop(held);
+}

@@ -11,7 +11,10 @@ mod purges;
 mod ws;
 
 use std::{
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
     time::Instant,
 };
 
@@ -66,7 +69,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Counts requests and times them per route template (not per URL, to bound cardinality).
+/// Counts requests and times them per route template and known method (not per URL or per
+/// made-up method, to bound the number of series).
 async fn record_metrics(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -76,20 +80,71 @@ async fn record_metrics(
         .registry
         .request_counter()
         .fetch_add(1, Ordering::Relaxed);
-    state.registry.inflight.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight::enter(&state.registry.inflight);
     let started = Instant::now();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_owned();
     let response = next.run(request).await;
-    state.registry.inflight.fetch_sub(1, Ordering::Relaxed);
     let status = response.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("status", status)];
     ::metrics::counter!(metrics::HTTP_REQUESTS, &labels).increment(1);
     ::metrics::histogram!(metrics::HTTP_DURATION, &labels[..2])
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The `method` label: the standard methods by name, anything else `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .iter()
+    .find(|known| *known == method)
+    .map_or("other", |known| known.as_str())
+}
+
+/// One request in flight, counted until it is dropped: when it completes, and also when the
+/// client goes away and the server drops the request's future half-way.
+struct InFlight<'a>(&'a AtomicI64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicI64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("PATCH", "PATCH"),
+            ("BREW", "other"),
+            ("get", "other"),
+        ] {
+            let method = axum::http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), label);
+        }
+    }
 }
