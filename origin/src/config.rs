@@ -64,6 +64,10 @@ pub struct ClusterConfig {
     #[arg(long, env = "WS_CLIENT_QUEUE", default_value_t = 256)]
     pub ws_client_queue: usize,
 
+    /// Websocket clients one instance serves at once; more are refused with 503.
+    #[arg(long, env = "WS_MAX_CLIENTS", default_value_t = 10_000)]
+    pub ws_max_clients: usize,
+
     /// Interval of the instance heartbeat in Redis; an instance is gone after three missed.
     #[arg(long, env = "HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,

@@ -38,6 +38,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("the bearer token is not valid")]
     Forbidden,
+    /// The instance is at a configured limit (503); another instance may take the request.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("the database is unavailable")]
     Database(#[from] sqlx::Error),
 }
@@ -71,6 +74,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
             ) => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +96,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::Overloaded(_) => "overloaded",
             Self::Database(_) => "database_unavailable",
         }
     }

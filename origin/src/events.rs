@@ -74,7 +74,17 @@ impl Events {
         let receiver = self.fan_out.subscribe();
         let missed = match last_seen {
             None => Missed::Events(Vec::new()),
-            Some(last) if replay.front().is_some_and(|first| first.id > last + 1) => {
+            // An id from before the oldest kept event, or far past the newest (a client of
+            // another cluster, or made up; an id a little ahead is one still on its way
+            // here): it cannot be resumed, only refetched.
+            Some(last)
+                if replay
+                    .front()
+                    .is_some_and(|first| first.id > last.saturating_add(1))
+                    || replay
+                        .back()
+                        .is_some_and(|newest| last > newest.id.saturating_add(REPLAY as u64)) =>
+            {
                 Missed::TooMany
             }
             Some(last) => Missed::Events(replay.iter().filter(|e| e.id > last).cloned().collect()),
@@ -95,6 +105,18 @@ mod tests {
             entity_id: "FR".into(),
             path: vec!["world".into(), "FR".into()],
             at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_id_never_issued_asks_for_a_refetch() {
+        let events = Events::default();
+        events.deliver(event(1));
+        let (_, just_ahead) = events.subscribe(Some(2));
+        assert!(matches!(just_ahead, Missed::Events(ref e) if e.is_empty()));
+        for last in [REPLAY as u64 + 2, u64::MAX - 1, u64::MAX] {
+            let (_, missed) = events.subscribe(Some(last));
+            assert!(matches!(missed, Missed::TooMany), "{last}");
         }
     }
 

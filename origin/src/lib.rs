@@ -134,6 +134,8 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         registry,
         flags,
         ws_client_queue: config.cluster.ws_client_queue.max(1),
+        ws_clients: Default::default(),
+        ws_max_clients: config.cluster.ws_max_clients,
     });
     Ok((http::router(state.clone()), state))
 }

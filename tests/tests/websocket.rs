@@ -189,3 +189,66 @@ async fn a_slow_client_is_dropped_without_delaying_a_fast_one() {
         "{metrics}"
     );
 }
+
+/// The bounds of one instance: clients beyond `WS_MAX_CLIENTS` are refused with 503 and the
+/// JSON error (the others keep their stream); a client message over 64 KiB closes that client
+/// only; a `last_event_id` that was never issued gets a reset, not a crash.
+#[tokio::test]
+async fn clients_messages_and_resume_ids_are_bounded() {
+    let origin = Origin::start(&[("WS_MAX_CLIENTS", "2")]).await;
+    let mut first = connect(&origin, "").await;
+    let _second = connect(&origin, "").await;
+    let refused = reqwest::Client::new()
+        .get(format!("{}/ws", origin.url))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+
+    use futures_util::SinkExt;
+    let huge = "x".repeat(65 * 1024);
+    first.send(Message::Text(huge.into())).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match first.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the oversized message closed the client");
+    // Its place is free again, and an id never issued is answered with a reset.
+    rename(&origin.url, "DE", "Deutschland").await;
+    let mut resumed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let url = format!(
+                "{}/ws?last_event_id={}",
+                origin.url.replace("http://", "ws://"),
+                u64::MAX
+            );
+            if let Ok((client, _)) = connect_async(url).await {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a place is free once the closed client is gone");
+    let frame = tokio::time::timeout(Duration::from_secs(3), resumed.next())
+        .await
+        .expect("a message")
+        .unwrap()
+        .unwrap();
+    let Message::Text(text) = frame else {
+        panic!("a text message: {frame:?}")
+    };
+    let message: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(message["type"], "reset", "{message}");
+}

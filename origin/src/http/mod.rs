@@ -12,7 +12,7 @@ mod ws;
 
 use std::{
     sync::{
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicUsize, Ordering},
         Arc,
     },
     time::Instant,
@@ -48,6 +48,9 @@ pub struct AppState {
     pub flags: Flags,
     /// Messages queued for one websocket client before it is dropped.
     pub ws_client_queue: usize,
+    /// Websocket clients served at once, and the most allowed.
+    pub ws_clients: AtomicUsize,
+    pub ws_max_clients: usize,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -4,9 +4,14 @@
 //! Each client has a bounded queue: a client that does not keep up is closed with code 4008
 //! and can resume with the last id it saw, so a slow client never holds up the others. The
 //! server pings every 15 seconds and drops a client it has not heard from (no pong, no frame)
-//! for two pings.
+//! for two pings. A client's own messages are capped at 64 KiB (it only sends pongs), and an
+//! instance serves at most `WS_MAX_CLIENTS` clients: more are refused with 503 before the
+//! upgrade.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use axum::{
     extract::{
@@ -33,6 +38,8 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 pub const TOO_SLOW: u16 = 4008;
 /// How long a slow client is given to take its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Largest message or frame a client may send: it sends pongs and close frames only.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/ws", get(stream))
@@ -66,21 +73,39 @@ async fn stream(
             })
         })
         .transpose()?;
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, state, query.subtree, last_seen)))
+    let client = ConnectedClient::admit(state.clone()).ok_or_else(|| {
+        ApiError::Overloaded(format!(
+            "this instance serves {} websocket clients already; retry, or another instance",
+            state.ws_max_clients
+        ))
+    })?;
+    Ok(upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve(socket, client, query.subtree, last_seen)))
 }
 
-/// Counts the client in `websocket_clients_connected` for as long as it is held.
-struct ConnectedClient;
+/// A client admitted under the instance's limit, counted (and in
+/// `websocket_clients_connected`) for as long as it is held.
+struct ConnectedClient(Arc<AppState>);
 
 impl ConnectedClient {
-    fn new() -> Self {
+    fn admit(state: Arc<AppState>) -> Option<Self> {
+        let limit = state.ws_max_clients;
+        state
+            .ws_clients
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
         ::metrics::gauge!(crate::metrics::WS_CLIENTS).increment(1.0);
-        ConnectedClient
+        Some(ConnectedClient(state))
     }
 }
 
 impl Drop for ConnectedClient {
     fn drop(&mut self) {
+        self.0.ws_clients.fetch_sub(1, Ordering::SeqCst);
         ::metrics::gauge!(crate::metrics::WS_CLIENTS).decrement(1.0);
     }
 }
@@ -93,16 +118,17 @@ fn message(payload: &StreamMessage) -> Message {
 
 async fn serve(
     socket: WebSocket,
-    state: Arc<AppState>,
+    client: ConnectedClient,
     subtree: Option<String>,
     last_seen: Option<u64>,
 ) {
+    let state = client.0.clone();
     let wanted = move |event: &EntityEvent| {
         subtree
             .as_ref()
             .is_none_or(|root| event.path.contains(root))
     };
-    let _connected = ConnectedClient::new();
+    let _connected = client;
     let (mut events, missed) = state.bus.events().subscribe(last_seen);
     let (queue, mut outgoing) = mpsc::channel::<Message>(state.ws_client_queue);
     let (mut sink, mut incoming) = socket.split();
