@@ -140,6 +140,12 @@ pub struct CacheConfig {
     /// Entries in the in-process L1 cache; 0 turns it off.
     #[arg(long, env = "L1_CAPACITY", default_value_t = 50_000)]
     pub l1_capacity: usize,
+    /// Memory the L1 entries may take, in bytes (bodies, keys, tags and bookkeeping).
+    #[arg(long, env = "L1_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub l1_max_bytes: usize,
+    /// Largest response body kept in L1 or L2; larger ones are served but not cached.
+    #[arg(long, env = "CACHE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
 }
 
 impl CacheConfig {

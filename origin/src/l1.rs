@@ -1,4 +1,5 @@
-//! L1: the in-process cache of rendered responses, bounded by entry count, evicting the least
+//! L1: the in-process cache of rendered responses, bounded by entry count and by bytes
+//! (`L1_MAX_BYTES`: 50,000 descendant pages of 50 KB would be 2.5 GB), evicting the least
 //! recently used, and invalidated by cache tag.
 //!
 //! A read that races a write must not put pre-write data back after the write invalidated it.
@@ -37,6 +38,16 @@ struct Inner {
     entries: LruCache<String, (Instant, Arc<Rendered>)>,
     keys_by_tag: HashMap<String, HashSet<String>>,
     epoch: u64,
+    /// The [`weight`] of all entries, and its bound.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// What an entry costs in memory: its key, body and tags, plus the bookkeeping around them.
+fn weight(key: &str, entry: &Rendered) -> usize {
+    const OVERHEAD: usize = 256;
+    let tags: usize = entry.tags.iter().map(|tag| tag.len() * 2).sum();
+    key.len() * 2 + entry.body.len() + tags + OVERHEAD
 }
 
 /// A point in the invalidation history, taken before a read.
@@ -44,12 +55,15 @@ struct Inner {
 pub struct Epoch(u64);
 
 impl L1 {
-    pub fn new(capacity: NonZeroUsize) -> Self {
+    /// At most `capacity` entries and `max_bytes` of them (see [`weight`]).
+    pub fn new(capacity: NonZeroUsize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 entries: LruCache::new(capacity),
                 keys_by_tag: HashMap::new(),
                 epoch: 0,
+                bytes: 0,
+                max_bytes,
             }),
         }
     }
@@ -68,10 +82,12 @@ impl L1 {
         Epoch(self.inner.lock().epoch)
     }
 
-    /// Stores `value` unless an invalidation happened since `seen`; returns whether it did.
+    /// Stores `value` unless an invalidation happened since `seen` or it alone outweighs the
+    /// bound; returns whether it did. Evicts the least recently used to stay in bounds.
     pub fn insert_if_current(&self, key: String, value: Arc<Rendered>, seen: Epoch) -> bool {
         let mut inner = self.inner.lock();
-        if inner.epoch != seen.0 {
+        let added = weight(&key, &value);
+        if inner.epoch != seen.0 || added > inner.max_bytes {
             return false;
         }
         for tag in &value.tags {
@@ -84,9 +100,18 @@ impl L1 {
         if let Some((evicted_key, (_, evicted))) =
             inner.entries.push(key.clone(), (Instant::now(), value))
         {
+            inner.bytes -= weight(&evicted_key, &evicted);
             if evicted_key != key {
                 inner.forget_tags(&evicted_key, &evicted);
             }
+        }
+        inner.bytes += added;
+        while inner.bytes > inner.max_bytes {
+            let Some((evicted_key, (_, evicted))) = inner.entries.pop_lru() else {
+                break;
+            };
+            inner.bytes -= weight(&evicted_key, &evicted);
+            inner.forget_tags(&evicted_key, &evicted);
         }
         true
     }
@@ -99,6 +124,7 @@ impl L1 {
         for tag in tags {
             for key in inner.keys_by_tag.remove(tag).unwrap_or_default() {
                 if let Some((_, entry)) = inner.entries.pop(&key) {
+                    inner.bytes -= weight(&key, &entry);
                     inner.forget_tags(&key, &entry);
                     dropped += 1;
                 }
@@ -114,11 +140,17 @@ impl L1 {
         let dropped = inner.entries.len();
         inner.entries.clear();
         inner.keys_by_tag.clear();
+        inner.bytes = 0;
         dropped
     }
 
     pub fn len(&self) -> usize {
         self.inner.lock().entries.len()
+    }
+
+    /// The memory the entries take, as [`weight`] counts it.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -144,9 +176,13 @@ mod tests {
     use super::*;
 
     fn rendered(tags: &[&str]) -> Arc<Rendered> {
+        sized(tags, 2)
+    }
+
+    fn sized(tags: &[&str], body_bytes: usize) -> Arc<Rendered> {
         Arc::new(Rendered {
             status: StatusCode::OK,
-            body: Bytes::from_static(b"{}"),
+            body: Bytes::from(vec![b' '; body_bytes]),
             etag: HeaderValue::from_static("\"x\""),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             cache_tag: HeaderValue::from_static(""),
@@ -155,7 +191,31 @@ mod tests {
     }
 
     fn l1(capacity: usize) -> L1 {
-        L1::new(NonZeroUsize::new(capacity).unwrap())
+        L1::new(NonZeroUsize::new(capacity).unwrap(), usize::MAX / 2)
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_the_least_recently_used() {
+        let cache = L1::new(NonZeroUsize::new(1_000).unwrap(), 200_000);
+        let epoch = cache.epoch();
+        for n in 0..10 {
+            assert!(cache.insert_if_current(format!("/page/{n}"), sized(&["t"], 50_000), epoch));
+            assert!(cache.bytes() <= 200_000, "{}", cache.bytes());
+        }
+        assert_eq!(cache.len(), 3, "three 50 KB pages fit in 200 KB");
+        assert!(cache.get("/page/9", None).is_some());
+        assert!(cache.get("/page/0", None).is_none());
+        assert!(
+            !cache.insert_if_current("/huge".into(), sized(&["t"], 300_000), epoch),
+            "an entry larger than the whole bound is not kept"
+        );
+        cache.insert_if_current("/page/9".into(), sized(&["t"], 10), epoch);
+        cache.invalidate(&["t".to_string()]);
+        assert_eq!(
+            (cache.len(), cache.bytes()),
+            (0, 0),
+            "the accounting returns to zero"
+        );
     }
 
     #[test]

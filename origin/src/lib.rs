@@ -49,8 +49,8 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let horizon = WriteHorizon::default();
     let db = Db::connect(&config.db, horizon.clone()).await?;
     let providers = Provider::from_config(&config.purge)?;
-    let l1 =
-        NonZeroUsize::new(config.cache.l1_capacity).map(|capacity| Arc::new(L1::new(capacity)));
+    let l1 = NonZeroUsize::new(config.cache.l1_capacity)
+        .map(|capacity| Arc::new(L1::new(capacity, config.cache.l1_max_bytes)));
     let instance_id = config
         .cluster
         .instance_id
@@ -136,6 +136,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         ws_client_queue: config.cluster.ws_client_queue.max(1),
         ws_clients: Default::default(),
         ws_max_clients: config.cluster.ws_max_clients,
+        max_cached_body: config.cache.max_body_bytes,
     });
     Ok((http::router(state.clone()), state))
 }

@@ -9,6 +9,8 @@ pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 pub const L1_HITS: &str = "l1_cache_hits_total";
 pub const L1_MISSES: &str = "l1_cache_misses_total";
 pub const L1_ENTRIES: &str = "l1_cache_entries";
+/// The memory L1's entries take, against `L1_MAX_BYTES`.
+pub const L1_BYTES: &str = "l1_cache_bytes";
 pub const L1_INVALIDATED: &str = "l1_cache_invalidated_entries_total";
 /// 1 while the instance's Redis subscription (invalidations, events) is up.
 pub const REDIS_SUBSCRIBED: &str = "redis_subscription_up";

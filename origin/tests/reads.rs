@@ -154,3 +154,19 @@ async fn a_second_read_is_served_from_l1(app: TestApp) {
     assert_eq!(second.body, first.body);
     assert_eq!(second.header("etag"), first.header("etag"));
 }
+
+/// A body over `CACHE_MAX_BODY_BYTES` is served whole but kept in no tier; small ones are.
+#[tokio::test]
+async fn bodies_over_the_cap_are_served_but_not_cached() {
+    let app = common::TestApp::sqlite_with(&["--max-body-bytes", "2000"]).await;
+    let l1 = app.state.l1.clone().expect("L1 is on");
+    let big = app
+        .get("/api/v1/entities/world/descendants?limit=200")
+        .await;
+    assert_eq!(big.status, axum::http::StatusCode::OK);
+    assert!(big.body.len() > 2_000, "{} bytes", big.body.len());
+    assert_eq!(l1.len(), 0, "not kept");
+    let small = app.get("/api/v1/entities/FR").await;
+    assert!(small.body.len() < 2_000);
+    assert_eq!(l1.len(), 1, "kept");
+}

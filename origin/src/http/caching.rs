@@ -99,6 +99,10 @@ where
         },
         Err(err) => return err.into_response(),
     };
+    if fresh.body.len() > state.max_cached_body {
+        // Served, not kept: one huge page must not take a tier's memory.
+        return respond(&render(fresh), request, &state.cache_control);
+    }
     if let (Some(l2), Some(sequence)) = (l2, sequence) {
         let stored = l2::Stored {
             status: fresh.status.as_u16(),

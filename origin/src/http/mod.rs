@@ -51,6 +51,8 @@ pub struct AppState {
     /// Websocket clients served at once, and the most allowed.
     pub ws_clients: AtomicUsize,
     pub ws_max_clients: usize,
+    /// Largest body kept in L1 or L2.
+    pub max_cached_body: usize,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -58,6 +58,7 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.hierarchy.db.pools().for_each(|pool| pool.report());
     if let Some(l1) = &state.l1 {
         ::metrics::gauge!(metrics::L1_ENTRIES).set(l1.len() as f64);
+        ::metrics::gauge!(metrics::L1_BYTES).set(l1.bytes() as f64);
     }
     if state.flags.on_this_instance(flags::AUTO_SCALING) {
         let inflight = state
