@@ -299,7 +299,10 @@ class Editor(ApiUser):
                         if RUN.kinds.get(e) not in ("world", "region", "country")]
             entity = random.choice(editable or RUN.catalogue[1:])
             body, name = {"name": f"{RUN.names.get(entity, entity)} ({number})"}, "admin rename"
-        with self.client.patch(f"/admin/v1/entities/{entity}", json=body, headers=self.headers,
+        # The one writer of the run overwrites whatever is there (`If-Match: *`): reading the
+        # current ETag through the edge could see a copy a purge has yet to reach.
+        with self.client.patch(f"/admin/v1/entities/{entity}", json=body,
+                               headers={**self.headers, "If-Match": "*"},
                                name=name, catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code}: {response.text[:200]}")

@@ -30,6 +30,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("the entity changed since the ETag given in If-Match was issued")]
     PreconditionFailed,
+    #[error(
+        "changing an entity needs `If-Match` with its ETag (or `*` to overwrite whatever it is)"
+    )]
+    PreconditionRequired,
     #[error("expected `Content-Type: application/json`")]
     UnsupportedMediaType,
     #[error("the body is larger than {0} bytes")]
@@ -70,6 +74,7 @@ impl ApiError {
             Self::InvalidBody { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -92,6 +97,7 @@ impl ApiError {
             Self::InvalidBody { .. } => "invalid_body",
             Self::Conflict(_) => "conflict",
             Self::PreconditionFailed => "precondition_failed",
+            Self::PreconditionRequired => "precondition_required",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unauthorized => "unauthorized",

@@ -10,6 +10,7 @@ on_both_backends!(
     a_created_entity_is_served_and_purges_its_cached_404_and_parent_lists,
     a_rename_with_the_current_etag_updates_breadcrumbs_below_it,
     a_stale_if_match_gets_412_and_changes_nothing,
+    changes_without_if_match_get_428_and_change_nothing,
     moving_a_subtree_rewrites_every_descendant_path,
     a_move_under_itself_or_a_descendant_is_refused,
     deleting_a_parent_needs_an_explicit_cascade,
@@ -358,4 +359,56 @@ async fn the_consistency_checker_finds_a_corrupted_path(app: TestApp) {
         finding.expected_path.as_deref(),
         Some("/world/m49-150/m49-155/FR/FR-IDF/FR-75/")
     );
+}
+
+/// RFC 6585 §3: a change to an existing entity must say which version it changes; creation
+/// needs nothing; `*` overwrites whatever is there, explicitly.
+async fn changes_without_if_match_get_428_and_change_nothing(app: TestApp) {
+    let before = app.fingerprint().await;
+    for (method, body) in [
+        (Method::PATCH, Some(json!({"name": "Frankreich"}))),
+        (Method::DELETE, None),
+    ] {
+        let mut request = axum::http::Request::builder()
+            .method(method.clone())
+            .uri("/admin/v1/entities/FR?cascade=true")
+            .header("authorization", format!("Bearer {}", common::ADMIN_TOKEN))
+            .header("content-type", "application/json");
+        if method == Method::PATCH {
+            request = request.uri("/admin/v1/entities/FR");
+        }
+        let body = body.map_or_else(String::new, |b| b.to_string());
+        let response = app
+            .send(request.body(axum::body::Body::from(body)).unwrap())
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::PRECONDITION_REQUIRED,
+            "{method}"
+        );
+        assert_eq!(response.json()["error"]["code"], "precondition_required");
+    }
+    assert_eq!(app.fingerprint().await, before);
+
+    let created = app
+        .admin(
+            Method::POST,
+            "/admin/v1/entities",
+            Some(json!({"id": "FR-75.x", "parent_id": "FR-75", "kind": "actor", "name": "X"})),
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "creation needs no If-Match"
+    );
+    let overwrite = app
+        .admin_with(
+            Method::PATCH,
+            "/admin/v1/entities/FR-75.x",
+            Some(json!({"name": "Y"})),
+            &[("if-match", "*")],
+        )
+        .await;
+    assert_eq!(overwrite.status, StatusCode::OK);
 }

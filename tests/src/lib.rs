@@ -79,11 +79,20 @@ pub fn cache_status(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
-/// An admin request to `base` (the origin, or the edge, which forwards it).
+/// An admin request to `base` (the origin, or the edge, which forwards it). Changes to an
+/// entity carry `If-Match: *`: these tests are the only writer, and reading the current ETag
+/// through an edge could see a copy a purge has yet to reach.
 pub fn admin(method: reqwest::Method, base: &str, path: &str) -> reqwest::RequestBuilder {
-    client()
+    let changes_entity = (method == reqwest::Method::PATCH || method == reqwest::Method::DELETE)
+        && path.starts_with("/admin/v1/entities/");
+    let request = client()
         .request(method, format!("{base}{path}"))
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(ADMIN_TOKEN);
+    if changes_entity {
+        request.header("if-match", "*")
+    } else {
+        request
+    }
 }
 
 /// Polls the origin's purge status until no delivery is pending; returns the status.

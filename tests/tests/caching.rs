@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use forecastin_e2e::{cache_status, client, Edge, Origin, ADMIN_TOKEN};
+use forecastin_e2e::{admin, cache_status, client, Edge, Origin, ADMIN_TOKEN};
 
 const ENTITY_ROUTE: &str = "/api/v1/entities/{id}";
 
@@ -138,9 +138,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     let url = format!("{}/api/v1/entities/PT", edge.url);
     client().get(&url).send().await.unwrap();
 
-    let renamed = client()
-        .patch(format!("{}/admin/v1/entities/PT", edge.url))
-        .bearer_auth(ADMIN_TOKEN)
+    let renamed = admin(reqwest::Method::PATCH, &edge.url, "/admin/v1/entities/PT")
         .json(&serde_json::json!({"name": "Portuguese Republic"}))
         .send()
         .await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::{
     extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, patch, post},
     Json, Router,
@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::{
     caching::etag_of,
-    extract::{Admin, ApiJson, ApiQuery, EntityId},
+    extract::{Admin, ApiJson, ApiQuery, EntityId, IfMatch},
     AppState,
 };
 use crate::{
@@ -85,11 +85,13 @@ fn etag_of_row(row: &EntityRow) -> String {
 }
 
 /// The `If-Match` check, run inside the write's transaction against the current row.
-fn if_match(headers: &HeaderMap) -> impl Fn(&EntityRow) -> Result<(), ApiError> + '_ {
-    move |row| match headers.get(header::IF_MATCH).map(|v| v.to_str()) {
-        None => Ok(()),
-        Some(Ok(value)) if matches(value, &etag_of_row(row)) => Ok(()),
-        Some(_) => Err(ApiError::PreconditionFailed),
+fn if_match(condition: &str) -> impl Fn(&EntityRow) -> Result<(), ApiError> + '_ {
+    move |row| {
+        if matches(condition, &etag_of_row(row)) {
+            Ok(())
+        } else {
+            Err(ApiError::PreconditionFailed)
+        }
     }
 }
 
@@ -140,7 +142,7 @@ async fn update(
     State(state): State<Arc<AppState>>,
     _: Admin,
     EntityId(id): EntityId,
-    headers: HeaderMap,
+    IfMatch(condition): IfMatch,
     ApiJson(patch): ApiJson<EntityPatch>,
 ) -> Result<Response, ApiError> {
     if patch == EntityPatch::default() {
@@ -160,7 +162,7 @@ async fn update(
     }
     let done = state
         .hierarchy
-        .update(&id, &patch, if_match(&headers))
+        .update(&id, &patch, if_match(&condition))
         .await?;
     Ok(written(done, StatusCode::OK))
 }
@@ -191,7 +193,7 @@ async fn delete(
     _: Admin,
     EntityId(id): EntityId,
     ApiQuery(query): ApiQuery<DeleteQuery>,
-    headers: HeaderMap,
+    IfMatch(condition): IfMatch,
 ) -> Result<Response, ApiError> {
     let cascade = match query.cascade.as_deref() {
         None | Some("false") => false,
@@ -205,7 +207,7 @@ async fn delete(
     };
     let done = state
         .hierarchy
-        .delete(&id, cascade, if_match(&headers))
+        .delete(&id, cascade, if_match(&condition))
         .await?;
     Ok(written(done, StatusCode::NO_CONTENT))
 }

@@ -106,6 +106,26 @@ impl<S: Send + Sync> FromRequestParts<S> for EntityId {
     }
 }
 
+/// The `If-Match` a change to an existing entity must carry (RFC 6585 §3: 428 without one),
+/// so that two admins cannot silently overwrite each other. `*` is the explicit "whatever it
+/// is now".
+pub struct IfMatch(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(axum::http::header::IF_MATCH)
+            .ok_or(ApiError::PreconditionRequired)?;
+        let value = value.to_str().map_err(|_| {
+            ApiError::bad_parameter("If-Match", "`If-Match` must be entity tags or `*`")
+        })?;
+        Ok(IfMatch(value.to_owned()))
+    }
+}
+
 /// Proof that the request carried the admin bearer token: 401 without one, 403 if wrong.
 pub struct Admin;
 

@@ -166,6 +166,8 @@ impl TestApp {
         self.admin_with(method, uri, body, &[]).await
     }
 
+    /// As [`TestApp::admin`] with more headers. A change to an entity without an `If-Match`
+    /// of its own gets the entity's current ETag, as a careful admin client sends it.
     pub async fn admin_with(
         &self,
         method: Method,
@@ -173,10 +175,23 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> TestResponse {
+        let changes_entity = (method == Method::PATCH || method == Method::DELETE)
+            && uri.starts_with("/admin/v1/entities/");
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"));
+        if changes_entity
+            && !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("if-match"))
+        {
+            let id = uri["/admin/v1/entities/".len()..]
+                .split('?')
+                .next()
+                .unwrap_or_default();
+            request = request.header(header::IF_MATCH, self.etag(id).await);
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -188,6 +203,15 @@ impl TestApp {
             None => Body::empty(),
         };
         self.send(request.body(body).unwrap()).await
+    }
+
+    /// The entity's current ETag (`*` when it does not exist), read from the public API.
+    pub async fn etag(&self, id: &str) -> String {
+        let response = self.get(&format!("/api/v1/entities/{id}")).await;
+        match response.headers.get(header::ETAG) {
+            Some(etag) if response.status == StatusCode::OK => etag.to_str().unwrap().to_owned(),
+            _ => "*".to_owned(),
+        }
     }
 
     /// A digest of the whole table: equal before and after means a request changed nothing.
