@@ -395,3 +395,49 @@ async fn with_the_previous_secret_kept_a_rotation_delays_nothing() {
         "accepted at the first attempt: {status}"
     );
 }
+
+/// A purge target that answers 404 (a Worker in mid-deploy, a wrong `EDGE_PURGE_URL`) is not
+/// the purge's fault: the delivery stays pending and is retried, with the reason recorded, and
+/// goes out once the endpoint is there.
+#[tokio::test]
+async fn a_missing_purge_endpoint_is_retried_not_failed() {
+    let missing = forecastin_e2e::fixture::start().await; // no /__edge/purge route: 404
+    let edge_port = free_port();
+    let wrong_url = format!("{}/__edge/purge", missing.url);
+    let origin = Origin::start_with(
+        Backend::Postgres,
+        &[
+            ("PURGE_SECRET", PURGE_SECRET),
+            ("EDGE_PURGE_URL", &wrong_url),
+            ("PURGE_RETRY_MAX_MS", "200"),
+        ],
+    )
+    .await;
+    let purge_id = rename(&origin.url, "DE", "Deutschland").await;
+    let started = Instant::now();
+    let delivery = loop {
+        let status = admin_json(&origin, &format!("/admin/v1/purge/{purge_id}")).await;
+        let delivery = status["deliveries"][0].clone();
+        if delivery["attempts"].as_i64().unwrap_or(0) >= 3 {
+            break delivery;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivery["status"], "pending", "{delivery}");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no purge endpoint"),
+        "{delivery}"
+    );
+    // The right endpoint comes up (an instance with the right URL shares the outbox).
+    let _edge = Edge::start_on(edge_port, &origin.url).await;
+    let right_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
+    let _fixed = origin
+        .start_sibling(&[("EDGE_PURGE_URL", right_url.as_str())])
+        .await;
+    let settled = wait_settled(&origin, &purge_id, Duration::from_secs(30)).await;
+    assert_eq!(settled["deliveries"][0]["status"], "delivered", "{settled}");
+}

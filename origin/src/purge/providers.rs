@@ -3,7 +3,7 @@
 //! point Cloudflare and Fastly at local stand-ins that implement the documented contracts
 //! (those two SaaS APIs are the only components of the project that are stood in for).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use forecastin_shared::{dto::PurgeRequest, signing};
 use reqwest::{header::RETRY_AFTER, Client, RequestBuilder, Response, StatusCode};
@@ -17,7 +17,8 @@ use crate::config::{ProviderKind, PurgeConfig};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    /// Timeout, 5xx, 429, 401 or 403: try again, not before `after` if the provider said so.
+    /// Timeout, 5xx, 429, 401, 403, 404 or 405: try again, not before `after` if the provider
+    /// said so.
     Retry {
         after: Option<Duration>,
         error: String,
@@ -283,8 +284,7 @@ async fn outcome_of(call: RequestBuilder, check: impl Fn(&str) -> Result<(), Str
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| retry_after(v, SystemTime::now()));
     let body = match response.text().await {
         Ok(body) => body,
         Err(err) => {
@@ -312,14 +312,61 @@ async fn outcome_of(call: RequestBuilder, check: impl Fn(&str) -> Result<(), Str
             after: retry_after,
             error: format!("credentials refused, retrying: {}", summary()),
         }
+    } else if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+        // No purge endpoint there: a Worker in mid-deploy, or a wrong URL an operator will
+        // fix (the backlog alert fires). Not the purge's fault: it waits.
+        Outcome::Retry {
+            after: retry_after,
+            error: format!("no purge endpoint there, retrying: {}", summary()),
+        }
     } else {
         Outcome::Failed(summary())
     }
 }
 
+/// The longest wait a provider's `Retry-After` can impose: a bogus one must not park a purge.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP date, at most
+/// [`MAX_RETRY_AFTER`]; a date in the past is no wait.
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or_default()
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_clamped() {
+        let now = httpdate::parse_http_date("Fri, 15 Jan 2027 08:00:00 GMT").unwrap();
+        let cases = [
+            ("120", Some(120)),
+            (" 0 ", Some(0)),
+            ("99999999999999999999", Some(900)),
+            ("Fri, 15 Jan 2027 08:00:30 GMT", Some(30)),
+            ("Friday, 15-Jan-27 08:01:00 GMT", Some(60)),
+            ("Fri, 15 Jan 2027 07:00:00 GMT", Some(0)),
+            ("Sat, 16 Jan 2027 08:00:00 GMT", Some(900)),
+            ("-5", None),
+            ("soon", None),
+            ("", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                retry_after(value, now),
+                expected.map(Duration::from_secs),
+                "{value:?}"
+            );
+        }
+    }
 
     #[test]
     fn cloudflare_refusals_are_read_from_the_envelope() {
