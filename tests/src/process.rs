@@ -148,6 +148,14 @@ impl Origin {
         origin
     }
 
+    /// The PostgreSQL database this origin (and its siblings) use, if it runs on one.
+    pub fn database_url(&self) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(name, _)| name == "DATABASE_URL")
+            .map(|(_, url)| url.as_str())
+    }
+
     /// The origin binary the tests run (`FORECASTIN_ORIGIN_BIN`, or the debug build).
     pub fn binary() -> PathBuf {
         std::env::var_os("FORECASTIN_ORIGIN_BIN")

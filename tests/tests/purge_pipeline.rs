@@ -441,3 +441,30 @@ async fn a_missing_purge_endpoint_is_retried_not_failed() {
     let settled = wait_settled(&origin, &purge_id, Duration::from_secs(30)).await;
     assert_eq!(settled["deliveries"][0]["status"], "delivered", "{settled}");
 }
+
+/// A stored purge that no longer parses (a bad migration, a hand edit) ends `failed` with the
+/// reason, never `delivered` as if it had been sent.
+#[tokio::test]
+async fn a_stored_purge_that_no_longer_parses_fails_with_the_reason() {
+    let cloudflare = standins::cloudflare(ZONE, TOKEN, 0).await;
+    // The first attempt is told to wait, which leaves time to damage the stored purge.
+    cloudflare.script(&[Fault::TooManyRequests { retry_after: 2 }]);
+    let env = cloudflare_env(&cloudflare.url);
+    let origin = Origin::start_with(Backend::Postgres, &borrowed(&env)).await;
+    let purge_id = rename(&origin.url, "DE", "Deutschland").await;
+    forecastin_e2e::query(
+        origin.database_url().expect("on PostgreSQL"),
+        &format!("UPDATE purges SET request = 'not json' WHERE id = '{purge_id}'"),
+    )
+    .expect("the purge row is updated");
+    let status = wait_settled(&origin, &purge_id, Duration::from_secs(20)).await;
+    let delivery = &status["deliveries"][0];
+    assert_eq!(delivery["status"], "failed", "{status}");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer parses"),
+        "{status}"
+    );
+}

@@ -52,6 +52,9 @@ struct Claimed {
     attempts: i64,
 }
 
+/// A stored purge as read back: its request, or why it cannot be read.
+type Stored = Result<PurgeRequest, String>;
+
 #[derive(sqlx::FromRow)]
 struct Pending {
     id: String,
@@ -170,10 +173,7 @@ impl Dispatcher {
         .await
     }
 
-    async fn load(
-        &self,
-        ids: &[&str],
-    ) -> Result<HashMap<String, (PurgeRequest, i64)>, sqlx::Error> {
+    async fn load(&self, ids: &[&str]) -> Result<HashMap<String, (Stored, i64)>, sqlx::Error> {
         let mut pending = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let placeholders = (1..=chunk.len())
@@ -192,7 +192,8 @@ impl Dispatcher {
             })
             .await?;
             for row in rows {
-                let request = serde_json::from_str(&row.request).unwrap_or_default();
+                let request = serde_json::from_str(&row.request)
+                    .map_err(|err| format!("the stored purge no longer parses: {err}"));
                 pending.insert(row.id, (request, row.created_at_ms));
             }
         }
@@ -205,14 +206,13 @@ impl Dispatcher {
         provider: &Provider,
         limiter: &DefaultDirectRateLimiter,
         deliveries: Vec<&Claimed>,
-        pending: &HashMap<String, (PurgeRequest, i64)>,
+        pending: &HashMap<String, (Stored, i64)>,
     ) {
         let requests: Vec<(String, PurgeRequest)> = deliveries
             .iter()
-            .filter_map(|d| {
-                pending
-                    .get(&d.purge_id)
-                    .map(|(r, _)| (d.purge_id.clone(), r.clone()))
+            .filter_map(|d| match pending.get(&d.purge_id) {
+                Some((Ok(request), _)) => Some((d.purge_id.clone(), request.clone())),
+                _ => None,
             })
             .collect();
         // The worst outcome of the batches that carry each purge.
@@ -227,9 +227,15 @@ impl Dispatcher {
             }
         }
         for delivery in deliveries {
-            let outcome = outcomes
-                .remove(&delivery.purge_id)
-                .unwrap_or(Outcome::Delivered);
+            // Delivered only when every batch carrying it was (or it named nothing to send);
+            // a purge that cannot be read is never counted as delivered.
+            let outcome = match pending.get(&delivery.purge_id) {
+                Some((Ok(_), _)) => outcomes
+                    .remove(&delivery.purge_id)
+                    .unwrap_or(Outcome::Delivered),
+                Some((Err(reason), _)) => Outcome::Failed(reason.clone()),
+                None => Outcome::Failed("the purge's record is gone".into()),
+            };
             let created = pending
                 .get(&delivery.purge_id)
                 .map_or(now_ms(), |(_, created)| *created);
