@@ -160,11 +160,19 @@ def check(root):
     repo.expect(service_port == listen_port,
                 f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
                 f"{headless_where} Service forecastin-origin-headless port is {service_port}")
+    # Metrics: on METRICS_ADDR when set (kept off the public port), else on LISTEN_ADDR.
+    metrics_addr = config["data"].get("METRICS_ADDR")
+    metrics_port = int(metrics_addr.rsplit(":", 1)[1]) if metrics_addr else listen_port
+    metrics_source = "METRICS_ADDR" if metrics_addr else "LISTEN_ADDR"
+    if metrics_addr:
+        repo.expect(ports.get("metrics") == metrics_port,
+                    f"Metrics port: {config_where} METRICS_ADDR listens on {metrics_port} but "
+                    f"{deploy_where} containerPort metrics is {ports.get('metrics')}")
     prometheus = yaml.safe_load(repo.text("deploy/prometheus/prometheus.yml"))
     job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "forecastin-origin")
     discovery = job["dns_sd_configs"][0]
-    repo.expect(discovery["port"] == listen_port,
-                f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
+    repo.expect(discovery["port"] == metrics_port,
+                f"Metrics port: {config_where} {metrics_source} listens on {metrics_port} but "
                 f"deploy/prometheus/prometheus.yml scrapes port {discovery['port']}")
     namespace = headless["metadata"]["namespace"]
     expected_name = f"{headless['metadata']['name']}.{namespace}.svc.cluster.local"
@@ -173,9 +181,10 @@ def check(root):
                 f"{discovery['names']} but {headless_where} defines {expected_name}")
     policy_where, policy = find(documents, "NetworkPolicy", "forecastin-origin")
     allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
-    repo.expect(listen_port in allowed,
-                f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
-                f"{policy_where} NetworkPolicy forecastin-origin admits {sorted(allowed)}")
+    for source, port in (("LISTEN_ADDR", listen_port), (metrics_source, metrics_port)):
+        repo.expect(port in allowed,
+                    f"Origin port: {config_where} {source} listens on {port} but "
+                    f"{policy_where} NetworkPolicy forecastin-origin admits {sorted(allowed)}")
 
     # Probes hit routes the origin serves.
     routes = repo.origin_routes()

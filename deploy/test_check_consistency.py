@@ -40,11 +40,18 @@ class CheckConsistency(unittest.TestCase):
     def test_moving_the_origin_port_in_one_place_names_both_places(self):
         self.edit("deploy/k8s/origin.yaml", 'LISTEN_ADDR: "0.0.0.0:8080"', 'LISTEN_ADDR: "0.0.0.0:9090"')
         problems = check(self.root)
-        self.assertTrue(problems)
+        service = [p for p in problems if "forecastin-origin-headless" in p]
+        self.assertEqual(len(service), 1, problems)
+        self.assertIn("deploy/k8s/origin.yaml LISTEN_ADDR listens on 9090", service[0])
+        self.assertIn("port is 8080", service[0])
+
+    def test_moving_the_metrics_port_in_one_place_names_both_places(self):
+        self.edit("deploy/k8s/origin.yaml", 'METRICS_ADDR: "0.0.0.0:9091"', 'METRICS_ADDR: "0.0.0.0:9092"')
+        problems = check(self.root)
         scrape = [p for p in problems if "prometheus.yml" in p]
         self.assertEqual(len(scrape), 1, problems)
-        self.assertIn("deploy/k8s/origin.yaml LISTEN_ADDR listens on 9090", scrape[0])
-        self.assertIn("deploy/prometheus/prometheus.yml scrapes port 8080", scrape[0])
+        self.assertIn("deploy/k8s/origin.yaml METRICS_ADDR listens on 9092", scrape[0])
+        self.assertIn("deploy/prometheus/prometheus.yml scrapes port 9091", scrape[0])
 
     def test_renaming_an_env_var_in_the_origin_fails(self):
         self.edit("origin/src/config.rs", 'env = "REDIS_NAMESPACE"', 'env = "REDIS_PREFIX"')

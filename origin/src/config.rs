@@ -11,6 +11,11 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
 
+    /// A separate address for `/metrics`, kept off the public listener (unset: `/metrics` is
+    /// served on `LISTEN_ADDR`, as in development).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Kernel send buffer of each connection, bytes (unset: the kernel tunes it).
     #[arg(long, env = "TCP_SEND_BUFFER_BYTES")]
     pub tcp_send_buffer_bytes: Option<u32>,

@@ -138,14 +138,27 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         ws_max_clients: config.cluster.ws_max_clients,
         max_cached_body: config.cache.max_body_bytes,
     });
-    Ok((http::router(state.clone()), state))
+    let app = http::router(state.clone(), config.metrics_addr.is_some());
+    Ok((app, state))
 }
 
 /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let (app, _) = build(&config).await?;
+    let (app, state) = build(&config).await?;
     let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!("origin listening on http://{}", listener.local_addr()?);
+    if let Some(addr) = config.metrics_addr {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding METRICS_ADDR {addr}"))?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        let router = http::metrics_router(state);
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(metrics, router).await {
+                tracing::error!(%err, "the metrics listener stopped");
+            }
+        });
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

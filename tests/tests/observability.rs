@@ -64,3 +64,28 @@ async fn every_dashboard_and_rule_query_names_an_exported_metric() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// With `METRICS_ADDR`, `/metrics` is served there and nowhere on the public listener.
+#[tokio::test]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let port = forecastin_e2e::free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let origin = Origin::start(&[("METRICS_ADDR", metrics_addr.as_str())]).await;
+    let public = forecastin_e2e::client()
+        .get(format!("{}/metrics", origin.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404, "not on the public listener");
+    let private = forecastin_e2e::client()
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(private.status(), 200);
+    assert!(private
+        .text()
+        .await
+        .unwrap()
+        .contains("http_requests_total"));
+}

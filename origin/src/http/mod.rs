@@ -55,14 +55,15 @@ pub struct AppState {
     pub max_cached_body: usize,
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The application. `/metrics` is part of it unless `metrics_apart` (see [`metrics_router`]).
+pub fn router(state: Arc<AppState>, metrics_apart: bool) -> Router {
     Router::new()
         .merge(entities::routes())
         .merge(admin::routes())
         .merge(purges::routes())
         .merge(flags::routes())
         .merge(ws::routes())
-        .merge(ops::routes())
+        .merge(ops::routes(!metrics_apart))
         .merge(assets::routes())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
@@ -72,6 +73,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `/metrics` on its own, for a listener operators and Prometheus reach but the public does
+/// not (`METRICS_ADDR`).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    ops::metrics_routes().with_state(state)
 }
 
 /// Counts requests and times them per route template and known method (not per URL or per

@@ -17,11 +17,21 @@ use crate::{flags, metrics};
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_millis(1000);
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+/// The probes, and `/metrics` unless it has a listener of its own ([`metrics_routes`]).
+pub fn routes(with_metrics: bool) -> Router<Arc<AppState>> {
+    let probes = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        probes.merge(metrics_routes())
+    } else {
+        probes
+    }
+}
+
+/// `/metrics` alone, for the `METRICS_ADDR` listener.
+pub fn metrics_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/metrics", get(prometheus))
 }
 
 async fn healthz() -> impl IntoResponse {
