@@ -82,6 +82,11 @@ async fn conditional_requests_get_304_from_the_cache() {
         .await
         .unwrap();
     assert_eq!(other.status(), 200);
+    // Answers from storage without a body keep the stored fields (RFC 9110 §9.3.2, §15.4.5).
+    let head = client().head(&url).send().await.unwrap();
+    assert!(cache_status(&head).contains("hit"));
+    assert_eq!(head.headers()["content-type"], "application/json");
+    assert_eq!(conditional_again(&url, &etag).await, "application/json");
     assert_eq!(origin.served(ENTITY_ROUTE).await, served);
 }
 
@@ -255,4 +260,19 @@ async fn writes_range_requests_and_heads_are_handled_apart() {
         Some("bytes 0-3")
     );
     assert_eq!(ranged.text().await.unwrap(), "{\"id");
+}
+
+/// The `Content-Type` of a 304 answered from storage.
+async fn conditional_again(url: &str, etag: &str) -> String {
+    let response = client()
+        .get(url)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 304);
+    response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }

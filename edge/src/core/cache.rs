@@ -59,8 +59,6 @@ pub enum Body {
     Stored,
     /// The body the origin just sent.
     Origin,
-    /// No body.
-    Empty,
     /// A body the edge made (an error).
     Edge(Vec<u8>),
 }
@@ -70,7 +68,10 @@ pub enum Body {
 pub struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
+    /// Where the answer comes from (its headers too, for a stored one).
     pub body: Body,
+    /// Send no body (HEAD, 304, 204, 416).
+    pub without_body: bool,
     /// The slice of the body to send (a range), end exclusive.
     pub slice: Option<(usize, usize)>,
 }
@@ -224,6 +225,14 @@ pub fn after_response(
                     headers: request.forwarded.clone(),
                 };
             }
+            if !response.headers.contains_key(header::DATE) {
+                // RFC 9110 §6.6.1: the recipient dates it, or the merge would keep the
+                // stored Date and the refreshed entry would be born old.
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms);
+                if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(at)) {
+                    response.headers.insert(header::DATE, date);
+                }
+            }
             Some(entry)
         }
         _ => None,
@@ -366,7 +375,7 @@ fn answer(
         (200..300).contains(&status) && freshness::not_modified_for(&request.headers, &headers);
     let (status, slice) = if not_modified {
         (304, None)
-    } else if status == 200 {
+    } else if status == 200 && !request.head {
         match range::answer(&request.headers, &headers, body_len) {
             RangeAnswer::Whole => (200, None),
             RangeAnswer::Partial { start, end } => {
@@ -379,7 +388,9 @@ fn answer(
                     header::CONTENT_RANGE,
                     digits_value(&format!("bytes */{body_len}")),
                 );
-                (416, Some((0, 0)))
+                // About this request's Range only: no cache downstream may keep it.
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                (416, None)
             }
         }
     } else {
@@ -392,19 +403,17 @@ fn answer(
     if empty {
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::CONTENT_RANGE);
+    } else if status == 416 {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     } else {
         let len = slice.map_or(body_len, |(start, end)| end - start);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    let body = if empty || request.head {
-        Body::Empty
-    } else {
-        body
-    };
     Answer {
         status,
         headers,
         body,
+        without_body: empty || status == 416 || request.head,
         slice,
     }
 }
@@ -438,6 +447,7 @@ pub fn json(status: u16, body: Vec<u8>) -> Answer {
         status,
         headers,
         body: Body::Edge(body),
+        without_body: false,
         slice: None,
     }
 }
@@ -712,6 +722,25 @@ mod tests {
     }
 
     #[test]
+    fn a_304_without_date_is_dated_on_arrival() {
+        let req = request(&[]);
+        let entry = miss_then_entry(&req, &[("cache-control", "max-age=60"), ("etag", "\"v\"")]);
+        let an_hour_later = NOW_MS + 3_600_000;
+        let outcome = after_response(
+            &req,
+            Some(&entry),
+            Forward::Stale,
+            origin(304, &[("etag", "\"v\"")], 0, an_hour_later),
+        );
+        let refreshed = stored_entry(&outcome);
+        assert_eq!(refreshed.meta.stored.initial_age, 0, "not born an hour old");
+        assert!(matches!(
+            before_request(&req, Some(&refreshed), an_hour_later + 1_000),
+            BeforeRequest::Answer(_)
+        ));
+    }
+
+    #[test]
     fn a_304_for_another_representation_is_asked_again_without_validators() {
         let req = request(&[]);
         let entry = miss_then_entry(&req, &[("cache-control", "max-age=1"), ("etag", "\"v\"")]);
@@ -790,18 +819,31 @@ mod tests {
             }
         };
         let answer = serve(&[("if-none-match", "\"v\"")], false);
-        assert_eq!((answer.status, answer.body), (304, Body::Empty));
+        assert_eq!(
+            (answer.status, answer.body, answer.without_body),
+            (304, Body::Stored, true)
+        );
         let answer = serve(&[("range", "bytes=2-5")], false);
         assert_eq!((answer.status, answer.slice), (206, Some((2, 6))));
         assert_eq!(answer.headers["content-range"], "bytes 2-5/10");
         assert_eq!(answer.headers["content-length"], "4");
         let answer = serve(&[("range", "bytes=20-")], false);
-        assert_eq!(answer.status, 416);
+        assert_eq!((answer.status, answer.without_body), (416, true));
         assert_eq!(answer.headers["content-range"], "bytes */10");
+        assert_eq!(answer.headers["cache-control"], "no-store");
+        let answer = serve(&[("range", "bytes=2-5")], true);
+        assert_eq!(
+            (answer.status, answer.slice),
+            (200, None),
+            "HEAD ignores Range"
+        );
         let answer = serve(&[("range", "bytes=2-5"), ("if-none-match", "\"v\"")], false);
         assert_eq!(answer.status, 304, "conditionals come before ranges");
         let answer = serve(&[], true);
-        assert_eq!((answer.status, answer.body), (200, Body::Empty));
+        assert_eq!(
+            (answer.status, answer.body, answer.without_body),
+            (200, Body::Stored, true)
+        );
         assert_eq!(answer.headers["content-length"], "10");
     }
 

@@ -107,6 +107,13 @@ impl Directives {
         for (name, item) in members {
             match (directives.slot(name), item) {
                 (Some(Slot::Flag(flag)), Item::Boolean(value)) => *flag = *value,
+                // The qualified forms (`private="field"`, `no-cache="field"`) count as the
+                // whole directive, conservatively, as in `Cache-Control`.
+                (Some(Slot::Flag(flag)), Item::Other)
+                    if matches!(name.as_str(), "private" | "no-cache") =>
+                {
+                    *flag = true
+                }
                 (Some(Slot::Seconds(seconds)), Item::Integer(n)) => {
                     *seconds = u64::try_from(*n)
                         .map(|n| Seconds::Valid(n.min(MAX_DELTA_SECONDS)))
@@ -253,7 +260,7 @@ mod tests {
     #[test]
     fn structured_dictionaries_map_to_directives() {
         let members = crate::core::structured::parse_dictionary(
-            "max-age=60, no-store=?0, private, s-maxage=-1, stale-if-error=\"x\"",
+            "max-age=60, no-store=?0, private, s-maxage=-1, stale-if-error=\"x\", no-cache=\"set-cookie\"",
         )
         .unwrap();
         assert_eq!(
@@ -261,6 +268,7 @@ mod tests {
             Directives {
                 max_age: Seconds::Valid(60),
                 private: true,
+                no_cache: true,
                 s_maxage: Seconds::Invalid,
                 ..Default::default()
             }

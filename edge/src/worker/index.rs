@@ -53,7 +53,6 @@ struct Resolved {
 
 #[derive(Serialize, Deserialize)]
 struct Completion {
-    nonce: String,
     keys: Vec<String>,
 }
 
@@ -89,9 +88,9 @@ pub async fn register(
     Ok(response.json::<Registered>().await?.keep)
 }
 
-/// Resolves a purge to the keys to delete, and remembers it so that fills racing it are
-/// taken back out; `None` if `nonce` was used by a completed purge. Forgets nothing: a purge
-/// interrupted before [`complete`] finds the same keys when it is retried.
+/// Resolves a purge to the keys to delete, spends its nonce, and remembers it so that fills
+/// racing it are taken back out; `None` if `nonce` was used before. Forgets no entry: a purge
+/// interrupted before [`complete`] finds the same keys when the origin retries it.
 pub async fn resolve(env: &Env, nonce: String, purge: Purge) -> Result<Option<Vec<String>>> {
     let mut response = call(env, "/resolve", &PurgeCommand { nonce, purge }).await?;
     if response.status_code() == 409 {
@@ -100,10 +99,9 @@ pub async fn resolve(env: &Env, nonce: String, purge: Purge) -> Result<Option<Ve
     Ok(Some(response.json::<Resolved>().await?.keys))
 }
 
-/// Marks a purge done once its keys are deleted from the cache: forgets their rows and
-/// spends the nonce.
-pub async fn complete(env: &Env, nonce: String, keys: Vec<String>) -> Result<()> {
-    call(env, "/complete", &Completion { nonce, keys }).await?;
+/// Marks a purge done once its keys are deleted from the cache: forgets their rows.
+pub async fn complete(env: &Env, keys: Vec<String>) -> Result<()> {
+    call(env, "/complete", &Completion { keys }).await?;
     Ok(())
 }
 
@@ -236,6 +234,12 @@ impl EdgeIndex {
         }
         keys.sort();
         keys.dedup();
+        // Spent now, so the same signed request cannot run twice at once; a purge cut short
+        // is retried by the origin as a new request with a new nonce.
+        self.sql.exec(
+            "INSERT INTO nonces (nonce, at) VALUES (?, ?)",
+            vec![text(&command.nonce), integer(now)],
+        )?;
         self.sql.exec(
             "INSERT INTO purges (at, purge) VALUES (?, ?)",
             vec![integer(now), text(&serde_json::to_string(purge)?)],
@@ -244,12 +248,7 @@ impl EdgeIndex {
     }
 
     fn complete(&self, completion: Completion) -> Result<()> {
-        self.forget_keys(&completion.keys)?;
-        self.sql.exec(
-            "INSERT OR IGNORE INTO nonces (nonce, at) VALUES (?, ?)",
-            vec![text(&completion.nonce), integer(now_ms())],
-        )?;
-        Ok(())
+        self.forget_keys(&completion.keys)
     }
 }
 

@@ -97,7 +97,10 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         );
         let mut headers = answer.headers;
         add_server_timing(&mut headers, now_ms().saturating_sub(started));
-        runtime::response(answer.status, &headers, edge_body(&answer.body))
+        let Body::Edge(bytes) = &answer.body else {
+            return runtime::response(answer.status, &headers, None);
+        };
+        runtime::response(answer.status, &headers, Some(bytes))
     })
 }
 
@@ -115,13 +118,6 @@ pub struct Bodies {
     pub origin: Vec<u8>,
 }
 
-fn edge_body(body: &Body) -> Option<&[u8]> {
-    match body {
-        Body::Edge(bytes) => Some(bytes),
-        _ => None,
-    }
-}
-
 /// How a request was handled: an answer to build, or a runtime response passed through.
 pub enum Handled {
     Answer(Answer, Bodies),
@@ -134,31 +130,36 @@ impl From<Answer> for Handled {
     }
 }
 
-/// Builds the runtime response for an answer, timed. A whole stored body is streamed
-/// through with the stored headers patched; anything else is built from bytes.
+/// Builds the runtime response for an answer, timed. An answer from storage keeps every
+/// stored field it does not rewrite (the stored headers patched where they differ) and streams
+/// a whole stored body through; anything else is built from bytes.
 async fn respond(answer: Answer, bodies: Bodies, started: u64) -> Result<web_sys::Response> {
     let mut headers = answer.headers;
     add_server_timing(&mut headers, now_ms().saturating_sub(started));
-    let bytes = match (&answer.body, bodies.stored) {
-        (Body::Stored, Some(stored)) => match answer.slice {
-            None => {
-                let patched =
-                    runtime::patched(&stored.response.headers(), &stored.headers, &headers)?;
+    let slice = |bytes: &[u8]| match answer.slice {
+        Some((start, end)) => bytes.get(start..end).unwrap_or_default().to_vec(),
+        None => bytes.to_vec(),
+    };
+    match (&answer.body, bodies.stored) {
+        (Body::Stored, Some(stored)) => {
+            let patched = runtime::patched(&stored.response.headers(), &stored.headers, &headers)?;
+            if answer.without_body {
+                return runtime::with_bytes(answer.status, &patched, None);
+            }
+            if answer.slice.is_none() {
                 return runtime::with_stream(answer.status, &patched, stored.response.body());
             }
-            Some((start, end)) => {
-                let bytes = runtime::bytes(&stored.response).await?;
-                bytes.get(start..end).unwrap_or_default().to_vec()
-            }
-        },
-        (Body::Origin, _) => match answer.slice {
-            Some((start, end)) => bodies.origin.get(start..end).unwrap_or_default().to_vec(),
-            None => bodies.origin,
-        },
-        (Body::Edge(bytes), _) => bytes.clone(),
-        (Body::Empty | Body::Stored, _) => return runtime::response(answer.status, &headers, None),
-    };
-    runtime::response(answer.status, &headers, Some(&bytes))
+            let bytes = slice(&runtime::bytes(&stored.response).await?);
+            runtime::with_bytes(answer.status, &patched, Some(&bytes))
+        }
+        _ if answer.without_body => runtime::response(answer.status, &headers, None),
+        (Body::Origin, _) => {
+            runtime::response(answer.status, &headers, Some(&slice(&bodies.origin)))
+        }
+        (Body::Edge(bytes), _) => runtime::response(answer.status, &headers, Some(bytes)),
+        // A stored answer without its stored response cannot happen; answer with no body.
+        (Body::Stored, None) => runtime::response(answer.status, &headers, None),
+    }
 }
 
 async fn handle(req: web_sys::Request, env: &Env, ctx: &Context, started: u64) -> Result<Handled> {

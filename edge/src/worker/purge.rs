@@ -1,6 +1,7 @@
-//! `POST /__edge/purge`: bound the body, authenticate, validate, delete the covered entries
-//! from the cache, and only then forget them in the index and spend the nonce, so a purge cut
-//! short answers non-2xx, the origin retries it, and the retry finds the same entries.
+//! `POST /__edge/purge`: bound the body, authenticate, validate, spend the nonce, delete the
+//! covered entries from the cache, and only then forget them in the index, so a purge cut
+//! short answers non-2xx, the origin retries it (a new request), and the retry finds the same
+//! entries.
 
 use forecastin_shared::{
     dto::PurgeResult,
@@ -94,7 +95,7 @@ pub async fn handle(
             return Ok(error(400, "invalid_purge", message))
         }
     };
-    let Some(keys) = index::resolve(env, nonce.clone(), request).await? else {
+    let Some(keys) = index::resolve(env, nonce, request).await? else {
         return Ok(error(
             401,
             "replayed",
@@ -115,6 +116,6 @@ pub async fn handle(
             }
         }
     }
-    index::complete(env, nonce, keys).await?;
+    index::complete(env, keys).await?;
     Ok(json(200, serde_json::to_vec(&PurgeResult { purged })?))
 }

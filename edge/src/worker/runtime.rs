@@ -49,9 +49,18 @@ pub fn response(
     headers: &HeaderMap,
     body: Option<&[u8]>,
 ) -> Result<web_sys::Response> {
+    with_bytes(status, &js_headers(headers), body)
+}
+
+/// A response with runtime headers and these bytes; `Err` if the runtime refuses them.
+pub fn with_bytes(
+    status: u16,
+    headers: &Headers,
+    body: Option<&[u8]>,
+) -> Result<web_sys::Response> {
     let init = web_sys::ResponseInit::new();
     init.set_status(status);
-    init.set_headers(&js_headers(headers).0);
+    init.set_headers(&headers.0);
     let response = match body {
         Some(bytes) => {
             let array = Uint8Array::from(bytes);

@@ -133,9 +133,9 @@ async fn exchange(
     ctx: Option<&Context>,
     stored: Option<&(Entry, StoredResponse)>,
     mut headers: HeaderMap,
-    fwd: Forward,
+    mut fwd: Forward,
 ) -> (Answer, Vec<u8>) {
-    let mut entry = stored.map(|(entry, _)| entry);
+    let entry = stored.map(|(entry, _)| entry);
     // Twice at most: a 304 about another representation is asked again unconditionally.
     for _ in 0..2 {
         let request_ms = now_ms();
@@ -159,8 +159,10 @@ async fn exchange(
         };
         match after_response(&job.request, entry, fwd, response) {
             AfterResponse::FetchUnconditionally { headers: again } => {
+                // Asked again as a plain fetch: no 304 merge, but the stored response can
+                // still stand in if the origin fails (stale-if-error).
                 headers = again;
-                entry = None;
+                fwd = Forward::UriMiss;
             }
             AfterResponse::Done { store, answer } => {
                 if let Some(store) = store {
