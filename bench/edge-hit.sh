@@ -43,15 +43,4 @@ echo "response body: $(curl -fs "$edge" | wc -c) bytes, the same from both"
 measure() {
   wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" --latency "$1" | wrk_summary
 }
-: > "$state/edge.runs"; : > "$state/js.runs"
-for round in $(seq "$ROUNDS"); do
-  measure "$edge" | tee -a "$state/edge.runs" | sed "s/^/round $round edge (Rust): /"
-  measure "$js" | tee -a "$state/js.runs" | sed "s/^/round $round JS worker:   /"
-done
-for who in edge js; do
-  printf '%s median: %s req/s, p50 %s ms, p99 %s ms\n' "$who" \
-    "$(cut -d' ' -f1 "$state/$who.runs" | median)" "$(cut -d' ' -f2 "$state/$who.runs" | median)" \
-    "$(cut -d' ' -f3 "$state/$who.runs" | median)"
-done
-ratios=$(paste -d' ' "$state/edge.runs" "$state/js.runs" | awk '{ printf "%.2f\n", $1 / $4 }')
-echo "edge/JS throughput ratio per round: $(echo $ratios), median $(echo "$ratios" | median)"
+alternate_rounds "$ROUNDS" "$state" "edge (Rust)" "$edge" "JS worker" "$js"

@@ -52,18 +52,7 @@ echo "response body: $(wc -c < "$state/www$path") bytes, the same from both"
 measure() {
   taskset -c 1 wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" --latency "$1" | wrk_summary
 }
-: > "$state/origin.runs"; : > "$state/nginx.runs"
-for round in $(seq "$ROUNDS"); do
-  measure "http://127.0.0.1:18081$path" | tee -a "$state/origin.runs" | sed "s/^/round $round origin (L1 hit): /"
-  measure "http://127.0.0.1:18082$path" | tee -a "$state/nginx.runs" | sed "s/^/round $round nginx (file):   /"
-done
-for who in origin nginx; do
-  printf '%s median: %s req/s, p50 %s ms, p99 %s ms\n' "$who" \
-    "$(cut -d' ' -f1 "$state/$who.runs" | median)" "$(cut -d' ' -f2 "$state/$who.runs" | median)" \
-    "$(cut -d' ' -f3 "$state/$who.runs" | median)"
-done
-ratios=$(paste -d' ' "$state/origin.runs" "$state/nginx.runs" | awk '{ printf "%.2f\n", $1 / $4 }')
-echo "origin/nginx throughput ratio per round: $(echo $ratios), median $(echo "$ratios" | median)"
+alternate_rounds "$ROUNDS" "$state" "origin (L1 hit)" "http://127.0.0.1:18081$path" "nginx (file)" "http://127.0.0.1:18082$path"
 
 # 2. The database path on PostgreSQL: no L1, no L2 (no Redis), the hottest read.
 psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS forecastin_peers WITH (FORCE)" \

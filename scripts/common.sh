@@ -115,3 +115,25 @@ wrk_summary() {
 
 # The median of numbers given one per line.
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# alternate_rounds ROUNDS DIR LABEL_A URL_A LABEL_B URL_B: runs the caller's `measure URL`
+# (which prints "req/s p50 p99") on A then B, ROUNDS times, and prints every run, the medians
+# and the A/B throughput ratio per round with its median. Run files go in DIR.
+alternate_rounds() {
+  local rounds=$1 dir=$2 label_a=$3 url_a=$4 label_b=$5 url_b=$6 round side
+  : > "$dir/a.runs"; : > "$dir/b.runs"
+  for round in $(seq "$rounds"); do
+    measure "$url_a" | tee -a "$dir/a.runs" | sed "s/^/round $round $label_a: /"
+    measure "$url_b" | tee -a "$dir/b.runs" | sed "s/^/round $round $label_b: /"
+  done
+  for side in a b; do
+    local label=$label_a
+    [ "$side" = b ] && label=$label_b
+    printf '%s median: %s req/s, p50 %s ms, p99 %s ms\n' "$label" \
+      "$(cut -d' ' -f1 "$dir/$side.runs" | median)" "$(cut -d' ' -f2 "$dir/$side.runs" | median)" \
+      "$(cut -d' ' -f3 "$dir/$side.runs" | median)"
+  done
+  local ratios
+  ratios=$(paste -d' ' "$dir/a.runs" "$dir/b.runs" | awk '{ printf "%.2f\n", $1 / $4 }')
+  echo "$label_a / $label_b throughput ratio per round: $(echo $ratios), median $(echo "$ratios" | median)"
+}

@@ -31,6 +31,19 @@ async fn connect(origin: &Origin, query: &str) -> Client {
     connect_async(url).await.expect("the websocket opens").0
 }
 
+/// A WebSocket handshake sent as a plain HTTP request, to read a refusal's status and body.
+async fn upgrade_over_http(origin: &Origin, query: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{}/ws?{query}", origin.url))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .expect("the origin answers")
+}
+
 /// The next event message, skipping pings.
 async fn next_event(client: &mut Client) -> Value {
     loop {
@@ -110,15 +123,7 @@ async fn a_client_that_reconnects_with_its_last_event_id_gets_what_it_missed() {
 async fn bad_stream_parameters_get_400() {
     let (a, _b) = two_instances().await;
     for query in ["subtree=not%20an%20id", "last_event_id=yesterday"] {
-        let response = reqwest::Client::new()
-            .get(format!("{}/ws?{query}", a.url))
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .send()
-            .await
-            .unwrap();
+        let response = upgrade_over_http(&a, query).await;
         assert_eq!(response.status(), 400, "{query}");
     }
 }
@@ -198,15 +203,7 @@ async fn clients_messages_and_resume_ids_are_bounded() {
     let origin = Origin::start(&[("WS_MAX_CLIENTS", "2")]).await;
     let mut first = connect(&origin, "").await;
     let _second = connect(&origin, "").await;
-    let refused = reqwest::Client::new()
-        .get(format!("{}/ws", origin.url))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap();
+    let refused = upgrade_over_http(&origin, "").await;
     assert_eq!(refused.status(), 503);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
