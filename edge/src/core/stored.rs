@@ -9,7 +9,7 @@ use forecastin_shared::headers::CDN_CACHE_CONTROL;
 use http::{header, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{fields::text, freshness::Stored, request::TRACE_CONTEXT, static_assets};
+use super::{fields::joined, freshness::Stored, request::TRACE_CONTEXT, static_assets, status};
 
 /// The internal header holding the edge's bookkeeping on a stored response.
 pub const META_HEADER: &str = "x-forecastin-edge-meta";
@@ -19,10 +19,9 @@ pub const META_HEADER: &str = "x-forecastin-edge-meta";
 /// freshness), so storage holds a 200 and the real status is in the bookkeeping.
 pub const STORAGE_STATUS: u16 = 200;
 
-/// The stored fields that deciding and answering a hit reads or rewrites. A hit needs only
-/// these from storage (every other field passes through untouched); revalidating needs all.
-pub const HIT_FIELDS: [&str; 15] = [
-    META_HEADER,
+/// The stored fields that deciding and answering a hit reads or rewrites, besides the internal
+/// ones it removes ([`status::INTERNAL`]).
+const REWRITTEN_ON_HIT: [&str; 10] = [
     "cache-control",
     CDN_CACHE_CONTROL,
     "content-length",
@@ -31,13 +30,15 @@ pub const HIT_FIELDS: [&str; 15] = [
     "etag",
     "last-modified",
     "age",
-    forecastin_shared::headers::CACHE_TAG,
-    forecastin_shared::headers::SURROGATE_KEY,
-    forecastin_shared::headers::SURROGATE_CONTROL,
     forecastin_shared::headers::CACHE_STATUS,
     "server-timing",
-    "cf-cache-status",
 ];
+
+/// Every stored field a hit reads or rewrites. A hit needs only these from storage (every
+/// other field passes through untouched); revalidating needs all.
+pub fn hit_fields() -> impl Iterator<Item = &'static str> {
+    REWRITTEN_ON_HIT.into_iter().chain(status::INTERNAL)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
@@ -64,24 +65,16 @@ pub fn headers_to_store(
     body_len: usize,
 ) -> Option<HeaderMap> {
     let mut headers = response.clone();
-    let joined = |name| {
-        let lines: Vec<String> = response
-            .get_all(name)
-            .iter()
-            .map(|v| text(v).into_owned())
-            .collect();
-        (!lines.is_empty()).then(|| lines.join(", "))
-    };
     let client_cache_control = if static_assets::is_fingerprinted(path) {
         Some(static_assets::IMMUTABLE.to_owned())
     } else {
-        joined(header::CACHE_CONTROL.as_str())
+        joined(response, header::CACHE_CONTROL.as_str())
     };
     let meta = Meta {
         status,
         stored: stored.clone(),
         client_cache_control,
-        cdn_cache_control: joined(CDN_CACHE_CONTROL),
+        cdn_cache_control: joined(response, CDN_CACHE_CONTROL),
     };
     for name in TRACE_CONTEXT.iter().chain(&[CDN_CACHE_CONTROL, "age"]) {
         headers.remove(*name);

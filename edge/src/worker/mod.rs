@@ -88,20 +88,18 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         Ok(Handled::Answer(answer, bodies)) => respond(answer, bodies, started).await,
         Err(err) => Err(err),
     };
-    response.or_else(|err| {
-        worker::console_error!("edge error: {err}");
-        let answer = error(
-            502,
-            "edge_error",
-            "the edge could not produce a response".into(),
-        );
-        let mut headers = answer.headers;
-        add_server_timing(&mut headers, now_ms().saturating_sub(started));
-        let Body::Edge(bytes) = &answer.body else {
-            return runtime::response(answer.status, &headers, None);
-        };
-        runtime::response(answer.status, &headers, Some(bytes))
-    })
+    match response {
+        Ok(response) => Ok(response),
+        Err(err) => {
+            worker::console_error!("edge error: {err}");
+            let answer = error(
+                502,
+                "edge_error",
+                "the edge could not produce a response".into(),
+            );
+            respond(answer, Bodies::default(), started).await
+        }
+    }
 }
 
 /// A stored response as storage gave it: its body unread, so a hit streams it through.

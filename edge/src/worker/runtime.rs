@@ -24,10 +24,13 @@ pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
 
 /// Only the fields `names` of the runtime's headers (several lines of one field come joined):
 /// one call per name instead of several per field present.
-pub fn selected_fields(headers: &web_sys::Headers, names: &[&str]) -> HeaderMap {
+pub fn selected_fields<'a>(
+    headers: &web_sys::Headers,
+    names: impl IntoIterator<Item = &'a str>,
+) -> HeaderMap {
     names
-        .iter()
-        .filter_map(|name| Some((*name, headers.get(name).ok()??)))
+        .into_iter()
+        .filter_map(|name| Some((name, headers.get(name).ok()??)))
         .filter_map(|(name, value)| from_runtime(name, &value))
         .collect()
 }

@@ -16,7 +16,7 @@ use crate::core::{
     freshness::Exchange,
     purge::tags_of,
     status::Forward,
-    stored::{HIT_FIELDS, STORAGE_STATUS},
+    stored::{hit_fields, STORAGE_STATUS},
 };
 
 thread_local! {
@@ -63,7 +63,12 @@ pub async fn serve(
             Ok(with_stored(answer, stored, Vec::new()))
         }
         BeforeRequest::Fetch { headers, fwd } => {
-            let stored = stored.and_then(|(entry, response)| whole(&entry, response));
+            // Only a revalidation may store the entry again (merged with a 304): then it
+            // needs every stored field, not just those a hit reads.
+            let stored = match fwd {
+                Forward::Stale => stored.and_then(|(entry, response)| whole(&entry, response)),
+                _ => stored,
+            };
             let (answer, origin_body) =
                 exchange(&job, Some(ctx), stored.as_ref(), headers, fwd).await;
             Ok(with_stored(answer, stored, origin_body))
@@ -106,7 +111,7 @@ fn copy(stored: &StoredResponse) -> Result<StoredResponse> {
     })
 }
 
-/// The entry stored under `key` with the fields a hit needs ([`HIT_FIELDS`]), its body
+/// The entry stored under `key` with the fields a hit needs ([`hit_fields`]), its body
 /// unread; a storage error reads as a miss.
 async fn read(key: &str) -> Option<(Entry, StoredResponse)> {
     let response = match runtime::cache_match(key).await {
@@ -116,7 +121,7 @@ async fn read(key: &str) -> Option<(Entry, StoredResponse)> {
             return None;
         }
     };
-    let headers = runtime::selected_fields(&response.headers(), &HIT_FIELDS);
+    let headers = runtime::selected_fields(&response.headers(), hit_fields());
     // The stored Content-Length is the edge's own (see `headers_to_store`).
     let body_len = headers
         .get(http::header::CONTENT_LENGTH)
