@@ -66,9 +66,10 @@ async fn reads_on(origin: &Origin, pool: &str) -> u64 {
 }
 
 async fn name_of(base: &str, id: &str) -> String {
-    get_json(&format!("{base}/api/v1/entities/{id}")).await["name"]
+    let entity = get_json(&format!("{base}/api/v1/entities/{id}")).await;
+    entity["name"]
         .as_str()
-        .unwrap()
+        .unwrap_or_else(|| panic!("no name for {id}: {entity}"))
         .to_owned()
 }
 
