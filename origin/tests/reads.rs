@@ -58,6 +58,10 @@ async fn a_conditional_get_with_the_current_etag_gets_304(app: TestApp) {
     let second = app.send(request).await;
     assert_eq!(second.status, StatusCode::NOT_MODIFIED);
     assert!(second.body.is_empty());
+    assert!(
+        !second.headers.contains_key("content-type"),
+        "a cache would merge it into the stored JSON response"
+    );
     assert_eq!(second.header("etag"), etag);
     assert!(second.header("cache-control").contains("s-maxage"));
 

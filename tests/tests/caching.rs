@@ -130,6 +130,11 @@ async fn stale_content_is_served_when_the_origin_is_down() {
         status.contains("fwd=stale") && status.contains("fwd-status=304"),
         "{status}"
     );
+    assert_eq!(
+        revalidated.headers()["content-type"],
+        "application/json",
+        "the 304 merge kept the stored type"
+    );
 }
 
 #[tokio::test]

@@ -135,19 +135,19 @@ fn respond(rendered: &Rendered, request: &HeaderMap, cache_control: &HeaderValue
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| none_match(v, rendered.etag.to_str().unwrap_or_default()));
-    let (status, body) = if not_modified {
-        (StatusCode::NOT_MODIFIED, Bytes::new())
+    // A 304 carries no Content-Type: a cache merges the 304's fields into the response it
+    // stored (RFC 9111 §3.2), so one here would replace the stored JSON type.
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (rendered.status, rendered.body.clone())
-    };
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    if !not_modified {
-        headers.insert(
+        let mut response = (rendered.status, rendered.body.clone()).into_response();
+        response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-    }
+        response
+    };
+    let headers = response.headers_mut();
     headers.insert(header::ETAG, rendered.etag.clone());
     headers.insert(header::CACHE_CONTROL, cache_control.clone());
     headers.insert(headers::CACHE_TAG, rendered.cache_tag.clone());
