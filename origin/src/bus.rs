@@ -6,8 +6,16 @@
 //! trust its L1 beyond what it heard:
 //! - every message carries a sequence number from one Redis counter; a gap means a message
 //!   may have been lost, and the L1 is flushed;
-//! - while the subscription is down, L1 entries older than `L1_DISCONNECTED_TTL_MS` are not
-//!   served, and when it comes back the L1 is flushed (what was missed cannot be known).
+//! - a lost message that no later one reveals is caught by the sequence check: every
+//!   [`SEQUENCE_CHECK`] each instance reads the counter, and a number it saw there and had
+//!   still not applied one check later flushes the L1 (as does a counter that went back: Redis
+//!   lost its data);
+//! - while the subscription is down or the counter cannot be read, L1 entries older than
+//!   `L1_DISCONNECTED_TTL_MS` are not served, and when the subscription comes back the L1 is
+//!   flushed (what was missed cannot be known).
+//!
+//! Publishing is the caller's to retry: the purge outbox drives it until it succeeds
+//! (`crate::purge::tiers`).
 //!
 //! With read replicas, an invalidation also carries the write's WAL position, and every
 //! instance raises its [`WriteHorizon`] to it before dropping the L1 entries, so the reads that
@@ -15,7 +23,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -28,14 +36,16 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use forecastin_shared::dto::{ChangeKind, EntityEvent};
+use forecastin_shared::dto::EntityEvent;
 
-use crate::{db::replicas::WriteHorizon, events::Events, l1::L1, l2::L2, metrics};
+use crate::{db::replicas::WriteHorizon, events::Events, l1::L1, l2::L2, metrics, purge::now_ms};
 
 /// Longest wait for Redis on a request's path.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// Wait before resubscribing after the subscription dropped.
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+/// How often the invalidation counter is compared with the last invalidation applied.
+pub const SEQUENCE_CHECK: Duration = Duration::from_millis(250);
 
 /// Raises the shared write horizon to a write's WAL position (if any) and moves the
 /// invalidation sequence, atomically: an L2 filler that reads the new sequence also reads the
@@ -81,6 +91,8 @@ struct Inner {
     local_event_seq: AtomicU64,
     subscribed: AtomicBool,
     last_seq: AtomicU64,
+    /// Until when (ms since the epoch) the last sequence check vouches for the L1.
+    trusted_until_ms: AtomicI64,
     disconnected_ttl: Duration,
     horizon: WriteHorizon,
 }
@@ -98,6 +110,7 @@ impl Bus {
             local_event_seq: AtomicU64::new(0),
             subscribed: AtomicBool::new(true),
             last_seq: AtomicU64::new(0),
+            trusted_until_ms: AtomicI64::new(i64::MAX),
             disconnected_ttl,
             horizon: WriteHorizon::default(),
         }))
@@ -149,6 +162,7 @@ impl Bus {
             local_event_seq: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
+            trusted_until_ms: AtomicI64::new(0),
             disconnected_ttl,
             horizon,
         })))
@@ -169,36 +183,29 @@ impl Bus {
         &self.0.events
     }
 
+    /// Whether other processes share this instance's data (L2, the other instances' L1):
+    /// then what a purge makes stale must be cleared beyond this process, durably.
+    pub fn is_shared(&self) -> bool {
+        self.0.redis.is_some()
+    }
+
     /// Publishes an entity change to the websocket clients of every instance. With Redis the
     /// event id comes from a shared counter and the event reaches this instance's own clients
-    /// at once and the others' through Pub/Sub; a failure is logged (clients that reconnect
-    /// are told to refetch when their gap exceeds the replay buffer).
-    pub async fn announce(&self, change: ChangeKind, entity_id: &str, path: Vec<String>) {
-        let mut event = EntityEvent {
-            id: 0,
-            change,
-            entity_id: entity_id.to_owned(),
-            path,
-            at_ms: crate::purge::now_ms(),
-        };
+    /// at once and the others' through Pub/Sub.
+    pub async fn announce(&self, mut event: EntityEvent) -> redis::RedisResult<()> {
         let Some(redis) = &self.0.redis else {
             event.id = self.0.local_event_seq.fetch_add(1, Ordering::AcqRel) + 1;
             self.0.events.deliver(event);
-            return;
+            return Ok(());
         };
         let mut connection = redis.publisher.clone();
-        let result: redis::RedisResult<()> = async {
-            event.id = connection.incr(&redis.event_seq_key, 1).await?;
-            let payload = serde_json::to_string(&event).expect("events serialize");
-            connection
-                .publish::<_, _, ()>(&redis.events_channel, payload)
-                .await
-        }
-        .await;
-        match result {
-            Ok(()) => self.0.events.deliver(event),
-            Err(err) => tracing::warn!(%err, "could not publish an entity event"),
-        }
+        event.id = connection.incr(&redis.event_seq_key, 1).await?;
+        let payload = serde_json::to_string(&event).expect("events serialize");
+        connection
+            .publish::<_, _, ()>(&redis.events_channel, payload)
+            .await?;
+        self.0.events.deliver(event);
+        Ok(())
     }
 
     /// The shared L2 cache, when Redis is configured with it.
@@ -206,51 +213,52 @@ impl Bus {
         self.0.redis.as_ref()?.l2.as_ref()
     }
 
-    /// How old an L1 entry may be to be served: unbounded while the bus is live and this
-    /// instance `coordinated` (`ff.horizontal_scaling`), the disconnected bound otherwise.
+    /// How old an L1 entry may be to be served: unbounded while the bus is live, the last
+    /// sequence check recent and this instance `coordinated` (`ff.horizontal_scaling`); the
+    /// disconnected bound otherwise.
     pub fn l1_max_age(&self, coordinated: bool) -> Option<Duration> {
-        let trusted = coordinated && self.0.subscribed.load(Ordering::Acquire);
+        let trusted = coordinated
+            && self.0.subscribed.load(Ordering::Acquire)
+            && now_ms() < self.0.trusted_until_ms.load(Ordering::Acquire);
         (!trusted).then_some(self.0.disconnected_ttl)
     }
 
     /// Drops `tags` (or everything) from L2 and tells the other instances to drop them from
     /// their L1; `position` is the write's WAL position, with read replicas. The sequence
     /// moves first, so no L2 fill that read the database before the write can land after the
-    /// deletion (see [`crate::l2`]). A failure is logged, not returned: the write is
-    /// committed, L2 entries expire, and instances that miss the message flush their L1 when
-    /// their subscription recovers.
-    pub async fn publish(&self, tags: &[String], all: bool, position: Option<u64>) {
+    /// deletion (see [`crate::l2`]). Every step may be repeated: the caller retries until
+    /// this succeeds (see `crate::purge::tiers`).
+    pub async fn clear(
+        &self,
+        tags: &[String],
+        all: bool,
+        position: Option<u64>,
+    ) -> redis::RedisResult<()> {
         let Some(redis) = &self.0.redis else {
-            return;
+            return Ok(());
         };
         let mut connection = redis.publisher.clone();
-        let result: redis::RedisResult<()> = async {
-            let seq: u64 = redis
-                .advance_script
-                .key(&redis.seq_key)
-                .key(&redis.horizon_key)
-                .arg(position.map(|p| p.to_string()).unwrap_or_default())
-                .invoke_async(&mut connection)
-                .await?;
-            if let Some(l2) = &redis.l2 {
-                l2.invalidate(tags, all).await?;
-            }
-            let message = Invalidation {
-                origin: self.0.instance_id.clone(),
-                seq,
-                tags: tags.to_vec(),
-                all,
-                position,
-            };
-            let payload = serde_json::to_string(&message).expect("invalidations serialize");
-            connection
-                .publish::<_, _, ()>(&redis.channel, payload)
-                .await
+        let seq: u64 = redis
+            .advance_script
+            .key(&redis.seq_key)
+            .key(&redis.horizon_key)
+            .arg(position.map(|p| p.to_string()).unwrap_or_default())
+            .invoke_async(&mut connection)
+            .await?;
+        if let Some(l2) = &redis.l2 {
+            l2.invalidate(tags, all).await?;
         }
-        .await;
-        if let Err(err) = result {
-            tracing::warn!(%err, "could not publish an L1 invalidation");
-        }
+        let message = Invalidation {
+            origin: self.0.instance_id.clone(),
+            seq,
+            tags: tags.to_vec(),
+            all,
+            position,
+        };
+        let payload = serde_json::to_string(&message).expect("invalidations serialize");
+        connection
+            .publish::<_, _, ()>(&redis.channel, payload)
+            .await
     }
 
     /// Applies other instances' invalidations to `l1` and takes their entity events, for as
@@ -274,6 +282,7 @@ impl Bus {
                             if let Some(l1) = &l1 {
                                 l1.invalidate_all();
                             }
+                            bus.resync().await;
                             bus.0.subscribed.store(true, Ordering::Release);
                             ::metrics::gauge!(metrics::REDIS_SUBSCRIBED).set(1.0);
                             tracing::info!("subscribed to L1 invalidations");
@@ -300,6 +309,69 @@ impl Bus {
                 tokio::time::sleep(RECONNECT_DELAY).await;
             }
         });
+    }
+
+    /// Starts from the counter as it is now: what came before is flushed already.
+    async fn resync(&self) {
+        let Some(redis) = &self.0.redis else {
+            return;
+        };
+        let mut connection = redis.publisher.clone();
+        if let Ok(seq) = connection.get::<_, Option<u64>>(&redis.seq_key).await {
+            self.0.last_seq.store(seq.unwrap_or(0), Ordering::Release);
+        }
+    }
+
+    /// Compares the invalidation counter with what this instance applied, every
+    /// [`SEQUENCE_CHECK`], for as long as the process runs.
+    pub fn spawn_sequence_check(&self, l1: Option<Arc<L1>>) {
+        if self.0.redis.is_none() {
+            return;
+        }
+        let bus = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SEQUENCE_CHECK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut awaited = None;
+            loop {
+                ticks.tick().await;
+                awaited = bus.check_sequence(l1.as_deref(), awaited).await;
+            }
+        });
+    }
+
+    /// One sequence check. `awaited` is a number the previous check saw in the counter and
+    /// this instance had not applied: by now its message should have arrived. Returns the
+    /// number the next check awaits.
+    async fn check_sequence(&self, l1: Option<&L1>, awaited: Option<u64>) -> Option<u64> {
+        let redis = self.0.redis.as_ref()?;
+        let mut connection = redis.publisher.clone();
+        let current = match connection.get::<_, Option<u64>>(&redis.seq_key).await {
+            Ok(seq) => seq.unwrap_or(0),
+            Err(err) => {
+                // Invalidations may be going on that this instance cannot hear of.
+                self.0.trusted_until_ms.store(0, Ordering::Release);
+                tracing::warn!(%err, "could not check the invalidation sequence; not trusting L1");
+                return awaited;
+            }
+        };
+        let applied = self.0.last_seq.load(Ordering::Acquire);
+        let lost = awaited.is_some_and(|awaited| applied < awaited);
+        if lost || current < applied {
+            if let Some(l1) = l1 {
+                l1.invalidate_all();
+            }
+            self.0.last_seq.store(current, Ordering::Release);
+            ::metrics::counter!(metrics::L1_SEQUENCE_FLUSHES).increment(1);
+            tracing::warn!(
+                current,
+                applied,
+                "an invalidation was lost or Redis lost its counter; L1 flushed"
+            );
+        }
+        let vouched = now_ms() + 3 * SEQUENCE_CHECK.as_millis() as i64;
+        self.0.trusted_until_ms.store(vouched, Ordering::Release);
+        (current > self.0.last_seq.load(Ordering::Acquire)).then_some(current)
     }
 
     fn apply(&self, l1: Option<&L1>, payload: &[u8]) {

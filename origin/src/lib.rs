@@ -37,6 +37,7 @@ use crate::{
     purge::{
         dispatcher::{self, Dispatcher},
         providers::Provider,
+        tiers::Tiers,
         Outbox, PurgeLog,
     },
     registry::Registry,
@@ -88,16 +89,18 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     ));
     registry.spawn_heartbeat();
     bus.spawn_subscriber(l1.clone());
+    bus.spawn_sequence_check(l1.clone());
     let flags = Flags::load(db.clone(), bus.instance_id())
         .await
         .context("loading the feature flags")?;
     flags.spawn_reload();
+    let tiers = Tiers::new(db.clone(), l1.clone(), bus.clone());
     let outbox = Outbox::new(
         providers.iter().map(Provider::name).collect(),
-        l1.clone(),
-        bus.clone(),
+        tiers.clone(),
         flags.clone(),
     );
+    tiers.spawn_sweeper(outbox.waker());
     if providers.is_empty() {
         tracing::warn!(
             "no purge provider is configured: data changes purge only the origin's own tiers"

@@ -14,6 +14,8 @@ pub const L1_BYTES: &str = "l1_cache_bytes";
 pub const L1_INVALIDATED: &str = "l1_cache_invalidated_entries_total";
 /// 1 while the instance's Redis subscription (invalidations, events) is up.
 pub const REDIS_SUBSCRIBED: &str = "redis_subscription_up";
+/// L1 flushes because the sequence check found an invalidation lost (or Redis's counter reset).
+pub const L1_SEQUENCE_FLUSHES: &str = "l1_sequence_flushes_total";
 pub const WS_DROPPED: &str = "websocket_clients_dropped_total";
 pub const WS_CLIENTS: &str = "websocket_clients_connected";
 pub const FLAG_ROLLOUT: &str = "feature_flag_rollout_percent";
@@ -76,6 +78,7 @@ pub fn handle() -> PrometheusHandle {
                 L2_MISSES,
                 L2_ERRORS,
                 WS_DROPPED,
+                L1_SEQUENCE_FLUSHES,
             ] {
                 metrics::counter!(counter).increment(0);
             }

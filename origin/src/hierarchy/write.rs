@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use forecastin_shared::{
-    dto::{ChangeKind, EntityKind, EntityPatch, NewEntity, PurgeRequest},
+    dto::{ChangeKind, EntityEvent, EntityKind, EntityPatch, NewEntity, PurgeRequest},
     tags::{self, Change},
 };
 use sqlx::{Any, Transaction};
@@ -384,9 +384,9 @@ impl Hierarchy {
             .await
     }
 
-    /// Records the purge of `invalidated` in the outbox, in the write's transaction, commits
-    /// both, then purges the origin's tiers, wakes the dispatcher and announces the change to
-    /// websocket clients.
+    /// Records the purge of `invalidated` and the change event in the outbox, in the write's
+    /// transaction, commits both, then clears the origin's tiers, announces the change to
+    /// websocket clients and wakes the dispatcher.
     async fn commit(
         &self,
         mut tx: Transaction<'static, Any>,
@@ -399,15 +399,23 @@ impl Hierarchy {
             tags: invalidated.iter().cloned().collect(),
             ..PurgeRequest::default()
         };
+        let event = EntityEvent {
+            id: 0, // numbered when it is published
+            change,
+            entity_id: id.to_owned(),
+            path,
+            at_ms: crate::purge::now_ms(),
+        };
         let purge_id = self
             .outbox
-            .record(&mut tx, Source::Write, &request, Some(id))
+            .record(&mut tx, Source::Write, &request, Some(id), Some(&event))
             .await?;
         tx.commit().await?;
         // Before any invalidation: reads that refill the caches must see this write.
         let position = self.db.note_write().await;
-        self.outbox.committed(&request, position).await;
-        self.outbox.announce(change, id, path).await;
+        self.outbox
+            .committed(&purge_id, &request, Some(event), position)
+            .await;
         Ok(Written {
             entity,
             invalidated,

@@ -87,10 +87,10 @@ async fn create(
     let outbox = &state.hierarchy.outbox;
     let mut tx = state.hierarchy.db.primary.begin(None).await?;
     let id = outbox
-        .record(&mut tx, Source::Admin, &request, None)
+        .record(&mut tx, Source::Admin, &request, None, None)
         .await?;
     tx.commit().await?;
-    outbox.committed(&request, None).await;
+    outbox.committed(&id, &request, None, None).await;
     let location = HeaderValue::try_from(format!("/admin/v1/purge/{id}")).expect("hex path");
     Ok((
         StatusCode::ACCEPTED,

@@ -1,6 +1,7 @@
 //! Turning many pending purges into few provider requests: duplicates merged, items grouped by
 //! kind (a provider request purges one kind), and split to each provider's per-request limit.
-//! Each batch remembers which purges it carries, so their deliveries can be settled.
+//! Each batch remembers which purges each item serves, so their deliveries can be settled, and
+//! a batch a provider refuses can be halved until the item it refuses is alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,8 +21,29 @@ pub struct Batch {
     pub kind: ItemKind,
     /// Empty for [`ItemKind::Everything`].
     pub items: Vec<String>,
+    /// The purges each item serves, in the order of `items` (one set for everything).
+    carriers: Vec<BTreeSet<String>>,
+}
+
+impl Batch {
     /// The purges whose deliveries this batch serves.
-    pub purges: BTreeSet<String>,
+    pub fn purges(&self) -> BTreeSet<String> {
+        self.carriers.iter().flatten().cloned().collect()
+    }
+
+    /// The batch in two, if it has more than one item.
+    pub fn halves(&self) -> Option<(Batch, Batch)> {
+        if self.items.len() < 2 {
+            return None;
+        }
+        let middle = self.items.len() / 2;
+        let half = |range: std::ops::Range<usize>| Batch {
+            kind: self.kind,
+            items: self.items[range.clone()].to_vec(),
+            carriers: self.carriers[range].to_vec(),
+        };
+        Some((half(0..middle), half(middle..self.items.len())))
+    }
 }
 
 /// Merges `(purge id, request)` pairs and splits them into batches of at most `limit` items.
@@ -53,7 +75,7 @@ pub fn batches(purges: &[(String, PurgeRequest)], limit: usize) -> Vec<Batch> {
         match batches.last_mut() {
             Some(batch) if batch.kind == kind && batch.items.len() < limit => {
                 batch.items.push(item);
-                batch.purges.extend(ids);
+                batch.carriers.push(ids);
             }
             _ => batches.push(Batch {
                 kind,
@@ -62,7 +84,7 @@ pub fn batches(purges: &[(String, PurgeRequest)], limit: usize) -> Vec<Batch> {
                 } else {
                     vec![item]
                 },
-                purges: ids,
+                carriers: vec![ids],
             }),
         }
     }
@@ -92,10 +114,10 @@ mod tests {
         assert_eq!(batches[0].kind, ItemKind::Url);
         assert_eq!(batches[1].items, ["e:DE", "e:FR", "search"]);
         assert_eq!(
-            batches[1].purges,
+            batches[1].purges(),
             BTreeSet::from(["p1".to_owned(), "p2".to_owned()])
         );
-        assert_eq!(batches[0].purges, BTreeSet::from(["p2".to_owned()]));
+        assert_eq!(batches[0].purges(), BTreeSet::from(["p2".to_owned()]));
     }
 
     #[test]
@@ -119,6 +141,25 @@ mod tests {
         );
         assert_eq!(batches.len(), 1);
         assert!(batches[0].items.is_empty());
-        assert_eq!(batches[0].purges.len(), 2);
+        assert_eq!(batches[0].purges().len(), 2);
+        assert!(batches[0].halves().is_none());
+    }
+
+    #[test]
+    fn halves_keep_each_item_with_the_purges_it_serves() {
+        let purges = vec![
+            ("p1".to_owned(), request(&["a", "b"], &[])),
+            ("p2".to_owned(), request(&["c"], &[])),
+            ("p3".to_owned(), request(&["b", "d"], &[])),
+        ];
+        let batch = batches(&purges, 100).remove(0);
+        let (left, right) = batch.halves().unwrap();
+        assert_eq!(left.items, ["a", "b"]);
+        assert_eq!(left.purges(), BTreeSet::from(["p1".into(), "p3".into()]));
+        assert_eq!(right.items, ["c", "d"]);
+        assert_eq!(right.purges(), BTreeSet::from(["p2".into(), "p3".into()]));
+        let (alone, _) = right.halves().unwrap();
+        assert_eq!(alone.purges(), BTreeSet::from(["p2".to_owned()]));
+        assert!(alone.halves().is_none());
     }
 }

@@ -1,27 +1,31 @@
-//! The purge pipeline: data changes purge the CDN, durably.
+//! The purge pipeline: data changes purge the origin's own tiers and then the CDN, durably.
 //!
 //! A write records what it makes stale ([`Outbox::record`]) in the same transaction as the
-//! change, one delivery per provider. The [`dispatcher`] drains pending deliveries: it merges
-//! and batches them ([`coalesce`]), paces each provider with a token bucket, retries
-//! timeouts, 5xx and 429 with backoff (honouring `Retry-After`), and records every outcome.
-//! A crash between commit and delivery loses nothing: the rows are there after a restart.
+//! change, one delivery per target: the origin's shared tiers ([`tiers`], with Redis) and
+//! each CDN provider. The tiers are cleared at once after commit and retried by a sweeper
+//! if that fails. The [`dispatcher`] drains the CDN deliveries of purges whose tiers are
+//! clear: it merges and batches them ([`coalesce`]), paces each provider with a token bucket,
+//! retries timeouts, 5xx and 429 with backoff (honouring `Retry-After`), and records every
+//! outcome ([`deliveries`]). A crash between commit and delivery loses nothing: the rows are
+//! there after a restart.
 
 pub mod coalesce;
+pub mod deliveries;
 pub mod dispatcher;
 pub mod providers;
+pub mod tiers;
 
 use std::sync::Arc;
 
-use forecastin_shared::dto::{ChangeKind, DeliveryStatus, PurgeRequest, PurgeStatus};
+use forecastin_shared::dto::{DeliveryStatus, EntityEvent, PurgeRequest, PurgeStatus};
 use sqlx::{Any, Transaction};
 use tokio::sync::Notify;
 
 use crate::{
-    bus::Bus,
     db::{retry, Db},
     flags::{self, Flags},
-    l1::L1,
 };
+use tiers::Tiers;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -37,38 +41,38 @@ pub enum Source {
     Admin,
 }
 
-/// Records purges for the configured providers, purges the origin's own tiers once they
-/// commit, and wakes the dispatcher.
+/// Records purges for the origin's tiers and the configured providers, clears the tiers once
+/// they commit, and wakes the dispatcher.
 #[derive(Clone, Default)]
 pub struct Outbox {
     providers: Arc<[&'static str]>,
     wake: Arc<Notify>,
-    l1: Option<Arc<L1>>,
-    /// Reaches the other instances' L1; `None` in tools that serve nothing.
-    bus: Option<Bus>,
+    /// `None` in tools that serve nothing.
+    tiers: Option<Tiers>,
     flags: Option<Flags>,
 }
 
 impl Outbox {
-    pub fn new(providers: Vec<&'static str>, l1: Option<Arc<L1>>, bus: Bus, flags: Flags) -> Self {
+    pub fn new(providers: Vec<&'static str>, tiers: Tiers, flags: Flags) -> Self {
         Self {
             providers: providers.into(),
             wake: Arc::new(Notify::new()),
-            l1,
-            bus: Some(bus),
+            tiers: Some(tiers),
             flags: Some(flags),
         }
     }
 
-    /// Stores `request` and a pending delivery per provider inside `tx`; returns its id.
-    /// The providers are left out when `ff.cdn_integration` is off for `key` (the entity the
-    /// write changed; the purge itself for admin purges): the CDN then relies on expiry.
+    /// Stores `request` (with a data write's change `event`) and a pending delivery per
+    /// target inside `tx`; returns its id. The CDN providers are left out when
+    /// `ff.cdn_integration` is off for `key` (the entity the write changed; the purge itself
+    /// for admin purges): the CDN then relies on expiry.
     pub async fn record(
         &self,
         tx: &mut Transaction<'static, Any>,
         source: Source,
         request: &PurgeRequest,
         key: Option<&str>,
+        event: Option<&EntityEvent>,
     ) -> Result<String, sqlx::Error> {
         let id = crate::seed::random_token()[..24].to_owned();
         let now = now_ms();
@@ -77,7 +81,8 @@ impl Outbox {
             .as_ref()
             .is_none_or(|flags| flags.enabled(flags::CDN_INTEGRATION, key.unwrap_or(&id)));
         sqlx::query(
-            "INSERT INTO purges (id, source, request, created_at_ms) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO purges (id, source, request, event, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&id)
         .bind(match source {
@@ -85,49 +90,41 @@ impl Outbox {
             Source::Admin => "admin",
         })
         .bind(serde_json::to_string(request).expect("purge requests serialize"))
+        .bind(event.map(|e| serde_json::to_string(e).expect("events serialize")))
         .bind(now)
         .execute(&mut **tx)
         .await?;
-        for provider in self.providers.iter().filter(|_| to_cdn) {
+        let shared_tiers = self.tiers.as_ref().is_some_and(Tiers::shared);
+        let tiers = shared_tiers.then_some((tiers::PROVIDER, tiers::COMMITTER_GRACE.as_millis()));
+        let cdn = self.providers.iter().filter(|_| to_cdn).map(|p| (*p, 0));
+        for (provider, delay) in tiers.into_iter().chain(cdn) {
             sqlx::query(
                 "INSERT INTO purge_deliveries (purge_id, provider, status, next_attempt_at_ms) \
                  VALUES ($1, $2, 'pending', $3)",
             )
             .bind(&id)
-            .bind(*provider)
-            .bind(now)
+            .bind(provider)
+            .bind(now + delay as i64)
             .execute(&mut **tx)
             .await?;
         }
         Ok(id)
     }
 
-    /// Call once the purge's transaction committed: drops what it covers from the origin's
-    /// own tiers first (this instance's L1, then the others' through the bus), so a CDN
-    /// refetch caused by the purge cannot get the old data from them, then wakes the
-    /// dispatcher. `position` is a data write's WAL position when there are read replicas.
-    pub async fn committed(&self, request: &PurgeRequest, position: Option<u64>) {
-        // L1 keys are not URLs: only a purge by tags alone can be targeted.
-        let all = !(request.urls.is_empty() && request.prefixes.is_empty() && !request.everything);
-        if let Some(l1) = &self.l1 {
-            let dropped = if all {
-                l1.invalidate_all()
-            } else {
-                l1.invalidate(&request.tags)
-            };
-            ::metrics::counter!(crate::metrics::L1_INVALIDATED).increment(dropped as u64);
-        }
-        if let Some(bus) = &self.bus {
-            bus.publish(&request.tags, all, position).await;
+    /// Call once the purge's transaction committed: clears the origin's own tiers (see
+    /// [`Tiers::committed`]), then wakes the dispatcher. `position` is a data write's WAL
+    /// position when there are read replicas.
+    pub async fn committed(
+        &self,
+        purge_id: &str,
+        request: &PurgeRequest,
+        event: Option<EntityEvent>,
+        position: Option<u64>,
+    ) {
+        if let Some(tiers) = &self.tiers {
+            tiers.committed(purge_id, request, event, position).await;
         }
         self.wake.notify_one();
-    }
-
-    /// Tells websocket clients of every instance that `entity_id` changed.
-    pub async fn announce(&self, change: ChangeKind, entity_id: &str, path: Vec<String>) {
-        if let Some(bus) = &self.bus {
-            bus.announce(change, entity_id, path).await;
-        }
     }
 
     pub(crate) fn waker(&self) -> Arc<Notify> {

@@ -27,6 +27,17 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// The outcome as a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry { .. } => "retried",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+}
+
 pub struct Provider {
     pub kind: ProviderKind,
     /// Most items one request may carry.

@@ -1,0 +1,172 @@
+//! The origin's own tiers as the first target of every purge: what it makes stale leaves this
+//! instance's L1, L2 and (through the bus) every other instance's L1, and a data write's
+//! change event goes out to websocket clients.
+//!
+//! With Redis those tiers outlive any one process, so clearing them is a delivery of the
+//! outbox like a CDN's (provider [`PROVIDER`]), recorded in the write's transaction. The
+//! committing instance clears them at once and records the delivery; if Redis fails or the
+//! instance dies first, the sweeper of any instance retries it every few hundred milliseconds
+//! until Redis takes it. The CDN deliveries of a purge wait for it (see
+//! [`super::deliveries::Due::Cdn`]): a CDN purged before the tiers would refill from them.
+
+use std::{sync::Arc, time::Duration};
+
+use forecastin_shared::dto::{EntityEvent, PurgeRequest};
+use tokio::sync::Notify;
+
+use super::{
+    deliveries::{self, Claimed, Due},
+    now_ms,
+    providers::Outcome,
+};
+use crate::{bus::Bus, db::Db, l1::L1, metrics};
+
+/// The outbox provider name of the origin's tiers.
+pub const PROVIDER: &str = "tiers";
+/// How long the committing instance has to clear the tiers before a sweeper may.
+pub const COMMITTER_GRACE: Duration = Duration::from_millis(400);
+/// How long a sweeper's claim holds: longer than clearing can take.
+const LEASE: Duration = Duration::from_secs(5);
+/// Retries while Redis is away come this often at most: the tiers must be clean soon after.
+const RETRY_MAX_MS: u64 = 250;
+/// How often an idle sweeper looks for deliveries that came due.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+pub struct Tiers {
+    db: Db,
+    l1: Option<Arc<L1>>,
+    bus: Bus,
+}
+
+impl Tiers {
+    pub fn new(db: Db, l1: Option<Arc<L1>>, bus: Bus) -> Self {
+        Self { db, l1, bus }
+    }
+
+    /// Whether the tiers reach beyond this process, so that clearing them must be recorded.
+    pub fn shared(&self) -> bool {
+        self.bus.is_shared()
+    }
+
+    /// Call once a purge's transaction committed, with the data write's WAL position when
+    /// there are read replicas. Clears the tiers, and records that when they are shared; a
+    /// failure is left to the sweepers.
+    pub async fn committed(
+        &self,
+        purge_id: &str,
+        request: &PurgeRequest,
+        event: Option<EntityEvent>,
+        position: Option<u64>,
+    ) {
+        let created = now_ms();
+        match self.clear([(request, event)], position).await {
+            Ok(()) if self.shared() => {
+                let delivery = Claimed {
+                    purge_id: purge_id.to_owned(),
+                    provider: PROVIDER.to_owned(),
+                    attempts: 0,
+                };
+                let settled =
+                    deliveries::settle(&self.db, &delivery, &Outcome::Delivered, created, 0).await;
+                if let Err(err) = settled {
+                    // A sweeper clears the tiers again and records it: harmless.
+                    tracing::warn!(%err, purge = purge_id, "could not record the tiers cleared");
+                }
+            }
+            Ok(()) => {}
+            Err(err) => {
+                tracing::warn!(%err, purge = purge_id, "could not clear the shared tiers; the sweepers retry")
+            }
+        }
+    }
+
+    /// Drops what `purges` cover from every tier and announces their events. Clears this
+    /// instance's L1 before and after L2: a read here between the two could refill it.
+    async fn clear(
+        &self,
+        purges: impl IntoIterator<Item = (&PurgeRequest, Option<EntityEvent>)>,
+        position: Option<u64>,
+    ) -> redis::RedisResult<()> {
+        let mut tags = Vec::new();
+        let mut all = false;
+        let mut events = Vec::new();
+        for (request, event) in purges {
+            // L1 and L2 keys are not URLs: only a purge by tags alone can be targeted.
+            all |= !(request.urls.is_empty() && request.prefixes.is_empty() && !request.everything);
+            tags.extend(request.tags.iter().cloned());
+            events.extend(event);
+        }
+        tags.sort_unstable();
+        tags.dedup();
+        self.clear_l1(&tags, all);
+        self.bus.clear(&tags, all, position).await?;
+        self.clear_l1(&tags, all);
+        for event in events {
+            self.bus.announce(event).await?;
+        }
+        Ok(())
+    }
+
+    fn clear_l1(&self, tags: &[String], all: bool) {
+        if let Some(l1) = &self.l1 {
+            let dropped = if all {
+                l1.invalidate_all()
+            } else {
+                l1.invalidate(tags)
+            };
+            ::metrics::counter!(metrics::L1_INVALIDATED).increment(dropped as u64);
+        }
+    }
+
+    /// Retries the tiers deliveries that came due, for as long as the process runs (only when
+    /// the tiers are shared: otherwise nothing records them), and wakes the CDN `dispatcher`
+    /// when it cleared some.
+    pub fn spawn_sweeper(self, dispatcher: Arc<Notify>) {
+        if !self.shared() {
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                match self.sweep().await {
+                    Ok(0) => tokio::time::sleep(IDLE_POLL).await,
+                    Ok(_) => dispatcher.notify_one(),
+                    Err(err) => {
+                        tracing::warn!(%err, "tiers sweep failed; retrying");
+                        tokio::time::sleep(IDLE_POLL).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Clears the tiers for every due delivery at once; returns how many it settled.
+    async fn sweep(&self) -> Result<usize, sqlx::Error> {
+        let claimed = deliveries::claim(&self.db, Due::Tiers, LEASE).await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let stored = deliveries::load(&self.db, &claimed).await?;
+        let readable = stored
+            .values()
+            .filter_map(|s| Some((s.request.as_ref().ok()?, s.event.clone())));
+        // The primary's position now is at or past every claimed write's.
+        let position = self.db.note_write().await;
+        let cleared = match self.clear(readable, position).await {
+            Ok(()) => Outcome::Delivered,
+            Err(err) => Outcome::Retry {
+                after: None,
+                error: format!("Redis: {err}"),
+            },
+        };
+        for delivery in &claimed {
+            let (outcome, created) = deliveries::outcome_of(&stored, delivery, || cleared.clone());
+            if let Err(err) =
+                deliveries::settle(&self.db, delivery, &outcome, created, RETRY_MAX_MS).await
+            {
+                tracing::warn!(%err, purge = %delivery.purge_id, "could not record the tiers outcome");
+            }
+        }
+        Ok(claimed.len())
+    }
+}
