@@ -5,6 +5,7 @@
 //! - [`Edge`]: the Worker in workerd through `wrangler dev --local`, pointed at an origin.
 //! - [`replica::StreamingPair`]: a private PostgreSQL primary with a streaming replica.
 //! - [`pgbouncer::PgBouncer`]: Debian's PgBouncer in front of the machine's PostgreSQL.
+//! - [`redis::PrivateRedis`]: a Redis server of one test's own, to stop, restart or pause.
 //! - [`fixture`]: a deliberately misbehaving HTTP origin (cache-poisoning echo, broken bodies,
 //!   contradictory headers), to prove the edge survives bad origin input.
 //!
@@ -13,6 +14,7 @@
 pub mod fixture;
 pub mod pgbouncer;
 mod process;
+pub mod redis;
 pub mod replica;
 pub mod standins;
 

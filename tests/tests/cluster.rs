@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use forecastin_e2e::{admin, client, get_json, rename, Backend, Origin};
+use forecastin_e2e::{admin, client, get_json, redis::PrivateRedis, rename, Backend, Origin};
 use reqwest::Method;
 use serde_json::json;
 
@@ -156,55 +156,10 @@ async fn l2_is_shared_by_the_instances_and_purged_with_l1() {
     assert_eq!(name_on(&c, "DK").await, "Danmark");
 }
 
-/// A Redis server of this test's own, so stopping it disturbs no other test.
-struct PrivateRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        PrivateRedis { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_redis_restart_degrades_to_l1_and_the_database_and_recovers() {
     let port = forecastin_e2e::free_port();
-    let redis = PrivateRedis::start(port);
+    let mut redis = PrivateRedis::start(port);
     let ttl = DISCONNECTED_TTL_MS.to_string();
     let url = redis.url();
     let env = [
@@ -216,14 +171,14 @@ async fn a_redis_restart_degrades_to_l1_and_the_database_and_recovers() {
     name_on(&b, "FI").await;
     name_on(&b, "FI").await;
 
-    drop(redis);
+    redis.stop();
     // Both instances keep answering reads and writes without Redis.
     rename(&a.url, "FI", "Suomi").await;
     let bound = Duration::from_millis(DISCONNECTED_TTL_MS) + Duration::from_millis(700);
     let took = until_served(&b, "FI", "Suomi", bound).await;
     eprintln!("with Redis down, B served the write after {took:?}");
 
-    let _redis = PrivateRedis::start(port);
+    redis.restart();
     until_subscribed(&b).await;
     name_on(&b, "FI").await;
     rename(&a.url, "FI", "Finland").await;
