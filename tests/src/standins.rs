@@ -48,6 +48,8 @@ pub struct Record {
     pub accepted: Mutex<Vec<Accepted>>,
     /// Every request, faults and refusals included.
     pub requests: Mutex<u64>,
+    /// Items a request may not name: it is refused as a bad request (see [`StandIn::refuse`]).
+    pub refused: Mutex<Vec<String>>,
 }
 
 pub struct StandIn {
@@ -56,6 +58,12 @@ pub struct StandIn {
 }
 
 impl StandIn {
+    /// From now on, refuses (400, as for any invalid purge) every request that names `item`:
+    /// the whole request, as the real APIs do.
+    pub fn refuse(&self, item: &str) {
+        self.record.refused.lock().unwrap().push(item.to_owned());
+    }
+
     pub fn script(&self, faults: &[Fault]) {
         self.record
             .faults
@@ -152,6 +160,9 @@ pub async fn cloudflare(zone_id: &'static str, token: &'static str, port: u16) -
                             return (StatusCode::BAD_REQUEST, Json(envelope_error(1012, "Invalid purge request: 1 to 100 items of one type"))).into_response()
                         }
                     };
+                    if let Some(bad) = items.iter().find(|i| record.refused.lock().unwrap().contains(i)) {
+                        return (StatusCode::BAD_REQUEST, Json(envelope_error(1012, &format!("Invalid purge item {bad}")))).into_response();
+                    }
                     record.accepted.lock().unwrap().push(Accepted { at: Instant::now(), kind: kind.clone(), items, soft: false });
                     Json(json!({ "success": true, "errors": [], "messages": [], "result": { "id": zone_id } })).into_response()
                 },

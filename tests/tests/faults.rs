@@ -181,7 +181,12 @@ fn rename_in_background(base: &str, name: &str) -> tokio::task::JoinHandle<Optio
     tokio::spawn(async move {
         let response = request.send().await.ok()?;
         assert_eq!(response.status(), 200);
-        Some(response.headers()["forecastin-purge-id"].to_str().ok()?.to_owned())
+        Some(
+            response.headers()["forecastin-purge-id"]
+                .to_str()
+                .ok()?
+                .to_owned(),
+        )
     })
 }
 
@@ -227,7 +232,13 @@ async fn a_write_while_redis_writes_are_paused_is_served_everywhere_once_redis_i
     );
     tokio::time::sleep(Duration::from_millis(BOUND_MS + 1_000)).await;
     let reads = readers.stop();
-    judge(&reads, "Deutschland", redis_back_ms, edge, &cluster.edge.url);
+    judge(
+        &reads,
+        "Deutschland",
+        redis_back_ms,
+        edge,
+        &cluster.edge.url,
+    );
     cluster.edge.assert_no_panic();
 }
 
@@ -271,7 +282,11 @@ async fn a_writer_killed_between_commit_and_publish_loses_no_invalidation() {
     cluster.a.kill().await;
     let killed_ms = now_ms();
     assert!(killed_ms < paused_ms + 1_500, "killed after Redis was back");
-    assert_eq!(write.await.unwrap(), None, "the writer answered before it died");
+    assert_eq!(
+        write.await.unwrap(),
+        None,
+        "the writer answered before it died"
+    );
     let purge_id = newest_purge(&cluster.b);
     let redis_back_ms = paused_ms + 1_500;
     let edge = delivered_at(&cluster.b, &purge_id, "edge").await;

@@ -183,6 +183,55 @@ async fn a_crash_between_commit_and_delivery_loses_nothing(backend: Backend) {
 }
 
 #[tokio::test]
+async fn one_refused_item_in_a_merged_batch_fails_only_its_own_purge() {
+    let cloudflare = standins::cloudflare(ZONE, TOKEN, 0).await;
+    let origin = Origin::start(&borrowed(&cloudflare_env(&cloudflare.url))).await;
+    cloudflare.refuse("t:bad");
+    // The first purge's request hangs past the timeout: the next three wait for the round and
+    // are claimed, merged and sent together.
+    cloudflare.script(&[Fault::Hang(Duration::from_millis(1_500))]);
+    let purge = |tags: &[&str]| {
+        let request =
+            admin(Method::POST, &origin.url, "/admin/v1/purge").json(&json!({ "tags": tags }));
+        async move {
+            let accepted = request.send().await.unwrap();
+            assert_eq!(accepted.status(), 202);
+            accepted.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let first = purge(&["t:first"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let good = purge(&["t:a", "t:b"]).await;
+    let bad = purge(&["t:bad"]).await;
+    let sharing = purge(&["t:c", "t:b"]).await;
+    for (id, expected) in [
+        (&first, "delivered"),
+        (&good, "delivered"),
+        (&bad, "failed"),
+        (&sharing, "delivered"),
+    ] {
+        let status = wait_settled(&origin, id, Duration::from_secs(10)).await;
+        assert_eq!(status["deliveries"][0]["status"], expected, "{status}");
+    }
+    let accepted = cloudflare.accepted();
+    assert!(
+        accepted.iter().any(|a| a.items.len() > 1),
+        "no merged batch was sent: {accepted:?}"
+    );
+    let purged: Vec<&String> = accepted.iter().flat_map(|a| &a.items).collect();
+    for tag in ["t:first", "t:a", "t:b", "t:c"] {
+        assert!(
+            purged.iter().any(|p| *p == tag),
+            "{tag} was not purged: {accepted:?}"
+        );
+    }
+    assert!(!purged.iter().any(|p| *p == "t:bad"));
+}
+
+#[tokio::test]
 async fn a_burst_of_writes_stays_within_the_bucket_and_the_item_limit() {
     let cloudflare = standins::cloudflare(ZONE, TOKEN, 0).await;
     let mut env = cloudflare_env(&cloudflare.url);
