@@ -46,7 +46,7 @@ class Evaluate(unittest.TestCase):
 
     def test_the_shipped_slo_files_load(self):
         here = os.path.dirname(os.path.abspath(__file__))
-        for name in ("slo.yaml", "slo-smoke.yaml"):
+        for name in ("slo.yaml", "slo-smoke.yaml", "slo-origin.yaml", "slo-faults.yaml"):
             self.assertTrue(slo.load(os.path.join(here, name)))
 
 

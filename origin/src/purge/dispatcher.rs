@@ -22,8 +22,11 @@ use super::{
 };
 use crate::{db::Db, metrics};
 
-/// How long a claim holds: longer than a round can take.
-const LEASE: Duration = Duration::from_secs(60);
+/// How long a claim holds. A round sends nothing after [`ROUND_BUDGET`], so its claims are
+/// settled before they lapse; a dead instance's claims come due again this soon.
+const LEASE: Duration = Duration::from_secs(15);
+/// How long a round may send: what the token buckets hold back past it waits for the next one.
+const ROUND_BUDGET: Duration = Duration::from_secs(8);
 /// How often an idle dispatcher looks for deliveries that came due (retries, other instances).
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
@@ -131,10 +134,20 @@ impl Dispatcher {
         // The worst outcome of the batches that carry each purge.
         let mut outcomes: HashMap<String, Outcome> = HashMap::new();
         let mut queue: VecDeque<Batch> = batches(&requests, provider.batch_limit).into();
+        let started = tokio::time::Instant::now();
         while let Some(batch) = queue.pop_front() {
-            limiter.until_ready().await;
-            let outcome = provider.send(&self.client, &batch).await;
-            ::metrics::counter!(metrics::PURGE_REQUESTS, "provider" => provider.name(), "outcome" => outcome.label()).increment(1);
+            let ready = tokio::time::timeout_at(started + ROUND_BUDGET, limiter.until_ready());
+            let outcome = match ready.await {
+                Ok(()) => {
+                    let outcome = provider.send(&self.client, &batch).await;
+                    ::metrics::counter!(metrics::PURGE_REQUESTS, "provider" => provider.name(), "outcome" => outcome.label()).increment(1);
+                    outcome
+                }
+                Err(_) => Outcome::Retry {
+                    after: None,
+                    error: "held back by the rate limit".into(),
+                },
+            };
             if let (Outcome::Failed(_), Some((left, right))) = (&outcome, batch.halves()) {
                 // One item the provider refuses must not fail the purges merged with it.
                 queue.push_front(right);
