@@ -5,17 +5,12 @@
 use forecastin_shared::{
     dto::PurgeRequest,
     headers::{CACHE_TAG, SURROGATE_KEY},
-    signing,
+    purges, signing,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::target::Target;
-
-/// Most URLs, tags and prefixes one purge may name, together.
-pub const MAX_ITEMS: usize = 1_000;
-/// Longest tag accepted (Cloudflare's limit).
-const MAX_TAG_LEN: usize = 1_024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurgeError {
@@ -89,50 +84,33 @@ pub fn locator(key: &str) -> &str {
     key.split_once("://").map_or(key, |(_, rest)| rest)
 }
 
-/// Validates a purge body; relative URLs and prefixes are taken on `edge_url`'s host.
+/// Validates a purge body (with the origin's validator, `forecastin_shared::purges`);
+/// relative URLs and prefixes are taken on `edge_url`'s host.
 pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
     let request: PurgeRequest = serde_json::from_slice(body)
         .map_err(|err| PurgeError::BadRequest(format!("invalid purge body: {err}")))?;
-    if request.is_empty() {
-        return Err(PurgeError::BadRequest(
-            "the purge names nothing: give urls, tags, prefixes or everything".into(),
-        ));
-    }
-    let items = request.urls.len() + request.tags.len() + request.prefixes.len();
-    if items > MAX_ITEMS {
-        return Err(PurgeError::BadRequest(format!(
-            "the purge names {items} items, more than {MAX_ITEMS}"
-        )));
-    }
+    purges::validate(&request).map_err(|invalid| PurgeError::BadRequest(invalid.message))?;
+    let bad = |item: &str| PurgeError::BadRequest(format!("`{item}` is not a purgeable URL"));
     let keys = request
         .urls
         .iter()
         .map(|url| {
-            edge_url
-                .join(url)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .map(|u| Target::of(&u).cache_key(&u))
-                .ok_or_else(|| {
-                    PurgeError::BadRequest(format!("`{url}` is not an http(s) URL or path"))
-                })
+            let absolute = purges::url_on(url, edge_url).ok_or_else(|| bad(url))?;
+            Ok(Target::of(&absolute).cache_key(&absolute))
         })
         .collect::<Result<_, _>>()?;
-    for tag in &request.tags {
-        if tag.is_empty()
-            || tag.len() > MAX_TAG_LEN
-            || tag.contains([',', ' '])
-            || tag.chars().any(char::is_control)
-        {
-            return Err(PurgeError::BadRequest(format!(
-                "`{tag}` is not a valid cache tag"
-            )));
-        }
-    }
     let prefixes = request
         .prefixes
         .iter()
-        .map(|prefix| prefix_locator(prefix, edge_url))
+        .map(|prefix| {
+            let absolute = purges::prefix_on(prefix, edge_url).ok_or_else(|| bad(prefix))?;
+            // Query and fragment are not part of a prefix.
+            Ok(locator(&Target::of(&absolute).cache_key(&absolute))
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_owned())
+        })
         .collect::<Result<_, _>>()?;
     Ok(Purge {
         keys,
@@ -140,27 +118,6 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
         prefixes,
         everything: request.everything,
     })
-}
-
-/// Accepts `https://host/path`, Cloudflare's `host/path`, or `/path` (on the edge's host).
-fn prefix_locator(prefix: &str, edge_url: &Url) -> Result<String, PurgeError> {
-    let bad = || PurgeError::BadRequest(format!("`{prefix}` is not a URL prefix"));
-    let absolute = if prefix.starts_with('/') {
-        edge_url.join(prefix).map_err(|_| bad())?
-    } else if prefix.contains("://") {
-        Url::parse(prefix).map_err(|_| bad())?
-    } else {
-        Url::parse(&format!("https://{prefix}")).map_err(|_| bad())?
-    };
-    if absolute.host_str().is_none() {
-        return Err(bad());
-    }
-    // Query and fragment are not part of a prefix.
-    Ok(locator(&Target::of(&absolute).cache_key(&absolute))
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_owned())
 }
 
 /// The cache tags a response carries, from `Cache-Tag` (comma-separated) and
@@ -300,7 +257,7 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        let too_many = serde_json::json!({ "tags": vec!["t"; MAX_ITEMS + 1] }).to_string();
+        let too_many = serde_json::json!({ "tags": vec!["t"; purges::MAX_ITEMS + 1] }).to_string();
         assert!(parse(too_many.as_bytes(), &edge()).is_err());
     }
 

@@ -11,7 +11,10 @@ use axum::{
     Json, Router,
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use forecastin_shared::dto::{Page, PurgeAccepted, PurgeRequest, PurgeStatus};
+use forecastin_shared::{
+    dto::{Page, PurgeAccepted, PurgeRequest, PurgeStatus},
+    purges,
+};
 use serde::Deserialize;
 
 use super::{
@@ -20,10 +23,6 @@ use super::{
 };
 use crate::{error::ApiError, purge::Source};
 
-/// Most items of each kind in one purge.
-const MAX_ITEMS: usize = 1_000;
-/// Longest tag (Cloudflare's limit).
-const MAX_TAG_LEN: usize = 1_024;
 /// Default and largest page of the purge list.
 const LIST_LIMIT: (i64, i64) = (20, 100);
 
@@ -33,49 +32,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/v1/purge/{id}", get(show))
 }
 
+/// The edge's own rules (`forecastin_shared::purges`): what passes here is accepted there.
 fn check(request: &PurgeRequest) -> Result<(), ApiError> {
-    if request.is_empty() {
-        return Err(ApiError::InvalidBody {
+    purges::validate(request).map_err(|invalid| match invalid.field {
+        Some(field) => ApiError::invalid_field(field, invalid.message),
+        None => ApiError::InvalidBody {
             field: None,
-            message: "the purge names nothing: give urls, tags, prefixes or everything".into(),
-        });
-    }
-    for (field, items) in [
-        ("urls", &request.urls),
-        ("tags", &request.tags),
-        ("prefixes", &request.prefixes),
-    ] {
-        if items.len() > MAX_ITEMS {
-            return Err(ApiError::invalid_field(
-                field,
-                format!("`{field}` has {} items, more than {MAX_ITEMS}", items.len()),
-            ));
-        }
-    }
-    if let Some(tag) = request.tags.iter().find(|tag| {
-        tag.is_empty()
-            || tag.len() > MAX_TAG_LEN
-            || tag
-                .chars()
-                .any(|c| c == ',' || c.is_whitespace() || c.is_control())
-    }) {
-        return Err(ApiError::invalid_field(
-            "tags",
-            format!("`{tag}` is not a valid cache tag"),
-        ));
-    }
-    for (field, items) in [("urls", &request.urls), ("prefixes", &request.prefixes)] {
-        if let Some(bad) = items.iter().find(|item| {
-            !(item.starts_with('/') || item.starts_with("https://") || item.starts_with("http://"))
-                || item.chars().any(|c| c.is_whitespace() || c.is_control())
-        }) {
-            return Err(ApiError::invalid_field(
-                field,
-                format!("`{bad}` is neither a path starting with / nor an http(s) URL"),
-            ));
-        }
-    }
-    Ok(())
+            message: invalid.message,
+        },
+    })
 }
 
 async fn create(

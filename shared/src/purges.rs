@@ -1,0 +1,182 @@
+//! What a purge request may name: the one validator of the origin's admin purge API and the
+//! edge's purge endpoint, so that nothing the origin accepts is refused at the edge.
+
+use url::Url;
+
+use crate::dto::PurgeRequest;
+
+/// Most URLs, tags and prefixes one purge may name, together.
+pub const MAX_ITEMS: usize = 1_000;
+/// Longest tag accepted (Cloudflare's limit on a tag).
+pub const MAX_TAG_LEN: usize = 1_024;
+/// Longest URL or prefix accepted.
+pub const MAX_URL_LEN: usize = 4_096;
+
+/// Why a purge request is refused: the field at fault (none when it is the whole request).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl Invalid {
+    fn of(field: &'static str, message: String) -> Self {
+        Self {
+            field: Some(field),
+            message,
+        }
+    }
+}
+
+/// Checks `request`: it names something, not too much, and every item is well formed.
+pub fn validate(request: &PurgeRequest) -> Result<(), Invalid> {
+    if request.is_empty() {
+        return Err(Invalid {
+            field: None,
+            message: "the purge names nothing: give urls, tags, prefixes or everything".into(),
+        });
+    }
+    let items = request.urls.len() + request.tags.len() + request.prefixes.len();
+    if items > MAX_ITEMS {
+        return Err(Invalid {
+            field: None,
+            message: format!("the purge names {items} items, more than {MAX_ITEMS}"),
+        });
+    }
+    if let Some(tag) = request.tags.iter().find(|tag| !is_tag(tag)) {
+        return Err(Invalid::of(
+            "tags",
+            format!("`{tag}` is not a valid cache tag"),
+        ));
+    }
+    if let Some(url) = request.urls.iter().find(|url| url_of(url).is_none()) {
+        return Err(Invalid::of(
+            "urls",
+            format!("`{url}` is neither a path starting with / nor an http(s) URL"),
+        ));
+    }
+    if let Some(prefix) = request.prefixes.iter().find(|p| prefix_of(p).is_none()) {
+        return Err(Invalid::of(
+            "prefixes",
+            format!("`{prefix}` is not a URL prefix: /path, https://host/path or host/path"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= MAX_TAG_LEN
+        && !tag
+            .chars()
+            .any(|c| c == ',' || c.is_whitespace() || c.is_control())
+}
+
+/// No blanks or controls (URL parsing would silently drop some), and not too long.
+fn is_plain(item: &str) -> bool {
+    item.len() <= MAX_URL_LEN && !item.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A purge URL on `base`'s host: a path (`/…`, not `//…`, which names another host) or an
+/// absolute http(s) URL.
+pub fn url_on(item: &str, base: &Url) -> Option<Url> {
+    let relative = item.starts_with('/') && !item.starts_with("//");
+    let absolute = item.starts_with("http://") || item.starts_with("https://");
+    if !is_plain(item) || !(relative || absolute) {
+        return None;
+    }
+    base.join(item)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+}
+
+/// A purge prefix on `base`'s host: a path, an absolute http(s) URL, or Cloudflare's
+/// `host/path`.
+pub fn prefix_on(item: &str, base: &Url) -> Option<Url> {
+    if item.contains("://") || item.starts_with('/') {
+        return url_on(item, base);
+    }
+    if !is_plain(item) || item.starts_with('.') {
+        return None;
+    }
+    Url::parse(&format!("https://{item}"))
+        .ok()
+        .filter(|url| url.host_str().is_some_and(|host| !host.is_empty()))
+}
+
+fn placeholder() -> Url {
+    Url::parse("https://purge.invalid/").expect("a valid URL")
+}
+
+fn url_of(item: &str) -> Option<Url> {
+    url_on(item, &placeholder())
+}
+
+fn prefix_of(item: &str) -> Option<Url> {
+    prefix_on(item, &placeholder())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(urls: &[&str], tags: &[&str], prefixes: &[&str]) -> PurgeRequest {
+        let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        PurgeRequest {
+            urls: owned(urls),
+            tags: owned(tags),
+            prefixes: owned(prefixes),
+            everything: false,
+        }
+    }
+
+    #[test]
+    fn good_requests_pass() {
+        for good in [
+            request(
+                &["/api/v1/entities/FR", "https://a.example/x?y=1"],
+                &[],
+                &[],
+            ),
+            request(&[], &["e:FR", "search"], &[]),
+            request(
+                &[],
+                &[],
+                &["/api/", "https://a.example/p", "a.example/static/"],
+            ),
+        ] {
+            assert_eq!(validate(&good), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn bad_items_name_their_field() {
+        let long_tag = "t".repeat(MAX_TAG_LEN + 1);
+        let cases = [
+            (request(&[], &[], &[]), None),
+            (request(&["ftp://a/b"], &[], &[]), Some("urls")),
+            (request(&["relative/path"], &[], &[]), Some("urls")),
+            (request(&["//other.example/x"], &[], &[]), Some("urls")),
+            (request(&["/a b"], &[], &[]), Some("urls")),
+            (request(&["/a\tb"], &[], &[]), Some("urls")),
+            (request(&["http://"], &[], &[]), Some("urls")),
+            (request(&[], &["a b"], &[]), Some("tags")),
+            (request(&[], &["a,b"], &[]), Some("tags")),
+            (request(&[], &[""], &[]), Some("tags")),
+            (request(&[], &[&long_tag], &[]), Some("tags")),
+            (request(&[], &[], &["not a prefix"]), Some("prefixes")),
+            (request(&[], &[], &["ftp://a/"]), Some("prefixes")),
+            (request(&[], &[], &[""]), Some("prefixes")),
+        ];
+        for (bad, field) in cases {
+            let refused = validate(&bad).expect_err(&format!("{bad:?} passed"));
+            assert_eq!(refused.field, field, "{bad:?}: {refused}");
+        }
+        let too_many = PurgeRequest {
+            tags: vec!["t".into(); MAX_ITEMS + 1],
+            ..PurgeRequest::default()
+        };
+        assert_eq!(validate(&too_many).unwrap_err().field, None);
+    }
+}
