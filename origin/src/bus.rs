@@ -30,18 +30,20 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    AsyncCommands,
-};
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use forecastin_shared::dto::EntityEvent;
 
-use crate::{db::replicas::WriteHorizon, events::Events, l1::L1, l2::L2, metrics, purge::now_ms};
+use crate::{
+    clock::now_ms,
+    cluster::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
+    db::replicas::WriteHorizon,
+    events::Events,
+    l1::L1,
+    metrics,
+};
 
-/// Longest wait for Redis on a request's path.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// Wait before resubscribing after the subscription dropped.
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 /// How often the invalidation counter is compared with the last invalidation applied.
@@ -71,16 +73,13 @@ struct Invalidation {
 }
 
 struct RedisBus {
-    client: redis::Client,
-    namespace: String,
-    publisher: ConnectionManager,
+    link: RedisLink,
     channel: String,
     seq_key: String,
     horizon_key: String,
     advance_script: redis::Script,
     events_channel: String,
     event_seq_key: String,
-    l2: Option<L2>,
 }
 
 struct Inner {
@@ -116,47 +115,23 @@ impl Bus {
         }))
     }
 
-    /// The Redis bus on `url`, with keys and channel under `namespace`, and the L2 cache
-    /// when `l2_ttl` is not zero.
-    pub async fn redis(
-        url: &str,
-        namespace: &str,
+    /// The bus over `link`.
+    pub fn redis(
+        link: RedisLink,
         instance_id: String,
         disconnected_ttl: Duration,
-        l2_ttl: Duration,
         horizon: WriteHorizon,
-    ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        // Fail fast: a Redis outage must degrade the origin, not stall it.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(REDIS_TIMEOUT)
-            .set_response_timeout(REDIS_TIMEOUT)
-            .set_number_of_retries(1);
-        let publisher = ConnectionManager::new_with_config(client.clone(), config).await?;
-        let seq_key = format!("{namespace}:invalidation-seq");
-        let horizon_key = format!("{namespace}:write-horizon");
-        let l2 = (!l2_ttl.is_zero()).then(|| {
-            L2::new(
-                publisher.clone(),
-                namespace,
-                [seq_key.clone(), horizon_key.clone()],
-                horizon.clone(),
-                l2_ttl,
-            )
-        });
-        Ok(Bus(Arc::new(Inner {
+    ) -> Self {
+        Bus(Arc::new(Inner {
             instance_id,
             redis: Some(RedisBus {
-                client,
-                namespace: namespace.to_owned(),
-                publisher,
-                channel: format!("{namespace}:invalidations"),
-                seq_key,
-                horizon_key,
+                channel: link.key("invalidations"),
+                seq_key: link.key(INVALIDATION_SEQ),
+                horizon_key: link.key(WRITE_HORIZON),
                 advance_script: redis::Script::new(ADVANCE),
-                events_channel: format!("{namespace}:events"),
-                event_seq_key: format!("{namespace}:event-seq"),
-                l2,
+                events_channel: link.key("events"),
+                event_seq_key: link.key("event-seq"),
+                link,
             }),
             events: Events::default(),
             local_event_seq: AtomicU64::new(0),
@@ -165,17 +140,11 @@ impl Bus {
             trusted_until_ms: AtomicI64::new(0),
             disconnected_ttl,
             horizon,
-        })))
+        }))
     }
 
     pub fn instance_id(&self) -> &str {
         &self.0.instance_id
-    }
-
-    /// The Redis connection and namespace, for other coordination (the instance registry).
-    pub fn redis_connection(&self) -> Option<(ConnectionManager, String)> {
-        let redis = self.0.redis.as_ref()?;
-        Some((redis.publisher.clone(), redis.namespace.clone()))
     }
 
     /// The entity change events this instance has heard of, for its websocket clients.
@@ -198,7 +167,7 @@ impl Bus {
             self.0.events.deliver(event);
             return Ok(());
         };
-        let mut connection = redis.publisher.clone();
+        let mut connection = redis.link.connection.clone();
         event.id = connection.incr(&redis.event_seq_key, 1).await?;
         let payload = serde_json::to_string(&event).expect("events serialize");
         connection
@@ -206,11 +175,6 @@ impl Bus {
             .await?;
         self.0.events.deliver(event);
         Ok(())
-    }
-
-    /// The shared L2 cache, when Redis is configured with it.
-    pub fn l2(&self) -> Option<&L2> {
-        self.0.redis.as_ref()?.l2.as_ref()
     }
 
     /// How old an L1 entry may be to be served: unbounded while the bus is live, the last
@@ -223,13 +187,28 @@ impl Bus {
         (!trusted).then_some(self.0.disconnected_ttl)
     }
 
-    /// Drops `tags` (or everything) from L2 and tells the other instances to drop them from
-    /// their L1; `position` is the write's WAL position, with read replicas. The sequence
-    /// moves first, so no L2 fill that read the database before the write can land after the
-    /// deletion (see [`crate::l2`]). Every step may be repeated: the caller retries until
-    /// this succeeds (see `crate::purge::tiers`).
-    pub async fn clear(
+    /// Moves the invalidation sequence and raises the shared write horizon to `position` (the
+    /// write's WAL position, with read replicas): from now on no L2 fill that read the
+    /// database before the write can land (see [`crate::l2`]). Returns the new sequence (0
+    /// without Redis).
+    pub async fn advance(&self, position: Option<u64>) -> redis::RedisResult<u64> {
+        let Some(redis) = &self.0.redis else {
+            return Ok(0);
+        };
+        redis
+            .advance_script
+            .key(&redis.seq_key)
+            .key(&redis.horizon_key)
+            .arg(position.map(|p| p.to_string()).unwrap_or_default())
+            .invoke_async(&mut redis.link.connection.clone())
+            .await
+    }
+
+    /// Tells the other instances to drop `tags` (or everything) from their L1, as invalidation
+    /// `seq` (from [`Bus::advance`]).
+    pub async fn publish(
         &self,
+        seq: u64,
         tags: &[String],
         all: bool,
         position: Option<u64>,
@@ -237,17 +216,6 @@ impl Bus {
         let Some(redis) = &self.0.redis else {
             return Ok(());
         };
-        let mut connection = redis.publisher.clone();
-        let seq: u64 = redis
-            .advance_script
-            .key(&redis.seq_key)
-            .key(&redis.horizon_key)
-            .arg(position.map(|p| p.to_string()).unwrap_or_default())
-            .invoke_async(&mut connection)
-            .await?;
-        if let Some(l2) = &redis.l2 {
-            l2.invalidate(tags, all).await?;
-        }
         let message = Invalidation {
             origin: self.0.instance_id.clone(),
             seq,
@@ -256,7 +224,10 @@ impl Bus {
             position,
         };
         let payload = serde_json::to_string(&message).expect("invalidations serialize");
-        connection
+        redis
+            .link
+            .connection
+            .clone()
             .publish::<_, _, ()>(&redis.channel, payload)
             .await
     }
@@ -268,7 +239,7 @@ impl Bus {
             return;
         };
         let (client, channel, events_channel) = (
-            redis.client.clone(),
+            redis.link.client.clone(),
             redis.channel.clone(),
             redis.events_channel.clone(),
         );
@@ -316,7 +287,7 @@ impl Bus {
         let Some(redis) = &self.0.redis else {
             return;
         };
-        let mut connection = redis.publisher.clone();
+        let mut connection = redis.link.connection.clone();
         if let Ok(seq) = connection.get::<_, Option<u64>>(&redis.seq_key).await {
             self.0.last_seq.store(seq.unwrap_or(0), Ordering::Release);
         }
@@ -345,7 +316,7 @@ impl Bus {
     /// number the next check awaits.
     async fn check_sequence(&self, l1: Option<&L1>, awaited: Option<u64>) -> Option<u64> {
         let redis = self.0.redis.as_ref()?;
-        let mut connection = redis.publisher.clone();
+        let mut connection = redis.link.connection.clone();
         let current = match connection.get::<_, Option<u64>>(&redis.seq_key).await {
             Ok(seq) => seq.unwrap_or(0),
             Err(err) => {

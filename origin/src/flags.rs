@@ -13,8 +13,8 @@ use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    clock::now_ms,
     db::{retry, Db},
-    purge::now_ms,
 };
 
 /// Instances coordinate their caches through Redis (keyed by instance).

@@ -19,7 +19,12 @@ use std::{
 use redis::{aio::ConnectionManager, AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
-use crate::{db::replicas::WriteHorizon, metrics, purge::now_ms};
+use crate::{
+    clock::now_ms,
+    cluster::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
+    db::replicas::WriteHorizon,
+    metrics,
+};
 
 /// How long L2 is skipped after a Redis error.
 const BACKOFF_MS: i64 = 1_000;
@@ -57,7 +62,9 @@ pub struct Stored {
 
 pub struct L2 {
     connection: ConnectionManager,
-    namespace: String,
+    /// Keys of entries and of tag sets: the prefix, then the entry's key or the tag.
+    entry_prefix: String,
+    tag_prefix: String,
     seq_key: String,
     horizon_key: String,
     horizon: WriteHorizon,
@@ -68,18 +75,14 @@ pub struct L2 {
 }
 
 impl L2 {
-    pub fn new(
-        connection: ConnectionManager,
-        namespace: &str,
-        [seq_key, horizon_key]: [String; 2],
-        horizon: WriteHorizon,
-        ttl: Duration,
-    ) -> Self {
+    /// L2 over `link`, entries living `ttl`.
+    pub fn new(link: &RedisLink, horizon: WriteHorizon, ttl: Duration) -> Self {
         Self {
-            connection,
-            namespace: namespace.to_owned(),
-            seq_key,
-            horizon_key,
+            connection: link.connection.clone(),
+            entry_prefix: link.key("l2:"),
+            tag_prefix: link.key("l2-tag:"),
+            seq_key: link.key(INVALIDATION_SEQ),
+            horizon_key: link.key(WRITE_HORIZON),
             horizon,
             ttl_secs: ttl.as_secs().max(1),
             skip_until_ms: AtomicI64::new(0),
@@ -89,11 +92,11 @@ impl L2 {
     }
 
     fn entry_key(&self, key: &str) -> String {
-        format!("{}:l2:{key}", self.namespace)
+        format!("{}{key}", self.entry_prefix)
     }
 
     fn tag_key(&self, tag: &str) -> String {
-        format!("{}:l2-tag:{tag}", self.namespace)
+        format!("{}{tag}", self.tag_prefix)
     }
 
     fn available(&self) -> bool {
@@ -176,7 +179,8 @@ impl L2 {
     pub async fn invalidate(&self, tags: &[String], all: bool) -> redis::RedisResult<()> {
         let mut connection = self.connection.clone();
         if all {
-            let pattern = format!("{}:l2*", self.namespace);
+            // Entries and tag sets alike (`…:l2:` and `…:l2-tag:`).
+            let pattern = format!("{}*", self.entry_prefix.trim_end_matches(':'));
             let keys: Vec<String> = {
                 let mut iter = connection.scan_match::<_, String>(&pattern).await?;
                 let mut keys = Vec::new();

@@ -3,10 +3,13 @@
 //! Layout: [`config`] (environment), [`db`] (pools, read replicas, migrations, retries),
 //! [`hierarchy`] (the entity store, its SQL, the consistency checker), [`purge`] (the CDN purge
 //! outbox and dispatcher), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`] and
-//! [`l2`] (response caches), [`bus`], [`events`], [`flags`] and [`registry`] (coordination of
-//! instances), [`http`] (routes, extractors, caching headers), [`metrics`].
+//! [`l2`] (response caches), [`cluster`] (the Redis link), [`bus`], [`events`], [`flags`] and
+//! [`registry`] (coordination of instances), [`http`] (routes, extractors, caching headers),
+//! [`metrics`], [`clock`] and [`token`].
 
 pub mod bus;
+pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -20,6 +23,7 @@ pub mod metrics;
 pub mod purge;
 pub mod registry;
 pub mod seed;
+pub mod token;
 
 use std::{num::NonZeroUsize, sync::Arc};
 
@@ -28,12 +32,14 @@ use axum::{http::HeaderValue, Router};
 
 use crate::{
     bus::Bus,
+    cluster::RedisLink,
     config::Config,
     db::{replicas::WriteHorizon, Db},
     flags::Flags,
     hierarchy::Hierarchy,
     http::AppState,
     l1::L1,
+    l2::L2,
     purge::{
         dispatcher::{self, Dispatcher},
         providers::Provider,
@@ -56,36 +62,37 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         .cluster
         .instance_id
         .clone()
-        .unwrap_or_else(|| seed::random_token()[..12].to_owned());
+        .unwrap_or_else(|| token::random_hex()[..12].to_owned());
     let advertised = config
         .cluster
         .advertise_addr
         .clone()
         .unwrap_or_else(|| config.listen_addr.to_string());
-    let bus = match &config.cluster.redis_url {
-        Some(url) => {
-            let cluster = &config.cluster;
-            Bus::redis(
-                url,
-                &cluster.redis_namespace,
-                instance_id,
-                std::time::Duration::from_millis(cluster.l1_disconnected_ttl_ms),
-                std::time::Duration::from_secs(cluster.l2_ttl_secs),
-                horizon,
-            )
-            .await?
-        }
-        None => Bus::in_process(
-            instance_id,
-            std::time::Duration::from_millis(config.cluster.l1_disconnected_ttl_ms),
+    let cluster = &config.cluster;
+    let disconnected_ttl = std::time::Duration::from_millis(cluster.l1_disconnected_ttl_ms);
+    let redis = match &cluster.redis_url {
+        Some(url) => Some(
+            RedisLink::connect(url, &cluster.redis_namespace)
+                .await
+                .context("connecting to REDIS_URL")?,
         ),
+        None => None,
+    };
+    let (bus, l2) = match &redis {
+        Some(link) => {
+            let l2_ttl = std::time::Duration::from_secs(cluster.l2_ttl_secs);
+            let l2 = (!l2_ttl.is_zero()).then(|| Arc::new(L2::new(link, horizon.clone(), l2_ttl)));
+            let bus = Bus::redis(link.clone(), instance_id, disconnected_ttl, horizon);
+            (bus, l2)
+        }
+        None => (Bus::in_process(instance_id, disconnected_ttl), None),
     };
     let registry = Arc::new(Registry::new(
         bus.instance_id().to_owned(),
         advertised,
-        bus.redis_connection(),
+        redis,
         l1.clone(),
-        std::time::Duration::from_millis(config.cluster.heartbeat_ms),
+        std::time::Duration::from_millis(cluster.heartbeat_ms),
     ));
     registry.spawn_heartbeat();
     bus.spawn_subscriber(l1.clone());
@@ -94,7 +101,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         .await
         .context("loading the feature flags")?;
     flags.spawn_reload();
-    let tiers = Tiers::new(db.clone(), l1.clone(), bus.clone());
+    let tiers = Tiers::new(db.clone(), l1.clone(), l2.clone(), bus.clone());
     let outbox = Outbox::new(
         providers.iter().map(Provider::name).collect(),
         tiers.clone(),
@@ -113,7 +120,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let admin_token = match &config.admin_token {
         Some(token) if !token.is_empty() => token.clone(),
         _ => {
-            let token = seed::random_token();
+            let token = token::random_hex();
             tracing::warn!("ADMIN_TOKEN is not set; this run's admin token is {token}");
             token
         }
@@ -129,6 +136,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         purges: PurgeLog { db },
         hierarchy,
         l1,
+        l2,
         cache_control: HeaderValue::try_from(config.cache.cache_control())
             .context("building Cache-Control")?,
         admin_token,

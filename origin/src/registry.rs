@@ -13,9 +13,9 @@ use std::{
 
 use forecastin_shared::dto::InstanceInfo;
 use futures_util::StreamExt;
-use redis::{aio::ConnectionManager, AsyncCommands};
+use redis::AsyncCommands;
 
-use crate::{l1::L1, purge::now_ms};
+use crate::{clock::now_ms, cluster::RedisLink, l1::L1};
 
 pub struct Registry {
     me: InstanceInfo,
@@ -23,7 +23,7 @@ pub struct Registry {
     /// Requests being served right now.
     pub inflight: AtomicI64,
     l1: Option<Arc<L1>>,
-    redis: Option<(ConnectionManager, String)>,
+    redis: Option<RedisLink>,
     interval: Duration,
 }
 
@@ -31,7 +31,7 @@ impl Registry {
     pub fn new(
         id: String,
         address: String,
-        redis: Option<(ConnectionManager, String)>,
+        redis: Option<RedisLink>,
         l1: Option<Arc<L1>>,
         interval: Duration,
     ) -> Self {
@@ -58,8 +58,8 @@ impl Registry {
         self.requests.clone()
     }
 
-    fn key(namespace: &str, id: &str) -> String {
-        format!("{namespace}:instance:{id}")
+    fn key(link: &RedisLink, id: &str) -> String {
+        link.key(&format!("instance:{id}"))
     }
 
     /// This instance, now.
@@ -74,18 +74,18 @@ impl Registry {
 
     /// Heartbeats for as long as the process runs.
     pub fn spawn_heartbeat(self: &Arc<Self>) {
-        let Some((connection, namespace)) = self.redis.clone() else {
+        let Some(link) = self.redis.clone() else {
             return;
         };
         let registry = self.clone();
         tokio::spawn(async move {
             let ttl_ms = (registry.interval.as_millis() as u64 * 3).max(1);
-            let key = Self::key(&namespace, &registry.me.id);
+            let key = Self::key(&link, &registry.me.id);
             let mut ticks = tokio::time::interval(registry.interval);
             loop {
                 ticks.tick().await;
                 let info = serde_json::to_string(&registry.current()).expect("instances serialize");
-                let mut connection = connection.clone();
+                let mut connection = link.connection.clone();
                 if let Err(err) = connection.pset_ex::<_, _, ()>(&key, info, ttl_ms).await {
                     tracing::warn!(%err, "heartbeat failed");
                 }
@@ -95,11 +95,11 @@ impl Registry {
 
     /// The live instances, by id.
     pub async fn live(&self) -> Vec<InstanceInfo> {
-        let Some((connection, namespace)) = &self.redis else {
+        let Some(link) = &self.redis else {
             return vec![self.current()];
         };
-        let mut connection = connection.clone();
-        let pattern = Self::key(namespace, "*");
+        let mut connection = link.connection.clone();
+        let pattern = Self::key(link, "*");
         let keys: Vec<String> = match connection.scan_match::<_, String>(&pattern).await {
             Ok(iter) => iter.collect().await,
             Err(err) => {

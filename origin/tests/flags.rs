@@ -19,6 +19,11 @@ const UNREACHABLE_CLOUDFLARE: [&str; 8] = [
     "token",
 ];
 
+/// The flag gauges live in the process's one metrics recorder: the tests that set flags and
+/// read them back take turns, or one's start (every flag at its stored value) overwrites what
+/// the other just set.
+static FLAG_METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn deliveries_of(app: &TestApp, purge_id: &str) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM purge_deliveries WHERE purge_id = $1")
         .bind(purge_id)
@@ -120,6 +125,7 @@ async fn flags_gate_cdn_deliveries_and_are_validated(app: TestApp) {
 
 #[tokio::test]
 async fn sqlite_flags_gate_cdn_deliveries_and_are_validated() {
+    let _turn = FLAG_METRICS.lock().await;
     flags_gate_cdn_deliveries_and_are_validated(
         TestApp::sqlite_with(&UNREACHABLE_CLOUDFLARE).await,
     )
@@ -128,6 +134,7 @@ async fn sqlite_flags_gate_cdn_deliveries_and_are_validated() {
 
 #[tokio::test]
 async fn postgres_flags_gate_cdn_deliveries_and_are_validated() {
+    let _turn = FLAG_METRICS.lock().await;
     flags_gate_cdn_deliveries_and_are_validated(
         TestApp::postgres_with(&UNREACHABLE_CLOUDFLARE).await,
     )
@@ -136,6 +143,7 @@ async fn postgres_flags_gate_cdn_deliveries_and_are_validated() {
 
 #[tokio::test]
 async fn without_horizontal_scaling_an_instance_does_not_trust_its_l1_beyond_the_bound() {
+    let _turn = FLAG_METRICS.lock().await;
     let app = TestApp::sqlite_with(&["--l1-disconnected-ttl-ms", "0"]).await;
     let off = app
         .admin(

@@ -37,12 +37,18 @@ pub fn validate(request: &PurgeRequest) -> Result<(), Invalid> {
             message: "the purge names nothing: give urls, tags, prefixes or everything".into(),
         });
     }
-    let items = request.urls.len() + request.tags.len() + request.prefixes.len();
+    let lists = [
+        ("urls", request.urls.len()),
+        ("tags", request.tags.len()),
+        ("prefixes", request.prefixes.len()),
+    ];
+    let items: usize = lists.iter().map(|(_, n)| n).sum();
     if items > MAX_ITEMS {
-        return Err(Invalid {
-            field: None,
-            message: format!("the purge names {items} items, more than {MAX_ITEMS}"),
-        });
+        let (largest, _) = lists.iter().max_by_key(|(_, n)| *n).unwrap_or(&lists[0]);
+        return Err(Invalid::of(
+            largest,
+            format!("the purge names {items} items, more than {MAX_ITEMS}"),
+        ));
     }
     if let Some(tag) = request.tags.iter().find(|tag| !is_tag(tag)) {
         return Err(Invalid::of(
@@ -97,7 +103,8 @@ pub fn prefix_on(item: &str, base: &Url) -> Option<Url> {
     if item.contains("://") || item.starts_with('/') {
         return url_on(item, base);
     }
-    if !is_plain(item) || item.starts_with('.') {
+    // `host/path`: a bare word is more likely a mistake than a whole host.
+    if !is_plain(item) || item.starts_with('.') || !item.contains('/') {
         return None;
     }
     Url::parse(&format!("https://{item}"))
@@ -166,6 +173,7 @@ mod tests {
             (request(&[], &[""], &[]), Some("tags")),
             (request(&[], &[&long_tag], &[]), Some("tags")),
             (request(&[], &[], &["not a prefix"]), Some("prefixes")),
+            (request(&[], &[], &["no-slash"]), Some("prefixes")),
             (request(&[], &[], &["ftp://a/"]), Some("prefixes")),
             (request(&[], &[], &[""]), Some("prefixes")),
         ];
@@ -177,6 +185,6 @@ mod tests {
             tags: vec!["t".into(); MAX_ITEMS + 1],
             ..PurgeRequest::default()
         };
-        assert_eq!(validate(&too_many).unwrap_err().field, None);
+        assert_eq!(validate(&too_many).unwrap_err().field, Some("tags"));
     }
 }

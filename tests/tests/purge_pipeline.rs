@@ -241,7 +241,7 @@ async fn a_burst_of_writes_stays_within_the_bucket_and_the_item_limit() {
     // 1,000 writes: one actor created under each of 1,000 subdivisions.
     let parents: Vec<String> = {
         let mut ids = Vec::new();
-        let mut uri = "/api/v1/search?q=a&limit=100".to_owned();
+        let mut uri = "/api/v1/entities/world/descendants?limit=100".to_owned();
         while ids.len() < 1_000 {
             let page: serde_json::Value = client()
                 .get(format!("{}{uri}", origin.url))
@@ -257,7 +257,7 @@ async fn a_burst_of_writes_stays_within_the_bucket_and_the_item_limit() {
                 }
             }
             uri = format!(
-                "/api/v1/search?q=a&limit=100&cursor={}",
+                "/api/v1/entities/world/descendants?limit=100&cursor={}",
                 page["next_cursor"].as_str().unwrap()
             );
         }

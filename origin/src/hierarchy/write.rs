@@ -404,7 +404,7 @@ impl Hierarchy {
             change,
             entity_id: id.to_owned(),
             path,
-            at_ms: crate::purge::now_ms(),
+            at_ms: crate::clock::now_ms(),
         };
         let purge_id = self
             .outbox

@@ -74,7 +74,7 @@ where
         ::metrics::counter!(metrics::L1_MISSES).increment(1);
     }
     let epoch = state.l1.as_ref().map(|l1| l1.epoch());
-    let l2 = state.bus.l2().filter(|_| coordinated);
+    let l2 = state.l2.as_deref().filter(|_| coordinated);
     if let Some(stored) = match l2 {
         Some(l2) => l2.get(&key).await,
         None => None,

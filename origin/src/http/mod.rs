@@ -29,7 +29,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    bus::Bus, error::ApiError, flags::Flags, hierarchy::Hierarchy, l1::L1, metrics,
+    bus::Bus, error::ApiError, flags::Flags, hierarchy::Hierarchy, l1::L1, l2::L2, metrics,
     purge::PurgeLog, registry::Registry,
 };
 
@@ -38,6 +38,8 @@ pub struct AppState {
     pub purges: PurgeLog,
     /// `None` when L1 is turned off (`L1_CAPACITY=0`).
     pub l1: Option<Arc<L1>>,
+    /// `None` without Redis or with `L2_TTL_SECS=0`.
+    pub l2: Option<Arc<L2>>,
     /// The `Cache-Control` value of public GET responses.
     pub cache_control: HeaderValue,
     pub admin_token: String,

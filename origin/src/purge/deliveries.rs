@@ -11,8 +11,9 @@ use std::{collections::HashMap, time::Duration};
 use forecastin_shared::dto::{EntityEvent, PurgeRequest};
 use rand::Rng;
 
-use super::{now_ms, providers::Outcome, tiers};
+use super::{providers::Outcome, tiers};
 use crate::{
+    clock::now_ms,
     db::{retry, Backend, Db},
     metrics,
 };

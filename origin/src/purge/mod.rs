@@ -22,17 +22,11 @@ use sqlx::{Any, Transaction};
 use tokio::sync::Notify;
 
 use crate::{
+    clock::now_ms,
     db::{retry, Db},
     flags::{self, Flags},
 };
 use tiers::Tiers;
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
 
 /// What caused a purge.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +68,7 @@ impl Outbox {
         key: Option<&str>,
         event: Option<&EntityEvent>,
     ) -> Result<String, sqlx::Error> {
-        let id = crate::seed::random_token()[..24].to_owned();
+        let id = crate::token::random_hex()[..24].to_owned();
         let now = now_ms();
         let to_cdn = self
             .flags

@@ -16,10 +16,9 @@ use tokio::sync::Notify;
 
 use super::{
     deliveries::{self, Claimed, Due},
-    now_ms,
     providers::Outcome,
 };
-use crate::{bus::Bus, db::Db, l1::L1, metrics};
+use crate::{bus::Bus, clock::now_ms, db::Db, l1::L1, l2::L2, metrics};
 
 /// The outbox provider name of the origin's tiers.
 pub const PROVIDER: &str = "tiers";
@@ -36,12 +35,13 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 pub struct Tiers {
     db: Db,
     l1: Option<Arc<L1>>,
+    l2: Option<Arc<L2>>,
     bus: Bus,
 }
 
 impl Tiers {
-    pub fn new(db: Db, l1: Option<Arc<L1>>, bus: Bus) -> Self {
-        Self { db, l1, bus }
+    pub fn new(db: Db, l1: Option<Arc<L1>>, l2: Option<Arc<L2>>, bus: Bus) -> Self {
+        Self { db, l1, l2, bus }
     }
 
     /// Whether the tiers reach beyond this process, so that clearing them must be recorded.
@@ -81,8 +81,9 @@ impl Tiers {
         }
     }
 
-    /// Drops what `purges` cover from every tier and announces their events. Clears this
-    /// instance's L1 before and after L2: a read here between the two could refill it.
+    /// Drops what `purges` cover from every tier and announces their events. Every step may
+    /// be repeated. Clears this instance's L1 before and after L2: a read here between the two
+    /// could refill it.
     async fn clear(
         &self,
         purges: impl IntoIterator<Item = (&PurgeRequest, Option<EntityEvent>)>,
@@ -100,7 +101,12 @@ impl Tiers {
         tags.sort_unstable();
         tags.dedup();
         self.clear_l1(&tags, all);
-        self.bus.clear(&tags, all, position).await?;
+        // The sequence moves before L2 is cleared: no fill from before can land after.
+        let seq = self.bus.advance(position).await?;
+        if let Some(l2) = &self.l2 {
+            l2.invalidate(&tags, all).await?;
+        }
+        self.bus.publish(seq, &tags, all, position).await?;
         self.clear_l1(&tags, all);
         for event in events {
             self.bus.announce(event).await?;

@@ -6,8 +6,6 @@ mod synthetic;
 
 pub use synthetic::generate;
 
-use rand::RngCore;
-
 use crate::hierarchy::{write::insert_rows, Hierarchy};
 
 /// Loads the ISO 3166 hierarchy if the database holds no entity; returns how many it added.
@@ -21,11 +19,4 @@ pub async fn load_demo_if_empty(hierarchy: &Hierarchy) -> anyhow::Result<u64> {
     tx.commit().await?;
     tracing::info!(inserted, "loaded the ISO 3166 demo hierarchy");
     Ok(inserted)
-}
-
-/// A random 256-bit token, hex-encoded.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }

@@ -5,13 +5,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use forecastin_shared::{dto::PurgeRequest, signing};
 use reqwest::{header::RETRY_AFTER, Client, RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
 use url::Url;
 
-use super::coalesce::{Batch, ItemKind};
+use super::coalesce::Batch;
 use crate::config::{ProviderKind, PurgeConfig};
+
+mod cloudflare;
+mod edge;
+mod fastly;
 
 /// How a provider answered one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,22 +50,9 @@ pub struct Provider {
 }
 
 enum Target {
-    Edge {
-        url: String,
-        secret: String,
-    },
-    Cloudflare {
-        endpoint: String,
-        token: String,
-        public_base: Url,
-    },
-    Fastly {
-        api_base: String,
-        service_id: String,
-        key: String,
-        soft: bool,
-        public_base: Url,
-    },
+    Edge(edge::Edge),
+    Cloudflare(cloudflare::Cloudflare),
+    Fastly(fastly::Fastly),
 }
 
 impl Provider {
@@ -83,19 +72,19 @@ impl Provider {
                         kind,
                         batch_limit: 1_000,
                         rate: (config.edge_per_minute, config.edge_burst),
-                        target: Target::Edge {
+                        target: Target::Edge(edge::Edge {
                             url: config.edge_purge_url.clone(),
                             secret: config
                                 .purge_secret
                                 .clone()
                                 .ok_or_else(|| missing("PURGE_SECRET"))?,
-                        },
+                        }),
                     },
                     ProviderKind::Cloudflare => Provider {
                         kind,
                         batch_limit: 100,
                         rate: (config.cloudflare_per_minute, config.cloudflare_burst),
-                        target: Target::Cloudflare {
+                        target: Target::Cloudflare(cloudflare::Cloudflare {
                             endpoint: format!(
                                 "{}/zones/{}/purge_cache",
                                 config.cloudflare_api_base.trim_end_matches('/'),
@@ -109,13 +98,13 @@ impl Provider {
                                 .clone()
                                 .ok_or_else(|| missing("CLOUDFLARE_API_TOKEN"))?,
                             public_base: public_base.clone(),
-                        },
+                        }),
                     },
                     ProviderKind::Fastly => Provider {
                         kind,
                         batch_limit: 256,
                         rate: (config.fastly_per_minute, config.fastly_burst),
-                        target: Target::Fastly {
+                        target: Target::Fastly(fastly::Fastly {
                             api_base: config.fastly_api_base.trim_end_matches('/').to_owned(),
                             service_id: config
                                 .fastly_service_id
@@ -127,7 +116,7 @@ impl Provider {
                                 .ok_or_else(|| missing("FASTLY_API_KEY"))?,
                             soft: config.fastly_soft_purge,
                             public_base: public_base.clone(),
-                        },
+                        }),
                     },
                 })
             })
@@ -138,100 +127,19 @@ impl Provider {
         self.kind.name()
     }
 
-    /// Sends one batch. Fastly purges URLs one request each, so a URL batch is sent as
-    /// several requests and delivered only if all are.
+    /// Sends one batch.
     pub async fn send(&self, client: &Client, batch: &Batch) -> Outcome {
         match &self.target {
-            Target::Edge { url, secret } => {
-                let mut request = PurgeRequest::default();
-                match batch.kind {
-                    ItemKind::Url => request.urls = batch.items.clone(),
-                    ItemKind::Tag => request.tags = batch.items.clone(),
-                    ItemKind::Prefix => request.prefixes = batch.items.clone(),
-                    ItemKind::Everything => request.everything = true,
-                }
-                let body = serde_json::to_vec(&request).expect("purge requests serialize");
-                let timestamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                // A new nonce per attempt: a retry is a new request, not a replay.
-                let nonce = crate::seed::random_token();
-                let call =
-                    signing::signed_headers(secret.as_bytes(), timestamp, &nonce[..32], &body)
-                        .into_iter()
-                        .fold(client.post(url), |call, (name, value)| {
-                            call.header(name, value)
-                        })
-                        .header("content-type", "application/json")
-                        .body(body);
-                outcome_of(call, |_| Ok(())).await
-            }
-            Target::Cloudflare {
-                endpoint,
-                token,
-                public_base,
-            } => {
-                let body = match batch.kind {
-                    ItemKind::Url => {
-                        serde_json::json!({ "files": absolute(public_base, &batch.items) })
-                    }
-                    ItemKind::Tag => serde_json::json!({ "tags": batch.items }),
-                    ItemKind::Prefix => serde_json::json!({
-                        "prefixes": absolute(public_base, &batch.items)
-                            .iter()
-                            .map(|url| url.split_once("://").map_or(url.as_str(), |(_, rest)| rest).to_owned())
-                            .collect::<Vec<_>>()
-                    }),
-                    ItemKind::Everything => serde_json::json!({ "purge_everything": true }),
-                };
-                let call = client.post(endpoint).bearer_auth(token).json(&body);
-                outcome_of(call, cloudflare_envelope).await
-            }
-            Target::Fastly {
-                api_base,
-                service_id,
-                key,
-                soft,
-                public_base,
-            } => {
-                let with_auth = |call: RequestBuilder| {
-                    let call = call.header("Fastly-Key", key);
-                    if *soft {
-                        call.header("Fastly-Soft-Purge", "1")
-                    } else {
-                        call
-                    }
-                };
-                match batch.kind {
-                    ItemKind::Tag => {
-                        let call = client
-                            .post(format!("{api_base}/service/{service_id}/purge"))
-                            .header("Surrogate-Key", batch.items.join(" "));
-                        outcome_of(with_auth(call), |_| Ok(())).await
-                    }
-                    ItemKind::Everything => {
-                        let call =
-                            client.post(format!("{api_base}/service/{service_id}/purge_all"));
-                        outcome_of(with_auth(call), |_| Ok(())).await
-                    }
-                    ItemKind::Url => {
-                        for url in absolute(public_base, &batch.items) {
-                            let target =
-                                url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-                            let call = client.post(format!("{api_base}/purge/{target}"));
-                            let outcome = outcome_of(with_auth(call), |_| Ok(())).await;
-                            if outcome != Outcome::Delivered {
-                                return outcome;
-                            }
-                        }
-                        Outcome::Delivered
-                    }
-                    ItemKind::Prefix => Outcome::Failed("Fastly has no purge by URL prefix".into()),
-                }
-            }
+            Target::Edge(edge) => edge.send(client, batch).await,
+            Target::Cloudflare(cloudflare) => cloudflare.send(client, batch).await,
+            Target::Fastly(fastly) => fastly.send(client, batch).await,
         }
     }
+}
+
+/// A URL without its `scheme://`, as Cloudflare's prefixes and Fastly's URL purges name it.
+fn without_scheme(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, rest)| rest)
 }
 
 /// URLs and paths made absolute on the public origin.
@@ -243,36 +151,6 @@ fn absolute(base: &Url, items: &[String]) -> Vec<String> {
                 .map_or_else(|_| item.clone(), |url| url.to_string())
         })
         .collect()
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    success: bool,
-    #[serde(default)]
-    errors: Vec<EnvelopeError>,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeError {
-    #[serde(default)]
-    code: i64,
-    message: String,
-}
-
-/// Cloudflare answers `{"success": bool, "errors": [{code, message}], ...}`.
-fn cloudflare_envelope(body: &str) -> Result<(), String> {
-    let envelope: Envelope =
-        serde_json::from_str(body).map_err(|e| format!("unreadable Cloudflare answer: {e}"))?;
-    if envelope.success {
-        Ok(())
-    } else {
-        Err(envelope
-            .errors
-            .iter()
-            .map(|e| format!("{} ({})", e.message, e.code))
-            .collect::<Vec<_>>()
-            .join("; "))
-    }
 }
 
 /// Sends a request and classifies the answer; `check` reads a 2xx body for a refusal.
@@ -377,21 +255,6 @@ mod tests {
                 "{value:?}"
             );
         }
-    }
-
-    #[test]
-    fn cloudflare_refusals_are_read_from_the_envelope() {
-        assert_eq!(
-            cloudflare_envelope(r#"{"success":true,"errors":[],"result":{"id":"x"}}"#),
-            Ok(())
-        );
-        assert_eq!(
-            cloudflare_envelope(
-                r#"{"success":false,"errors":[{"code":1012,"message":"bad tag"}]}"#
-            ),
-            Err("bad tag (1012)".to_owned())
-        );
-        assert!(cloudflare_envelope("<html>").is_err());
     }
 
     #[test]
