@@ -1,4 +1,4 @@
-//! Latency of ancestor resolution and first-page descendant retrieval, served by the real
+//! Latency of ancestor resolution, first-page descendant retrieval and search, served by the real
 //! router in-process (server-side time: routing, cache, database, JSON), on SQLite and
 //! PostgreSQL, at several hierarchy sizes, with L1 off (the database path) and L1 warm (hits).
 //!
@@ -26,6 +26,10 @@ struct Args {
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -172,8 +176,29 @@ async fn main() {
             let descendants = pick(&roots, &mut rng, &|id| {
                 format!("/api/v1/entities/{id}/descendants?limit=50")
             });
+            // One or two letters (a prefix), and four letters of a real name (a substring).
+            let letters = || 'a'..='z';
+            let prefixes: Vec<String> = letters()
+                .map(String::from)
+                .chain(letters().flat_map(|a| letters().map(move |b| format!("{a}{b}"))))
+                .collect();
+            let short = pick(&prefixes, &mut rng, &|q| format!("/api/v1/search?q={q}"));
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT lower(substr(name, 1, 4)) FROM entities WHERE kind = 'topic' LIMIT 20000",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let substring = pick(&names, &mut rng, &|name| {
+                format!("/api/v1/search?q={}", urlencode(name))
+            });
 
-            for (operation, uris) in [("ancestors", &ancestors), ("descendants p1", &descendants)] {
+            for (operation, uris) in [
+                ("ancestors", &ancestors),
+                ("descendants p1", &descendants),
+                ("search 1-2 chars", &short),
+                ("search 4 chars", &substring),
+            ] {
                 measure(&db_path, &uris[..uris.len().min(200)]).await; // warm the pool
                 report(
                     backend,

@@ -328,11 +328,16 @@ impl Bus {
         };
         let applied = self.0.last_seq.load(Ordering::Acquire);
         let lost = awaited.is_some_and(|awaited| applied < awaited);
-        if lost || current < applied {
+        let reset = current < applied;
+        if lost || reset {
             if let Some(l1) = l1 {
                 l1.invalidate_all();
             }
-            self.0.last_seq.store(current, Ordering::Release);
+            if reset {
+                self.0.last_seq.store(current, Ordering::Release);
+            } else {
+                self.0.last_seq.fetch_max(current, Ordering::AcqRel);
+            }
             ::metrics::counter!(metrics::L1_SEQUENCE_FLUSHES).increment(1);
             tracing::warn!(
                 current,

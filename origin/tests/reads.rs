@@ -140,6 +140,26 @@ async fn search_finds_by_substring_and_treats_sql_as_data(app: TestApp) {
     }
     assert_eq!(app.fingerprint().await, before);
 
+    // One or two characters match names that start with them (bounded by an index), not
+    // names that contain them.
+    let fr = app.get("/api/v1/search?q=Fr&limit=100").await.json();
+    let names: Vec<&str> = fr["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"France"), "{names:?}");
+    assert!(
+        names.iter().all(|n| n.to_lowercase().starts_with("fr")),
+        "{names:?}"
+    );
+    let africa = app.get("/api/v1/search?q=fri&limit=100").await.json();
+    assert!(
+        TestApp::ids(&africa).contains(&"ZA".to_owned()),
+        "three characters match inside names (South Africa): {africa}"
+    );
+
     let pages = app.all_pages("/api/v1/search?q=saint&limit=10").await;
     assert!(pages.len() > 10, "several pages of places named Saint…");
     let unique: std::collections::HashSet<_> = pages.iter().collect();
