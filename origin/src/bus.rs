@@ -14,8 +14,10 @@
 //!   `L1_DISCONNECTED_TTL_MS` are not served, and when the subscription comes back the L1 is
 //!   flushed (what was missed cannot be known).
 //!
-//! Publishing is the caller's to retry: the purge outbox drives it until it succeeds
-//! (`crate::purge::tiers`).
+//! Each instance acknowledges the sequence it applied in Redis (a key with a short TTL,
+//! refreshed while it trusts its L1), so a purge can go to the CDN once every live instance
+//! has dropped what it covers ([`Bus::wait_until_applied`]). Publishing is the caller's to
+//! retry: the purge outbox drives it until it succeeds (`crate::purge::tiers`).
 //!
 //! With read replicas, an invalidation also carries the write's WAL position, and every
 //! instance raises its [`WriteHorizon`] to it before dropping the L1 entries, so the reads that
@@ -48,6 +50,21 @@ use crate::{
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 /// How often the invalidation counter is compared with the last invalidation applied.
 pub const SEQUENCE_CHECK: Duration = Duration::from_millis(250);
+/// Lifetime of an instance's acknowledgement: it lapses soon after the instance stops
+/// trusting its L1 (or dies), and waiting for it stops.
+const ACK_TTL: Duration = Duration::from_secs(1);
+
+/// The next event id: one more than the counter, and than `ARGV[1]`, the highest id this
+/// instance has seen (a Redis that lost its counter must not hand out ids clients have seen).
+const NEXT_EVENT_ID: &str = r"
+local id = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if id <= floor then
+  id = floor + 1
+  redis.call('SET', KEYS[1], id)
+end
+return id
+";
 
 /// Raises the shared write horizon to a write's WAL position (if any) and moves the
 /// invalidation sequence, atomically: an L2 filler that reads the new sequence also reads the
@@ -80,14 +97,19 @@ struct RedisBus {
     advance_script: redis::Script,
     events_channel: String,
     event_seq_key: String,
+    next_event_script: redis::Script,
+    /// Acknowledgement keys: the prefix, then the instance id.
+    ack_prefix: String,
 }
 
 struct Inner {
     instance_id: String,
     redis: Option<RedisBus>,
     events: Events,
-    /// Event ids of the in-process bus.
+    /// Event ids of the in-process bus; with Redis, the highest id seen.
     local_event_seq: AtomicU64,
+    /// Wakes the acknowledgement of a newly applied invalidation.
+    applied: tokio::sync::Notify,
     subscribed: AtomicBool,
     last_seq: AtomicU64,
     /// Until when (ms since the epoch) the last sequence check vouches for the L1.
@@ -107,6 +129,7 @@ impl Bus {
             redis: None,
             events: Events::default(),
             local_event_seq: AtomicU64::new(0),
+            applied: tokio::sync::Notify::new(),
             subscribed: AtomicBool::new(true),
             last_seq: AtomicU64::new(0),
             trusted_until_ms: AtomicI64::new(i64::MAX),
@@ -131,10 +154,13 @@ impl Bus {
                 advance_script: redis::Script::new(ADVANCE),
                 events_channel: link.key("events"),
                 event_seq_key: link.key("event-seq"),
+                next_event_script: redis::Script::new(NEXT_EVENT_ID),
+                ack_prefix: link.key("applied:"),
                 link,
             }),
             events: Events::default(),
             local_event_seq: AtomicU64::new(0),
+            applied: tokio::sync::Notify::new(),
             subscribed: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             trusted_until_ms: AtomicI64::new(0),
@@ -152,12 +178,6 @@ impl Bus {
         &self.0.events
     }
 
-    /// Whether other processes share this instance's data (L2, the other instances' L1):
-    /// then what a purge makes stale must be cleared beyond this process, durably.
-    pub fn is_shared(&self) -> bool {
-        self.0.redis.is_some()
-    }
-
     /// Publishes an entity change to the websocket clients of every instance. With Redis the
     /// event id comes from a shared counter and the event reaches this instance's own clients
     /// at once and the others' through Pub/Sub.
@@ -168,13 +188,65 @@ impl Bus {
             return Ok(());
         };
         let mut connection = redis.link.connection.clone();
-        event.id = connection.incr(&redis.event_seq_key, 1).await?;
+        event.id = redis
+            .next_event_script
+            .key(&redis.event_seq_key)
+            .arg(self.0.local_event_seq.load(Ordering::Acquire))
+            .invoke_async(&mut connection)
+            .await?;
         let payload = serde_json::to_string(&event).expect("events serialize");
         connection
             .publish::<_, _, ()>(&redis.events_channel, payload)
             .await?;
-        self.0.events.deliver(event);
+        self.deliver(event);
         Ok(())
+    }
+
+    fn deliver(&self, event: EntityEvent) {
+        self.0.local_event_seq.fetch_max(event.id, Ordering::AcqRel);
+        self.0.events.deliver(event);
+    }
+
+    /// Waits until every instance in `instances` has acknowledged the invalidations published
+    /// so far, at most as long as an instance that missed one can go on serving it: after
+    /// that it has flushed its L1 (a sequence check found the gap) or no longer serves the
+    /// entries (`L1_DISCONNECTED_TTL_MS`). Returns how long it waited.
+    pub async fn wait_until_applied(&self, instances: &[String]) -> Duration {
+        let started = tokio::time::Instant::now();
+        let Some(redis) = &self.0.redis else {
+            return Duration::ZERO;
+        };
+        let bound = self.0.disconnected_ttl + 3 * SEQUENCE_CHECK;
+        let mut connection = redis.link.connection.clone();
+        let keys: Vec<String> = instances
+            .iter()
+            .map(|id| format!("{}{id}", redis.ack_prefix))
+            .collect();
+        let target = connection.get::<_, Option<u64>>(&redis.seq_key).await;
+        loop {
+            if let (Ok(target), false) = (&target, keys.is_empty()) {
+                let target = target.unwrap_or(0);
+                let acks = connection
+                    .mget::<_, Vec<Option<u64>>>(&keys)
+                    .await
+                    .unwrap_or_default();
+                if acks.len() == keys.len()
+                    && acks.iter().all(|ack| ack.is_some_and(|a| a >= target))
+                {
+                    return started.elapsed();
+                }
+            }
+            if started.elapsed() >= bound || keys.is_empty() {
+                if !keys.is_empty() {
+                    tracing::warn!(
+                        ?bound,
+                        "not every instance acknowledged the invalidations; waited the bound"
+                    );
+                }
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// How old an L1 entry may be to be served: unbounded while the bus is live, the last
@@ -263,7 +335,7 @@ impl Bus {
                                     if let Ok(event) =
                                         serde_json::from_slice(message.get_payload_bytes())
                                     {
-                                        bus.0.events.deliver(event);
+                                        bus.deliver(event);
                                     }
                                 } else {
                                     bus.apply(l1.as_deref(), message.get_payload_bytes());
@@ -305,10 +377,33 @@ impl Bus {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut awaited = None;
             loop {
-                ticks.tick().await;
-                awaited = bus.check_sequence(l1.as_deref(), awaited).await;
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        awaited = bus.check_sequence(l1.as_deref(), awaited).await;
+                    }
+                    () = bus.0.applied.notified() => {}
+                }
+                bus.acknowledge().await;
             }
         });
+    }
+
+    /// Tells the others (see [`Bus::wait_until_applied`]) which invalidation this instance has
+    /// applied, while it trusts its L1: an instance that does not lets its acknowledgement lapse.
+    async fn acknowledge(&self) {
+        let Some(redis) = &self.0.redis else {
+            return;
+        };
+        if self.l1_max_age(true).is_some() {
+            return;
+        }
+        let key = format!("{}{}", redis.ack_prefix, self.0.instance_id);
+        let applied = self.0.last_seq.load(Ordering::Acquire);
+        let mut connection = redis.link.connection.clone();
+        let ttl = ACK_TTL.as_millis() as u64;
+        if let Err(err) = connection.pset_ex::<_, _, ()>(&key, applied, ttl).await {
+            tracing::warn!(%err, "could not acknowledge the applied invalidations");
+        }
     }
 
     /// One sequence check. `awaited` is a number the previous check saw in the counter and
@@ -316,6 +411,8 @@ impl Bus {
     /// number the next check awaits.
     async fn check_sequence(&self, l1: Option<&L1>, awaited: Option<u64>) -> Option<u64> {
         let redis = self.0.redis.as_ref()?;
+        // Read first: what is applied while the counter is read is newer than `current`.
+        let applied = self.0.last_seq.load(Ordering::Acquire);
         let mut connection = redis.link.connection.clone();
         let current = match connection.get::<_, Option<u64>>(&redis.seq_key).await {
             Ok(seq) => seq.unwrap_or(0),
@@ -326,7 +423,6 @@ impl Bus {
                 return awaited;
             }
         };
-        let applied = self.0.last_seq.load(Ordering::Acquire);
         let lost = awaited.is_some_and(|awaited| applied < awaited);
         let reset = current < applied;
         if lost || reset {
@@ -358,18 +454,18 @@ impl Bus {
         if let Some(position) = message.position {
             self.0.horizon.raise(position);
         }
-        let previous = self.0.last_seq.fetch_max(message.seq, Ordering::AcqRel);
-        let gap = previous != 0 && message.seq > previous + 1;
-        let Some(l1) = l1 else {
-            return;
-        };
-        if message.origin == self.0.instance_id && !gap {
-            return; // applied before publishing
+        let previous = self.0.last_seq.load(Ordering::Acquire);
+        let gap = previous != 0 && message.seq > previous.saturating_add(1);
+        // The publisher applied its own message before publishing it.
+        if let Some(l1) = l1.filter(|_| gap || message.origin != self.0.instance_id) {
+            if gap || message.all {
+                l1.invalidate_all();
+            } else {
+                l1.invalidate(&message.tags);
+            }
         }
-        if gap || message.all {
-            l1.invalidate_all();
-        } else {
-            l1.invalidate(&message.tags);
-        }
+        // Applied, then acknowledged: never the other way round.
+        self.0.last_seq.fetch_max(message.seq, Ordering::AcqRel);
+        self.0.applied.notify_one();
     }
 }

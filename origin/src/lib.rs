@@ -78,12 +78,13 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         ),
         None => None,
     };
+    // L2 is cleared by every instance with Redis, and read by those with an L2 TTL.
     let (bus, l2) = match &redis {
         Some(link) => {
             let l2_ttl = std::time::Duration::from_secs(cluster.l2_ttl_secs);
-            let l2 = (!l2_ttl.is_zero()).then(|| Arc::new(L2::new(link, horizon.clone(), l2_ttl)));
+            let l2 = Arc::new(L2::new(link, horizon.clone(), l2_ttl));
             let bus = Bus::redis(link.clone(), instance_id, disconnected_ttl, horizon);
-            (bus, l2)
+            (bus, Some((l2, !l2_ttl.is_zero())))
         }
         None => (Bus::in_process(instance_id, disconnected_ttl), None),
     };
@@ -101,7 +102,12 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         .await
         .context("loading the feature flags")?;
     flags.spawn_reload();
-    let tiers = Tiers::new(db.clone(), l1.clone(), l2.clone(), bus.clone());
+    let tiers = Tiers::new(
+        db.clone(),
+        (l1.clone(), l2.as_ref().map(|(l2, _)| l2.clone())),
+        bus.clone(),
+        registry.clone(),
+    );
     let outbox = Outbox::new(
         providers.iter().map(Provider::name).collect(),
         tiers.clone(),
@@ -136,7 +142,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         purges: PurgeLog { db },
         hierarchy,
         l1,
-        l2,
+        l2: l2.and_then(|(l2, read)| read.then_some(l2)),
         cache_control: HeaderValue::try_from(config.cache.cache_control())
             .context("building Cache-Control")?,
         admin_token,

@@ -37,6 +37,8 @@ pub const DB_REPLICA_IN_ROTATION: &str = "db_replica_in_rotation";
 pub const DB_REPLICA_LAG: &str = "db_replica_lag_seconds";
 /// How long the dispatcher waited for the replicas to replay a write before purging.
 pub const PURGE_REPLICA_WAIT: &str = "purge_replica_wait_seconds";
+/// How long a CDN purge waited for every instance to acknowledge the invalidation.
+pub const PURGE_TIERS_WAIT: &str = "purge_tiers_wait_seconds";
 pub const PURGE_REQUESTS: &str = "purge_provider_requests_total";
 pub const PURGE_DELIVERIES: &str = "purge_deliveries_total";
 /// From the write's commit to the provider's acknowledgement.
@@ -64,6 +66,8 @@ pub fn handle() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Full(DB_POOL_ACQUIRE.into()), &LATENCY_BUCKETS)
                 .expect("the bucket list is not empty")
                 .set_buckets_for_metric(Matcher::Full(PURGE_REPLICA_WAIT.into()), &LATENCY_BUCKETS)
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full(PURGE_TIERS_WAIT.into()), &LATENCY_BUCKETS)
                 .expect("the bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();

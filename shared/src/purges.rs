@@ -79,9 +79,13 @@ fn is_tag(tag: &str) -> bool {
             .any(|c| c == ',' || c.is_whitespace() || c.is_control())
 }
 
-/// No blanks or controls (URL parsing would silently drop some), and not too long.
+/// No blanks or controls (URL parsing would silently drop some), no backslash (http(s) URL
+/// parsing reads it as `/`, so `/\host/x` would name another host), and not too long.
 fn is_plain(item: &str) -> bool {
-    item.len() <= MAX_URL_LEN && !item.chars().any(|c| c.is_whitespace() || c.is_control())
+    item.len() <= MAX_URL_LEN
+        && !item
+            .chars()
+            .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
 }
 
 /// A purge URL on `base`'s host: a path (`/…`, not `//…`, which names another host) or an
@@ -165,6 +169,7 @@ mod tests {
             (request(&["ftp://a/b"], &[], &[]), Some("urls")),
             (request(&["relative/path"], &[], &[]), Some("urls")),
             (request(&["//other.example/x"], &[], &[]), Some("urls")),
+            (request(&["/\\other.example/x"], &[], &[]), Some("urls")),
             (request(&["/a b"], &[], &[]), Some("urls")),
             (request(&["/a\tb"], &[], &[]), Some("urls")),
             (request(&["http://"], &[], &[]), Some("urls")),

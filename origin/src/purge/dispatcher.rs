@@ -22,8 +22,9 @@ use super::{
 };
 use crate::{db::Db, metrics};
 
-/// How long a claim holds. A round sends nothing after [`ROUND_BUDGET`], so its claims are
-/// settled before they lapse; a dead instance's claims come due again this soon.
+/// How long a claim holds. A round starts no send after [`ROUND_BUDGET`] (counted from its
+/// claim), so its claims are settled before they lapse; a dead instance's claims come due again
+/// this soon.
 const LEASE: Duration = Duration::from_secs(15);
 /// How long a round may send: what the token buckets hold back past it waits for the next one.
 const ROUND_BUDGET: Duration = Duration::from_secs(8);
@@ -91,13 +92,16 @@ impl Dispatcher {
 
     /// One round: claim, deliver, record. Returns how many deliveries it settled.
     pub async fn round(&self) -> Result<usize, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + ROUND_BUDGET;
         let claimed = deliveries::claim(&self.db, Due::Cdn, LEASE).await?;
         if claimed.is_empty() {
             return Ok(0);
         }
         let stored = deliveries::load(&self.db, &claimed).await?;
-        // The CDN refetches as soon as it is purged: the replicas must have the write by then.
+        // The CDN refetches as soon as it is purged: the replicas must have the write by then,
+        // and every instance must have dropped what it covers.
         self.db.wait_until_replicas_replayed().await;
+        self.outbox.wait_until_tiers_applied().await;
         let mut by_provider: BTreeMap<&str, Vec<&Claimed>> = BTreeMap::new();
         for delivery in &claimed {
             by_provider
@@ -107,7 +111,7 @@ impl Dispatcher {
         }
         let work = self.providers.iter().filter_map(|(provider, limiter)| {
             let deliveries = by_provider.remove(provider.name())?;
-            Some(self.deliver(provider, limiter, deliveries, &stored))
+            Some(self.deliver(provider, limiter, deliveries, &stored, deadline))
         });
         futures_util::future::join_all(work).await;
         Ok(claimed.len())
@@ -120,6 +124,7 @@ impl Dispatcher {
         limiter: &DefaultDirectRateLimiter,
         claimed: Vec<&Claimed>,
         stored: &HashMap<String, Stored>,
+        deadline: tokio::time::Instant,
     ) {
         let requests: Vec<(String, PurgeRequest)> = claimed
             .iter()
@@ -134,18 +139,20 @@ impl Dispatcher {
         // The worst outcome of the batches that carry each purge.
         let mut outcomes: HashMap<String, Outcome> = HashMap::new();
         let mut queue: VecDeque<Batch> = batches(&requests, provider.batch_limit).into();
-        let started = tokio::time::Instant::now();
         while let Some(batch) = queue.pop_front() {
-            let ready = tokio::time::timeout_at(started + ROUND_BUDGET, limiter.until_ready());
-            let outcome = match ready.await {
-                Ok(()) => {
+            let ready = tokio::time::timeout_at(deadline, limiter.until_ready()).await;
+            let outcome = match ready
+                .ok()
+                .filter(|()| tokio::time::Instant::now() < deadline)
+            {
+                Some(()) => {
                     let outcome = provider.send(&self.client, &batch).await;
                     ::metrics::counter!(metrics::PURGE_REQUESTS, "provider" => provider.name(), "outcome" => outcome.label()).increment(1);
                     outcome
                 }
-                Err(_) => Outcome::Retry {
+                None => Outcome::Retry {
                     after: None,
-                    error: "held back by the rate limit".into(),
+                    error: "not sent within the round's budget".into(),
                 },
             };
             if let (Outcome::Failed(_), Some((left, right))) = (&outcome, batch.halves()) {

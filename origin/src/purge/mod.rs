@@ -88,8 +88,10 @@ impl Outbox {
         .bind(now)
         .execute(&mut **tx)
         .await?;
-        let shared_tiers = self.tiers.as_ref().is_some_and(Tiers::shared);
-        let tiers = shared_tiers.then_some((tiers::PROVIDER, tiers::COMMITTER_GRACE.as_millis()));
+        let tiers = self
+            .tiers
+            .as_ref()
+            .map(|_| (tiers::PROVIDER, tiers::COMMITTER_GRACE.as_millis()));
         let cdn = self.providers.iter().filter(|_| to_cdn).map(|p| (*p, 0));
         for (provider, delay) in tiers.into_iter().chain(cdn) {
             sqlx::query(
@@ -123,6 +125,13 @@ impl Outbox {
 
     pub(crate) fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// Before a CDN purge: waits until every live instance has dropped what was invalidated.
+    pub(crate) async fn wait_until_tiers_applied(&self) {
+        if let Some(tiers) = &self.tiers {
+            tiers.wait_until_applied().await;
+        }
     }
 }
 

@@ -7,7 +7,10 @@
 //! committing instance clears them at once and records the delivery; if Redis fails or the
 //! instance dies first, the sweeper of any instance retries it every few hundred milliseconds
 //! until Redis takes it. The CDN deliveries of a purge wait for it (see
-//! [`super::deliveries::Due::Cdn`]): a CDN purged before the tiers would refill from them.
+//! [`super::deliveries::Due::Cdn`]), and the dispatcher waits until every live instance has
+//! acknowledged the invalidation ([`Tiers::wait_until_applied`]): a CDN purged before the tiers
+//! are clean would refill from them. Without Redis the same record is kept, so the one
+//! instance's CDN deliveries also wait for its L1.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,14 +21,17 @@ use super::{
     deliveries::{self, Claimed, Due},
     providers::Outcome,
 };
-use crate::{bus::Bus, clock::now_ms, db::Db, l1::L1, l2::L2, metrics};
+use crate::{bus::Bus, clock::now_ms, db::Db, l1::L1, l2::L2, metrics, registry::Registry};
 
 /// The outbox provider name of the origin's tiers.
 pub const PROVIDER: &str = "tiers";
 /// How long the committing instance has to clear the tiers before a sweeper may.
 pub const COMMITTER_GRACE: Duration = Duration::from_millis(400);
-/// How long a sweeper's claim holds: longer than clearing can take.
-const LEASE: Duration = Duration::from_secs(5);
+/// How long a sweeper's claim holds: longer than a clear may take ([`CLEAR_TIMEOUT`]), short
+/// enough that a dead sweeper's claims come due again well within a second.
+const LEASE: Duration = Duration::from_millis(1_000);
+/// Longest a clear may take before it counts as failed.
+const CLEAR_TIMEOUT: Duration = Duration::from_millis(800);
 /// Retries while Redis is away come this often at most: the tiers must be clean soon after.
 const RETRY_MAX_MS: u64 = 250;
 /// How often an idle sweeper looks for deliveries that came due.
@@ -35,23 +41,45 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 pub struct Tiers {
     db: Db,
     l1: Option<Arc<L1>>,
+    /// With Redis, whether or not this instance reads L2 (`L2_TTL_SECS`): the others may.
     l2: Option<Arc<L2>>,
     bus: Bus,
+    registry: Arc<Registry>,
 }
 
 impl Tiers {
-    pub fn new(db: Db, l1: Option<Arc<L1>>, l2: Option<Arc<L2>>, bus: Bus) -> Self {
-        Self { db, l1, l2, bus }
+    pub fn new(
+        db: Db,
+        (l1, l2): (Option<Arc<L1>>, Option<Arc<L2>>),
+        bus: Bus,
+        registry: Arc<Registry>,
+    ) -> Self {
+        Self {
+            db,
+            l1,
+            l2,
+            bus,
+            registry,
+        }
     }
 
-    /// Whether the tiers reach beyond this process, so that clearing them must be recorded.
-    pub fn shared(&self) -> bool {
-        self.bus.is_shared()
+    /// Waits until every live instance has applied the invalidations published so far (see
+    /// `Bus::wait_until_applied`); the CDN refetches from them as soon as it is purged.
+    pub async fn wait_until_applied(&self) {
+        let instances: Vec<String> = self
+            .registry
+            .live()
+            .await
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        let waited = self.bus.wait_until_applied(&instances).await;
+        ::metrics::histogram!(metrics::PURGE_TIERS_WAIT).record(waited.as_secs_f64());
     }
 
     /// Call once a purge's transaction committed, with the data write's WAL position when
-    /// there are read replicas. Clears the tiers, and records that when they are shared; a
-    /// failure is left to the sweepers.
+    /// there are read replicas. Clears the tiers and records it; a failure is left to the
+    /// sweepers.
     pub async fn committed(
         &self,
         purge_id: &str,
@@ -61,7 +89,7 @@ impl Tiers {
     ) {
         let created = now_ms();
         match self.clear([(request, event)], position).await {
-            Ok(()) if self.shared() => {
+            Ok(()) => {
                 let delivery = Claimed {
                     purge_id: purge_id.to_owned(),
                     provider: PROVIDER.to_owned(),
@@ -74,7 +102,6 @@ impl Tiers {
                     tracing::warn!(%err, purge = purge_id, "could not record the tiers cleared");
                 }
             }
-            Ok(()) => {}
             Err(err) => {
                 tracing::warn!(%err, purge = purge_id, "could not clear the shared tiers; the sweepers retry")
             }
@@ -85,6 +112,19 @@ impl Tiers {
     /// be repeated. Clears this instance's L1 before and after L2: a read here between the two
     /// could refill it.
     async fn clear(
+        &self,
+        purges: impl IntoIterator<Item = (&PurgeRequest, Option<EntityEvent>)>,
+        position: Option<u64>,
+    ) -> Result<(), String> {
+        let cleared = tokio::time::timeout(CLEAR_TIMEOUT, self.clear_now(purges, position));
+        match cleared.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(format!("Redis: {err}")),
+            Err(_) => Err(format!("not cleared within {CLEAR_TIMEOUT:?}")),
+        }
+    }
+
+    async fn clear_now(
         &self,
         purges: impl IntoIterator<Item = (&PurgeRequest, Option<EntityEvent>)>,
         position: Option<u64>,
@@ -125,18 +165,14 @@ impl Tiers {
         }
     }
 
-    /// Retries the tiers deliveries that came due, for as long as the process runs (only when
-    /// the tiers are shared: otherwise nothing records them), and wakes the CDN `dispatcher`
-    /// when it cleared some.
+    /// Retries the tiers deliveries that came due, for as long as the process runs, and wakes
+    /// the CDN `dispatcher` when it cleared some.
     pub fn spawn_sweeper(self, dispatcher: Arc<Notify>) {
-        if !self.shared() {
-            return;
-        }
         tokio::spawn(async move {
             loop {
                 match self.sweep().await {
-                    Ok(0) => tokio::time::sleep(IDLE_POLL).await,
-                    Ok(_) => dispatcher.notify_one(),
+                    Ok(Some(Outcome::Delivered)) => dispatcher.notify_one(),
+                    Ok(_) => tokio::time::sleep(IDLE_POLL).await,
                     Err(err) => {
                         tracing::warn!(%err, "tiers sweep failed; retrying");
                         tokio::time::sleep(IDLE_POLL).await;
@@ -146,24 +182,28 @@ impl Tiers {
         });
     }
 
-    /// Clears the tiers for every due delivery at once; returns how many it settled.
-    async fn sweep(&self) -> Result<usize, sqlx::Error> {
+    /// Clears the tiers for every due delivery at once; returns how that went, if there was
+    /// any.
+    async fn sweep(&self) -> Result<Option<Outcome>, sqlx::Error> {
         let claimed = deliveries::claim(&self.db, Due::Tiers, LEASE).await?;
         if claimed.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
         let stored = deliveries::load(&self.db, &claimed).await?;
-        let readable = stored
-            .values()
-            .filter_map(|s| Some((s.request.as_ref().ok()?, s.event.clone())));
+        // In commit order, so that clients get the events of one entity in order.
+        let mut readable: Vec<_> = stored
+            .iter()
+            .filter_map(|(id, s)| Some((s.created_at_ms, id, s.request.as_ref().ok()?, &s.event)))
+            .collect();
+        readable.sort_unstable_by_key(|&(created, id, ..)| (created, id));
+        let readable = readable
+            .into_iter()
+            .map(|(_, _, request, event)| (request, event.clone()));
         // The primary's position now is at or past every claimed write's.
         let position = self.db.note_write().await;
         let cleared = match self.clear(readable, position).await {
             Ok(()) => Outcome::Delivered,
-            Err(err) => Outcome::Retry {
-                after: None,
-                error: format!("Redis: {err}"),
-            },
+            Err(error) => Outcome::Retry { after: None, error },
         };
         for delivery in &claimed {
             let (outcome, created) = deliveries::outcome_of(&stored, delivery, || cleared.clone());
@@ -173,6 +213,6 @@ impl Tiers {
                 tracing::warn!(%err, purge = %delivery.purge_id, "could not record the tiers outcome");
             }
         }
-        Ok(claimed.len())
+        Ok(Some(cleared))
     }
 }

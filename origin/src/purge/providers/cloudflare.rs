@@ -17,16 +17,20 @@ pub struct Cloudflare {
 
 impl Cloudflare {
     pub async fn send(&self, client: &Client, batch: &Batch) -> Outcome {
-        let body = match batch.kind {
-            ItemKind::Url => {
-                serde_json::json!({ "files": absolute(&self.public_base, &batch.items) })
+        let items = match batch.kind {
+            ItemKind::Url | ItemKind::Prefix => {
+                match absolute(&self.public_base, batch.kind, &batch.items) {
+                    Ok(items) => items,
+                    Err(refused) => return refused,
+                }
             }
-            ItemKind::Tag => serde_json::json!({ "tags": batch.items }),
+            ItemKind::Tag | ItemKind::Everything => batch.items.clone(),
+        };
+        let body = match batch.kind {
+            ItemKind::Url => serde_json::json!({ "files": items }),
+            ItemKind::Tag => serde_json::json!({ "tags": items }),
             ItemKind::Prefix => serde_json::json!({
-                "prefixes": absolute(&self.public_base, &batch.items)
-                    .iter()
-                    .map(|url| without_scheme(url).to_owned())
-                    .collect::<Vec<_>>()
+                "prefixes": items.iter().map(|url| without_scheme(url)).collect::<Vec<_>>()
             }),
             ItemKind::Everything => serde_json::json!({ "purge_everything": true }),
         };

@@ -31,7 +31,11 @@ impl Fastly {
                 outcome_of(self.authenticated(call), |_| Ok(())).await
             }
             ItemKind::Url => {
-                for url in absolute(&self.public_base, &batch.items) {
+                let urls = match absolute(&self.public_base, ItemKind::Url, &batch.items) {
+                    Ok(urls) => urls,
+                    Err(refused) => return refused,
+                };
+                for url in urls {
                     let call = client.post(format!("{api_base}/purge/{}", without_scheme(&url)));
                     let outcome = outcome_of(self.authenticated(call), |_| Ok(())).await;
                     if outcome != Outcome::Delivered {

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use reqwest::{header::RETRY_AFTER, Client, RequestBuilder, Response, StatusCode};
 use url::Url;
 
-use super::coalesce::Batch;
+use forecastin_shared::purges;
+
+use super::coalesce::{Batch, ItemKind};
 use crate::config::{ProviderKind, PurgeConfig};
 
 mod cloudflare;
@@ -142,13 +144,18 @@ fn without_scheme(url: &str) -> &str {
     url.split_once("://").map_or(url, |(_, rest)| rest)
 }
 
-/// URLs and paths made absolute on the public origin.
-fn absolute(base: &Url, items: &[String]) -> Vec<String> {
+/// Purge URLs (`kind` Url) or prefixes (Prefix) made absolute on the public origin, read as
+/// the edge reads them (`forecastin_shared::purges`); the first item that is neither, if any.
+fn absolute(base: &Url, kind: ItemKind, items: &[String]) -> Result<Vec<String>, Outcome> {
     items
         .iter()
         .map(|item| {
-            base.join(item)
-                .map_or_else(|_| item.clone(), |url| url.to_string())
+            let url = match kind {
+                ItemKind::Prefix => purges::prefix_on(item, base),
+                _ => purges::url_on(item, base),
+            };
+            url.map(String::from)
+                .ok_or_else(|| Outcome::Failed(format!("`{item}` is not a purge URL or prefix")))
         })
         .collect()
 }
@@ -263,15 +270,22 @@ mod tests {
         assert_eq!(
             absolute(
                 &base,
+                ItemKind::Url,
                 &[
                     "/api/v1/entities/FR".into(),
                     "https://other.example/x".into()
                 ]
             ),
-            [
-                "https://forecastin.example/api/v1/entities/FR",
-                "https://other.example/x"
-            ]
+            Ok(vec![
+                "https://forecastin.example/api/v1/entities/FR".to_owned(),
+                "https://other.example/x".to_owned()
+            ])
         );
+        // Cloudflare's `host/path` prefix names its host, not a path on the public one.
+        assert_eq!(
+            absolute(&base, ItemKind::Prefix, &["cdn.example/static/".into()]),
+            Ok(vec!["https://cdn.example/static/".to_owned()])
+        );
+        assert!(absolute(&base, ItemKind::Url, &["not a url".into()]).is_err());
     }
 }
