@@ -5,7 +5,7 @@
 //!
 //! Run: `bench/websocket-fanout.sh` (release origin).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use forecastin_e2e::{admin, free_port, Backend, Origin};
 use forecastin_shared::dto::{ChangeKind, EntityEvent, StreamMessage};
@@ -18,10 +18,7 @@ const CLIENTS: usize = 1_000;
 const WRITES: usize = 50;
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    forecastin_e2e::unix_now_ms() as i64
 }
 
 fn serialization_cost() -> Duration {

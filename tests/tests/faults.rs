@@ -10,12 +10,12 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use forecastin_e2e::{
-    admin, admin_json, client, free_port, query, redis::PrivateRedis, wait_settled, Backend, Edge,
-    Origin, PURGE_SECRET,
+    admin, admin_json, client, free_port, query, redis::PrivateRedis, unix_now_ms as now_ms,
+    wait_settled, Backend, Edge, Origin, PURGE_SECRET,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -24,13 +24,6 @@ use serde_json::json;
 const ENTITY: &str = "DE";
 /// How soon after Redis is back every instance must serve the write.
 const BOUND_MS: u64 = 1_000;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 struct Cluster {
     redis: PrivateRedis,

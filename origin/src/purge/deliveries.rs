@@ -105,6 +105,41 @@ pub async fn claim(db: &Db, due: Due, lease: Duration) -> Result<Vec<Claimed>, s
     .await
 }
 
+/// Extends the claim on the `claimed` deliveries that are still unsettled by `lease` from now:
+/// a long round (a provider's token bucket, slow answers) keeps what it is working on.
+pub async fn renew(db: &Db, claimed: &[&Claimed], lease: Duration) -> Result<(), sqlx::Error> {
+    for chunk in claimed.chunks(300) {
+        let rows = (0..chunk.len())
+            .map(|n| {
+                format!(
+                    "(${}, ${}, CAST(${} AS BIGINT))",
+                    3 * n + 2,
+                    3 * n + 3,
+                    3 * n + 4
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Settling bumps `attempts`: a row settled since the claim is not ours to extend.
+        let sql = format!(
+            "UPDATE purge_deliveries SET next_attempt_at_ms = $1 WHERE status = 'pending' \
+             AND (purge_id, provider, attempts) IN (VALUES {rows})"
+        );
+        let until = now_ms() + lease.as_millis() as i64;
+        retry(|| async {
+            chunk
+                .iter()
+                .fold(sqlx::query(&sql).bind(until), |q, c| {
+                    q.bind(&c.purge_id).bind(&c.provider).bind(c.attempts)
+                })
+                .execute(&mut *db.primary.acquire().await?)
+                .await
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// The purges the `claimed` deliveries deliver, by id.
 pub async fn load(db: &Db, claimed: &[Claimed]) -> Result<HashMap<String, Stored>, sqlx::Error> {
     let mut ids: Vec<&str> = claimed.iter().map(|c| c.purge_id.as_str()).collect();

@@ -22,12 +22,9 @@ use super::{
 };
 use crate::{db::Db, metrics};
 
-/// How long a claim holds. A round starts no send after [`ROUND_BUDGET`] (counted from its
-/// claim), so its claims are settled before they lapse; a dead instance's claims come due again
-/// this soon.
+/// How long a claim holds. A round renews it every third of it for as long as it works, so a
+/// dead instance's claims come due again this soon, and a long round keeps its own.
 const LEASE: Duration = Duration::from_secs(15);
-/// How long a round may send: what the token buckets hold back past it waits for the next one.
-const ROUND_BUDGET: Duration = Duration::from_secs(8);
 /// How often an idle dispatcher looks for deliveries that came due (retries, other instances).
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
@@ -92,7 +89,6 @@ impl Dispatcher {
 
     /// One round: claim, deliver, record. Returns how many deliveries it settled.
     pub async fn round(&self) -> Result<usize, sqlx::Error> {
-        let deadline = tokio::time::Instant::now() + ROUND_BUDGET;
         let claimed = deliveries::claim(&self.db, Due::Cdn, LEASE).await?;
         if claimed.is_empty() {
             return Ok(0);
@@ -111,9 +107,21 @@ impl Dispatcher {
         }
         let work = self.providers.iter().filter_map(|(provider, limiter)| {
             let deliveries = by_provider.remove(provider.name())?;
-            Some(self.deliver(provider, limiter, deliveries, &stored, deadline))
+            Some(self.deliver(provider, limiter, deliveries, &stored))
         });
-        futures_util::future::join_all(work).await;
+        let renewing = async {
+            let all: Vec<&Claimed> = claimed.iter().collect();
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                if let Err(err) = deliveries::renew(&self.db, &all, LEASE).await {
+                    tracing::warn!(%err, "could not renew the claim on purge deliveries");
+                }
+            }
+        };
+        tokio::select! {
+            _ = futures_util::future::join_all(work) => {}
+            () = renewing => {}
+        }
         Ok(claimed.len())
     }
 
@@ -124,7 +132,6 @@ impl Dispatcher {
         limiter: &DefaultDirectRateLimiter,
         claimed: Vec<&Claimed>,
         stored: &HashMap<String, Stored>,
-        deadline: tokio::time::Instant,
     ) {
         let requests: Vec<(String, PurgeRequest)> = claimed
             .iter()
@@ -140,21 +147,9 @@ impl Dispatcher {
         let mut outcomes: HashMap<String, Outcome> = HashMap::new();
         let mut queue: VecDeque<Batch> = batches(&requests, provider.batch_limit).into();
         while let Some(batch) = queue.pop_front() {
-            let ready = tokio::time::timeout_at(deadline, limiter.until_ready()).await;
-            let outcome = match ready
-                .ok()
-                .filter(|()| tokio::time::Instant::now() < deadline)
-            {
-                Some(()) => {
-                    let outcome = provider.send(&self.client, &batch).await;
-                    ::metrics::counter!(metrics::PURGE_REQUESTS, "provider" => provider.name(), "outcome" => outcome.label()).increment(1);
-                    outcome
-                }
-                None => Outcome::Retry {
-                    after: None,
-                    error: "not sent within the round's budget".into(),
-                },
-            };
+            limiter.until_ready().await;
+            let outcome = provider.send(&self.client, &batch).await;
+            ::metrics::counter!(metrics::PURGE_REQUESTS, "provider" => provider.name(), "outcome" => outcome.label()).increment(1);
             if let (Outcome::Failed(_), Some((left, right))) = (&outcome, batch.halves()) {
                 // One item the provider refuses must not fail the purges merged with it.
                 queue.push_front(right);
