@@ -242,7 +242,9 @@ impl Hierarchy {
     }
 
     /// Up to `limit` entities whose name contains `query` (case-insensitively; starts with it,
-    /// for a query of one or two characters), ordered by `(name, id)`, after the given position.
+    /// for a query of one or two characters), ordered by `(search_name, id)` (the lowercased
+    /// name: a prefix's matches are then one range of its index, however common the prefix),
+    /// after the given position.
     pub async fn search(
         &self,
         query: &str,
@@ -250,10 +252,10 @@ impl Hierarchy {
         limit: i64,
     ) -> Result<Vec<EntityRow>, sqlx::Error> {
         let pattern = search_pattern(query);
-        let (name, id) = after.unwrap_or(("", ""));
+        let (search_name, id) = after.unwrap_or(("", ""));
         let sql = format!(
             "SELECT {COLUMNS} FROM entities WHERE search_name LIKE $1 ESCAPE '\\' \
-             AND (name, id) > ($2, $3) ORDER BY name, id LIMIT $4"
+             AND (search_name, id) > ($2, $3) ORDER BY search_name, id LIMIT $4"
         );
         retry(|| async {
             // Unprepared, so PostgreSQL plans each search for its own pattern: a generic plan
@@ -261,7 +263,7 @@ impl Hierarchy {
             sqlx::query_as(&sql)
                 .persistent(false)
                 .bind(&pattern)
-                .bind(name)
+                .bind(search_name)
                 .bind(id)
                 .bind(limit)
                 .fetch_all(&mut *self.db.reader().acquire().await?)

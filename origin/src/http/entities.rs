@@ -97,7 +97,8 @@ impl PageParams {
         format!("limit={}&cursor={}", self.limit, self.cursor)
     }
 
-    /// The `(name, id)` position of lists ordered by name.
+    /// The `(sort key, id)` position of lists ordered by a name: the name for children, the
+    /// lowercased name for search.
     fn after_name_id(&self) -> Option<(&str, &str)> {
         self.after
             .as_ref()
@@ -252,8 +253,9 @@ async fn search(
             .hierarchy
             .search(q, page_params.after_name_id(), page_params.limit + 1)
             .await?;
+        // Search pages are ordered by the lowercased name (see `Hierarchy::search`).
         let body = page(rows, page_params.limit, |last| {
-            encode_cursor(&[&last.name, &last.id])
+            encode_cursor(&[&last.name.to_lowercase(), &last.id])
         });
         let tags = vec![tags::SEARCH.to_owned(), tags::search_query(q)];
         Ok(Fresh::ok(&body, tags))
