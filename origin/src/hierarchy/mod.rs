@@ -252,19 +252,25 @@ impl Hierarchy {
         limit: i64,
     ) -> Result<Vec<EntityRow>, sqlx::Error> {
         let pattern = search_pattern(query);
-        let (search_name, id) = after.unwrap_or(("", ""));
+        // The first page has no position: PostgreSQL would start a scan of the prefix index
+        // at `('', '')` rather than at the prefix (100 ms at 1,000,000 entities).
+        let (position, limit_param) = match after {
+            Some(_) => ("AND (search_name, id) > ($2, $3)", "$4"),
+            None => ("", "$2"),
+        };
         let sql = format!(
-            "SELECT {COLUMNS} FROM entities WHERE search_name LIKE $1 ESCAPE '\\' \
-             AND (search_name, id) > ($2, $3) ORDER BY search_name, id LIMIT $4"
+            "SELECT {COLUMNS} FROM entities WHERE search_name LIKE $1 ESCAPE '\\' {position} \
+             ORDER BY search_name, id LIMIT {limit_param}"
         );
         retry(|| async {
             // Unprepared, so PostgreSQL plans each search for its own pattern: a generic plan
             // cannot tell that the trigram index fits it.
-            sqlx::query_as(&sql)
-                .persistent(false)
-                .bind(&pattern)
-                .bind(search_name)
-                .bind(id)
+            let query = sqlx::query_as(&sql).persistent(false).bind(&pattern);
+            let query = match after {
+                Some((search_name, id)) => query.bind(search_name).bind(id),
+                None => query,
+            };
+            query
                 .bind(limit)
                 .fetch_all(&mut *self.db.reader().acquire().await?)
                 .await
