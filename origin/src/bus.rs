@@ -213,36 +213,34 @@ impl Bus {
     /// entries (`L1_DISCONNECTED_TTL_MS`). Returns how long it waited.
     pub async fn wait_until_applied(&self, instances: &[String]) -> Duration {
         let started = tokio::time::Instant::now();
-        let Some(redis) = &self.0.redis else {
+        let Some(redis) = self.0.redis.as_ref().filter(|_| !instances.is_empty()) else {
             return Duration::ZERO;
         };
         let bound = self.0.disconnected_ttl + 3 * SEQUENCE_CHECK;
         let mut connection = redis.link.connection.clone();
+        let Ok(target) = connection.get::<_, Option<u64>>(&redis.seq_key).await else {
+            // What was published cannot be known: wait as long as a miss could be served.
+            tokio::time::sleep(bound).await;
+            return started.elapsed();
+        };
+        let target = target.unwrap_or(0);
         let keys: Vec<String> = instances
             .iter()
             .map(|id| format!("{}{id}", redis.ack_prefix))
             .collect();
-        let target = connection.get::<_, Option<u64>>(&redis.seq_key).await;
         loop {
-            if let (Ok(target), false) = (&target, keys.is_empty()) {
-                let target = target.unwrap_or(0);
-                let acks = connection
-                    .mget::<_, Vec<Option<u64>>>(&keys)
-                    .await
-                    .unwrap_or_default();
-                if acks.len() == keys.len()
-                    && acks.iter().all(|ack| ack.is_some_and(|a| a >= target))
-                {
-                    return started.elapsed();
-                }
+            let acks = connection
+                .mget::<_, Vec<Option<u64>>>(&keys)
+                .await
+                .unwrap_or_default();
+            if acks.len() == keys.len() && acks.iter().all(|ack| ack.is_some_and(|a| a >= target)) {
+                return started.elapsed();
             }
-            if started.elapsed() >= bound || keys.is_empty() {
-                if !keys.is_empty() {
-                    tracing::warn!(
-                        ?bound,
-                        "not every instance acknowledged the invalidations; waited the bound"
-                    );
-                }
+            if started.elapsed() >= bound {
+                tracing::warn!(
+                    ?bound,
+                    "not every instance acknowledged the invalidations; waited the bound"
+                );
                 return started.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

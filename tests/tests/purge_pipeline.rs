@@ -53,6 +53,20 @@ async fn until_fresh(url: &str, fresh: impl Fn(&serde_json::Value) -> bool) -> D
     }
 }
 
+/// Posts an admin purge to `origin`; returns its id once accepted.
+async fn admin_purge(origin: &Origin, body: serde_json::Value) -> String {
+    let accepted = admin(Method::POST, &origin.url, "/admin/v1/purge")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    accepted.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn edge_and_origin(backend: Backend) -> (Origin, Edge) {
     let edge_port = free_port();
     let origin = Origin::start_with(
@@ -190,18 +204,7 @@ async fn one_refused_item_in_a_merged_batch_fails_only_its_own_purge() {
     // The first purge's request hangs past the timeout: the next three wait for the round and
     // are claimed, merged and sent together.
     cloudflare.script(&[Fault::Hang(Duration::from_millis(1_500))]);
-    let purge = |tags: &[&str]| {
-        let request =
-            admin(Method::POST, &origin.url, "/admin/v1/purge").json(&json!({ "tags": tags }));
-        async move {
-            let accepted = request.send().await.unwrap();
-            assert_eq!(accepted.status(), 202);
-            accepted.json::<serde_json::Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
+    let purge = |tags: &[&str]| admin_purge(&origin, json!({ "tags": tags }));
     let first = purge(&["t:first"]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let good = purge(&["t:a", "t:b"]).await;
@@ -317,23 +320,11 @@ async fn fastly_gets_surrogate_keys_and_urls_and_refusals_are_kept_as_failed() {
         ("PUBLIC_BASE_URL", "https://forecastin.example"),
     ])
     .await;
-    let purge = |body: serde_json::Value| {
-        let origin_url = origin.url.clone();
-        async move {
-            let accepted = admin(Method::POST, &origin_url, "/admin/v1/purge")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(accepted.status(), 202);
-            accepted.json::<serde_json::Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let delivered =
-        purge(json!({"tags": ["e:FR", "search"], "urls": ["/api/v1/entities/FR"]})).await;
+    let delivered = admin_purge(
+        &origin,
+        json!({"tags": ["e:FR", "search"], "urls": ["/api/v1/entities/FR"]}),
+    )
+    .await;
     let status = wait_settled(&origin, &delivered, Duration::from_secs(10)).await;
     assert_eq!(status["deliveries"][0]["status"], "delivered", "{status}");
     let accepted = fastly.accepted();
@@ -344,7 +335,7 @@ async fn fastly_gets_surrogate_keys_and_urls_and_refusals_are_kept_as_failed() {
         .iter()
         .any(|a| a.kind == "url" && a.items == ["forecastin.example/api/v1/entities/FR"]));
 
-    let refused = purge(json!({"prefixes": ["/api/"]})).await;
+    let refused = admin_purge(&origin, json!({"prefixes": ["/api/"]})).await;
     let status = wait_settled(&origin, &refused, Duration::from_secs(10)).await;
     assert_eq!(status["deliveries"][0]["status"], "failed");
     assert!(status["deliveries"][0]["last_error"]
