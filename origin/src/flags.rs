@@ -24,6 +24,11 @@ pub const CDN_INTEGRATION: &str = "ff.cdn_integration";
 /// Instances export their in-flight load for autoscaling (keyed by instance).
 pub const AUTO_SCALING: &str = "ff.auto_scaling";
 
+/// Instances preload pages: they render the hot pages a purge removed again before the CDN
+/// purge, purge the CDN softly for data changes, and warm up before they report ready (keyed
+/// by instance).
+pub const PREDICTIVE_PRELOAD: &str = "ff.predictive_preload";
+
 /// How often every instance rereads the flags.
 const RELOAD_EVERY: Duration = Duration::from_millis(500);
 
@@ -53,7 +58,7 @@ impl From<FlagRow> for FeatureFlag {
 }
 
 /// Flags keyed by the instance, whose buckets are worked out once (they gate hot paths).
-const PER_INSTANCE: [&str; 2] = [HORIZONTAL_SCALING, AUTO_SCALING];
+const PER_INSTANCE: [&str; 3] = [HORIZONTAL_SCALING, AUTO_SCALING, PREDICTIVE_PRELOAD];
 
 #[derive(Clone)]
 pub struct Flags {

@@ -3,9 +3,10 @@
 //! Layout: [`config`] (environment), [`db`] (pools, read replicas, migrations, retries),
 //! [`hierarchy`] (the entity store, its SQL, the consistency checker), [`purge`] (the CDN purge
 //! outbox and dispatcher), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`] and
-//! [`l2`] (response caches), [`cluster`] (the Redis link), [`bus`], [`events`], [`flags`] and
-//! [`registry`] (coordination of instances), [`http`] (routes, extractors, caching headers),
-//! [`metrics`], [`clock`] and [`token`].
+//! [`l2`] (response caches), [`flights`] (collapsed misses), [`hot`] and [`warm`] (predictive
+//! preloading), [`cluster`] (the Redis link), [`bus`], [`events`], [`flags`] and [`registry`]
+//! (coordination of instances), [`http`] (routes, extractors, caching headers), [`metrics`],
+//! [`clock`] and [`token`].
 
 pub mod bus;
 pub mod clock;
@@ -15,7 +16,9 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod flags;
+pub mod flights;
 pub mod hierarchy;
+pub mod hot;
 pub mod http;
 pub mod l1;
 pub mod l2;
@@ -24,6 +27,7 @@ pub mod purge;
 pub mod registry;
 pub mod seed;
 pub mod token;
+pub mod warm;
 
 use std::{num::NonZeroUsize, sync::Arc};
 
@@ -37,6 +41,7 @@ use crate::{
     db::{replicas::WriteHorizon, Db},
     flags::Flags,
     hierarchy::Hierarchy,
+    hot::HotKeys,
     http::AppState,
     l1::L1,
     l2::L2,
@@ -47,6 +52,7 @@ use crate::{
         Outbox, PurgeLog,
     },
     registry::Registry,
+    warm::Warmer,
 };
 
 /// Connects to the database, loads the demo data if asked and the database is empty, and
@@ -70,7 +76,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         .unwrap_or_else(|| config.listen_addr.to_string());
     let cluster = &config.cluster;
     let disconnected_ttl = std::time::Duration::from_millis(cluster.l1_disconnected_ttl_ms);
-    let redis = match &cluster.redis_url {
+    let redis: Option<RedisLink> = match &cluster.redis_url {
         Some(url) => Some(
             RedisLink::connect(url, &cluster.redis_namespace)
                 .await
@@ -91,7 +97,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let registry = Arc::new(Registry::new(
         bus.instance_id().to_owned(),
         advertised,
-        redis,
+        redis.clone(),
         l1.clone(),
         std::time::Duration::from_millis(cluster.heartbeat_ms),
     ));
@@ -102,11 +108,12 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         .await
         .context("loading the feature flags")?;
     flags.spawn_reload();
+    let warmer = Arc::new(Warmer::new(Arc::new(HotKeys::default()), flags.clone()));
     let tiers = Tiers::new(
         db.clone(),
         (l1.clone(), l2.as_ref().map(|(l2, _)| l2.clone())),
-        bus.clone(),
-        registry.clone(),
+        (bus.clone(), registry.clone()),
+        warmer.clone(),
     );
     let outbox = Outbox::new(
         providers.iter().map(Provider::name).collect(),
@@ -148,14 +155,26 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         admin_token,
         metrics,
         bus,
-        registry,
+        registry: registry.clone(),
         flags,
         ws_client_queue: config.cluster.ws_client_queue.max(1),
         ws_clients: Default::default(),
         ws_max_clients: config.cluster.ws_max_clients,
         max_cached_body: config.cache.max_body_bytes,
+        flights: Default::default(),
+        warmer: warmer.clone(),
     });
     let app = http::router(state.clone(), config.metrics_addr.is_some());
+    warmer.attach(app.clone());
+    if let Some(link) = &redis {
+        warmer.hot.spawn_sharing(link.clone(), registry.clone());
+        let (pages, took) = warmer.warm_start(link, &registry).await;
+        ::metrics::gauge!(metrics::WARM_START_PAGES).set(pages as f64);
+        ::metrics::gauge!(metrics::WARM_START_SECONDS).set(took.as_secs_f64());
+        if pages > 0 {
+            tracing::info!(pages, ?took, "warmed up with the cluster's hot pages");
+        }
+    }
     Ok((app, state))
 }
 

@@ -11,6 +11,16 @@ pub const L1_MISSES: &str = "l1_cache_misses_total";
 pub const L1_ENTRIES: &str = "l1_cache_entries";
 /// The memory L1's entries take, against `L1_MAX_BYTES`.
 pub const L1_BYTES: &str = "l1_cache_bytes";
+/// Responses computed behind L1 and L2 (a database read each): what collapsing and re-warming
+/// save.
+pub const RENDERS: &str = "origin_renders_total";
+/// Hot pages rendered again right after a purge cleared them (`ff.predictive_preload`).
+pub const REWARMED: &str = "origin_rewarmed_pages_total";
+/// Pages a new instance loaded before it listened, and how long that took.
+pub const WARM_START_PAGES: &str = "origin_warm_start_pages";
+pub const WARM_START_SECONDS: &str = "origin_warm_start_seconds";
+/// L1 misses served by another request's computation of the same key.
+pub const COLLAPSED: &str = "origin_collapsed_misses_total";
 pub const L1_INVALIDATED: &str = "l1_cache_invalidated_entries_total";
 /// 1 while the instance's Redis subscription (invalidations, events) is up.
 pub const REDIS_SUBSCRIBED: &str = "redis_subscription_up";
@@ -83,6 +93,9 @@ pub fn handle() -> PrometheusHandle {
                 L2_ERRORS,
                 WS_DROPPED,
                 L1_SEQUENCE_FLUSHES,
+                RENDERS,
+                COLLAPSED,
+                REWARMED,
             ] {
                 metrics::counter!(counter).increment(0);
             }

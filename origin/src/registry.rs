@@ -53,6 +53,10 @@ impl Registry {
         }
     }
 
+    pub fn instance_id(&self) -> &str {
+        &self.me.id
+    }
+
     /// The counter the HTTP layer bumps for every request.
     pub fn request_counter(&self) -> Arc<AtomicU64> {
         self.requests.clone()

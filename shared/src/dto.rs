@@ -132,6 +132,15 @@ pub struct PurgeRequest {
     pub prefixes: Vec<String>,
     #[serde(default)]
     pub everything: bool,
+    /// Mark what it covers stale instead of removing it, where the cache can (the edge,
+    /// Fastly): readers are served the old version while the new one is fetched. Cloudflare
+    /// has no soft purge; it purges hard.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub soft: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl PurgeRequest {
@@ -293,5 +302,20 @@ mod tests {
             ..Default::default()
         };
         assert!(!everything.is_empty());
+    }
+
+    #[test]
+    fn a_hard_purge_serializes_as_before_soft_was_added() {
+        let hard = PurgeRequest {
+            tags: vec!["e:FR".into()],
+            ..Default::default()
+        };
+        // Stored purges and signed edge bodies from before keep their exact form.
+        assert_eq!(
+            serde_json::to_string(&hard).unwrap(),
+            r#"{"urls":[],"tags":["e:FR"],"prefixes":[],"everything":false}"#
+        );
+        let soft: PurgeRequest = serde_json::from_str(r#"{"tags":["e:FR"],"soft":true}"#).unwrap();
+        assert!(soft.soft);
     }
 }

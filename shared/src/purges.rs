@@ -138,7 +138,7 @@ mod tests {
             urls: owned(urls),
             tags: owned(tags),
             prefixes: owned(prefixes),
-            everything: false,
+            ..PurgeRequest::default()
         }
     }
 

@@ -210,6 +210,20 @@ impl Origin {
             .expect("a text body")
     }
 
+    /// The value of a counter or gauge without labels, from the origin's metrics (0 if absent).
+    pub async fn counter(&self, name: &str) -> u64 {
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_default() as u64
+    }
+
     /// How many requests the origin served on `route` (a route template), from its metrics.
     pub async fn served(&self, route: &str) -> u64 {
         let metrics = self.metrics().await;

@@ -28,6 +28,9 @@ pub struct Purge {
     pub tags: Vec<String>,
     pub prefixes: Vec<String>,
     pub everything: bool,
+    /// Mark the entries stale and refresh them, rather than delete them.
+    #[serde(default)]
+    pub soft: bool,
 }
 
 /// The signature headers of a purge request, as received.
@@ -117,6 +120,7 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
         tags: request.tags,
         prefixes,
         everything: request.everything,
+        soft: request.soft,
     })
 }
 
@@ -296,12 +300,20 @@ mod tests {
     }
 
     #[test]
+    fn a_soft_purge_stays_soft() {
+        let soft = parse(br#"{"tags":["e:FR"],"soft":true}"#, &edge()).unwrap();
+        assert!(soft.soft);
+        assert!(!parse(br#"{"tags":["e:FR"]}"#, &edge()).unwrap().soft);
+        assert!(parse(br#"{"tags":["e:FR"],"soft":"yes"}"#, &edge()).is_err());
+    }
+
+    #[test]
     fn coverage_table() {
         let purge = Purge {
             keys: vec!["http://h/a".into()],
             tags: vec!["e:FR".into()],
             prefixes: vec!["h/api/v1/entities/FR".into()],
-            everything: false,
+            ..Purge::default()
         };
         let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(purge.covers("http://h/a", &[]));

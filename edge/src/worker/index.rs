@@ -46,9 +46,11 @@ struct PurgeCommand {
     purge: Purge,
 }
 
+/// The keys a purge covers, and when the index recorded it.
 #[derive(Serialize, Deserialize)]
-struct Resolved {
-    keys: Vec<String>,
+pub struct Resolved {
+    pub keys: Vec<String>,
+    pub at_ms: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,12 +93,12 @@ pub async fn register(
 /// Resolves a purge to the keys to delete, spends its nonce, and remembers it so that fills
 /// racing it are taken back out; `None` if `nonce` was used before. Forgets no entry: a purge
 /// interrupted before [`complete`] finds the same keys when the origin retries it.
-pub async fn resolve(env: &Env, nonce: String, purge: Purge) -> Result<Option<Vec<String>>> {
+pub async fn resolve(env: &Env, nonce: String, purge: Purge) -> Result<Option<Resolved>> {
     let mut response = call(env, "/resolve", &PurgeCommand { nonce, purge }).await?;
     if response.status_code() == 409 {
         return Ok(None);
     }
-    Ok(Some(response.json::<Resolved>().await?.keys))
+    Ok(Some(response.json::<Resolved>().await?))
 }
 
 /// Marks a purge done once its keys are deleted from the cache: forgets their rows.
@@ -244,7 +246,7 @@ impl EdgeIndex {
             "INSERT INTO purges (at, purge) VALUES (?, ?)",
             vec![integer(now), text(&serde_json::to_string(purge)?)],
         )?;
-        Ok(Some(Resolved { keys }))
+        Ok(Some(Resolved { keys, at_ms: now }))
     }
 
     fn complete(&self, completion: Completion) -> Result<()> {

@@ -4,6 +4,7 @@
 //! response objects through [`runtime`], whose conversions cannot panic: a panic would
 //! restart the WASM instance and fail every request in flight in the isolate.
 
+mod collapse;
 mod index;
 mod origin;
 mod purge;

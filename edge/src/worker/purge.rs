@@ -2,6 +2,11 @@
 //! covered entries from the cache, and only then forget them in the index, so a purge cut
 //! short answers non-2xx, the origin retries it (a new request), and the retry finds the same
 //! entries.
+//!
+//! A soft purge (`"soft": true`) marks the entries stale instead and keeps them indexed, then
+//! refreshes the first [`REFRESHED_BY_SOFT_PURGE`] from the origin before it answers: those
+//! are new when the purge is acknowledged, and still hits. Readers of the others get the old
+//! page (within its stale-while-revalidate window) while it is refreshed, instead of a miss.
 
 use forecastin_shared::{
     dto::PurgeResult,
@@ -12,12 +17,17 @@ use http::{header, HeaderMap};
 use url::Url;
 use worker::{web_sys, Env, Request};
 
-use super::{index, now_ms, runtime, Settings};
+use super::{index, now_ms, runtime, serve, Settings};
 use crate::core::{
     cache::{error, json, Answer},
     fields::text,
     purge::{self, PurgeError},
+    stored::{marked_stale, STORAGE_STATUS},
 };
+
+/// Entries one soft purge refreshes at most (each is an origin request of the purge's
+/// invocation, all at once); the others stay marked stale until a reader comes.
+const REFRESHED_BY_SOFT_PURGE: usize = 32;
 
 /// Largest purge body read: a purge names at most 1,000 items.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -95,7 +105,8 @@ pub async fn handle(
             return Ok(error(400, "invalid_purge", message))
         }
     };
-    let Some(keys) = index::resolve(env, nonce, request).await? else {
+    let soft = request.soft;
+    let Some(index::Resolved { keys, at_ms }) = index::resolve(env, nonce, request).await? else {
         return Ok(error(
             401,
             "replayed",
@@ -104,18 +115,46 @@ pub async fn handle(
     };
     let mut purged = 0;
     for key in &keys {
-        match runtime::cache_delete(key).await {
+        let done = if soft {
+            mark_stale(key).await
+        } else {
+            runtime::cache_delete(key).await
+        };
+        match done {
             Ok(true) => purged += 1,
             Ok(false) => {}
             Err(err) => {
                 return Ok(error(
                     503,
                     "purge_incomplete",
-                    format!("deleting {key} failed ({err}); retry the purge"),
+                    format!("purging {key} failed ({err}); retry the purge"),
                 ))
             }
         }
     }
-    index::complete(env, keys).await?;
+    if soft {
+        let refreshed = keys.into_iter().take(REFRESHED_BY_SOFT_PURGE).collect();
+        serve::refresh(env, settings, refreshed, at_ms).await;
+    } else {
+        index::complete(env, keys).await?;
+    }
     Ok(json(200, serde_json::to_vec(&PurgeResult { purged })?))
+}
+
+/// Stores the entry under `key` again, marked stale; `false` when there is none. An entry
+/// this edge cannot read is deleted.
+async fn mark_stale(key: &str) -> worker::Result<bool> {
+    let Some(stored) = runtime::cache_match(key).await? else {
+        return Ok(false);
+    };
+    let Some(headers) = marked_stale(&runtime::header_map(&stored.headers()), now_ms()) else {
+        return runtime::cache_delete(key).await;
+    };
+    let body = runtime::bytes(&stored).await?;
+    runtime::cache_put(
+        key,
+        &runtime::response(STORAGE_STATUS, &headers, Some(&body))?,
+    )
+    .await?;
+    Ok(true)
 }

@@ -1,13 +1,22 @@
 //! Serving a cacheable request: read the stored entry, ask [`crate::core::cache`] what to do,
-//! and do it — answer from storage, fetch from the origin, store, refresh in the background.
+//! and do it — answer from storage, fetch from the origin (one fetch per key at a time, see
+//! [`collapse`]), store, refresh in the background.
 
 use std::{cell::RefCell, collections::HashSet};
 
 use http::HeaderMap;
 use url::Url;
-use worker::{Context, Env, Result};
+use worker::{
+    js_sys::{Array, Promise},
+    wasm_bindgen::JsValue,
+    wasm_bindgen_futures::{future_to_promise, JsFuture},
+    Context, Env, Result,
+};
 
-use super::{index, now_ms, origin, runtime, Bodies, Handled, Settings, StoredResponse};
+use super::{
+    collapse::{self, Turn},
+    index, now_ms, origin, runtime, Bodies, Handled, Settings, StoredResponse,
+};
 use crate::core::{
     cache::{
         after_failure, after_response, before_request, AfterResponse, Answer, BeforeRequest, Body,
@@ -15,8 +24,10 @@ use crate::core::{
     },
     freshness::Exchange,
     purge::tags_of,
+    request::{origin_headers, RequestKind},
     status::Forward,
     stored::{hit_fields, STORAGE_STATUS},
+    target::Target,
 };
 
 thread_local! {
@@ -34,6 +45,8 @@ struct Job {
     timeout: std::time::Duration,
     /// Whether stored entries are indexed for edge-direct purges.
     indexed: bool,
+    /// A floor for when its fetch started, as the index is told.
+    fetched_after_ms: u64,
 }
 
 pub async fn serve(
@@ -51,6 +64,7 @@ pub async fn serve(
         env: env.clone(),
         timeout: settings.timeout,
         indexed: !settings.purge_secrets.is_empty(),
+        fetched_after_ms: 0,
     };
     let stored = read(&job.key).await;
     let entry = stored.as_ref().map(|(entry, _)| entry);
@@ -63,6 +77,23 @@ pub async fn serve(
             Ok(with_stored(answer, stored, Vec::new()))
         }
         BeforeRequest::Fetch { headers, fwd } => {
+            // Held until this request's fetch and store are done.
+            let mut _leading = None;
+            if fwd == Forward::UriMiss {
+                match collapse::join(&job.key) {
+                    Turn::Lead(leader) => _leading = Some(leader),
+                    Turn::Wait(waiter) => {
+                        waiter.fetched(job.timeout).await;
+                        let stored = read(&job.key).await;
+                        let entry = stored.as_ref().map(|(entry, _)| entry);
+                        if let Some(BeforeRequest::Answer(answer)) =
+                            entry.map(|entry| before_request(&job.request, Some(entry), now_ms()))
+                        {
+                            return Ok(with_stored(answer, stored, Vec::new()));
+                        }
+                    }
+                }
+            }
             // Only a revalidation may store the entry again (merged with a 304): then it
             // needs every stored field, not just those a hit reads.
             let stored = match fwd {
@@ -224,6 +255,7 @@ async fn write(
         return;
     }
     let (env, key) = (job.env.clone(), job.key.clone());
+    let fetch_started_ms = fetch_started_ms.max(job.fetched_after_ms);
     let registration = async move {
         let expires_at_ms = now_ms() + retention_ms;
         let keep = index::register(&env, &key, tags, fetch_started_ms, expires_at_ms).await;
@@ -245,6 +277,73 @@ async fn write(
     }
 }
 
+/// Revalidates the entries under `keys`, all at once, as a request without client headers
+/// would (after a soft purge marked them stale at `purged_at_ms`).
+pub async fn refresh(env: &Env, settings: &Settings, keys: Vec<String>, purged_at_ms: u64) {
+    let refreshes = keys.into_iter().filter_map(|key| {
+        let url = Url::parse(&key).ok()?;
+        let target = Target::of(&url);
+        let kind = RequestKind::Cacheable {
+            credentialed: false,
+        };
+        let job = Job {
+            request: CacheableRequest {
+                headers: HeaderMap::new(),
+                forwarded: origin_headers(&HeaderMap::new(), kind),
+                head: false,
+                credentialed: false,
+                path: target.path.clone(),
+            },
+            origin_url: target.origin_url(&settings.origin),
+            key,
+            env: env.clone(),
+            timeout: settings.timeout,
+            indexed: !settings.purge_secrets.is_empty(),
+            // Started after the purge, whatever the clocks say: the index must keep it.
+            fetched_after_ms: purged_at_ms + 1,
+        };
+        let refreshed = async move {
+            if claim_refresh(&job.key) {
+                revalidate(&job).await;
+                release_refresh(&job.key);
+            }
+            Ok(JsValue::UNDEFINED)
+        };
+        Some(future_to_promise(refreshed))
+    });
+    // The runtime's Promise.all runs them at once (cheaper in code size than a Rust join).
+    let all = Promise::all(&refreshes.collect::<Array>());
+    if let Err(err) = JsFuture::from(all).await {
+        worker::console_warn!("a refresh after a soft purge failed: {err:?}");
+    }
+}
+
+/// Revalidates the entry stored under the job's key, if it is stale.
+async fn revalidate(job: &Job) {
+    let Some((entry, stored)) = read(&job.key).await else {
+        return;
+    };
+    let Some((entry, stored)) = whole(&entry, stored) else {
+        return;
+    };
+    let headers = match before_request(&job.request, Some(&entry), now_ms()) {
+        BeforeRequest::AnswerAndRefresh { refresh, .. } => refresh,
+        BeforeRequest::Fetch { headers, .. } => headers,
+        // Fresh again: refreshed meanwhile.
+        BeforeRequest::Answer(_) => return,
+    };
+    exchange(job, None, Some(&(entry, stored)), headers, Forward::Stale).await;
+}
+
+/// Whether this isolate may refresh `key` now: one refresh per key at a time.
+fn claim_refresh(key: &str) -> bool {
+    REFRESHING.with(|keys| keys.borrow_mut().insert(key.to_owned()))
+}
+
+fn release_refresh(key: &str) {
+    REFRESHING.with(|keys| keys.borrow_mut().remove(key));
+}
+
 /// Refreshes a stale entry after answering from it; at most one refresh per key per isolate.
 fn refresh_in_background(
     job: &Job,
@@ -253,8 +352,7 @@ fn refresh_in_background(
     stored: &StoredResponse,
     headers: HeaderMap,
 ) {
-    let claimed = REFRESHING.with(|keys| keys.borrow_mut().insert(job.key.clone()));
-    if !claimed {
+    if !claim_refresh(&job.key) {
         return;
     }
     let Some((entry, stored)) = copy(stored).ok().and_then(|copy| whole(entry, copy)) else {
@@ -262,12 +360,12 @@ fn refresh_in_background(
             "no refresh of {}: the stored response could not be copied",
             job.key
         );
-        REFRESHING.with(|keys| keys.borrow_mut().remove(&job.key));
+        release_refresh(&job.key);
         return;
     };
     let job = job.clone();
     ctx.wait_until(async move {
         exchange(&job, None, Some(&(entry, stored)), headers, Forward::Stale).await;
-        REFRESHING.with(|keys| keys.borrow_mut().remove(&job.key));
+        release_refresh(&job.key);
     });
 }

@@ -397,6 +397,8 @@ impl Hierarchy {
     ) -> Result<Written, ApiError> {
         let request = PurgeRequest {
             tags: invalidated.iter().cloned().collect(),
+            // What is gone must not be served even once more.
+            soft: change != ChangeKind::Deleted && self.outbox.soft_purges(),
             ..PurgeRequest::default()
         };
         let event = EntityEvent {

@@ -12,7 +12,13 @@ use forecastin_shared::{conditional::none_match, headers, tags};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::{error::ApiError, flags, l1::Rendered, l2, metrics};
+use crate::{
+    error::ApiError,
+    flags,
+    flights::{follow, Turn},
+    l1::Rendered,
+    l2, metrics,
+};
 
 /// A freshly computed response body and the tags it depends on.
 pub struct Fresh {
@@ -51,8 +57,9 @@ fn render(fresh: Fresh) -> Rendered {
 }
 
 /// Serves the response for `key` from L1, or computes it with `produce`, stores it in L1 and
-/// serves it. A 404 about an entity is cached too (tagged with that entity, so creating it
-/// purges the 404); other errors are neither cached nor cacheable.
+/// serves it. Concurrent misses for one key share one computation ([`crate::flights`]). A 404
+/// about an entity is cached too (tagged with that entity, so creating it purges the 404);
+/// other errors are neither cached nor cacheable.
 pub async fn serve_cached<F, Fut>(
     state: &AppState,
     key: String,
@@ -66,13 +73,46 @@ where
     // Without coordination (ff.horizontal_scaling off for this instance) the shared tiers are
     // not trusted: L1 entries are bounded in age and L2 is not used.
     let coordinated = state.flags.on_this_instance(flags::HORIZONTAL_SCALING);
+    let mut leader = None;
     if let Some(l1) = &state.l1 {
         if let Some(hit) = l1.get(&key, state.bus.l1_max_age(coordinated)) {
             ::metrics::counter!(metrics::L1_HITS).increment(1);
             return respond(&hit, request, &state.cache_control);
         }
         ::metrics::counter!(metrics::L1_MISSES).increment(1);
+        match state.flights.join(&key, l1.epoch()) {
+            Turn::Lead(turn) => leader = Some(turn),
+            Turn::Follow(outcome) => {
+                if let Some(rendered) = follow(outcome).await {
+                    ::metrics::counter!(metrics::COLLAPSED).increment(1);
+                    return respond(&rendered, request, &state.cache_control);
+                }
+            }
+        }
     }
+    match compute(state, key, coordinated, produce).await {
+        Ok(rendered) => {
+            if let Some(leader) = leader {
+                leader.land(rendered.clone());
+            }
+            respond(&rendered, request, &state.cache_control)
+        }
+        Err(response) => response,
+    }
+}
+
+/// The response for `key` from L2 or from `produce`, kept in the tiers it fits in; an error
+/// comes back as its response.
+async fn compute<F, Fut>(
+    state: &AppState,
+    key: String,
+    coordinated: bool,
+    produce: F,
+) -> Result<Arc<Rendered>, Response>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Fresh, ApiError>>,
+{
     let epoch = state.l1.as_ref().map(|l1| l1.epoch());
     let l2 = state.l2.as_deref().filter(|_| coordinated);
     if let Some(stored) = match l2 {
@@ -84,12 +124,13 @@ where
             body: stored.body.into_bytes(),
             tags: stored.tags,
         };
-        return remember(state, key, fresh, epoch, request);
+        return Ok(remember(state, key, fresh, epoch));
     }
     let sequence = match l2 {
         Some(l2) => l2.sequence().await,
         None => None,
     };
+    ::metrics::counter!(metrics::RENDERS).increment(1);
     let fresh = match produce().await {
         Ok(fresh) => fresh,
         Err(ApiError::EntityNotFound(id)) => Fresh {
@@ -97,11 +138,11 @@ where
             tags: vec![tags::entity(&id)],
             body: serde_json::to_vec(&ApiError::EntityNotFound(id).body()).expect("DTOs serialize"),
         },
-        Err(err) => return err.into_response(),
+        Err(err) => return Err(err.into_response()),
     };
     if fresh.body.len() > state.max_cached_body {
         // Served, not kept: one huge page must not take a tier's memory.
-        return respond(&render(fresh), request, &state.cache_control);
+        return Ok(Arc::new(render(fresh)));
     }
     if let (Some(l2), Some(sequence)) = (l2, sequence) {
         let stored = l2::Stored {
@@ -111,22 +152,21 @@ where
         };
         l2.fill(&key, &stored, &sequence).await;
     }
-    remember(state, key, fresh, epoch, request)
+    Ok(remember(state, key, fresh, epoch))
 }
 
-/// Renders `fresh`, keeps it in L1 unless an invalidation intervened, and serves it.
+/// Renders `fresh` and keeps it in L1 unless an invalidation intervened.
 fn remember(
     state: &AppState,
     key: String,
     fresh: Fresh,
     epoch: Option<crate::l1::Epoch>,
-    request: &HeaderMap,
-) -> Response {
+) -> Arc<Rendered> {
     let rendered = Arc::new(render(fresh));
     if let (Some(l1), Some(epoch)) = (&state.l1, epoch) {
         l1.insert_if_current(key, rendered.clone(), epoch);
     }
-    respond(&rendered, request, &state.cache_control)
+    rendered
 }
 
 fn respond(rendered: &Rendered, request: &HeaderMap, cache_control: &HeaderValue) -> Response {

@@ -20,7 +20,7 @@ use std::{
 
 use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::HeaderValue,
+    http::{HeaderValue, StatusCode},
     middleware::{self, Next},
     response::Response,
     Router,
@@ -29,8 +29,17 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    bus::Bus, error::ApiError, flags::Flags, hierarchy::Hierarchy, l1::L1, l2::L2, metrics,
-    purge::PurgeLog, registry::Registry,
+    bus::Bus,
+    error::ApiError,
+    flags::Flags,
+    flights::Flights,
+    hierarchy::Hierarchy,
+    l1::L1,
+    l2::L2,
+    metrics,
+    purge::PurgeLog,
+    registry::Registry,
+    warm::{Warmer, Warming},
 };
 
 pub struct AppState {
@@ -55,6 +64,10 @@ pub struct AppState {
     pub ws_max_clients: usize,
     /// Largest body kept in L1 or L2.
     pub max_cached_body: usize,
+    /// L1 misses being computed, which concurrent misses for the same key wait for.
+    pub flights: Flights,
+    /// What is hot, and the preloading it drives.
+    pub warmer: Arc<Warmer>,
 }
 
 /// The application. `/metrics` is part of it unless `metrics_apart` (see [`metrics_router`]).
@@ -69,6 +82,7 @@ pub fn router(state: Arc<AppState>, metrics_apart: bool) -> Router {
         .merge(assets::routes())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), track_heat))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -84,12 +98,15 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 }
 
 /// Counts requests and times them per route template and known method (not per URL or per
-/// made-up method, to bound the number of series).
+/// made-up method, to bound the number of series). The warmer's own requests are not traffic.
 async fn record_metrics(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
+    if request.extensions().get::<Warming>().is_some() {
+        return next.run(request).await;
+    }
     state
         .registry
         .request_counter()
@@ -108,6 +125,32 @@ async fn record_metrics(
     ::metrics::counter!(metrics::HTTP_REQUESTS, &labels).increment(1);
     ::metrics::histogram!(metrics::HTTP_DURATION, &labels[..2])
         .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Scores every public page served (see [`crate::hot`]), with the tags that purge it.
+async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let page = (request.method() == axum::http::Method::GET
+        && request.uri().path().starts_with("/api/v1/")
+        && request.extensions().get::<Warming>().is_none())
+    .then(|| request.uri().to_string());
+    let response = next.run(request).await;
+    let served = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
+    if let Some(page) = page.filter(|_| served) {
+        if let Some(tags) = response
+            .headers()
+            .get(forecastin_shared::headers::CACHE_TAG)
+        {
+            state.warmer.hot.record(&page, || {
+                tags.to_str()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|tag| !tag.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            });
+        }
+    }
     response
 }
 

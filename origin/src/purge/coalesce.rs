@@ -15,10 +15,12 @@ pub enum ItemKind {
     Everything,
 }
 
-/// One provider request's worth of items of one kind.
+/// One provider request's worth of items of one kind, all soft or all hard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub kind: ItemKind,
+    /// Whether the items may be purged softly: only when every purge asking for them is soft.
+    pub soft: bool,
     /// Empty for [`ItemKind::Everything`].
     pub items: Vec<String>,
     /// The purges each item serves, in the order of `items` (one set for everything).
@@ -39,6 +41,7 @@ impl Batch {
         let middle = self.items.len() / 2;
         let half = |range: std::ops::Range<usize>| Batch {
             kind: self.kind,
+            soft: self.soft,
             items: self.items[range.clone()].to_vec(),
             carriers: self.carriers[range].to_vec(),
         };
@@ -47,38 +50,40 @@ impl Batch {
 }
 
 /// Merges `(purge id, request)` pairs and splits them into batches of at most `limit` items.
+/// An item asked for both softly and hard is purged hard.
 pub fn batches(purges: &[(String, PurgeRequest)], limit: usize) -> Vec<Batch> {
-    let mut by_item: BTreeMap<(ItemKind, String), BTreeSet<String>> = BTreeMap::new();
+    let mut by_item: BTreeMap<(ItemKind, String), (bool, BTreeSet<String>)> = BTreeMap::new();
     for (id, request) in purges {
         let kinds = [
             (ItemKind::Url, &request.urls),
             (ItemKind::Tag, &request.tags),
             (ItemKind::Prefix, &request.prefixes),
         ];
-        for (kind, items) in kinds {
-            for item in items {
-                by_item
-                    .entry((kind, item.clone()))
-                    .or_default()
-                    .insert(id.clone());
-            }
-        }
-        if request.everything {
-            by_item
-                .entry((ItemKind::Everything, String::new()))
-                .or_default()
-                .insert(id.clone());
+        let everything = request.everything.then(String::new);
+        let items = kinds
+            .into_iter()
+            .flat_map(|(kind, items)| items.iter().map(move |item| (kind, item.clone())))
+            .chain(everything.map(|item| (ItemKind::Everything, item)));
+        for item in items {
+            let (soft, ids) = by_item.entry(item).or_insert((true, BTreeSet::new()));
+            *soft &= request.soft;
+            ids.insert(id.clone());
         }
     }
+    let mut grouped: Vec<_> = by_item.into_iter().collect();
+    grouped.sort_by_key(|((kind, _), (soft, _))| (*kind, *soft));
     let mut batches: Vec<Batch> = Vec::new();
-    for ((kind, item), ids) in by_item {
+    for ((kind, item), (soft, ids)) in grouped {
         match batches.last_mut() {
-            Some(batch) if batch.kind == kind && batch.items.len() < limit => {
+            Some(batch)
+                if batch.kind == kind && batch.soft == soft && batch.items.len() < limit =>
+            {
                 batch.items.push(item);
                 batch.carriers.push(ids);
             }
             _ => batches.push(Batch {
                 kind,
+                soft,
                 items: if kind == ItemKind::Everything {
                     Vec::new()
                 } else {
@@ -143,6 +148,32 @@ mod tests {
         assert!(batches[0].items.is_empty());
         assert_eq!(batches[0].purges().len(), 2);
         assert!(batches[0].halves().is_none());
+    }
+
+    #[test]
+    fn soft_items_travel_apart_and_a_hard_request_wins() {
+        let soft = |tags: &[&str]| PurgeRequest {
+            soft: true,
+            ..request(tags, &[])
+        };
+        let purges = vec![
+            ("p1".to_owned(), soft(&["a", "b"])),
+            ("p2".to_owned(), request(&["b", "c"], &[])),
+        ];
+        let batches = batches(&purges, 100);
+        let shape: Vec<(bool, Vec<String>)> = batches
+            .iter()
+            .map(|batch| (batch.soft, batch.items.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (false, vec!["b".to_owned(), "c".to_owned()]),
+                (true, vec!["a".to_owned()])
+            ]
+        );
+        let (hard, _) = batches[0].halves().unwrap();
+        assert!(!hard.soft);
     }
 
     #[test]

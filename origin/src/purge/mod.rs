@@ -123,6 +123,14 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Whether this instance's data changes purge the CDN softly (`ff.predictive_preload`): the
+    /// edge serves the old page while it fetches the new one, which the tiers already hold.
+    pub fn soft_purges(&self) -> bool {
+        self.flags
+            .as_ref()
+            .is_some_and(|flags| flags.on_this_instance(flags::PREDICTIVE_PRELOAD))
+    }
+
     pub(crate) fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
     }

@@ -21,7 +21,9 @@ use super::{
     deliveries::{self, Claimed, Due},
     providers::Outcome,
 };
-use crate::{bus::Bus, clock::now_ms, db::Db, l1::L1, l2::L2, metrics, registry::Registry};
+use crate::{
+    bus::Bus, clock::now_ms, db::Db, l1::L1, l2::L2, metrics, registry::Registry, warm::Warmer,
+};
 
 /// The outbox provider name of the origin's tiers.
 pub const PROVIDER: &str = "tiers";
@@ -45,14 +47,16 @@ pub struct Tiers {
     l2: Option<Arc<L2>>,
     bus: Bus,
     registry: Arc<Registry>,
+    /// Renders the hot pages a clear removed again, before the CDN is purged.
+    warmer: Arc<Warmer>,
 }
 
 impl Tiers {
     pub fn new(
         db: Db,
         (l1, l2): (Option<Arc<L1>>, Option<Arc<L2>>),
-        bus: Bus,
-        registry: Arc<Registry>,
+        (bus, registry): (Bus, Arc<Registry>),
+        warmer: Arc<Warmer>,
     ) -> Self {
         Self {
             db,
@@ -60,6 +64,7 @@ impl Tiers {
             l2,
             bus,
             registry,
+            warmer,
         }
     }
 
@@ -108,27 +113,13 @@ impl Tiers {
         }
     }
 
-    /// Drops what `purges` cover from every tier and announces their events. Every step may
-    /// be repeated. Clears this instance's L1 before and after L2: a read here between the two
-    /// could refill it.
+    /// Drops what `purges` cover from every tier, announces their events, then renders the hot
+    /// pages among what was dropped again. Every step may be repeated.
     async fn clear(
         &self,
         purges: impl IntoIterator<Item = (&PurgeRequest, Option<EntityEvent>)>,
         position: Option<u64>,
     ) -> Result<(), String> {
-        let cleared = tokio::time::timeout(CLEAR_TIMEOUT, self.clear_now(purges, position));
-        match cleared.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(format!("Redis: {err}")),
-            Err(_) => Err(format!("not cleared within {CLEAR_TIMEOUT:?}")),
-        }
-    }
-
-    async fn clear_now(
-        &self,
-        purges: impl IntoIterator<Item = (&PurgeRequest, Option<EntityEvent>)>,
-        position: Option<u64>,
-    ) -> redis::RedisResult<()> {
         let mut tags = Vec::new();
         let mut all = false;
         let mut events = Vec::new();
@@ -140,14 +131,34 @@ impl Tiers {
         }
         tags.sort_unstable();
         tags.dedup();
-        self.clear_l1(&tags, all);
+        let cleared = self.clear_now(&tags, all, events, position);
+        match tokio::time::timeout(CLEAR_TIMEOUT, cleared).await {
+            Ok(Ok(())) => {
+                self.warmer.rewarm(&tags, all).await;
+                Ok(())
+            }
+            Ok(Err(err)) => Err(format!("Redis: {err}")),
+            Err(_) => Err(format!("not cleared within {CLEAR_TIMEOUT:?}")),
+        }
+    }
+
+    /// Clears this instance's L1 before and after L2: a read here between the two could
+    /// refill it.
+    async fn clear_now(
+        &self,
+        tags: &[String],
+        all: bool,
+        events: Vec<EntityEvent>,
+        position: Option<u64>,
+    ) -> redis::RedisResult<()> {
+        self.clear_l1(tags, all);
         // The sequence moves before L2 is cleared: no fill from before can land after.
         let seq = self.bus.advance(position).await?;
         if let Some(l2) = &self.l2 {
-            l2.invalidate(&tags, all).await?;
+            l2.invalidate(tags, all).await?;
         }
-        self.bus.publish(seq, &tags, all, position).await?;
-        self.clear_l1(&tags, all);
+        self.bus.publish(seq, tags, all, position).await?;
+        self.clear_l1(tags, all);
         for event in events {
             self.bus.announce(event).await?;
         }

@@ -14,7 +14,10 @@ pub struct Edge {
 
 impl Edge {
     pub async fn send(&self, client: &Client, batch: &Batch) -> Outcome {
-        let mut request = PurgeRequest::default();
+        let mut request = PurgeRequest {
+            soft: batch.soft,
+            ..PurgeRequest::default()
+        };
         match batch.kind {
             ItemKind::Url => request.urls = batch.items.clone(),
             ItemKind::Tag => request.tags = batch.items.clone(),

@@ -24,11 +24,11 @@ impl Fastly {
                 let call = client
                     .post(format!("{api_base}/service/{service_id}/purge"))
                     .header("Surrogate-Key", batch.items.join(" "));
-                outcome_of(self.authenticated(call), |_| Ok(())).await
+                outcome_of(self.authenticated(call, batch.soft), |_| Ok(())).await
             }
             ItemKind::Everything => {
                 let call = client.post(format!("{api_base}/service/{service_id}/purge_all"));
-                outcome_of(self.authenticated(call), |_| Ok(())).await
+                outcome_of(self.authenticated(call, batch.soft), |_| Ok(())).await
             }
             ItemKind::Url => {
                 let urls = match absolute(&self.public_base, ItemKind::Url, &batch.items) {
@@ -37,7 +37,8 @@ impl Fastly {
                 };
                 for url in urls {
                     let call = client.post(format!("{api_base}/purge/{}", without_scheme(&url)));
-                    let outcome = outcome_of(self.authenticated(call), |_| Ok(())).await;
+                    let outcome =
+                        outcome_of(self.authenticated(call, batch.soft), |_| Ok(())).await;
                     if outcome != Outcome::Delivered {
                         return outcome;
                     }
@@ -48,9 +49,10 @@ impl Fastly {
         }
     }
 
-    fn authenticated(&self, call: RequestBuilder) -> RequestBuilder {
+    /// The call with its key, and soft when the batch or the configuration asks for it.
+    fn authenticated(&self, call: RequestBuilder, soft: bool) -> RequestBuilder {
         let call = call.header("Fastly-Key", &self.key);
-        if self.soft {
+        if soft || self.soft {
             call.header("Fastly-Soft-Purge", "1")
         } else {
             call

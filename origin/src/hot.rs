@@ -1,0 +1,256 @@
+//! Hot-key tracking: which pages the cluster serves most, as a decaying score per request
+//! (one point per request, halved every [`HALF_LIFE_MS`]), with the cache tags each page
+//! carries. What it ranks decides which pages are rendered again right after a purge and which
+//! a new instance loads before it reports ready (see [`crate::warm`]).
+//!
+//! Each instance scores what it serves; every [`SHARE_EVERY`] it writes its top pages to Redis
+//! (a key per instance, expiring when the instance stops) and reads the others'. Without Redis
+//! the ranking is the instance's own.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use parking_lot::{Mutex, RwLock};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use crate::{clock::now_ms, cluster::RedisLink, registry::Registry};
+
+/// A request counts half as much after this long.
+const HALF_LIFE_MS: f64 = 60_000.0;
+/// Pages scored at most; past it, the cooler half is forgotten.
+const MAX_TRACKED: usize = 10_000;
+/// Pages each instance shares, and how often.
+const SHARED: usize = 500;
+const SHARE_EVERY: Duration = Duration::from_secs(2);
+/// How long a shared ranking outlives its instance's last update.
+const SHARED_TTL_MS: u64 = 10_000;
+
+/// A page, its score now, and the tags that purge it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotPage {
+    /// Path and query, as requested.
+    pub uri: String,
+    pub score: f64,
+    pub tags: Arc<[String]>,
+}
+
+struct Heat {
+    score: f64,
+    at_ms: i64,
+    tags: Arc<[String]>,
+}
+
+impl Heat {
+    fn score_at(&self, now_ms: i64) -> f64 {
+        decayed(self.score, now_ms - self.at_ms)
+    }
+}
+
+fn decayed(score: f64, elapsed_ms: i64) -> f64 {
+    score * (-(elapsed_ms.max(0) as f64) / HALF_LIFE_MS).exp2()
+}
+
+#[derive(Default)]
+pub struct HotKeys {
+    local: Mutex<HashMap<String, Heat>>,
+    /// The other instances' shared rankings, merged, as last read.
+    cluster: RwLock<Vec<HotPage>>,
+}
+
+impl HotKeys {
+    /// Counts one request for `uri`, whose response carries `tags`.
+    pub fn record(&self, uri: &str, tags: impl FnOnce() -> Vec<String>) {
+        let now = now_ms();
+        let mut local = self.local.lock();
+        if let Some(heat) = local.get_mut(uri) {
+            heat.score = heat.score_at(now) + 1.0;
+            heat.at_ms = now;
+            return;
+        }
+        if local.len() >= MAX_TRACKED {
+            forget_cooler_half(&mut local, now);
+        }
+        local.insert(
+            uri.to_owned(),
+            Heat {
+                score: 1.0,
+                at_ms: now,
+                tags: tags().into(),
+            },
+        );
+    }
+
+    /// This instance's `n` hottest pages.
+    fn local_top(&self, n: usize) -> Vec<HotPage> {
+        let now = now_ms();
+        let local = self.local.lock();
+        let pages = local.iter().map(|(uri, heat)| HotPage {
+            uri: uri.clone(),
+            score: heat.score_at(now),
+            tags: heat.tags.clone(),
+        });
+        top(pages, n)
+    }
+
+    /// The cluster's `n` hottest pages: this instance's scores plus the others' last shared.
+    pub fn ranked(&self, n: usize) -> Vec<HotPage> {
+        let mut merged: HashMap<String, HotPage> = HashMap::new();
+        let cluster = self.cluster.read().clone();
+        for page in self.local_top(SHARED).into_iter().chain(cluster) {
+            match merged.get_mut(&page.uri) {
+                Some(known) => known.score += page.score,
+                None => {
+                    merged.insert(page.uri.clone(), page);
+                }
+            }
+        }
+        top(merged.into_values(), n)
+    }
+
+    /// The hottest pages (at most `n`, each scored at least `min_score`) that a purge of `tags`
+    /// (or of everything) removes.
+    pub fn covered_by(&self, tags: &[String], all: bool, n: usize, min_score: f64) -> Vec<String> {
+        self.ranked(SHARED)
+            .into_iter()
+            .filter(|page| page.score >= min_score)
+            .filter(|page| all || page.tags.iter().any(|tag| tags.contains(tag)))
+            .take(n)
+            .map(|page| page.uri)
+            .collect()
+    }
+
+    /// Shares this instance's ranking and reads the others', every [`SHARE_EVERY`], for as long
+    /// as the process runs.
+    pub fn spawn_sharing(self: &Arc<Self>, link: RedisLink, registry: Arc<Registry>) {
+        let hot = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SHARE_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(err) = hot.share(&link, &registry).await {
+                    tracing::debug!(%err, "hot pages not shared this time");
+                }
+            }
+        });
+    }
+
+    /// Reads the other instances' rankings once (a new instance, before it warms up).
+    pub async fn read_cluster(
+        &self,
+        link: &RedisLink,
+        registry: &Registry,
+    ) -> redis::RedisResult<()> {
+        let others: Vec<String> = registry
+            .live()
+            .await
+            .into_iter()
+            .filter(|instance| instance.id != registry.instance_id())
+            .map(|instance| link.key(&format!("hot:{}", instance.id)))
+            .collect();
+        if others.is_empty() {
+            self.cluster.write().clear();
+            return Ok(());
+        }
+        let mut connection = link.connection.clone();
+        let shared: Vec<Option<String>> = connection.mget(&others).await?;
+        let pages = shared
+            .into_iter()
+            .flatten()
+            .filter_map(|json| serde_json::from_str::<Vec<HotPage>>(&json).ok())
+            .flatten()
+            .filter(|page| page.score.is_finite())
+            .collect();
+        *self.cluster.write() = pages;
+        Ok(())
+    }
+
+    async fn share(&self, link: &RedisLink, registry: &Registry) -> redis::RedisResult<()> {
+        let mine = serde_json::to_string(&self.local_top(SHARED)).expect("pages serialize");
+        let mut connection = link.connection.clone();
+        let key = link.key(&format!("hot:{}", registry.instance_id()));
+        let _: () = connection.pset_ex(key, mine, SHARED_TTL_MS).await?;
+        self.read_cluster(link, registry).await
+    }
+}
+
+/// The `n` highest-scored pages, hottest first.
+fn top(pages: impl Iterator<Item = HotPage>, n: usize) -> Vec<HotPage> {
+    let mut pages: Vec<HotPage> = pages.collect();
+    pages.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.uri.cmp(&b.uri)));
+    pages.truncate(n);
+    pages
+}
+
+fn forget_cooler_half(local: &mut HashMap<String, Heat>, now: i64) {
+    let mut scores: Vec<f64> = local.values().map(|heat| heat.score_at(now)).collect();
+    let middle = scores.len() / 2;
+    let (_, median, _) = scores.select_nth_unstable_by(middle, f64::total_cmp);
+    let median = *median;
+    local.retain(|_, heat| heat.score_at(now) > median);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags<'a>(list: &'a [&'a str]) -> impl FnOnce() -> Vec<String> + 'a {
+        move || list.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn the_most_requested_pages_rank_first() {
+        let hot = HotKeys::default();
+        for _ in 0..5 {
+            hot.record("/api/v1/entities/FR", tags(&["e:FR"]));
+        }
+        hot.record("/api/v1/entities/DE", tags(&["e:DE"]));
+        for _ in 0..3 {
+            hot.record("/api/v1/entities/FR/children", tags(&["c:FR"]));
+        }
+        let ranked: Vec<String> = hot.ranked(2).into_iter().map(|p| p.uri).collect();
+        assert_eq!(
+            ranked,
+            ["/api/v1/entities/FR", "/api/v1/entities/FR/children"]
+        );
+        assert!((hot.ranked(1)[0].score - 5.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_purge_covers_the_hot_pages_carrying_its_tags() {
+        let hot = HotKeys::default();
+        for _ in 0..3 {
+            hot.record("/fr", tags(&["e:FR", "s:world"]));
+            hot.record("/de", tags(&["e:DE", "s:world"]));
+        }
+        hot.record("/it", tags(&["e:IT"]));
+        assert_eq!(hot.covered_by(&["e:FR".into()], false, 10, 1.0), ["/fr"]);
+        assert_eq!(
+            hot.covered_by(&["s:world".into()], false, 10, 1.0),
+            ["/de", "/fr"]
+        );
+        assert_eq!(hot.covered_by(&[], true, 10, 2.0), ["/de", "/fr"]);
+        assert_eq!(hot.covered_by(&[], true, 1, 0.0).len(), 1);
+    }
+
+    #[test]
+    fn scores_halve_every_half_life() {
+        assert!((decayed(8.0, 60_000) - 4.0).abs() < 1e-9);
+        assert!((decayed(8.0, 120_000) - 2.0).abs() < 1e-9);
+        assert_eq!(decayed(8.0, -5), 8.0);
+    }
+
+    #[test]
+    fn tracking_stays_bounded() {
+        let hot = HotKeys::default();
+        for _ in 0..3 {
+            hot.record("/hot", tags(&[]));
+        }
+        for n in 0..MAX_TRACKED + 10 {
+            hot.record(&format!("/cold/{n}"), tags(&[]));
+        }
+        let tracked = hot.local.lock().len();
+        assert!(tracked <= MAX_TRACKED, "{tracked}");
+        assert_eq!(hot.ranked(1)[0].uri, "/hot");
+    }
+}

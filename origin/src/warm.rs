@@ -1,0 +1,145 @@
+//! Predictive preloading (`ff.predictive_preload`, per instance): pages are rendered into the
+//! tiers before anyone asks for them.
+//!
+//! - After a purge clears the tiers, the hot pages it covered ([`crate::hot`]) are rendered
+//!   again into L1 and L2, before the CDN purge is sent: the CDN's refills, and the other
+//!   instances' misses, find them there instead of reading the database.
+//! - A new instance renders the cluster's hot pages before it starts listening, so it is warm
+//!   when `/readyz` first answers.
+//!
+//! Pages are rendered by sending a GET through the application's own router, so they are
+//! exactly what a client would get; such requests carry [`Warming`] and are not counted as
+//! traffic.
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use axum::{body::Body, http::Request, Router};
+use futures_util::StreamExt;
+use tower::ServiceExt;
+
+use crate::{
+    cluster::RedisLink,
+    flags::{self, Flags},
+    hot::HotKeys,
+    metrics,
+    registry::Registry,
+};
+
+/// Marks a request the warmer made (a request extension, which no client can set).
+#[derive(Debug, Clone, Copy)]
+pub struct Warming;
+
+/// Pages rendered again after one purge at most, and the least score that makes a page worth
+/// it: a request in the last three minutes or so. Behind the CDN the origin sees refills, not
+/// hits, so a page the CDN refetched recently counts as hot.
+const REWARM_PAGES: usize = 64;
+const REWARM_MIN_SCORE: f64 = 0.125;
+/// Longest a re-warm may delay the CDN purge.
+const REWARM_BUDGET: Duration = Duration::from_millis(1_000);
+/// Pages a new instance loads before it listens, and how long it may take.
+const START_PAGES: usize = 2_000;
+const START_BUDGET: Duration = Duration::from_secs(4);
+/// Renders at once.
+const CONCURRENCY: usize = 8;
+
+pub struct Warmer {
+    router: OnceLock<Router>,
+    pub hot: Arc<HotKeys>,
+    flags: Flags,
+}
+
+impl Warmer {
+    pub fn new(hot: Arc<HotKeys>, flags: Flags) -> Self {
+        Self {
+            router: OnceLock::new(),
+            hot,
+            flags,
+        }
+    }
+
+    /// Gives the warmer the application to render pages with, once it is built.
+    pub fn attach(&self, router: Router) {
+        let _ = self.router.set(router);
+    }
+
+    fn enabled(&self) -> bool {
+        self.flags.on_this_instance(flags::PREDICTIVE_PRELOAD)
+    }
+
+    /// Renders the hot pages a purge of `tags` (or of everything) just removed; returns how
+    /// many. Call after the tiers are clear.
+    pub async fn rewarm(&self, tags: &[String], all: bool) -> usize {
+        if !self.enabled() {
+            return 0;
+        }
+        let pages = self
+            .hot
+            .covered_by(tags, all, REWARM_PAGES, REWARM_MIN_SCORE);
+        let rendered = self.render(pages, REWARM_BUDGET).await;
+        ::metrics::counter!(metrics::REWARMED).increment(rendered as u64);
+        rendered
+    }
+
+    /// Loads the cluster's hot pages into a new instance's tiers; returns how many and how long
+    /// it took.
+    pub async fn warm_start(&self, link: &RedisLink, registry: &Registry) -> (usize, Duration) {
+        let started = Instant::now();
+        if !self.enabled() {
+            return (0, started.elapsed());
+        }
+        if let Err(err) = self.hot.read_cluster(link, registry).await {
+            tracing::warn!(%err, "no hot pages to warm up with");
+            return (0, started.elapsed());
+        }
+        let pages = self
+            .hot
+            .ranked(START_PAGES)
+            .into_iter()
+            .map(|page| page.uri)
+            .collect();
+        let rendered = self.render(pages, START_BUDGET).await;
+        (rendered, started.elapsed())
+    }
+
+    /// Renders `uris` through the router, `CONCURRENCY` at a time, until `budget` runs out;
+    /// returns how many answered 200.
+    async fn render(&self, uris: Vec<String>, budget: Duration) -> usize {
+        let Some(router) = self.router.get() else {
+            return 0;
+        };
+        let renders = futures_util::stream::iter(uris)
+            .map(|uri| {
+                let router = router.clone();
+                async move {
+                    let request = Request::get(&uri).extension(Warming).body(Body::empty());
+                    match request {
+                        Ok(request) => router
+                            .oneshot(request)
+                            .await
+                            .is_ok_and(|response| response.status().is_success()),
+                        Err(_) => false,
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENCY);
+        let mut rendered = 0;
+        let deadline = tokio::time::sleep(budget);
+        tokio::pin!(renders, deadline);
+        loop {
+            tokio::select! {
+                next = renders.next() => match next {
+                    Some(ok) => rendered += usize::from(ok),
+                    None => break,
+                },
+                () = &mut deadline => {
+                    tracing::warn!(rendered, "warming stopped at its time budget");
+                    break;
+                }
+            }
+        }
+        rendered
+    }
+}

@@ -1,0 +1,250 @@
+//! Predictive preloading end to end, with the edge in workerd in front of the origin:
+//! concurrent misses collapse at the edge and at the origin, a write's hot pages are rendered
+//! again before the CDN purge and refreshed by the edge's soft purge, and the soft purge API
+//! reaches each provider as it can take it.
+
+use std::time::Duration;
+
+use forecastin_e2e::{
+    admin, cache_status, client, free_port, rename, standins, wait_settled, Edge, Origin,
+    PURGE_SECRET,
+};
+use reqwest::Method;
+use serde_json::json;
+
+const DESCENDANTS_ROUTE: &str = "/api/v1/entities/{id}/descendants";
+const ENTITY_ROUTE: &str = "/api/v1/entities/{id}";
+
+/// A page that takes the origin a while to render: 500 descendants of a region.
+fn big_page(region: &str) -> String {
+    format!("/api/v1/entities/{region}/descendants?limit=500")
+}
+
+/// Responses the origin computed from the database (see `origin_renders_total`).
+async fn renders(origin: &Origin) -> u64 {
+    origin.counter("origin_renders_total").await
+}
+
+/// `n` GETs of `base` + `path` at once, each on its own connection opened beforehand (with a
+/// GET of `base` + `probe`) so that they reach the server together; returns their bodies, each
+/// checked to be a 200.
+async fn all_at_once(base: &str, probe: &str, path: &str, n: usize) -> Vec<String> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let client = reqwest::Client::new();
+        client.get(format!("{base}{probe}")).send().await.unwrap();
+        clients.push(client);
+    }
+    let requests = clients.iter().map(|client| async move {
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    });
+    futures_util::future::join_all(requests).await
+}
+
+#[tokio::test]
+async fn fifty_concurrent_misses_reach_the_origin_at_most_twice_and_the_database_once() {
+    let origin = Origin::start(&[]).await;
+    let edge = Edge::start(&origin.url).await;
+
+    // At the edge: one isolate, one origin fetch for the key.
+    let before = (
+        origin.served(DESCENDANTS_ROUTE).await,
+        renders(&origin).await,
+    );
+    let bodies = all_at_once(&edge.url, "/__edge/health", &big_page("m49-150"), 50).await;
+    let after = (
+        origin.served(DESCENDANTS_ROUTE).await,
+        renders(&origin).await,
+    );
+    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]));
+    let fetched = after.0 - before.0;
+    assert!(
+        (1..=2).contains(&fetched),
+        "50 concurrent misses at the edge sent {fetched} requests to the origin"
+    );
+    assert_eq!(
+        after.1 - before.1,
+        1,
+        "the database was read more than once"
+    );
+
+    // At the origin itself: 50 concurrent L1 misses, one database read.
+    let before = renders(&origin).await;
+    let bodies = all_at_once(&origin.url, "/healthz", &big_page("m49-142"), 50).await;
+    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]));
+    assert_eq!(
+        renders(&origin).await - before,
+        1,
+        "50 concurrent misses at the origin read the database more than once"
+    );
+    assert!(origin.counter("origin_collapsed_misses_total").await > 0);
+    edge.assert_no_panic();
+}
+
+async fn edge_and_origin(env: &[(&str, &str)]) -> (Origin, Edge) {
+    let edge_port = free_port();
+    let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
+    let mut all = vec![
+        ("PURGE_SECRET", PURGE_SECRET),
+        ("EDGE_PURGE_URL", purge_url.as_str()),
+    ];
+    all.extend_from_slice(env);
+    let origin = Origin::start(&all).await;
+    let edge = Edge::start_on(edge_port, &origin.url).await;
+    (origin, edge)
+}
+
+async fn get_at(url: &str) -> (String, serde_json::Value) {
+    let response = client().get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    (cache_status(&response), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_renamed_hot_entity_is_a_hit_with_its_new_name_a_second_later_without_a_refill_read() {
+    let (origin, edge) = edge_and_origin(&[]).await;
+    let page = format!("{}/api/v1/entities/FR", edge.url);
+    let breadcrumb = format!("{}/api/v1/entities/FR-75/ancestors", edge.url);
+    for url in [&page, &breadcrumb, &page, &breadcrumb] {
+        get_at(url).await;
+    }
+    assert!(get_at(&page).await.0.contains("hit"));
+    let before = (
+        renders(&origin).await,
+        origin.counter("origin_rewarmed_pages_total").await,
+        origin.served(ENTITY_ROUTE).await,
+    );
+
+    let purge_id = rename(&origin.url, "FR", "France (renamed)").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (status, body) = get_at(&page).await;
+    assert_eq!(body["name"], "France (renamed)", "{status}");
+    assert!(
+        status.contains("hit") && !status.contains("fwd="),
+        "the renamed page is not a hit: {status}"
+    );
+    let (status, body) = get_at(&breadcrumb).await;
+    let names: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["name"].as_str())
+        .collect();
+    assert!(names.contains(&"France (renamed)"), "{status}: {names:?}");
+    assert!(
+        status.contains("hit") && !status.contains("fwd="),
+        "{status}"
+    );
+
+    let after = (
+        renders(&origin).await,
+        origin.counter("origin_rewarmed_pages_total").await,
+        origin.served(ENTITY_ROUTE).await,
+    );
+    let rewarmed = after.1 - before.1;
+    assert!(
+        rewarmed >= 2,
+        "only {rewarmed} hot pages were rendered again"
+    );
+    assert_eq!(
+        after.0 - before.0,
+        rewarmed,
+        "the origin read the database for more than the re-warm: a refill missed its tiers"
+    );
+    assert!(
+        after.2 > before.2,
+        "the edge refreshed the page from the origin"
+    );
+    let status = wait_settled(&origin, &purge_id, Duration::from_secs(5)).await;
+    assert_eq!(status["request"]["soft"], true, "{status}");
+    edge.assert_no_panic();
+}
+
+#[tokio::test]
+async fn with_preloading_off_a_write_purges_hard_and_the_next_reader_misses() {
+    let (origin, edge) = edge_and_origin(&[]).await;
+    let flag = admin(
+        Method::PUT,
+        &origin.url,
+        "/admin/v1/flags/ff.predictive_preload",
+    )
+    .json(&json!({"rollout_percent": 0}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(flag.status(), 200);
+    // Every instance rereads the flags twice a second.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let page = format!("{}/api/v1/entities/DE", edge.url);
+    get_at(&page).await;
+    assert!(get_at(&page).await.0.contains("hit"));
+    let rewarmed = origin.counter("origin_rewarmed_pages_total").await;
+
+    let purge_id = rename(&origin.url, "DE", "Deutschland").await;
+    let status = wait_settled(&origin, &purge_id, Duration::from_secs(5)).await;
+    assert!(status["request"].get("soft").is_none(), "{status}");
+    let (status, body) = get_at(&page).await;
+    assert_eq!(body["name"], "Deutschland");
+    assert!(status.contains("fwd=uri-miss"), "{status}");
+    assert_eq!(
+        origin.counter("origin_rewarmed_pages_total").await,
+        rewarmed
+    );
+}
+
+#[tokio::test]
+async fn a_soft_admin_purge_is_soft_at_fastly_and_hard_at_cloudflare() {
+    let fastly = standins::fastly("service-soft", "fastly-key-soft").await;
+    let cloudflare = standins::cloudflare("zone-soft", "token-soft", 0).await;
+    let origin = Origin::start(&[
+        ("PURGE_PROVIDERS", "fastly,cloudflare"),
+        ("FASTLY_API_BASE", &fastly.url),
+        ("FASTLY_SERVICE_ID", "service-soft"),
+        ("FASTLY_API_KEY", "fastly-key-soft"),
+        ("CLOUDFLARE_API_BASE", &cloudflare.url),
+        ("CLOUDFLARE_ZONE_ID", "zone-soft"),
+        ("CLOUDFLARE_API_TOKEN", "token-soft"),
+        ("PUBLIC_BASE_URL", "https://forecastin.example"),
+    ])
+    .await;
+    for (tag, soft) in [("e:FR", true), ("e:DE", false)] {
+        let accepted = admin(Method::POST, &origin.url, "/admin/v1/purge")
+            .json(&json!({"tags": [tag], "soft": soft}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 202);
+        let id = accepted.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let status = wait_settled(&origin, &id, Duration::from_secs(10)).await;
+        for delivery in status["deliveries"].as_array().unwrap() {
+            assert_eq!(delivery["status"], "delivered", "{status}");
+        }
+        let at_fastly = fastly.accepted();
+        let purged = at_fastly
+            .iter()
+            .find(|a| a.kind == "surrogate_keys" && a.items == [tag])
+            .unwrap_or_else(|| panic!("Fastly did not get {tag}: {at_fastly:?}"));
+        assert_eq!(purged.soft, soft, "{tag} at Fastly");
+        assert!(cloudflare
+            .accepted()
+            .iter()
+            .any(|a| a.kind == "tags" && a.items == [tag] && !a.soft));
+    }
+
+    let refused = admin(Method::POST, &origin.url, "/admin/v1/purge")
+        .json(&json!({"tags": ["e:FR"], "soft": "yes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "soft", "{body}");
+}
