@@ -10,6 +10,10 @@
   is a stale read after a completed purge.
 - `StreamWatcher` users hold a websocket open on an origin and time each change event from
   the write's commit to its arrival.
+- A purge storm (`--storm-at`): the hottest country with subdivisions is moved to another
+  region and back, `--storm-moves` times, which purges its whole subtree's breadcrumbs, both
+  regions' lists and the searches of every name in it. The report's `storm` section gives the
+  edge hit ratio and the origin's database reads per second before, during and after it.
 
 Before the measured run the catalogue of entities is read from the API and the edge is warmed
 with one pass over the hottest pages (`--warm-entities`). When the run stops, `slo_report.json`
@@ -56,6 +60,10 @@ def _options(parser):
     parser.add_argument("--warm-entities", type=int, default=-1,
                         help="hottest entities whose pages are fetched once before the run "
                              "(-1: all)")
+    parser.add_argument("--storm-at", type=float, default=0,
+                        help="seconds into the measured run to start a purge storm (0: none)")
+    parser.add_argument("--storm-moves", type=int, default=6)
+    parser.add_argument("--storm-interval", type=float, default=2.0)
     parser.add_argument("--slo-file", default="load/slo.yaml")
     parser.add_argument("--report", default="slo_report.json")
 
@@ -81,6 +89,10 @@ class Run:
         self.ws_ms = []
         self.origin_before = {}
         self.edits = itertools.count()
+        # Per second of the run: edge [hits, misses], and samples of the origin's counters.
+        self.edge_by_second = {}
+        self.origin_samples = []
+        self.storm = None  # (started, ended) once the storm ran
 
     def pick(self, population=None):
         """An entity of `population` (default: the catalogue), Zipf-weighted by popularity."""
@@ -114,10 +126,12 @@ def origin_counters(origin_url):
     """The origin's cache counters (summed over label sets) and the buckets of its latency
     histogram per entity route (`(route, le)` -> count), from its /metrics."""
     wanted = ("l1_cache_hits_total", "l1_cache_misses_total", "l2_cache_hits_total",
-              "l2_cache_misses_total")
+              "l2_cache_misses_total", "db_public_reads_total",
+              'origin_renders_total{cause="request"}', 'origin_renders_total{cause="preload"}')
     counters = dict.fromkeys(wanted, 0.0)
     for line in requests.get(f"{origin_url}/metrics", timeout=10).text.splitlines():
-        name = line.split("{")[0].split(" ")[0]
+        series = line.rsplit(" ", 1)[0]
+        name = series if series in counters else line.split("{")[0].split(" ")[0]
         if name in counters:
             counters[name] += float(line.rsplit(" ", 1)[1])
         elif match := ROUTE_BUCKET.match(line):
@@ -190,6 +204,63 @@ def _prepare(environment, **_):
     print(f"catalogue of {len(catalogue)} entities; warmed {len(paths)} pages in "
           f"{time.time() - started:.1f} s")
     RUN.origin_before = origin_counters(options.origin_url)
+    gevent.spawn(_sample_origin, options.origin_url)
+    if options.storm_at > 0:
+        gevent.spawn_later(options.storm_at, _storm, host, options)
+
+
+def _sample_origin(origin_url):
+    """The origin's counters once a second, for the storm's per-second rates."""
+    while True:
+        try:
+            RUN.origin_samples.append((time.time(), origin_counters(origin_url)))
+        except requests.RequestException:
+            pass
+        gevent.sleep(1)
+
+
+def _storm(host, options):
+    """Moves the hottest country with subdivisions to another region and back, each move
+    followed, as the Editor's are, by a read through the edge once its purge is delivered."""
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {options.admin_token}", "If-Match": "*"}
+    origin = options.origin_url
+    country = next(c for c in RUN.catalogue
+                   if RUN.kinds.get(c) == "country" and len(RUN.by_parent.get(c, [])) >= 5)
+    home = next(p for p, children in RUN.by_parent.items() if country in children)
+    away = next(r for r in RUN.catalogue
+                if RUN.kinds.get(r) == "region" and r not in (home, "world")
+                and RUN.by_parent.get(r) and RUN.kinds.get(RUN.by_parent[r][0]) == "country")
+    print(f"purge storm: {country} moves between {home} and {away}, "
+          f"{options.storm_moves} times")
+    started = time.time()
+    for move in range(options.storm_moves):
+        parent = away if move % 2 == 0 else home
+        response = session.patch(f"{origin}/admin/v1/entities/{country}", headers=headers,
+                                 json={"parent_id": parent}, timeout=30)
+        response.raise_for_status()
+        version = response.json()["version"]
+        purge_id = response.headers.get("forecastin-purge-id")
+        gevent.spawn(_check_after_purge, session, host, origin, headers, country, version,
+                     purge_id)
+        gevent.sleep(options.storm_interval)
+    RUN.storm = (started, time.time())
+
+
+def _check_after_purge(session, host, origin, headers, entity, version, purge_id):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        status = session.get(f"{origin}/admin/v1/purge/{purge_id}", headers=headers,
+                             timeout=10).json()
+        if all(d["status"] != "pending" for d in status.get("deliveries", [])):
+            served = session.get(f"{host}{API}/entities/{entity}", timeout=10).json()
+            if served["version"] < version:
+                with RUN.lock:
+                    RUN.stale_reads += 1
+            return
+        gevent.sleep(0.05)
+    with RUN.lock:
+        RUN.undelivered_purges += 1
 
 
 @events.request.add_listener
@@ -205,6 +276,8 @@ def _cache_status(request_type, name, exception, response=None, **_):
             RUN.edge_hits += 1
         else:
             RUN.edge_misses += 1
+        second = RUN.edge_by_second.setdefault(int(time.time()), [0, 0])
+        second[0 if hit else 1] += 1
         counts = RUN.edge_by_operation.setdefault(name, {"hits": 0, "misses": 0})
         counts["hits" if hit else "misses"] += 1
 
@@ -424,6 +497,8 @@ def _report(environment, **_):
                       "p50_ms": _round(slo.percentile(RUN.ws_ms, 0.50)),
                       "p95_ms": _round(slo.percentile(RUN.ws_ms, 0.95)),
                       "p99_ms": _round(slo.percentile(RUN.ws_ms, 0.99))},
+        "storm": storm_report(RUN.edge_by_second, RUN.origin_samples, RUN.storm, time.time())
+        if RUN.storm else None,
         "settings": {"zipf_exponent": options.zipf_exponent,
                      "edits_per_minute": options.edits_per_minute,
                      "users": options.num_users, "slo_file": options.slo_file},
@@ -434,6 +509,34 @@ def _report(environment, **_):
     print(f"report: {options.report}")
     if not all(verdict["ok"] for verdict in report["slos"]):
         environment.process_exit_code = 1
+
+
+def storm_report(edge_by_second, samples, storm, ended):
+    """Before, during (from the first move to 10 s after the last) and after the storm: the
+    edge hit ratio, and the origin's database reads per second, with the responses it computed
+    for requests (refills) and for its preloading."""
+    started, last_move = storm
+    windows = {"before": (0, started), "during": (started, last_move + 10),
+               "after": (last_move + 10, ended)}
+    report = {"started_at": started, "last_move_at": last_move}
+    for name, (start, end) in windows.items():
+        seconds = [s for s in edge_by_second if start <= s < end]
+        hits = sum(edge_by_second[s][0] for s in seconds)
+        misses = sum(edge_by_second[s][1] for s in seconds)
+        inside = [(t, c) for t, c in samples if start <= t <= end]
+        window = {"edge_hits": hits, "edge_misses": misses,
+                  "edge_hit_ratio": _ratio(hits, misses)}
+        if len(inside) >= 2:
+            (t0, first), (t1, last) = inside[0], inside[-1]
+            span = max(t1 - t0, 1e-9)
+            for key, series in (("db_queries", "db_public_reads_total"),
+                                ("refill_renders", 'origin_renders_total{cause="request"}'),
+                                ("preload_renders", 'origin_renders_total{cause="preload"}')):
+                count = last.get(series, 0.0) - first.get(series, 0.0)
+                window[key] = int(count)
+                window[f"{key}_per_s"] = round(count / span, 2)
+        report[name] = window
+    return report
 
 
 def _round(value):

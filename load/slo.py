@@ -84,6 +84,13 @@ def summary(report):
     purges = report["purges"]
     lines.append(f"purges {purges['count']} (p50 {purges['p50_ms']} ms, p99 {purges['p99_ms']} "
                  f"ms), stale reads after a completed purge: {purges['stale_reads']}")
+    storm = report.get("storm")
+    for name in ("before", "during", "after") if storm else ():
+        window = storm[name]
+        lines.append(
+            f"storm {name}: edge hit ratio {window['edge_hit_ratio']} ({window['edge_misses']} "
+            f"misses); database queries/s {window.get('db_queries_per_s')}, refill renders "
+            f"{window.get('refill_renders')}, preload renders {window.get('preload_renders')}")
     ws = report["websocket"]
     lines.append(f"websocket events {ws['events']} (p50 {ws['p50_ms']} ms, p95 {ws['p95_ms']} ms)")
     for verdict in report["slos"]:

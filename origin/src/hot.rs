@@ -19,8 +19,8 @@ use crate::{clock::now_ms, cluster::RedisLink, registry::Registry};
 const HALF_LIFE_MS: f64 = 60_000.0;
 /// Pages scored at most; past it, the cooler half is forgotten.
 const MAX_TRACKED: usize = 10_000;
-/// Pages each instance shares, and how often.
-const SHARED: usize = 500;
+/// Pages each instance shares (a few hundred KB of JSON), and how often.
+const SHARED: usize = 3_000;
 const SHARE_EVERY: Duration = Duration::from_secs(2);
 /// How long a shared ranking outlives its instance's last update.
 const SHARED_TTL_MS: u64 = 10_000;

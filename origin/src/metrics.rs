@@ -11,8 +11,8 @@ pub const L1_MISSES: &str = "l1_cache_misses_total";
 pub const L1_ENTRIES: &str = "l1_cache_entries";
 /// The memory L1's entries take, against `L1_MAX_BYTES`.
 pub const L1_BYTES: &str = "l1_cache_bytes";
-/// Responses computed behind L1 and L2 (a database read each): what collapsing and re-warming
-/// save.
+/// Responses computed behind L1 and L2 (a database read each), by `cause`: a `request`
+/// (refills and first reads: what collapsing and preloading save) or a `preload`.
 pub const RENDERS: &str = "origin_renders_total";
 /// Hot pages rendered again right after a purge cleared them (`ff.predictive_preload`).
 pub const REWARMED: &str = "origin_rewarmed_pages_total";
@@ -93,11 +93,13 @@ pub fn handle() -> PrometheusHandle {
                 L2_ERRORS,
                 WS_DROPPED,
                 L1_SEQUENCE_FLUSHES,
-                RENDERS,
                 COLLAPSED,
                 REWARMED,
             ] {
                 metrics::counter!(counter).increment(0);
+            }
+            for cause in ["request", "preload"] {
+                metrics::counter!(RENDERS, "cause" => cause).increment(0);
             }
             metrics::gauge!(WS_CLIENTS).set(0.0);
             handle

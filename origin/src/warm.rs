@@ -8,8 +8,8 @@
 //!   when `/readyz` first answers.
 //!
 //! Pages are rendered by sending a GET through the application's own router, so they are
-//! exactly what a client would get; such requests carry [`Warming`] and are not counted as
-//! traffic.
+//! exactly what a client would get; such requests run in a [`warming`] scope, are not counted
+//! as traffic, and their database reads are counted apart.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -28,9 +28,15 @@ use crate::{
     registry::Registry,
 };
 
-/// Marks a request the warmer made (a request extension, which no client can set).
-#[derive(Debug, Clone, Copy)]
-pub struct Warming;
+tokio::task_local! {
+    /// Set while the warmer's own request runs (no client can set it).
+    static WARMING: ();
+}
+
+/// Whether the current request is the warmer's.
+pub fn warming() -> bool {
+    WARMING.try_with(|_| ()).is_ok()
+}
 
 /// Pages rendered again after one purge at most, and the least score that makes a page worth
 /// it: a request in the last three minutes or so. Behind the CDN the origin sees refills, not
@@ -40,7 +46,7 @@ const REWARM_MIN_SCORE: f64 = 0.125;
 /// Longest a re-warm may delay the CDN purge.
 const REWARM_BUDGET: Duration = Duration::from_millis(1_000);
 /// Pages a new instance loads before it listens, and how long it may take.
-const START_PAGES: usize = 2_000;
+const START_PAGES: usize = 3_000;
 const START_BUDGET: Duration = Duration::from_secs(4);
 /// Renders at once.
 const CONCURRENCY: usize = 8;
@@ -114,14 +120,13 @@ impl Warmer {
             .map(|uri| {
                 let router = router.clone();
                 async move {
-                    let request = Request::get(&uri).extension(Warming).body(Body::empty());
-                    match request {
-                        Ok(request) => router
-                            .oneshot(request)
-                            .await
-                            .is_ok_and(|response| response.status().is_success()),
-                        Err(_) => false,
-                    }
+                    let Ok(request) = Request::get(&uri).body(Body::empty()) else {
+                        return false;
+                    };
+                    WARMING
+                        .scope((), router.oneshot(request))
+                        .await
+                        .is_ok_and(|response| response.status().is_success())
                 }
             })
             .buffer_unordered(CONCURRENCY);

@@ -48,7 +48,8 @@ async fn flags_gate_cdn_deliveries_and_are_validated(app: TestApp) {
         [
             "ff.auto_scaling",
             "ff.cdn_integration",
-            "ff.horizontal_scaling"
+            "ff.horizontal_scaling",
+            "ff.predictive_preload"
         ]
     );
 

@@ -210,7 +210,8 @@ impl Origin {
             .expect("a text body")
     }
 
-    /// The value of a counter or gauge without labels, from the origin's metrics (0 if absent).
+    /// The value of one series (`name` or `name{labels}`, as the exporter writes it), from the
+    /// origin's metrics (0 if absent).
     pub async fn counter(&self, name: &str) -> u64 {
         let metrics = self.metrics().await;
         metrics

@@ -153,6 +153,15 @@ async fn a_lagging_replica_serves_no_read_it_cannot_answer_and_leaves_the_rotati
     let Some(pair) = streaming_pair() else { return };
     let origin = Origin::start(&replica_env(&pair, "600")).await;
     until_in_rotation(&origin, true, Duration::from_secs(10)).await;
+    // In rotation means less than 600 ms behind, not caught up: wait for the demo data.
+    let started = Instant::now();
+    while pair.replica_sql("SELECT name FROM entities WHERE id = 'IT'") != "Italy" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     pair.pause_replay();
     rename(&origin.url, "IT", "Italia").await;

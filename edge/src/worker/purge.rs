@@ -3,10 +3,12 @@
 //! short answers non-2xx, the origin retries it (a new request), and the retry finds the same
 //! entries.
 //!
-//! A soft purge (`"soft": true`) marks the entries stale instead and keeps them indexed, then
-//! refreshes the first [`REFRESHED_BY_SOFT_PURGE`] from the origin before it answers: those
-//! are new when the purge is acknowledged, and still hits. Readers of the others get the old
-//! page (within its stale-while-revalidate window) while it is refreshed, instead of a miss.
+//! A soft purge (`"soft": true`) refreshes the entries in place instead: it marks them stale,
+//! keeps them indexed, and revalidates them with the origin before it answers, so readers
+//! after the acknowledgement get the new page as a hit rather than a miss. Past
+//! [`REFRESHED_BY_SOFT_PURGE`] entries the rest are deleted as in a hard purge: no reader after
+//! the acknowledgement gets what the purge covered (unless the origin fails the refresh, when
+//! the stale entry may stand in, as stale-if-error allows).
 
 use forecastin_shared::{
     dto::PurgeResult,
@@ -25,9 +27,9 @@ use crate::core::{
     stored::{marked_stale, STORAGE_STATUS},
 };
 
-/// Entries one soft purge refreshes at most (each is an origin request of the purge's
-/// invocation, all at once); the others stay marked stale until a reader comes.
-const REFRESHED_BY_SOFT_PURGE: usize = 32;
+/// Entries one soft purge refreshes at most: each is an origin request of the purge's
+/// invocation (the runtime limits them), all made at once.
+const REFRESHED_BY_SOFT_PURGE: usize = 200;
 
 /// Largest purge body read: a purge names at most 1,000 items.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -105,7 +107,11 @@ pub async fn handle(
             return Ok(error(400, "invalid_purge", message))
         }
     };
-    let soft = request.soft;
+    let refresh_up_to = if request.soft {
+        REFRESHED_BY_SOFT_PURGE
+    } else {
+        0
+    };
     let Some(index::Resolved { keys, at_ms }) = index::resolve(env, nonce, request).await? else {
         return Ok(error(
             401,
@@ -113,9 +119,11 @@ pub async fn handle(
             "this signed purge was already used".into(),
         ));
     };
+    let mut deleted = keys;
+    let refreshed: Vec<String> = deleted.drain(..deleted.len().min(refresh_up_to)).collect();
     let mut purged = 0;
-    for key in &keys {
-        let done = if soft {
+    for (n, key) in refreshed.iter().chain(&deleted).enumerate() {
+        let done = if n < refreshed.len() {
             mark_stale(key).await
         } else {
             runtime::cache_delete(key).await
@@ -132,11 +140,9 @@ pub async fn handle(
             }
         }
     }
-    if soft {
-        let refreshed = keys.into_iter().take(REFRESHED_BY_SOFT_PURGE).collect();
-        serve::refresh(env, settings, refreshed, at_ms).await;
-    } else {
-        index::complete(env, keys).await?;
+    serve::refresh(env, settings, refreshed, at_ms).await;
+    if !deleted.is_empty() {
+        index::complete(env, deleted).await?;
     }
     Ok(json(200, serde_json::to_vec(&PurgeResult { purged })?))
 }

@@ -17,7 +17,7 @@ use crate::{
     flags,
     flights::{follow, Turn},
     l1::Rendered,
-    l2, metrics,
+    l2, metrics, warm,
 };
 
 /// A freshly computed response body and the tags it depends on.
@@ -130,7 +130,12 @@ where
         Some(l2) => l2.sequence().await,
         None => None,
     };
-    ::metrics::counter!(metrics::RENDERS).increment(1);
+    let cause = if warm::warming() {
+        "preload"
+    } else {
+        "request"
+    };
+    ::metrics::counter!(metrics::RENDERS, "cause" => cause).increment(1);
     let fresh = match produce().await {
         Ok(fresh) => fresh,
         Err(ApiError::EntityNotFound(id)) => Fresh {

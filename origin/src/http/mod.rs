@@ -39,7 +39,7 @@ use crate::{
     metrics,
     purge::PurgeLog,
     registry::Registry,
-    warm::{Warmer, Warming},
+    warm::{warming, Warmer},
 };
 
 pub struct AppState {
@@ -104,7 +104,7 @@ async fn record_metrics(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.extensions().get::<Warming>().is_some() {
+    if warming() {
         return next.run(request).await;
     }
     state
@@ -132,7 +132,7 @@ async fn record_metrics(
 async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let page = (request.method() == axum::http::Method::GET
         && request.uri().path().starts_with("/api/v1/")
-        && request.extensions().get::<Warming>().is_none())
+        && !warming())
     .then(|| request.uri().to_string());
     let response = next.run(request).await;
     let served = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
