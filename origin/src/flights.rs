@@ -62,15 +62,6 @@ impl Flights {
             outcome: sender,
         })
     }
-
-    /// Flights in the air.
-    pub fn len(&self) -> usize {
-        self.inner.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Leader<'_> {
@@ -139,7 +130,7 @@ mod tests {
         for follower in followers {
             assert_eq!(follower.await.unwrap().unwrap().body, "one");
         }
-        assert!(flights.is_empty());
+        assert!(flights.inner.lock().is_empty());
     }
 
     #[tokio::test]
@@ -158,9 +149,13 @@ mod tests {
         };
         old.land(rendered("before"));
         assert_eq!(follow(old_follower).await.unwrap().body, "before");
-        assert_eq!(flights.len(), 1, "the newer flight is still in the air");
+        assert_eq!(
+            flights.inner.lock().len(),
+            1,
+            "the newer flight is still in the air"
+        );
         drop(new);
-        assert!(flights.is_empty());
+        assert!(flights.inner.lock().is_empty());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use axum::http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -19,11 +20,18 @@ use crate::{clock::now_ms, cluster::RedisLink, registry::Registry};
 const HALF_LIFE_MS: f64 = 60_000.0;
 /// Pages scored at most; past it, the cooler half is forgotten.
 const MAX_TRACKED: usize = 10_000;
-/// Pages each instance shares (a few hundred KB of JSON), and how often.
-const SHARED: usize = 3_000;
+/// Pages each instance shares, and how often: at most [`MAX_URI_BYTES`] and [`MAX_TAGS`] tags
+/// each, under a megabyte of JSON.
+const SHARED: usize = 1_500;
 const SHARE_EVERY: Duration = Duration::from_secs(2);
 /// How long a shared ranking outlives its instance's last update.
 const SHARED_TTL_MS: u64 = 10_000;
+/// Longest page scored: the API's own pages are far shorter, and a client must not be able to
+/// make the ranking (kept in memory and shared) large.
+pub const MAX_URI_BYTES: usize = 256;
+/// Tags kept per page, the most general first (as the origin lists them): enough to match the
+/// purges of the page itself and of its subtree.
+const MAX_TAGS: usize = 16;
 
 /// A page, its score now, and the tags that purge it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,18 +39,32 @@ pub struct HotPage {
     /// Path and query, as requested.
     pub uri: String,
     pub score: f64,
-    pub tags: Arc<[String]>,
+    pub tags: Vec<String>,
 }
 
 struct Heat {
     score: f64,
     at_ms: i64,
-    tags: Arc<[String]>,
+    /// The page's `Cache-Tag` as last served: a move changes a page's tags.
+    tags: HeaderValue,
 }
 
 impl Heat {
     fn score_at(&self, now_ms: i64) -> f64 {
         decayed(self.score, now_ms - self.at_ms)
+    }
+
+    fn page(&self, uri: &str, now_ms: i64) -> HotPage {
+        let tags = self.tags.to_str().unwrap_or_default().split(',');
+        HotPage {
+            uri: uri.to_owned(),
+            score: self.score_at(now_ms),
+            tags: tags
+                .filter(|tag| !tag.is_empty())
+                .take(MAX_TAGS)
+                .map(str::to_owned)
+                .collect(),
+        }
     }
 }
 
@@ -58,13 +80,20 @@ pub struct HotKeys {
 }
 
 impl HotKeys {
-    /// Counts one request for `uri`, whose response carries `tags`.
-    pub fn record(&self, uri: &str, tags: impl FnOnce() -> Vec<String>) {
+    /// Counts one request for `uri` (at most [`MAX_URI_BYTES`]), whose response carries the
+    /// `Cache-Tag` value `tags`.
+    pub fn record(&self, uri: &str, tags: &HeaderValue) {
+        if uri.len() > MAX_URI_BYTES {
+            return;
+        }
         let now = now_ms();
         let mut local = self.local.lock();
         if let Some(heat) = local.get_mut(uri) {
             heat.score = heat.score_at(now) + 1.0;
             heat.at_ms = now;
+            if heat.tags != tags {
+                heat.tags = tags.clone();
+            }
             return;
         }
         if local.len() >= MAX_TRACKED {
@@ -75,7 +104,7 @@ impl HotKeys {
             Heat {
                 score: 1.0,
                 at_ms: now,
-                tags: tags().into(),
+                tags: tags.clone(),
             },
         );
     }
@@ -84,12 +113,16 @@ impl HotKeys {
     fn local_top(&self, n: usize) -> Vec<HotPage> {
         let now = now_ms();
         let local = self.local.lock();
-        let pages = local.iter().map(|(uri, heat)| HotPage {
-            uri: uri.clone(),
-            score: heat.score_at(now),
-            tags: heat.tags.clone(),
-        });
-        top(pages, n)
+        let mut scored: Vec<(f64, &String, &Heat)> = local
+            .iter()
+            .map(|(uri, heat)| (heat.score_at(now), uri, heat))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        scored
+            .into_iter()
+            .take(n)
+            .map(|(_, uri, heat)| heat.page(uri, now))
+            .collect()
     }
 
     /// The cluster's `n` hottest pages: this instance's scores plus the others' last shared.
@@ -159,7 +192,11 @@ impl HotKeys {
             .flatten()
             .filter_map(|json| serde_json::from_str::<Vec<HotPage>>(&json).ok())
             .flatten()
-            .filter(|page| page.score.is_finite())
+            .filter(|page| {
+                page.score.is_finite()
+                    && page.uri.len() <= MAX_URI_BYTES
+                    && page.tags.len() <= MAX_TAGS
+            })
             .collect();
         *self.cluster.write() = pages;
         Ok(())
@@ -194,19 +231,19 @@ fn forget_cooler_half(local: &mut HashMap<String, Heat>, now: i64) {
 mod tests {
     use super::*;
 
-    fn tags<'a>(list: &'a [&'a str]) -> impl FnOnce() -> Vec<String> + 'a {
-        move || list.iter().map(|t| t.to_string()).collect()
+    fn tags(list: &[&str]) -> HeaderValue {
+        HeaderValue::from_str(&list.join(",")).unwrap()
     }
 
     #[test]
     fn the_most_requested_pages_rank_first() {
         let hot = HotKeys::default();
         for _ in 0..5 {
-            hot.record("/api/v1/entities/FR", tags(&["e:FR"]));
+            hot.record("/api/v1/entities/FR", &tags(&["e:FR"]));
         }
-        hot.record("/api/v1/entities/DE", tags(&["e:DE"]));
+        hot.record("/api/v1/entities/DE", &tags(&["e:DE"]));
         for _ in 0..3 {
-            hot.record("/api/v1/entities/FR/children", tags(&["c:FR"]));
+            hot.record("/api/v1/entities/FR/children", &tags(&["c:FR"]));
         }
         let ranked: Vec<String> = hot.ranked(2).into_iter().map(|p| p.uri).collect();
         assert_eq!(
@@ -220,10 +257,10 @@ mod tests {
     fn a_purge_covers_the_hot_pages_carrying_its_tags() {
         let hot = HotKeys::default();
         for _ in 0..3 {
-            hot.record("/fr", tags(&["e:FR", "s:world"]));
-            hot.record("/de", tags(&["e:DE", "s:world"]));
+            hot.record("/fr", &tags(&["e:FR", "s:world"]));
+            hot.record("/de", &tags(&["e:DE", "s:world"]));
         }
-        hot.record("/it", tags(&["e:IT"]));
+        hot.record("/it", &tags(&["e:IT"]));
         assert_eq!(hot.covered_by(&["e:FR".into()], false, 10, 1.0), ["/fr"]);
         assert_eq!(
             hot.covered_by(&["s:world".into()], false, 10, 1.0),
@@ -241,13 +278,28 @@ mod tests {
     }
 
     #[test]
+    fn a_page_keeps_the_tags_it_was_last_served_with() {
+        let hot = HotKeys::default();
+        hot.record("/fr-75/ancestors", &tags(&["e:FR-75", "s:FR"]));
+        hot.record("/fr-75/ancestors", &tags(&["e:FR-75", "s:BE"]));
+        assert!(hot.covered_by(&["s:FR".into()], false, 10, 0.0).is_empty());
+        assert_eq!(
+            hot.covered_by(&["s:BE".into()], false, 10, 0.0),
+            ["/fr-75/ancestors"]
+        );
+        let long = format!("/api/v1/search?q={}", "x".repeat(MAX_URI_BYTES));
+        hot.record(&long, &tags(&["search"]));
+        assert_eq!(hot.ranked(10).len(), 1, "an over-long URI is not scored");
+    }
+
+    #[test]
     fn tracking_stays_bounded() {
         let hot = HotKeys::default();
         for _ in 0..3 {
-            hot.record("/hot", tags(&[]));
+            hot.record("/hot", &tags(&[]));
         }
         for n in 0..MAX_TRACKED + 10 {
-            hot.record(&format!("/cold/{n}"), tags(&[]));
+            hot.record(&format!("/cold/{n}"), &tags(&[]));
         }
         let tracked = hot.local.lock().len();
         assert!(tracked <= MAX_TRACKED, "{tracked}");

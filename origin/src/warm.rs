@@ -1,9 +1,10 @@
 //! Predictive preloading (`ff.predictive_preload`, per instance): pages are rendered into the
 //! tiers before anyone asks for them.
 //!
-//! - After a purge clears the tiers, the hot pages it covered ([`crate::hot`]) are rendered
-//!   again into L1 and L2, before the CDN purge is sent: the CDN's refills, and the other
-//!   instances' misses, find them there instead of reading the database.
+//! - Once a purge has cleared the tiers, the dispatcher has the hot pages it covered
+//!   ([`crate::hot`]) rendered again into its L1 and L2, before it sends the CDN purge: the
+//!   CDN's refills, and the other instances' misses, find them there instead of reading the
+//!   database.
 //! - A new instance renders the cluster's hot pages before it starts listening, so it is warm
 //!   when `/readyz` first answers.
 //!
@@ -75,17 +76,17 @@ impl Warmer {
         self.flags.on_this_instance(flags::PREDICTIVE_PRELOAD)
     }
 
-    /// Renders the hot pages a purge of `tags` (or of everything) just removed; returns how
-    /// many. Call after the tiers are clear.
-    pub async fn rewarm(&self, tags: &[String], all: bool) -> usize {
+    /// Renders the hot pages a purge of `tags` (or of everything) just removed; returns those
+    /// it rendered. Call after the tiers are clear.
+    pub async fn rewarm(&self, tags: &[String], all: bool) -> Vec<String> {
         if !self.enabled() {
-            return 0;
+            return Vec::new();
         }
         let pages = self
             .hot
             .covered_by(tags, all, REWARM_PAGES, REWARM_MIN_SCORE);
         let rendered = self.render(pages, REWARM_BUDGET).await;
-        ::metrics::counter!(metrics::REWARMED).increment(rendered as u64);
+        ::metrics::counter!(metrics::REWARMED).increment(rendered.len() as u64);
         rendered
     }
 
@@ -107,40 +108,36 @@ impl Warmer {
             .map(|page| page.uri)
             .collect();
         let rendered = self.render(pages, START_BUDGET).await;
-        (rendered, started.elapsed())
+        (rendered.len(), started.elapsed())
     }
 
     /// Renders `uris` through the router, `CONCURRENCY` at a time, until `budget` runs out;
-    /// returns how many answered 200.
-    async fn render(&self, uris: Vec<String>, budget: Duration) -> usize {
+    /// returns those that answered 200.
+    async fn render(&self, uris: Vec<String>, budget: Duration) -> Vec<String> {
         let Some(router) = self.router.get() else {
-            return 0;
+            return Vec::new();
         };
         let renders = futures_util::stream::iter(uris)
             .map(|uri| {
                 let router = router.clone();
                 async move {
-                    let Ok(request) = Request::get(&uri).body(Body::empty()) else {
-                        return false;
-                    };
-                    WARMING
-                        .scope((), router.oneshot(request))
-                        .await
-                        .is_ok_and(|response| response.status().is_success())
+                    let request = Request::get(&uri).body(Body::empty()).ok()?;
+                    let response = WARMING.scope((), router.oneshot(request)).await.ok()?;
+                    response.status().is_success().then_some(uri)
                 }
             })
             .buffer_unordered(CONCURRENCY);
-        let mut rendered = 0;
+        let mut rendered = Vec::new();
         let deadline = tokio::time::sleep(budget);
         tokio::pin!(renders, deadline);
         loop {
             tokio::select! {
                 next = renders.next() => match next {
-                    Some(ok) => rendered += usize::from(ok),
+                    Some(page) => rendered.extend(page),
                     None => break,
                 },
                 () = &mut deadline => {
-                    tracing::warn!(rendered, "warming stopped at its time budget");
+                    tracing::warn!(rendered = rendered.len(), "warming stopped at its time budget");
                     break;
                 }
             }

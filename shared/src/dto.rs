@@ -137,6 +137,11 @@ pub struct PurgeRequest {
     /// has no soft purge; it purges hard.
     #[serde(default, skip_serializing_if = "is_false")]
     pub soft: bool,
+    /// With `soft`: the pages (paths or URLs) to refresh at the edge, the others covered being
+    /// dropped; the origin names the hot pages it has just rendered again. Empty: the edge
+    /// refreshes what it can.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refresh: Vec<String>,
 }
 
 fn is_false(value: &bool) -> bool {

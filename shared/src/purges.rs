@@ -7,6 +7,8 @@ use crate::dto::PurgeRequest;
 
 /// Most URLs, tags and prefixes one purge may name, together.
 pub const MAX_ITEMS: usize = 1_000;
+/// Most pages one soft purge may ask to refresh.
+pub const MAX_REFRESH: usize = 256;
 /// Longest tag accepted (Cloudflare's limit on a tag).
 pub const MAX_TAG_LEN: usize = 1_024;
 /// Longest URL or prefix accepted.
@@ -66,6 +68,24 @@ pub fn validate(request: &PurgeRequest) -> Result<(), Invalid> {
         return Err(Invalid::of(
             "prefixes",
             format!("`{prefix}` is not a URL prefix: /path, https://host/path or host/path"),
+        ));
+    }
+    if !request.refresh.is_empty() && !request.soft {
+        return Err(Invalid::of(
+            "refresh",
+            "pages to refresh need a soft purge (`\"soft\": true`)".into(),
+        ));
+    }
+    if request.refresh.len() > MAX_REFRESH {
+        return Err(Invalid::of(
+            "refresh",
+            format!("at most {MAX_REFRESH} pages to refresh"),
+        ));
+    }
+    if let Some(url) = request.refresh.iter().find(|url| url_of(url).is_none()) {
+        return Err(Invalid::of(
+            "refresh",
+            format!("`{url}` is neither a path starting with / nor an http(s) URL"),
         ));
     }
     Ok(())
@@ -182,10 +202,25 @@ mod tests {
             (request(&[], &[], &["ftp://a/"]), Some("prefixes")),
             (request(&[], &[], &[""]), Some("prefixes")),
         ];
+        let refreshing = |soft: bool, pages: &[&str]| PurgeRequest {
+            soft,
+            refresh: pages.iter().map(|p| p.to_string()).collect(),
+            ..request(&[], &["e:FR"], &[])
+        };
+        let too_many_pages = vec!["/a"; MAX_REFRESH + 1];
+        let cases = cases.into_iter().chain([
+            (refreshing(false, &["/api/v1/entities/FR"]), Some("refresh")),
+            (refreshing(true, &["ftp://a/b"]), Some("refresh")),
+            (refreshing(true, &too_many_pages), Some("refresh")),
+        ]);
         for (bad, field) in cases {
             let refused = validate(&bad).expect_err(&format!("{bad:?} passed"));
             assert_eq!(refused.field, field, "{bad:?}: {refused}");
         }
+        assert_eq!(
+            validate(&refreshing(true, &["/api/v1/entities/FR"])),
+            Ok(())
+        );
         let too_many = PurgeRequest {
             tags: vec!["t".into(); MAX_ITEMS + 1],
             ..PurgeRequest::default()

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use forecastin_e2e::{
-    admin, cache_status, client, free_port, rename, standins, wait_settled, Edge, Origin,
-    PURGE_SECRET,
+    admin, cache_status, client, free_port, fresh_nonce, rename, signed_purge, standins, unix_now,
+    wait_settled, Edge, Origin, PURGE_SECRET,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -170,6 +170,32 @@ async fn a_renamed_hot_entity_is_a_hit_with_its_new_name_a_second_later_without_
     );
     let status = wait_settled(&origin, &purge_id, Duration::from_secs(5)).await;
     assert_eq!(status["request"]["soft"], true, "{status}");
+    edge.assert_no_panic();
+}
+
+#[tokio::test]
+async fn a_soft_purge_the_origin_cannot_refresh_leaves_no_purged_copy() {
+    let (mut origin, edge) = edge_and_origin(&[]).await;
+    let page = format!("{}/api/v1/entities/IT", edge.url);
+    get_at(&page).await;
+    assert!(get_at(&page).await.0.contains("hit"));
+
+    origin.kill().await;
+    let purge = json!({"tags": ["e:IT"], "soft": true});
+    let purged = signed_purge(&edge, &purge, PURGE_SECRET, unix_now(), &fresh_nonce()).await;
+    assert_eq!(purged.status(), 200);
+    let after = client().get(&page).send().await.unwrap();
+    let status = cache_status(&after);
+    assert!(
+        !status.contains("hit"),
+        "the purged copy was served after the acknowledgement: {status}"
+    );
+    assert_ne!(after.status(), 200, "{status}");
+
+    origin.restart().await;
+    let (status, body) = get_at(&page).await;
+    assert_eq!(body["id"], "IT");
+    assert!(status.contains("fwd=uri-miss"), "{status}");
     edge.assert_no_panic();
 }
 

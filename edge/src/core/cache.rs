@@ -29,6 +29,20 @@ pub struct CacheableRequest {
     pub path: String,
 }
 
+impl CacheableRequest {
+    /// A GET the edge makes on its own (a refresh after a soft purge): no client headers, so
+    /// nothing forwarded and no credentials.
+    pub fn anonymous(path: String) -> Self {
+        CacheableRequest {
+            headers: HeaderMap::new(),
+            forwarded: HeaderMap::new(),
+            head: false,
+            credentialed: false,
+            path,
+        }
+    }
+}
+
 /// A stored response as read back from storage; its body stays with the adapter.
 #[derive(Debug, Clone)]
 pub struct Entry {

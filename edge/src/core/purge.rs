@@ -28,10 +28,17 @@ pub struct Purge {
     pub tags: Vec<String>,
     pub prefixes: Vec<String>,
     pub everything: bool,
-    /// Mark the entries stale and refresh them, rather than delete them.
+    /// Refresh the entries rather than delete them (see [`Purge::split_for_refresh`]).
     #[serde(default)]
     pub soft: bool,
+    /// The keys a soft purge should refresh (empty: any it covers).
+    #[serde(default)]
+    pub refresh: Vec<String>,
 }
+
+/// Entries one soft purge refreshes at most, all at once. Each costs the invocation about seven
+/// subrequests (storage reads and writes, the origin, the index), which the runtime limits.
+pub const REFRESHED_BY_SOFT_PURGE: usize = 50;
 
 /// The signature headers of a purge request, as received.
 #[derive(Debug, Clone, Copy, Default)]
@@ -102,6 +109,14 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
             Ok(Target::of(&absolute).cache_key(&absolute))
         })
         .collect::<Result<_, _>>()?;
+    let refresh = request
+        .refresh
+        .iter()
+        .map(|url| {
+            let absolute = purges::url_on(url, edge_url).ok_or_else(|| bad(url))?;
+            Ok(Target::of(&absolute).cache_key(&absolute))
+        })
+        .collect::<Result<_, _>>()?;
     let prefixes = request
         .prefixes
         .iter()
@@ -121,6 +136,7 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
         prefixes,
         everything: request.everything,
         soft: request.soft,
+        refresh,
     })
 }
 
@@ -150,6 +166,22 @@ pub fn tags_of(response: &http::HeaderMap) -> Vec<String> {
 }
 
 impl Purge {
+    /// The covered `keys` split into those to refresh in place and those to delete: for a soft
+    /// purge, those it names to refresh (or the first ones when it names none), up to
+    /// [`REFRESHED_BY_SOFT_PURGE`]; everything else is deleted.
+    pub fn split_for_refresh(&self, keys: Vec<String>) -> (Vec<String>, Vec<String>) {
+        if !self.soft {
+            return (Vec::new(), keys);
+        }
+        let (mut refreshed, mut deleted): (Vec<String>, Vec<String>) = keys
+            .into_iter()
+            .partition(|key| self.refresh.is_empty() || self.refresh.contains(key));
+        if refreshed.len() > REFRESHED_BY_SOFT_PURGE {
+            deleted.extend(refreshed.split_off(REFRESHED_BY_SOFT_PURGE));
+        }
+        (refreshed, deleted)
+    }
+
     /// Whether this purge removes the entry stored under `key` with `tags`.
     pub fn covers(&self, key: &str, tags: &[String]) -> bool {
         self.everything
@@ -297,6 +329,44 @@ mod tests {
         headers.insert(CACHE_TAG, "e:FR,s:world".parse().unwrap());
         headers.insert(SURROGATE_KEY, "e:FR s:world search".parse().unwrap());
         assert_eq!(tags_of(&headers), ["e:FR", "s:world", "search"]);
+    }
+
+    #[test]
+    fn a_soft_purge_refreshes_what_it_names_and_deletes_the_rest() {
+        let keys = |names: &[&str]| names.iter().map(|n| format!("http://h/{n}")).collect();
+        let hard = Purge::default();
+        assert_eq!(hard.split_for_refresh(keys(&["a"])), (vec![], keys(&["a"])));
+        let soft = Purge {
+            soft: true,
+            ..Purge::default()
+        };
+        assert_eq!(
+            soft.split_for_refresh(keys(&["a", "b"])),
+            (keys(&["a", "b"]), vec![])
+        );
+        let named = Purge {
+            soft: true,
+            refresh: keys(&["b", "z"]),
+            ..Purge::default()
+        };
+        assert_eq!(
+            named.split_for_refresh(keys(&["a", "b", "c"])),
+            (keys(&["b"]), keys(&["a", "c"]))
+        );
+        let many: Vec<String> = (0..REFRESHED_BY_SOFT_PURGE + 3)
+            .map(|n| format!("http://h/{n}"))
+            .collect();
+        let (refreshed, deleted) = soft.split_for_refresh(many);
+        assert_eq!(
+            (refreshed.len(), deleted.len()),
+            (REFRESHED_BY_SOFT_PURGE, 3)
+        );
+        let parsed = parse(
+            br#"{"tags":["e:FR"],"soft":true,"refresh":["/api/v1/entities/FR?x=1"]}"#,
+            &edge(),
+        )
+        .unwrap();
+        assert_eq!(parsed.refresh, ["http://127.0.0.1:8787/api/v1/entities/FR"]);
     }
 
     #[test]

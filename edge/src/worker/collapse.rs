@@ -4,7 +4,9 @@
 //! for itself.
 //!
 //! Waiters poll on a timer of their own rather than being woken by the leader: the runtime
-//! cancels a request that waits only on another request's work, as hung.
+//! cancels a request that waits only on another request's work, as hung. A cancelled request's
+//! future may never be dropped, so a fetch older than the origin timeout counts as abandoned:
+//! the next miss takes it over.
 
 use std::{cell::RefCell, collections::HashMap, time::Duration};
 
@@ -12,13 +14,21 @@ use worker::Delay;
 
 use super::now_ms;
 
-/// How often a waiter looks whether the fetch it waits for has ended.
-const POLL: Duration = Duration::from_millis(2);
+/// How often a waiter first looks whether the fetch it waits for has ended, and how far the
+/// interval grows (a long wait costs few wake-ups).
+const FIRST_POLL_MS: u64 = 2;
+const LONGEST_POLL_MS: u64 = 32;
+
+/// A fetch under way: its number and when it started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fetch {
+    number: u64,
+    started_ms: u64,
+}
 
 thread_local! {
-    /// The keys being fetched, each with the number of its fetch.
-    static FETCHING: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
-    static NEXT_FETCH: RefCell<u64> = const { RefCell::new(0) };
+    static FETCHING: RefCell<HashMap<String, Fetch>> = RefCell::new(HashMap::new());
+    static FETCHES: RefCell<u64> = const { RefCell::new(0) };
 }
 
 /// A miss's part in the fetch of its key.
@@ -31,29 +41,37 @@ pub enum Turn {
 
 pub struct Leader {
     key: String,
-    fetch: u64,
+    fetch: Fetch,
 }
 
 pub struct Waiter {
     key: String,
-    fetch: u64,
+    fetch: Fetch,
 }
 
-/// Leads the fetch of `key`, or waits for the one under way.
-pub fn join(key: &str) -> Turn {
+/// Leads the fetch of `key`, or waits for the one under way if it started less than `timeout`
+/// ago.
+pub fn join(key: &str, timeout: Duration) -> Turn {
+    let now = now_ms();
     FETCHING.with(|fetching| {
         let mut fetching = fetching.borrow_mut();
         if let Some(&fetch) = fetching.get(key) {
-            return Turn::Wait(Waiter {
-                key: key.to_owned(),
-                fetch,
-            });
+            if now < fetch.started_ms + timeout.as_millis() as u64 {
+                return Turn::Wait(Waiter {
+                    key: key.to_owned(),
+                    fetch,
+                });
+            }
         }
-        let fetch = NEXT_FETCH.with(|next| {
-            let mut next = next.borrow_mut();
-            *next += 1;
-            *next
+        let number = FETCHES.with(|count| {
+            let mut count = count.borrow_mut();
+            *count += 1;
+            *count
         });
+        let fetch = Fetch {
+            number,
+            started_ms: now,
+        };
         fetching.insert(key.to_owned(), fetch);
         Turn::Lead(Leader {
             key: key.to_owned(),
@@ -63,7 +81,7 @@ pub fn join(key: &str) -> Turn {
 }
 
 impl Drop for Leader {
-    /// Ends the fetch, stored or not, even if the request was cancelled.
+    /// Ends the fetch, stored or not.
     fn drop(&mut self) {
         FETCHING.with(|fetching| {
             let mut fetching = fetching.borrow_mut();
@@ -75,13 +93,15 @@ impl Drop for Leader {
 }
 
 impl Waiter {
-    /// Returns once the fetch has ended, or after `timeout` (the leader's own bound).
+    /// Returns once the fetch has ended, or `timeout` after it started.
     pub async fn fetched(self, timeout: Duration) {
-        let deadline = now_ms() + timeout.as_millis() as u64;
+        let deadline = self.fetch.started_ms + timeout.as_millis() as u64;
+        let mut poll = FIRST_POLL_MS;
         while now_ms() < deadline
             && FETCHING.with(|fetching| fetching.borrow().get(&self.key) == Some(&self.fetch))
         {
-            Delay::from(POLL).await;
+            Delay::from(Duration::from_millis(poll)).await;
+            poll = (poll * 2).min(LONGEST_POLL_MS);
         }
     }
 }

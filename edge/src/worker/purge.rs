@@ -3,17 +3,20 @@
 //! short answers non-2xx, the origin retries it (a new request), and the retry finds the same
 //! entries.
 //!
-//! A soft purge (`"soft": true`) refreshes the entries in place instead: it marks them stale,
-//! keeps them indexed, and revalidates them with the origin before it answers, so readers
-//! after the acknowledgement get the new page as a hit rather than a miss. Past
-//! [`REFRESHED_BY_SOFT_PURGE`] entries the rest are deleted as in a hard purge: no reader after
-//! the acknowledgement gets what the purge covered (unless the origin fails the refresh, when
-//! the stale entry may stand in, as stale-if-error allows).
+//! A soft purge (`"soft": true`) refreshes the entries in place instead: it marks them stale
+//! (no stale-while-revalidate left: a reader meanwhile revalidates), keeps them indexed, and
+//! revalidates them with the origin before it answers, so readers after the acknowledgement
+//! get the new page as a hit rather than a miss. The entries refreshed are those the purge
+//! names (the origin names the hot pages it has rendered again), at most
+//! [`purge::REFRESHED_BY_SOFT_PURGE`]; the others, and any whose refresh fails, are deleted as
+//! in a hard purge: no reader after the acknowledgement gets what the purge covered.
 
 use forecastin_shared::{
     dto::PurgeResult,
     headers::{PURGE_NONCE, PURGE_SIGNATURE, PURGE_TIMESTAMP},
 };
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use http::{header, HeaderMap};
 use url::Url;
@@ -27,9 +30,9 @@ use crate::core::{
     stored::{marked_stale, STORAGE_STATUS},
 };
 
-/// Entries one soft purge refreshes at most: each is an origin request of the purge's
-/// invocation (the runtime limits them), all made at once.
-const REFRESHED_BY_SOFT_PURGE: usize = 200;
+/// Longest one refresh may take: well within the origin's purge timeout, so that a slow origin
+/// turns a soft purge into a hard one rather than into a purge retried.
+const REFRESH_TIMEOUT: Duration = Duration::from_millis(1_500);
 
 /// Largest purge body read: a purge names at most 1,000 items.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -107,44 +110,51 @@ pub async fn handle(
             return Ok(error(400, "invalid_purge", message))
         }
     };
-    let refresh_up_to = if request.soft {
-        REFRESHED_BY_SOFT_PURGE
-    } else {
-        0
-    };
-    let Some(index::Resolved { keys, at_ms }) = index::resolve(env, nonce, request).await? else {
+    let Some(index::Resolved { keys, at_ms }) = index::resolve(env, nonce, request.clone()).await?
+    else {
         return Ok(error(
             401,
             "replayed",
             "this signed purge was already used".into(),
         ));
     };
-    let mut deleted = keys;
-    let refreshed: Vec<String> = deleted.drain(..deleted.len().min(refresh_up_to)).collect();
+    let (marked, mut deleted) = request.split_for_refresh(keys);
     let mut purged = 0;
-    for (n, key) in refreshed.iter().chain(&deleted).enumerate() {
-        let done = if n < refreshed.len() {
-            mark_stale(key).await
-        } else {
-            runtime::cache_delete(key).await
-        };
-        match done {
+    for key in &marked {
+        match mark_stale(key).await {
             Ok(true) => purged += 1,
             Ok(false) => {}
-            Err(err) => {
-                return Ok(error(
-                    503,
-                    "purge_incomplete",
-                    format!("purging {key} failed ({err}); retry the purge"),
-                ))
-            }
+            Err(err) => return Ok(incomplete(key, &err)),
         }
     }
-    serve::refresh(env, settings, refreshed, at_ms).await;
+    let timeout = settings.timeout.min(REFRESH_TIMEOUT);
+    let unrefreshed = serve::refresh(env, settings, marked, (at_ms, timeout)).await;
+    for key in &deleted {
+        match runtime::cache_delete(key).await {
+            Ok(true) => purged += 1,
+            Ok(false) => {}
+            Err(err) => return Ok(incomplete(key, &err)),
+        }
+    }
+    for key in &unrefreshed {
+        if let Err(err) = runtime::cache_delete(key).await {
+            return Ok(incomplete(key, &err));
+        }
+    }
+    deleted.extend(unrefreshed);
     if !deleted.is_empty() {
         index::complete(env, deleted).await?;
     }
     Ok(json(200, serde_json::to_vec(&PurgeResult { purged })?))
+}
+
+/// A purge cut short: the origin retries it, and finds the same entries.
+fn incomplete(key: &str, err: &worker::Error) -> Answer {
+    error(
+        503,
+        "purge_incomplete",
+        format!("purging {key} failed ({err}); retry the purge"),
+    )
 }
 
 /// Stores the entry under `key` again, marked stale; `false` when there is none. An entry

@@ -14,7 +14,7 @@ use worker::{
 };
 
 use super::{
-    collapse::{self, Turn},
+    collapse::{self, Leader, Turn},
     index, now_ms, origin, runtime, Bodies, Handled, Settings, StoredResponse,
 };
 use crate::core::{
@@ -24,7 +24,6 @@ use crate::core::{
     },
     freshness::Exchange,
     purge::tags_of,
-    request::{origin_headers, RequestKind},
     status::Forward,
     stored::{hit_fields, STORAGE_STATUS},
     target::Target,
@@ -77,11 +76,10 @@ pub async fn serve(
             Ok(with_stored(answer, stored, Vec::new()))
         }
         BeforeRequest::Fetch { headers, fwd } => {
-            // Held until this request's fetch and store are done.
-            let mut _leading = None;
+            let mut leading = None;
             if fwd == Forward::UriMiss {
-                match collapse::join(&job.key) {
-                    Turn::Lead(leader) => _leading = Some(leader),
+                match collapse::join(&job.key, job.timeout) {
+                    Turn::Lead(leader) => leading = Some(leader),
                     Turn::Wait(waiter) => {
                         waiter.fetched(job.timeout).await;
                         let stored = read(&job.key).await;
@@ -100,9 +98,8 @@ pub async fn serve(
                 Forward::Stale => stored.and_then(|(entry, response)| whole(&entry, response)),
                 _ => stored,
             };
-            let (answer, origin_body) =
-                exchange(&job, Some(ctx), stored.as_ref(), headers, fwd).await;
-            Ok(with_stored(answer, stored, origin_body))
+            let fetched = exchange(&job, (Some(ctx), leading), stored.as_ref(), headers, fwd).await;
+            Ok(with_stored(fetched.answer, stored, fetched.body))
         }
     }
 }
@@ -161,16 +158,27 @@ async fn read(key: &str) -> Option<(Entry, StoredResponse)> {
     Some((entry, StoredResponse { response, headers }))
 }
 
+/// What an exchange with the origin gave.
+struct Exchanged {
+    answer: Answer,
+    /// The origin's body.
+    body: Vec<u8>,
+    /// Whether a response was stored.
+    stored: bool,
+}
+
 /// Asks the origin, stores what the core says to store, and returns the answer with the
 /// origin's body. With `ctx`, index registration waits until after the answer; without
-/// (already in the background), it is done before returning.
+/// (already in the background), it is done before returning. `lead`, the fetch other misses
+/// wait for, ends once the entry is registered: a waiter must not read an entry the index may
+/// still take back out.
 async fn exchange(
     job: &Job,
-    ctx: Option<&Context>,
+    (ctx, lead): (Option<&Context>, Option<Leader>),
     stored: Option<&(Entry, StoredResponse)>,
     mut headers: HeaderMap,
     mut fwd: Forward,
-) -> (Answer, Vec<u8>) {
+) -> Exchanged {
     let entry = stored.map(|(entry, _)| entry);
     // Twice at most: a 304 about another representation is asked again unconditionally.
     for _ in 0..2 {
@@ -178,10 +186,11 @@ async fn exchange(
         let fetched = match origin::fetch_whole(&job.origin_url, &headers, job.timeout).await {
             Ok(fetched) => fetched,
             Err(failure) => {
-                return (
-                    after_failure(&job.request, entry, failure, now_ms()),
-                    Vec::new(),
-                )
+                return Exchanged {
+                    answer: after_failure(&job.request, entry, failure, now_ms()),
+                    body: Vec::new(),
+                    stored: false,
+                }
             }
         };
         let response = OriginResponse {
@@ -201,27 +210,33 @@ async fn exchange(
                 fwd = Forward::UriMiss;
             }
             AfterResponse::Done { store, answer } => {
+                let mut written = false;
                 if let Some(store) = store {
                     let body = match (&store.body, stored) {
                         (Body::Stored, Some((_, response))) => stored_bytes(response).await,
                         _ => Some(fetched.body.clone()),
                     };
                     if let Some(body) = body {
-                        write(job, ctx, store, body, request_ms).await;
+                        written = write(job, (ctx, lead), store, body, request_ms).await;
                     }
                 }
-                return (answer, fetched.body);
+                return Exchanged {
+                    answer,
+                    body: fetched.body,
+                    stored: written,
+                };
             }
         }
     }
-    (
-        crate::core::cache::error(
+    Exchanged {
+        answer: crate::core::cache::error(
             502,
             "origin_bad_response",
             "the origin's validators disagree".into(),
         ),
-        Vec::new(),
-    )
+        body: Vec::new(),
+        stored: false,
+    }
 }
 
 /// The bytes of a stored body, read from a copy so the original can still be streamed.
@@ -230,29 +245,30 @@ async fn stored_bytes(stored: &StoredResponse) -> Option<Vec<u8>> {
     runtime::bytes(&copy.response).await.ok()
 }
 
-/// Writes an entry to storage, then registers it with the index (see [`exchange`]).
+/// Writes an entry to storage, then registers it with the index (see [`exchange`]); returns
+/// whether storage took it.
 async fn write(
     job: &Job,
-    ctx: Option<&Context>,
+    (ctx, lead): (Option<&Context>, Option<Leader>),
     store: Store,
     body: Vec<u8>,
     fetch_started_ms: u64,
-) {
+) -> bool {
     let tags = tags_of(&store.headers);
     let retention_ms = store.retention * 1000;
     let response = match runtime::response(STORAGE_STATUS, &store.headers, Some(&body)) {
         Ok(response) => response,
         Err(err) => {
             worker::console_warn!("not storing {}: {err}", job.key);
-            return;
+            return false;
         }
     };
     if let Err(err) = runtime::cache_put(&job.key, &response).await {
         worker::console_warn!("cache put failed for {}: {err}", job.key);
-        return;
+        return false;
     }
     if !job.indexed {
-        return;
+        return true;
     }
     let (env, key) = (job.env.clone(), job.key.clone());
     let fetch_started_ms = fetch_started_ms.max(job.fetched_after_ms);
@@ -270,67 +286,82 @@ async fn write(
         if delete {
             let _ = runtime::cache_delete(&key).await;
         }
+        drop(lead);
     };
     match ctx {
         Some(ctx) => ctx.wait_until(registration),
         None => registration.await,
     }
+    true
 }
 
 /// Revalidates the entries under `keys`, all at once, as a request without client headers
-/// would (after a soft purge marked them stale at `purged_at_ms`).
-pub async fn refresh(env: &Env, settings: &Settings, keys: Vec<String>, purged_at_ms: u64) {
-    let refreshes = keys.into_iter().filter_map(|key| {
-        let url = Url::parse(&key).ok()?;
-        let target = Target::of(&url);
-        let kind = RequestKind::Cacheable {
-            credentialed: false,
-        };
-        let job = Job {
-            request: CacheableRequest {
-                headers: HeaderMap::new(),
-                forwarded: origin_headers(&HeaderMap::new(), kind),
-                head: false,
-                credentialed: false,
-                path: target.path.clone(),
-            },
-            origin_url: target.origin_url(&settings.origin),
-            key,
-            env: env.clone(),
-            timeout: settings.timeout,
-            indexed: !settings.purge_secrets.is_empty(),
-            // Started after the purge, whatever the clocks say: the index must keep it.
-            fetched_after_ms: purged_at_ms + 1,
-        };
-        let refreshed = async move {
-            if claim_refresh(&job.key) {
-                revalidate(&job).await;
-                release_refresh(&job.key);
+/// would (after a soft purge marked them stale at `purged_at_ms`), each within `timeout`;
+/// returns the keys that were not refreshed.
+pub async fn refresh(
+    env: &Env,
+    settings: &Settings,
+    keys: Vec<String>,
+    (purged_at_ms, timeout): (u64, std::time::Duration),
+) -> Vec<String> {
+    let refreshes = keys.iter().map(|key| {
+        let job = Url::parse(key).ok().map(|url| {
+            let target = Target::of(&url);
+            Job {
+                request: CacheableRequest::anonymous(target.path.clone()),
+                origin_url: target.origin_url(&settings.origin),
+                key: key.clone(),
+                env: env.clone(),
+                timeout,
+                indexed: !settings.purge_secrets.is_empty(),
+                // Started after the purge, whatever the clocks say: the index must keep it.
+                fetched_after_ms: purged_at_ms + 1,
             }
-            Ok(JsValue::UNDEFINED)
-        };
-        Some(future_to_promise(refreshed))
+        });
+        future_to_promise(async move {
+            let refreshed = match job {
+                Some(job) => revalidate(&job).await,
+                None => false,
+            };
+            Ok(JsValue::from_bool(refreshed))
+        })
     });
-    // The runtime's Promise.all runs them at once (cheaper in code size than a Rust join).
-    // Every refresh resolves: one the origin fails leaves its entry marked stale.
-    let _ = JsFuture::from(Promise::all(&refreshes.collect::<Array>())).await;
+    // The runtime's Promise.all runs them at once (cheaper in code size than a Rust join);
+    // every refresh resolves, with whether it stored the new version.
+    let outcomes = JsFuture::from(Promise::all(&refreshes.collect::<Array>()))
+        .await
+        .map(|all| Array::from(&all))
+        .unwrap_or_default();
+    keys.into_iter()
+        .enumerate()
+        .filter(|(n, _)| outcomes.get(*n as u32).as_bool() != Some(true))
+        .map(|(_, key)| key)
+        .collect()
 }
 
-/// Revalidates the entry stored under the job's key, if it is stale.
-async fn revalidate(job: &Job) {
+/// Revalidates the entry stored under the job's key; returns whether a new version is stored.
+async fn revalidate(job: &Job) -> bool {
     let Some((entry, stored)) = read(&job.key).await else {
-        return;
+        return false;
     };
     let Some((entry, stored)) = whole(&entry, stored) else {
-        return;
+        return false;
     };
     let headers = match before_request(&job.request, Some(&entry), now_ms()) {
         BeforeRequest::AnswerAndRefresh { refresh, .. } => refresh,
         BeforeRequest::Fetch { headers, .. } => headers,
         // Fresh again: refreshed meanwhile.
-        BeforeRequest::Answer(_) => return,
+        BeforeRequest::Answer(_) => return true,
     };
-    exchange(job, None, Some(&(entry, stored)), headers, Forward::Stale).await;
+    let fetched = exchange(
+        job,
+        (None, None),
+        Some(&(entry, stored)),
+        headers,
+        Forward::Stale,
+    )
+    .await;
+    fetched.stored
 }
 
 /// Whether this isolate may refresh `key` now: one refresh per key at a time.
@@ -363,7 +394,14 @@ fn refresh_in_background(
     };
     let job = job.clone();
     ctx.wait_until(async move {
-        exchange(&job, None, Some(&(entry, stored)), headers, Forward::Stale).await;
+        exchange(
+            &job,
+            (None, None),
+            Some(&(entry, stored)),
+            headers,
+            Forward::Stale,
+        )
+        .await;
         release_refresh(&job.key);
     });
 }

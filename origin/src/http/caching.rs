@@ -80,12 +80,16 @@ where
             return respond(&hit, request, &state.cache_control);
         }
         ::metrics::counter!(metrics::L1_MISSES).increment(1);
-        match state.flights.join(&key, l1.epoch()) {
-            Turn::Lead(turn) => leader = Some(turn),
-            Turn::Follow(outcome) => {
-                if let Some(rendered) = follow(outcome).await {
-                    ::metrics::counter!(metrics::COLLAPSED).increment(1);
-                    return respond(&rendered, request, &state.cache_control);
+        // A leader that ends without a response (an error, its client gone) hands the read to
+        // one of its followers, not to all of them at once.
+        while leader.is_none() {
+            match state.flights.join(&key, l1.epoch()) {
+                Turn::Lead(turn) => leader = Some(turn),
+                Turn::Follow(outcome) => {
+                    if let Some(rendered) = follow(outcome).await {
+                        ::metrics::counter!(metrics::COLLAPSED).increment(1);
+                        return respond(&rendered, request, &state.cache_control);
+                    }
                 }
             }
         }

@@ -130,10 +130,10 @@ async fn record_metrics(
 
 /// Scores every public page served (see [`crate::hot`]), with the tags that purge it.
 async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let page = (request.method() == axum::http::Method::GET
-        && request.uri().path().starts_with("/api/v1/")
-        && !warming())
-    .then(|| request.uri().to_string());
+    let page = (request.method() == axum::http::Method::GET && !warming())
+        .then(|| request.uri())
+        .filter(|uri| is_canonical_page(uri))
+        .map(ToString::to_string);
     let response = next.run(request).await;
     let served = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
     if let Some(page) = page.filter(|_| served) {
@@ -141,17 +141,30 @@ async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: 
             .headers()
             .get(forecastin_shared::headers::CACHE_TAG)
         {
-            state.warmer.hot.record(&page, || {
-                tags.to_str()
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|tag| !tag.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            });
+            state.warmer.hot.record(&page, tags);
         }
     }
     response
+}
+
+/// A public API page asked as the edge asks it: only the parameters its route reads, each
+/// once (what a client adds beside them would make copies of one page in the ranking).
+fn is_canonical_page(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    let Some(route) = forecastin_shared::routes::public_route(path) else {
+        return false;
+    };
+    let query = uri.query().unwrap_or_default().as_bytes();
+    let mut names: Vec<String> = url::form_urlencoded::parse(query)
+        .map(|(name, _)| name.into_owned())
+        .collect();
+    let declared = names
+        .iter()
+        .all(|name| route.params.contains(&name.as_str()));
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    path.starts_with("/api/v1/") && declared && names.len() == count
 }
 
 /// The `method` label: the standard methods by name, anything else `other`.
@@ -191,6 +204,22 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pages_as_the_edge_asks_them_are_scored() {
+        for (uri, canonical) in [
+            ("/api/v1/entities/FR", true),
+            ("/api/v1/entities/FR/children?cursor=x&limit=50", true),
+            ("/api/v1/search?q=fr", true),
+            ("/api/v1/entities/FR?pad=xxxx", false),
+            ("/api/v1/search?q=fr&q=de", false),
+            ("/admin/v1/flags", false),
+            ("/static/app.css", false),
+        ] {
+            let uri: axum::http::Uri = uri.parse().unwrap();
+            assert_eq!(is_canonical_page(&uri), canonical, "{uri}");
+        }
+    }
 
     #[test]
     fn unknown_methods_share_one_label() {

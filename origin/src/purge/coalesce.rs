@@ -21,6 +21,8 @@ pub struct Batch {
     pub kind: ItemKind,
     /// Whether the items may be purged softly: only when every purge asking for them is soft.
     pub soft: bool,
+    /// For a soft batch, the pages to refresh rather than drop (see `PurgeRequest::refresh`).
+    pub refresh: Vec<String>,
     /// Empty for [`ItemKind::Everything`].
     pub items: Vec<String>,
     /// The purges each item serves, in the order of `items` (one set for everything).
@@ -42,6 +44,7 @@ impl Batch {
         let half = |range: std::ops::Range<usize>| Batch {
             kind: self.kind,
             soft: self.soft,
+            refresh: self.refresh.clone(),
             items: self.items[range.clone()].to_vec(),
             carriers: self.carriers[range].to_vec(),
         };
@@ -84,6 +87,7 @@ pub fn batches(purges: &[(String, PurgeRequest)], limit: usize) -> Vec<Batch> {
             _ => batches.push(Batch {
                 kind,
                 soft,
+                refresh: Vec::new(),
                 items: if kind == ItemKind::Everything {
                     Vec::new()
                 } else {

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use forecastin_shared::dto::PurgeRequest;
+use forecastin_shared::{dto::PurgeRequest, purges::MAX_REFRESH};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Client;
 
@@ -98,6 +98,11 @@ impl Dispatcher {
         // and every instance must have dropped what it covers.
         self.db.wait_until_replicas_replayed().await;
         self.outbox.wait_until_tiers_applied().await;
+        let requests: Vec<&PurgeRequest> = stored
+            .values()
+            .filter_map(|purge| purge.request.as_ref().ok())
+            .collect();
+        let rewarmed = self.outbox.rewarm(&requests).await;
         let mut by_provider: BTreeMap<&str, Vec<&Claimed>> = BTreeMap::new();
         for delivery in &claimed {
             by_provider
@@ -107,7 +112,7 @@ impl Dispatcher {
         }
         let work = self.providers.iter().filter_map(|(provider, limiter)| {
             let deliveries = by_provider.remove(provider.name())?;
-            Some(self.deliver(provider, limiter, deliveries, &stored))
+            Some(self.deliver(provider, limiter, deliveries, (&stored, &rewarmed)))
         });
         let renewing = async {
             let all: Vec<&Claimed> = claimed.iter().collect();
@@ -125,13 +130,14 @@ impl Dispatcher {
         Ok(claimed.len())
     }
 
-    /// Sends a provider's claimed deliveries and records each one's outcome.
+    /// Sends a provider's claimed deliveries and records each one's outcome. Soft batches name
+    /// the `rewarmed` pages, for a CDN that refreshes what it is told to.
     async fn deliver(
         &self,
         provider: &Provider,
         limiter: &DefaultDirectRateLimiter,
         claimed: Vec<&Claimed>,
-        stored: &HashMap<String, Stored>,
+        (stored, rewarmed): (&HashMap<String, Stored>, &[String]),
     ) {
         let requests: Vec<(String, PurgeRequest)> = claimed
             .iter()
@@ -146,6 +152,9 @@ impl Dispatcher {
         // The worst outcome of the batches that carry each purge.
         let mut outcomes: HashMap<String, Outcome> = HashMap::new();
         let mut queue: VecDeque<Batch> = batches(&requests, provider.batch_limit).into();
+        for batch in queue.iter_mut().filter(|batch| batch.soft) {
+            batch.refresh = rewarmed.iter().take(MAX_REFRESH).cloned().collect();
+        }
         while let Some(batch) = queue.pop_front() {
             limiter.until_ready().await;
             let outcome = provider.send(&self.client, &batch).await;

@@ -123,8 +123,9 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Whether this instance's data changes purge the CDN softly (`ff.predictive_preload`): the
-    /// edge serves the old page while it fetches the new one, which the tiers already hold.
+    /// Whether this instance's data changes purge the CDN softly (`ff.predictive_preload`): our
+    /// edge refreshes the pages in place before it acknowledges (from the re-rendered tiers);
+    /// Fastly marks them stale and may serve the old page once more while it refetches.
     pub fn soft_purges(&self) -> bool {
         self.flags
             .as_ref()
@@ -133,6 +134,15 @@ impl Outbox {
 
     pub(crate) fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// Before a CDN purge, once the tiers are clear: renders the hot pages `purges` removed
+    /// again, so the CDN's refills find them; returns those pages.
+    pub(crate) async fn rewarm(&self, purges: &[&PurgeRequest]) -> Vec<String> {
+        match &self.tiers {
+            Some(tiers) => tiers.rewarm(purges).await,
+            None => Vec::new(),
+        }
     }
 
     /// Before a CDN purge: waits until every live instance has dropped what was invalidated.

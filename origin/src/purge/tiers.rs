@@ -39,6 +39,20 @@ const RETRY_MAX_MS: u64 = 250;
 /// How often an idle sweeper looks for deliveries that came due.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// The tags `purges` name, and whether they reach past tags: L1 and L2 keys are not URLs, so
+/// only a purge by tags alone can be targeted.
+fn covered<'a>(purges: impl IntoIterator<Item = &'a PurgeRequest>) -> (Vec<String>, bool) {
+    let mut tags = Vec::new();
+    let mut all = false;
+    for request in purges {
+        all |= !(request.urls.is_empty() && request.prefixes.is_empty() && !request.everything);
+        tags.extend(request.tags.iter().cloned());
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    (tags, all)
+}
+
 #[derive(Clone)]
 pub struct Tiers {
     db: Db,
@@ -47,7 +61,7 @@ pub struct Tiers {
     l2: Option<Arc<L2>>,
     bus: Bus,
     registry: Arc<Registry>,
-    /// Renders the hot pages a clear removed again, before the CDN is purged.
+    /// Renders the hot pages a purge removed again, before the CDN is purged.
     warmer: Arc<Warmer>,
 }
 
@@ -113,30 +127,30 @@ impl Tiers {
         }
     }
 
-    /// Drops what `purges` cover from every tier, announces their events, then renders the hot
-    /// pages among what was dropped again. Every step may be repeated.
+    /// Renders again the hot pages that `purges` removed from the tiers (before their CDN
+    /// purge: the dispatcher calls it once the tiers are clear); returns those pages.
+    pub async fn rewarm(&self, purges: &[&PurgeRequest]) -> Vec<String> {
+        let (tags, all) = covered(purges.iter().copied());
+        self.warmer.rewarm(&tags, all).await
+    }
+
+    /// Drops what `purges` cover from every tier and announces their events. Every step may be
+    /// repeated.
     async fn clear(
         &self,
         purges: impl IntoIterator<Item = (&PurgeRequest, Option<EntityEvent>)>,
         position: Option<u64>,
     ) -> Result<(), String> {
-        let mut tags = Vec::new();
-        let mut all = false;
+        let mut requests = Vec::new();
         let mut events = Vec::new();
         for (request, event) in purges {
-            // L1 and L2 keys are not URLs: only a purge by tags alone can be targeted.
-            all |= !(request.urls.is_empty() && request.prefixes.is_empty() && !request.everything);
-            tags.extend(request.tags.iter().cloned());
+            requests.push(request);
             events.extend(event);
         }
-        tags.sort_unstable();
-        tags.dedup();
+        let (tags, all) = covered(requests);
         let cleared = self.clear_now(&tags, all, events, position);
         match tokio::time::timeout(CLEAR_TIMEOUT, cleared).await {
-            Ok(Ok(())) => {
-                self.warmer.rewarm(&tags, all).await;
-                Ok(())
-            }
+            Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(format!("Redis: {err}")),
             Err(_) => Err(format!("not cleared within {CLEAR_TIMEOUT:?}")),
         }

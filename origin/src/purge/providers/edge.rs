@@ -16,6 +16,7 @@ impl Edge {
     pub async fn send(&self, client: &Client, batch: &Batch) -> Outcome {
         let mut request = PurgeRequest {
             soft: batch.soft,
+            refresh: batch.refresh.clone(),
             ..PurgeRequest::default()
         };
         match batch.kind {
