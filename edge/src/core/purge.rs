@@ -38,7 +38,7 @@ pub struct Purge {
 
 /// Entries one soft purge refreshes at most, all at once. Each costs the invocation about seven
 /// subrequests (storage reads and writes, the origin, the index), which the runtime limits.
-pub const REFRESHED_BY_SOFT_PURGE: usize = 50;
+pub const REFRESHED_BY_SOFT_PURGE: usize = 100;
 
 /// The signature headers of a purge request, as received.
 #[derive(Debug, Clone, Copy, Default)]
