@@ -7,7 +7,11 @@
 //! (a key per instance, expiring when the instance stops) and reads the others'. Without Redis
 //! the ranking is the instance's own.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
@@ -18,8 +22,8 @@ use crate::{clock::now_ms, cluster::RedisLink, registry::Registry};
 
 /// A request counts half as much after this long.
 const HALF_LIFE_MS: f64 = 60_000.0;
-/// Pages scored at most; past it, the cooler half is forgotten.
-const MAX_TRACKED: usize = 10_000;
+/// Pages scored at most (a few MB); past it, the cooler half is forgotten.
+const MAX_TRACKED: usize = 30_000;
 /// Pages each instance shares, and how often: at most [`MAX_URI_BYTES`] and [`MAX_TAGS`] tags
 /// each, under a megabyte of JSON.
 const SHARED: usize = 1_500;
@@ -127,26 +131,40 @@ impl HotKeys {
 
     /// The cluster's `n` hottest pages: this instance's scores plus the others' last shared.
     pub fn ranked(&self, n: usize) -> Vec<HotPage> {
-        let mut merged: HashMap<String, HotPage> = HashMap::new();
         let cluster = self.cluster.read().clone();
-        for page in self.local_top(SHARED).into_iter().chain(cluster) {
-            match merged.get_mut(&page.uri) {
-                Some(known) => known.score += page.score,
-                None => {
-                    merged.insert(page.uri.clone(), page);
-                }
-            }
-        }
-        top(merged.into_values(), n)
+        merged(self.local_top(SHARED).into_iter().chain(cluster), n)
     }
 
     /// The hottest pages (at most `n`, each scored at least `min_score`) that a purge of `tags`
-    /// (or of everything) removes.
+    /// (or of everything) removes, among every page this instance tracks and the others share.
     pub fn covered_by(&self, tags: &[String], all: bool, n: usize, min_score: f64) -> Vec<String> {
-        self.ranked(SHARED)
+        let purged: HashSet<&str> = tags.iter().map(String::as_str).collect();
+        let covers = |page_tags: &[&str]| all || page_tags.iter().any(|tag| purged.contains(tag));
+        let now = now_ms();
+        let local: Vec<HotPage> = self
+            .local
+            .lock()
+            .iter()
+            .filter(|(_, heat)| {
+                let page_tags: Vec<&str> =
+                    heat.tags.to_str().unwrap_or_default().split(',').collect();
+                covers(&page_tags)
+            })
+            .map(|(uri, heat)| heat.page(uri, now))
+            .collect();
+        let cluster: Vec<HotPage> = self
+            .cluster
+            .read()
+            .iter()
+            .filter(|page| {
+                let page_tags: Vec<&str> = page.tags.iter().map(String::as_str).collect();
+                covers(&page_tags)
+            })
+            .cloned()
+            .collect();
+        merged(local.into_iter().chain(cluster), usize::MAX)
             .into_iter()
             .filter(|page| page.score >= min_score)
-            .filter(|page| all || page.tags.iter().any(|tag| tags.contains(tag)))
             .take(n)
             .map(|page| page.uri)
             .collect()
@@ -211,9 +229,19 @@ impl HotKeys {
     }
 }
 
-/// The `n` highest-scored pages, hottest first.
-fn top(pages: impl Iterator<Item = HotPage>, n: usize) -> Vec<HotPage> {
-    let mut pages: Vec<HotPage> = pages.collect();
+/// The `n` highest-scored pages, hottest first, with the scores of one page's copies (from
+/// several instances) added up.
+fn merged(pages: impl Iterator<Item = HotPage>, n: usize) -> Vec<HotPage> {
+    let mut by_uri: HashMap<String, HotPage> = HashMap::new();
+    for page in pages {
+        match by_uri.get_mut(&page.uri) {
+            Some(known) => known.score += page.score,
+            None => {
+                by_uri.insert(page.uri.clone(), page);
+            }
+        }
+    }
+    let mut pages: Vec<HotPage> = by_uri.into_values().collect();
     pages.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.uri.cmp(&b.uri)));
     pages.truncate(n);
     pages
