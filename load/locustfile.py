@@ -10,9 +10,10 @@
   is a stale read after a completed purge.
 - `StreamWatcher` users hold a websocket open on an origin and time each change event from
   the write's commit to its arrival.
-- A purge storm (`--storm-at`): the hottest country with subdivisions is moved to another
-  region and back, `--storm-moves` times, which purges its whole subtree's breadcrumbs, both
-  regions' lists and the searches of every name in it. The report's `storm` section gives the
+- A purge storm (`--storm-at`): the hottest sub-region (one whose children are countries, the
+  most visited pages after the regions) is moved under another region and back,
+  `--storm-moves` times, which purges the breadcrumbs of its whole subtree, both regions' lists
+  and, the subtree being large, every search. The report's `storm` section gives the
   edge hit ratio and the origin's database reads per second before, during and after it.
 
 Before the measured run the catalogue of entities is read from the API and the edge is warmed
@@ -220,28 +221,27 @@ def _sample_origin(origin_url):
 
 
 def _storm(host, options):
-    """Moves the hottest country with subdivisions to another region and back, each move
-    followed, as the Editor's are, by a read through the edge once its purge is delivered."""
+    """Moves the hottest sub-region under another region and back, each move followed, as the
+    Editor's are, by a read through the edge once its purge is delivered."""
     session = requests.Session()
     headers = {"Authorization": f"Bearer {options.admin_token}", "If-Match": "*"}
     origin = options.origin_url
-    country = next(c for c in RUN.catalogue
-                   if RUN.kinds.get(c) == "country" and len(RUN.by_parent.get(c, [])) >= 5)
-    home = next(p for p, children in RUN.by_parent.items() if country in children)
-    away = next(r for r in RUN.catalogue
-                if RUN.kinds.get(r) == "region" and r not in (home, "world")
-                and RUN.by_parent.get(r) and RUN.kinds.get(RUN.by_parent[r][0]) == "country")
-    print(f"purge storm: {country} moves between {home} and {away}, "
+    regions = [r for r in RUN.catalogue if RUN.kinds.get(r) == "region"]
+    subtree = next(r for r in regions
+                   if RUN.by_parent.get(r) and RUN.kinds.get(RUN.by_parent[r][0]) == "country")
+    home = next(p for p, children in RUN.by_parent.items() if subtree in children)
+    away = next(r for r in RUN.by_parent.get("world", []) if r != home)
+    print(f"purge storm: {subtree} moves between {home} and {away}, "
           f"{options.storm_moves} times")
     started = time.time()
     for move in range(options.storm_moves):
         parent = away if move % 2 == 0 else home
-        response = session.patch(f"{origin}/admin/v1/entities/{country}", headers=headers,
+        response = session.patch(f"{origin}/admin/v1/entities/{subtree}", headers=headers,
                                  json={"parent_id": parent}, timeout=30)
         response.raise_for_status()
         version = response.json()["version"]
         purge_id = response.headers.get("forecastin-purge-id")
-        gevent.spawn(_check_after_purge, session, host, origin, headers, country, version,
+        gevent.spawn(_check_after_purge, session, host, origin, headers, subtree, version,
                      purge_id)
         gevent.sleep(options.storm_interval)
     RUN.storm = (started, time.time())

@@ -25,11 +25,11 @@ const HALF_LIFE_MS: f64 = 60_000.0;
 /// Pages scored at most (a few MB); past it, the cooler half is forgotten.
 const MAX_TRACKED: usize = 30_000;
 /// Pages each instance shares, and how often: at most [`MAX_URI_BYTES`] and [`MAX_TAGS`] tags
-/// each, under a megabyte of JSON.
-const SHARED: usize = 1_500;
-const SHARE_EVERY: Duration = Duration::from_secs(2);
+/// each, about a megabyte of JSON at most (a few hundred KB as the API's pages go).
+const SHARED: usize = 5_000;
+const SHARE_EVERY: Duration = Duration::from_secs(5);
 /// How long a shared ranking outlives its instance's last update.
-const SHARED_TTL_MS: u64 = 10_000;
+const SHARED_TTL_MS: u64 = 15_000;
 /// Longest page scored: the API's own pages are far shorter, and a client must not be able to
 /// make the ranking (kept in memory and shared) large.
 pub const MAX_URI_BYTES: usize = 256;

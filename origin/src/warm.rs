@@ -47,7 +47,7 @@ const REWARM_MIN_SCORE: f64 = 0.125;
 /// Longest a re-warm may delay the CDN purge.
 const REWARM_BUDGET: Duration = Duration::from_millis(1_000);
 /// Pages a new instance loads before it listens, and how long it may take.
-const START_PAGES: usize = 3_000;
+const START_PAGES: usize = 5_000;
 const START_BUDGET: Duration = Duration::from_secs(4);
 /// Renders at once.
 const CONCURRENCY: usize = 8;
