@@ -248,13 +248,29 @@ def _storm(host, options):
 
 
 def _check_after_purge(session, host, origin, headers, entity, version, purge_id):
+    follow_purge(
+        lambda: session.get(f"{origin}/admin/v1/purge/{purge_id}", headers=headers,
+                            timeout=10).json(),
+        lambda: session.get(f"{host}{API}/entities/{entity}", timeout=10).json(),
+        version)
+
+
+def follow_purge(purge_status, read_entity, version):
+    """Waits for a purge to be delivered, then reads the entity through the edge: an older
+    version there is a stale read after a completed purge."""
     deadline = time.time() + 30
     while time.time() < deadline:
-        status = session.get(f"{origin}/admin/v1/purge/{purge_id}", headers=headers,
-                             timeout=10).json()
-        if all(d["status"] != "pending" for d in status.get("deliveries", [])):
-            served = session.get(f"{host}{API}/entities/{entity}", timeout=10).json()
-            if served["version"] < version:
+        status = purge_status()
+        deliveries = status.get("deliveries", [])
+        # No deliveries: no CDN provider is configured (a run straight at an origin), and
+        # the origin's own tiers were purged before the write answered.
+        if all(d["status"] != "pending" for d in deliveries):
+            delivered = max((d.get("delivered_at_ms") or 0 for d in deliveries),
+                            default=status["created_at_ms"])
+            with RUN.lock:
+                RUN.purge_ms.append(delivered - status["created_at_ms"])
+            served = read_entity()
+            if served is not None and served["version"] < version:
                 with RUN.lock:
                     RUN.stale_reads += 1
             return
@@ -390,28 +406,11 @@ class Editor(ApiUser):
         gevent.spawn(self.follow_purge, entity, version, purge_id)
 
     def follow_purge(self, entity, version, purge_id):
-        """Waits for the purge to be delivered, then reads the entity through the edge: an
-        older version there is a stale read after a completed purge."""
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            status = self.client.get(f"/admin/v1/purge/{purge_id}", headers=self.headers,
-                                     name="admin purge status").json()
-            deliveries = status.get("deliveries", [])
-            # No deliveries: no CDN provider is configured (a run straight at an origin), and
-            # the origin's own tiers were purged before the write answered.
-            if all(d["status"] != "pending" for d in deliveries):
-                delivered = max((d.get("delivered_at_ms") or 0 for d in deliveries),
-                                default=status["created_at_ms"])
-                with RUN.lock:
-                    RUN.purge_ms.append(delivered - status["created_at_ms"])
-                served = self.get(f"{API}/entities/{entity}", "check after purge")
-                if served is not None and served["version"] < version:
-                    with RUN.lock:
-                        RUN.stale_reads += 1
-                return
-            gevent.sleep(0.05)
-        with RUN.lock:
-            RUN.undelivered_purges += 1
+        follow_purge(
+            lambda: self.client.get(f"/admin/v1/purge/{purge_id}", headers=self.headers,
+                                    name="admin purge status").json(),
+            lambda: self.get(f"{API}/entities/{entity}", "check after purge"),
+            version)
 
 
 class StreamWatcher(User):

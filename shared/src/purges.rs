@@ -58,12 +58,7 @@ pub fn validate(request: &PurgeRequest) -> Result<(), Invalid> {
             format!("`{tag}` is not a valid cache tag"),
         ));
     }
-    if let Some(url) = request.urls.iter().find(|url| url_of(url).is_none()) {
-        return Err(Invalid::of(
-            "urls",
-            format!("`{url}` is neither a path starting with / nor an http(s) URL"),
-        ));
-    }
+    not_urls("urls", &request.urls)?;
     if let Some(prefix) = request.prefixes.iter().find(|p| prefix_of(p).is_none()) {
         return Err(Invalid::of(
             "prefixes",
@@ -82,13 +77,18 @@ pub fn validate(request: &PurgeRequest) -> Result<(), Invalid> {
             format!("at most {MAX_REFRESH} pages to refresh"),
         ));
     }
-    if let Some(url) = request.refresh.iter().find(|url| url_of(url).is_none()) {
-        return Err(Invalid::of(
-            "refresh",
+    not_urls("refresh", &request.refresh)
+}
+
+/// Refuses the first of `urls` that is not a URL this API purges.
+fn not_urls(field: &'static str, urls: &[String]) -> Result<(), Invalid> {
+    match urls.iter().find(|url| url_of(url).is_none()) {
+        Some(url) => Err(Invalid::of(
+            field,
             format!("`{url}` is neither a path starting with / nor an http(s) URL"),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn is_tag(tag: &str) -> bool {

@@ -101,22 +101,16 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
         .map_err(|err| PurgeError::BadRequest(format!("invalid purge body: {err}")))?;
     purges::validate(&request).map_err(|invalid| PurgeError::BadRequest(invalid.message))?;
     let bad = |item: &str| PurgeError::BadRequest(format!("`{item}` is not a purgeable URL"));
-    let keys = request
-        .urls
-        .iter()
-        .map(|url| {
-            let absolute = purges::url_on(url, edge_url).ok_or_else(|| bad(url))?;
-            Ok(Target::of(&absolute).cache_key(&absolute))
-        })
-        .collect::<Result<_, _>>()?;
-    let refresh = request
-        .refresh
-        .iter()
-        .map(|url| {
-            let absolute = purges::url_on(url, edge_url).ok_or_else(|| bad(url))?;
-            Ok(Target::of(&absolute).cache_key(&absolute))
-        })
-        .collect::<Result<_, _>>()?;
+    let cache_keys = |urls: &[String]| {
+        urls.iter()
+            .map(|url| {
+                let absolute = purges::url_on(url, edge_url).ok_or_else(|| bad(url))?;
+                Ok(Target::of(&absolute).cache_key(&absolute))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let keys = cache_keys(&request.urls)?;
+    let refresh = cache_keys(&request.refresh)?;
     let prefixes = request
         .prefixes
         .iter()
