@@ -130,6 +130,9 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     if config.seed_demo_data {
         seed::load_demo_if_empty(&hierarchy).await?;
     }
+    // Reads start no older than the primary is now (the demo data just loaded, say): a replica
+    // serves them only once it has replayed that far.
+    db.note_write().await;
     let admin_token = match &config.admin_token {
         Some(token) if !token.is_empty() => token.clone(),
         _ => {
