@@ -139,27 +139,22 @@ impl HotKeys {
     /// (or of everything) removes, among every page this instance tracks and the others share.
     pub fn covered_by(&self, tags: &[String], all: bool, n: usize, min_score: f64) -> Vec<String> {
         let purged: HashSet<&str> = tags.iter().map(String::as_str).collect();
-        let covers = |page_tags: &[&str]| all || page_tags.iter().any(|tag| purged.contains(tag));
+        let covers = |mut page_tags: std::str::Split<'_, char>| {
+            all || page_tags.any(|tag| purged.contains(tag))
+        };
         let now = now_ms();
         let local: Vec<HotPage> = self
             .local
             .lock()
             .iter()
-            .filter(|(_, heat)| {
-                let page_tags: Vec<&str> =
-                    heat.tags.to_str().unwrap_or_default().split(',').collect();
-                covers(&page_tags)
-            })
+            .filter(|(_, heat)| covers(heat.tags.to_str().unwrap_or_default().split(',')))
             .map(|(uri, heat)| heat.page(uri, now))
             .collect();
         let cluster: Vec<HotPage> = self
             .cluster
             .read()
             .iter()
-            .filter(|page| {
-                let page_tags: Vec<&str> = page.tags.iter().map(String::as_str).collect();
-                covers(&page_tags)
-            })
+            .filter(|page| all || page.tags.iter().any(|tag| purged.contains(tag.as_str())))
             .cloned()
             .collect();
         merged(local.into_iter().chain(cluster), usize::MAX)
