@@ -292,8 +292,10 @@ def _cache_status(request_type, name, exception, response=None, **_):
             RUN.edge_hits += 1
         else:
             RUN.edge_misses += 1
-        second = RUN.edge_by_second.setdefault(int(time.time()), [0, 0])
+        second = RUN.edge_by_second.setdefault(int(time.time()), [0, 0, 0])
         second[0 if hit else 1] += 1
+        if "detail=stale-while-revalidate" in status:
+            second[2] += 1
         counts = RUN.edge_by_operation.setdefault(name, {"hits": 0, "misses": 0})
         counts["hits" if hit else "misses"] += 1
 
@@ -512,7 +514,7 @@ def _report(environment, **_):
 
 def storm_report(edge_by_second, samples, storm, ended):
     """Before, during (from the first move to 10 s after the last) and after the storm: the
-    edge hit ratio, and the origin's database reads per second, with the responses it computed
+    edge hit ratio (and how many hits were stale, served while revalidated), and the origin's database reads per second, with the responses it computed
     for requests (refills) and for its preloading."""
     started, last_move = storm
     windows = {"before": (0, started), "during": (started, last_move + 10),
@@ -524,7 +526,10 @@ def storm_report(edge_by_second, samples, storm, ended):
         misses = sum(edge_by_second[s][1] for s in seconds)
         inside = [(t, c) for t, c in samples if start <= t <= end]
         window = {"edge_hits": hits, "edge_misses": misses,
-                  "edge_hit_ratio": _ratio(hits, misses)}
+                  "edge_hit_ratio": _ratio(hits, misses),
+                  # Hits answered from an entry past its freshness while it was revalidated:
+                  # after a soft purge, the readers who got the page from before the write.
+                  "edge_stale_hits": sum(edge_by_second[s][2] for s in seconds)}
         if len(inside) >= 2:
             (t0, first), (t1, last) = inside[0], inside[-1]
             span = max(t1 - t0, 1e-9)

@@ -89,7 +89,7 @@ def summary(report):
         window = storm[name]
         lines.append(
             f"storm {name}: edge hit ratio {window['edge_hit_ratio']} ({window['edge_misses']} "
-            f"misses); database queries/s {window.get('db_queries_per_s')}, refill renders "
+            f"misses, {window.get('edge_stale_hits')} stale hits); database queries/s {window.get('db_queries_per_s')}, refill renders "
             f"{window.get('refill_renders')}, preload renders {window.get('preload_renders')}")
     ws = report["websocket"]
     lines.append(f"websocket events {ws['events']} (p50 {ws['p50_ms']} ms, p95 {ws['p95_ms']} ms)")
