@@ -36,25 +36,9 @@ pub struct Purge {
     pub refresh: Vec<String>,
 }
 
-/// Entries one soft purge revalidates before it answers, at most, all at once. Each costs the
-/// invocation about seven subrequests (storage reads and writes, the origin, the index).
+/// Entries one soft purge refreshes at most, all at once. Each costs the invocation about seven
+/// subrequests (storage reads and writes, the origin, the index), which the runtime limits.
 pub const REFRESHED_BY_SOFT_PURGE: usize = 100;
-
-/// Entries one soft purge marks stale, at most; the rest are deleted. Each costs three
-/// subrequests (read, body, write): with the refreshes, well within the 10,000 the runtime
-/// allows an invocation.
-pub const MARKED_BY_SOFT_PURGE: usize = 2_000;
-
-/// What a purge does to the entries it covers.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
-    /// Marked stale in place (a soft purge): they answer once more, as stale, while they are
-    /// revalidated, within [`super::stored::SOFT_PURGE_GRACE_SECS`].
-    pub marked: Vec<String>,
-    /// Of those marked, the ones revalidated before the purge answers.
-    pub refreshed: Vec<String>,
-    pub deleted: Vec<String>,
-}
 
 /// The signature headers of a purge request, as received.
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,33 +160,20 @@ pub fn tags_of(response: &http::HeaderMap) -> Vec<String> {
 }
 
 impl Purge {
-    /// What to do with the covered `keys`: a hard purge deletes them; a soft one marks them
-    /// stale (those it names to refresh first, so the cap never leaves them out) and
-    /// revalidates those it names (or the first ones when it names none), up to
-    /// [`REFRESHED_BY_SOFT_PURGE`]; past [`MARKED_BY_SOFT_PURGE`], it deletes.
-    pub fn plan(&self, keys: Vec<String>) -> Plan {
+    /// The covered `keys` split into those to refresh in place and those to delete: for a soft
+    /// purge, those it names to refresh (or the first ones when it names none), up to
+    /// [`REFRESHED_BY_SOFT_PURGE`]; everything else is deleted.
+    pub fn split_for_refresh(&self, keys: Vec<String>) -> (Vec<String>, Vec<String>) {
         if !self.soft {
-            return Plan {
-                deleted: keys,
-                ..Plan::default()
-            };
+            return (Vec::new(), keys);
         }
-        let (mut marked, others): (Vec<String>, Vec<String>) =
-            keys.into_iter().partition(|key| self.refresh.contains(key));
-        let named = marked.len();
-        marked.extend(others);
-        let refreshable = if self.refresh.is_empty() {
-            marked.len()
-        } else {
-            named
-        };
-        let refreshed = marked[..refreshable.min(REFRESHED_BY_SOFT_PURGE)].to_vec();
-        let deleted = marked.split_off(marked.len().min(MARKED_BY_SOFT_PURGE));
-        Plan {
-            marked,
-            refreshed,
-            deleted,
+        let (mut refreshed, mut deleted): (Vec<String>, Vec<String>) = keys
+            .into_iter()
+            .partition(|key| self.refresh.is_empty() || self.refresh.contains(key));
+        if refreshed.len() > REFRESHED_BY_SOFT_PURGE {
+            deleted.extend(refreshed.split_off(REFRESHED_BY_SOFT_PURGE));
         }
+        (refreshed, deleted)
     }
 
     /// Whether this purge removes the entry stored under `key` with `tags`.
@@ -355,62 +326,35 @@ mod tests {
     }
 
     #[test]
-    fn a_soft_purge_marks_what_it_covers_and_refreshes_what_it_names() {
-        let keys = |names: &[&str]| -> Vec<String> {
-            names.iter().map(|n| format!("http://h/{n}")).collect()
-        };
+    fn a_soft_purge_refreshes_what_it_names_and_deletes_the_rest() {
+        let keys = |names: &[&str]| names.iter().map(|n| format!("http://h/{n}")).collect();
         let hard = Purge::default();
-        assert_eq!(
-            hard.plan(keys(&["a"])),
-            Plan {
-                deleted: keys(&["a"]),
-                ..Plan::default()
-            }
-        );
+        assert_eq!(hard.split_for_refresh(keys(&["a"])), (vec![], keys(&["a"])));
         let soft = Purge {
             soft: true,
             ..Purge::default()
         };
         assert_eq!(
-            soft.plan(keys(&["a", "b"])),
-            Plan {
-                marked: keys(&["a", "b"]),
-                refreshed: keys(&["a", "b"]),
-                deleted: vec![],
-            }
+            soft.split_for_refresh(keys(&["a", "b"])),
+            (keys(&["a", "b"]), vec![])
         );
         let named = Purge {
             soft: true,
-            refresh: keys(&["c", "z"]),
+            refresh: keys(&["b", "z"]),
             ..Purge::default()
         };
         assert_eq!(
-            named.plan(keys(&["a", "b", "c"])),
-            Plan {
-                marked: keys(&["c", "a", "b"]),
-                refreshed: keys(&["c"]),
-                deleted: vec![],
-            }
+            named.split_for_refresh(keys(&["a", "b", "c"])),
+            (keys(&["b"]), keys(&["a", "c"]))
         );
-        let many: Vec<String> = (0..MARKED_BY_SOFT_PURGE + 3)
+        let many: Vec<String> = (0..REFRESHED_BY_SOFT_PURGE + 3)
             .map(|n| format!("http://h/{n}"))
             .collect();
-        let last = many[many.len() - 1].clone();
-        let plan = Purge {
-            soft: true,
-            refresh: vec![last.clone()],
-            ..Purge::default()
-        }
-        .plan(many);
-        assert_eq!(plan.marked.len(), MARKED_BY_SOFT_PURGE);
-        assert_eq!(plan.deleted.len(), 3);
-        assert_eq!(plan.refreshed, [last.clone()]);
-        assert!(
-            plan.marked.contains(&last),
-            "a named page is never left out"
+        let (refreshed, deleted) = soft.split_for_refresh(many);
+        assert_eq!(
+            (refreshed.len(), deleted.len()),
+            (REFRESHED_BY_SOFT_PURGE, 3)
         );
-        let plan = soft.plan((0..500).map(|n| format!("http://h/{n}")).collect());
-        assert_eq!(plan.refreshed.len(), REFRESHED_BY_SOFT_PURGE);
         let parsed = parse(
             br#"{"tags":["e:FR"],"soft":true,"refresh":["/api/v1/entities/FR?x=1"]}"#,
             &edge(),

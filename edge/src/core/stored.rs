@@ -114,29 +114,17 @@ pub fn read_stored(headers: &mut HeaderMap) -> Option<Meta> {
     Some(meta)
 }
 
-/// How long, at most, a softly purged entry may still answer while it is revalidated: a page
-/// read within it is served once more from storage (flagged `stale-while-revalidate`) and
-/// refreshed in the background; a read after it waits for the origin.
-pub const SOFT_PURGE_GRACE_SECS: u64 = 10;
-
 /// A soft purge: the stored headers (bookkeeping included) of the same entry, stale as of
-/// `now_ms`, with what is left of its stale-while-revalidate window cut to
-/// [`SOFT_PURGE_GRACE_SECS`] (never lengthened: the origin may have allowed less), and its
-/// stale-if-error kept. `None` when the entry is not one this edge wrote.
+/// `now_ms` and without its stale-while-revalidate window, so that a reader revalidates it
+/// (cheaply, with its validators) and it may only stand in when the origin fails
+/// (stale-if-error). `None` when the entry is not one this edge wrote.
 pub fn marked_stale(stored_headers: &HeaderMap, now_ms: u64) -> Option<HeaderMap> {
     let mut meta: Meta = stored_headers
         .get(META_HEADER)
         .and_then(|v| serde_json::from_slice(v.as_bytes()).ok())?;
-    let stored = &mut meta.stored;
-    let age = stored.age(now_ms);
-    let stale_for = age.saturating_sub(stored.lifetime);
-    let grace = stored
-        .stale_while_revalidate
-        .saturating_sub(stale_for)
-        .min(SOFT_PURGE_GRACE_SECS);
-    stored.lifetime = stored.lifetime.min(age);
-    // The window is counted from the end of the lifetime: it ends `grace` from now.
-    stored.stale_while_revalidate = age - stored.lifetime + grace;
+    let age = meta.stored.age(now_ms);
+    meta.stored.lifetime = meta.stored.lifetime.min(age);
+    meta.stored.stale_while_revalidate = 0;
     let mut headers = stored_headers.clone();
     headers.insert(
         META_HEADER,
@@ -206,58 +194,26 @@ mod tests {
     }
 
     #[test]
-    fn a_soft_purged_entry_serves_stale_while_revalidating_for_the_grace_at_most() {
-        use crate::core::freshness::Verdict;
+    fn a_soft_purged_entry_is_revalidated_and_may_stand_in_only_on_error() {
         let written =
             headers_to_store(&HeaderMap::new(), 200, &stored(), "/api/v1/entities/FR", 2).unwrap();
         let now = stored().stored_at_ms + 5_500;
-        assert!(matches!(stored().verdict(now), Verdict::Fresh { .. }));
-        let marked = marked_stale(&written, now).unwrap();
-        let verdict = |headers: &HeaderMap, at: u64| {
-            read_stored(&mut headers.clone())
-                .unwrap()
-                .stored
-                .verdict(at)
-        };
-        let grace_ms = SOFT_PURGE_GRACE_SECS * 1000;
         assert!(matches!(
-            verdict(&marked, now),
-            Verdict::StaleWhileRevalidate { .. }
+            stored().verdict(now),
+            crate::core::freshness::Verdict::Fresh { .. }
         ));
-        assert!(matches!(
-            verdict(&marked, now + grace_ms - 1_000),
-            Verdict::StaleWhileRevalidate { .. }
-        ));
-        assert!(matches!(
-            verdict(&marked, now + grace_ms + 1_000),
-            Verdict::Revalidate { on_error: true, .. }
-        ));
-        let meta = read_stored(&mut marked.clone()).unwrap();
+        let mut marked = marked_stale(&written, now).unwrap();
+        let meta = read_stored(&mut marked).unwrap();
         assert_eq!(meta.stored.lifetime, 5);
+        assert!(matches!(
+            meta.stored.verdict(now),
+            crate::core::freshness::Verdict::Revalidate { on_error: true, .. }
+        ));
         assert_eq!(meta.stored.stale_if_error, stored().stale_if_error);
-        // Marking again never lengthens the window.
-        let again = marked_stale(&marked, now + 4_000).unwrap();
-        assert!(matches!(
-            verdict(&again, now + grace_ms + 1_000),
-            Verdict::Revalidate { .. }
-        ));
-        // Where the origin allowed no stale-while-revalidate, none is given.
-        let strict = Stored {
-            stale_while_revalidate: 0,
-            ..stored()
-        };
-        let strict =
-            headers_to_store(&HeaderMap::new(), 200, &strict, "/api/v1/entities/FR", 2).unwrap();
-        assert!(matches!(
-            verdict(&marked_stale(&strict, now).unwrap(), now),
-            Verdict::Revalidate { .. }
-        ));
-        // An entry already past its window stays there.
-        let late = stored().stored_at_ms + 100_000;
-        assert!(matches!(
-            verdict(&marked_stale(&written, late).unwrap(), late),
-            Verdict::Revalidate { .. }
-        ));
+        // Marking twice, or an entry already stale, changes nothing more.
+        let later = stored().stored_at_ms + 100_000;
+        let mut again = marked_stale(&marked_stale(&written, now).unwrap(), later).unwrap();
+        assert_eq!(read_stored(&mut again).unwrap().stored.lifetime, 5);
         assert!(marked_stale(&HeaderMap::new(), now).is_none());
     }
 

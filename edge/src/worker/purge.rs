@@ -3,12 +3,13 @@
 //! short answers non-2xx, the origin retries it (a new request), and the retry finds the same
 //! entries.
 //!
-//! A soft purge (`"soft": true`) keeps the entries instead and marks them stale (see
-//! [`marked_stale`]): for a short grace, a reader gets the old page once more, flagged
-//! `stale-while-revalidate`, while the edge fetches the new one in the background; after it,
-//! a reader waits for the origin. The pages the purge names (the origin names the hot pages it
-//! has rendered again) are revalidated before it answers, so their next readers get the new
-//! page as a hit. Past [`purge::MARKED_BY_SOFT_PURGE`] entries, a soft purge deletes.
+//! A soft purge (`"soft": true`) refreshes the entries in place instead: it marks them stale
+//! (no stale-while-revalidate left: a reader meanwhile revalidates), keeps them indexed, and
+//! revalidates them with the origin before it answers, so readers after the acknowledgement
+//! get the new page as a hit rather than a miss. The entries refreshed are those the purge
+//! names (the origin names the hot pages it has rendered again), at most
+//! [`purge::REFRESHED_BY_SOFT_PURGE`]; the others, and any whose refresh fails, are deleted as
+//! in a hard purge: no reader after the acknowledgement gets what the purge covered.
 
 use forecastin_shared::{
     dto::PurgeResult,
@@ -19,7 +20,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use http::{header, HeaderMap};
 use url::Url;
-use worker::{wasm_bindgen::JsValue, web_sys, Env, Request};
+use worker::{web_sys, Env, Request};
 
 use super::{index, now_ms, runtime, serve, Settings};
 use crate::core::{
@@ -28,9 +29,6 @@ use crate::core::{
     purge::{self, PurgeError},
     stored::{marked_stale, STORAGE_STATUS},
 };
-
-/// Entries marked stale at once: each holds its body meanwhile.
-const MARKED_AT_ONCE: usize = 32;
 
 /// Longest one refresh may take: well within the origin's purge timeout, so that a slow origin
 /// turns a soft purge into a hard one rather than into a purge retried.
@@ -120,42 +118,30 @@ pub async fn handle(
             "this signed purge was already used".into(),
         ));
     };
-    let purge::Plan {
-        marked,
-        refreshed,
-        deleted,
-    } = request.plan(keys);
-    let marks = marked.into_iter().map(|key| async move {
-        match mark_stale(&key).await {
-            Ok(marked) => Ok(JsValue::from_bool(marked)),
-            Err(err) => Err(JsValue::from_str(&format!(
-                "marking {key} stale failed ({err})"
-            ))),
+    let (marked, mut deleted) = request.split_for_refresh(keys);
+    let mut purged = 0;
+    for key in &marked {
+        match mark_stale(key).await {
+            Ok(true) => purged += 1,
+            Ok(false) => {}
+            Err(err) => return Ok(incomplete(key, &err)),
         }
-    });
-    let mut purged = match runtime::all_at_once(marks, MARKED_AT_ONCE).await {
-        Ok(outcomes) => outcomes
-            .iter()
-            .filter(|m| m.as_bool() == Some(true))
-            .count() as u64,
-        Err(err) => return Ok(incomplete(&err.to_string())),
-    };
-    let timeout = settings.timeout.min(REFRESH_TIMEOUT);
-    let fresh = serve::refresh(env, settings, &refreshed, (at_ms, timeout)).await;
-    if fresh < refreshed.len() {
-        worker::console_warn!(
-            "soft purge: {} of {} pages not refreshed; they stay marked stale",
-            refreshed.len() - fresh,
-            refreshed.len()
-        );
     }
+    let timeout = settings.timeout.min(REFRESH_TIMEOUT);
+    let unrefreshed = serve::refresh(env, settings, marked, (at_ms, timeout)).await;
     for key in &deleted {
         match runtime::cache_delete(key).await {
             Ok(true) => purged += 1,
             Ok(false) => {}
-            Err(err) => return Ok(incomplete(&format!("deleting {key} failed ({err})"))),
+            Err(err) => return Ok(incomplete(key, &err)),
         }
     }
+    for key in &unrefreshed {
+        if let Err(err) = runtime::cache_delete(key).await {
+            return Ok(incomplete(key, &err));
+        }
+    }
+    deleted.extend(unrefreshed);
     if !deleted.is_empty() {
         index::complete(env, deleted).await?;
     }
@@ -163,8 +149,12 @@ pub async fn handle(
 }
 
 /// A purge cut short: the origin retries it, and finds the same entries.
-fn incomplete(what: &str) -> Answer {
-    error(503, "purge_incomplete", format!("{what}; retry the purge"))
+fn incomplete(key: &str, err: &worker::Error) -> Answer {
+    error(
+        503,
+        "purge_incomplete",
+        format!("purging {key} failed ({err}); retry the purge"),
+    )
 }
 
 /// Stores the entry under `key` again, marked stale; `false` when there is none. An entry

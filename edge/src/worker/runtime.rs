@@ -2,13 +2,11 @@
 //! which can panic: a header the other side cannot represent is dropped, and a response the
 //! runtime refuses to construct is an error the caller turns into a 502.
 
-use std::future::Future;
-
 use http::HeaderMap;
 use worker::{
-    js_sys::{self, Array, Promise, Uint8Array},
-    wasm_bindgen::{JsCast, JsValue},
-    wasm_bindgen_futures::{future_to_promise, JsFuture},
+    js_sys::{self, Uint8Array},
+    wasm_bindgen::JsCast,
+    wasm_bindgen_futures::JsFuture,
     web_sys,
     worker_sys::ext::CacheStorageExt,
     Headers, Result,
@@ -158,27 +156,4 @@ pub async fn cache_put(key: &str, response: &web_sys::Response) -> Result<()> {
 pub async fn cache_delete(key: &str) -> Result<bool> {
     let deleted = JsFuture::from(default_cache()?.delete_with_str(key)).await?;
     Ok(deleted.as_bool().unwrap_or(false))
-}
-
-/// Runs `tasks` concurrently, `at_once` at a time, through the runtime's `Promise.all`
-/// (cheaper in code size than a Rust join); their outcomes in order, or the first failure.
-pub async fn all_at_once<F>(
-    tasks: impl IntoIterator<Item = F>,
-    at_once: usize,
-) -> Result<Vec<JsValue>>
-where
-    F: Future<Output = std::result::Result<JsValue, JsValue>> + 'static,
-{
-    let mut tasks = tasks.into_iter().peekable();
-    let mut outcomes = Vec::new();
-    while tasks.peek().is_some() {
-        let batch: Array = tasks
-            .by_ref()
-            .take(at_once.max(1))
-            .map(future_to_promise)
-            .collect();
-        let settled = JsFuture::from(Promise::all(&batch)).await?;
-        outcomes.extend(Array::from(&settled).iter());
-    }
-    Ok(outcomes)
 }

@@ -6,7 +6,12 @@ use std::{cell::RefCell, collections::HashSet};
 
 use http::HeaderMap;
 use url::Url;
-use worker::{wasm_bindgen::JsValue, Context, Env, Result};
+use worker::{
+    js_sys::{Array, Promise},
+    wasm_bindgen::JsValue,
+    wasm_bindgen_futures::{future_to_promise, JsFuture},
+    Context, Env, Result,
+};
 
 use super::{
     collapse::{self, Leader, Turn},
@@ -292,13 +297,13 @@ async fn write(
 
 /// Revalidates the entries under `keys`, all at once, as a request without client headers
 /// would (after a soft purge marked them stale at `purged_at_ms`), each within `timeout`;
-/// returns how many were refreshed. The others stay as the purge marked them.
+/// returns the keys that were not refreshed.
 pub async fn refresh(
     env: &Env,
     settings: &Settings,
-    keys: &[String],
+    keys: Vec<String>,
     (purged_at_ms, timeout): (u64, std::time::Duration),
-) -> usize {
+) -> Vec<String> {
     let refreshes = keys.iter().map(|key| {
         let job = Url::parse(key).ok().map(|url| {
             let target = Target::of(&url);
@@ -313,21 +318,25 @@ pub async fn refresh(
                 fetched_after_ms: purged_at_ms + 1,
             }
         });
-        async move {
+        future_to_promise(async move {
             let refreshed = match job {
                 Some(job) => revalidate(&job).await,
                 None => false,
             };
             Ok(JsValue::from_bool(refreshed))
-        }
+        })
     });
-    // Every refresh resolves, with whether it stored the new version.
-    runtime::all_at_once(refreshes, keys.len())
+    // The runtime's Promise.all runs them at once (cheaper in code size than a Rust join);
+    // every refresh resolves, with whether it stored the new version.
+    let outcomes = JsFuture::from(Promise::all(&refreshes.collect::<Array>()))
         .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|refreshed| refreshed.as_bool() == Some(true))
-        .count()
+        .map(|all| Array::from(&all))
+        .unwrap_or_default();
+    keys.into_iter()
+        .enumerate()
+        .filter(|(n, _)| outcomes.get(*n as u32).as_bool() != Some(true))
+        .map(|(_, key)| key)
+        .collect()
 }
 
 /// Revalidates the entry stored under the job's key; returns whether a new version is stored.
