@@ -19,6 +19,7 @@ use forecastin_edge::core::{
     structured::parse_dictionary,
     target::Target,
 };
+use forecastin_shared::preload::{self, preloaded_paths};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use proptest::prelude::*;
 use url::Url;
@@ -151,6 +152,24 @@ proptest! {
         let edge = Url::parse("http://127.0.0.1:8787/__edge/purge").unwrap();
         if let Ok(purge) = purge::parse(&body, &edge) {
             let _ = purge.covers("http://127.0.0.1:8787/api/v1/entities/FR", &["e:FR".to_owned()]);
+        }
+    }
+
+    #[test]
+    fn link_fields_never_panic_and_name_only_public_paths(
+        value in prop_oneof![
+            "[ -~]{0,120}",
+            "(<(/api/v1/entities/[ -~]{0,20}|[ -~]{0,20})>(; ?[a-zA-Z]{0,5}=\"?[ -~]{0,12}\"?){0,3},? ?){1,4}",
+        ],
+    ) {
+        let edge = Url::parse("http://127.0.0.1:8787/api/v1/entities/FR").unwrap();
+        let paths = preloaded_paths([value.as_str()]);
+        prop_assert!(paths.len() <= preload::MAX_LINKS);
+        for path in paths {
+            let url = edge.join(&path).unwrap();
+            prop_assert_eq!(url.host_str(), Some("127.0.0.1"));
+            prop_assert_eq!(url.path(), path.as_str());
+            prop_assert!(url.query().is_none());
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Rendered {
     pub tags: Vec<String>,
     pub cache_tag: HeaderValue,
     pub surrogate_key: HeaderValue,
+    /// The pages a reader is likely to open next (see `forecastin_shared::preload`).
+    pub link: Option<HeaderValue>,
 }
 
 pub struct L1 {
@@ -187,6 +189,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             cache_tag: HeaderValue::from_static(""),
             surrogate_key: HeaderValue::from_static(""),
+            link: None,
         })
     }
 

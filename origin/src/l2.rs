@@ -58,6 +58,9 @@ pub struct Stored {
     pub status: u16,
     pub body: String,
     pub tags: Vec<String>,
+    /// Entries stored before preloads were kept have none.
+    #[serde(default)]
+    pub preload: Vec<String>,
 }
 
 pub struct L2 {

@@ -14,6 +14,8 @@ use serde_json::json;
 
 const DESCENDANTS_ROUTE: &str = "/api/v1/entities/{id}/descendants";
 const ENTITY_ROUTE: &str = "/api/v1/entities/{id}";
+const CHILDREN_ROUTE: &str = "/api/v1/entities/{id}/children";
+const ANCESTORS_ROUTE: &str = "/api/v1/entities/{id}/ancestors";
 
 /// A page that takes the origin a while to render: 500 descendants of a region.
 fn big_page(region: &str) -> String {
@@ -199,6 +201,60 @@ async fn a_soft_purge_the_origin_cannot_refresh_leaves_no_purged_copy() {
     edge.assert_no_panic();
 }
 
+/// Waits until the origin has served `route` more than `before` times.
+async fn until_served(origin: &Origin, route: &str, before: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while origin.served(route).await <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge never fetched {route} ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_edge_fetches_ahead_the_children_of_an_opened_entity_and_a_childs_breadcrumb() {
+    let (origin, edge) = edge_and_origin(&[]).await;
+    let children_before = origin.served(CHILDREN_ROUTE).await;
+    let opened = client()
+        .get(format!("{}/api/v1/entities/DE", edge.url))
+        .send()
+        .await
+        .unwrap();
+    let link = opened.headers()["link"].to_str().unwrap().to_owned();
+    assert_eq!(
+        link,
+        "</api/v1/entities/DE/children>; rel=preload; as=fetch; crossorigin=anonymous"
+    );
+    until_served(&origin, CHILDREN_ROUTE, children_before).await;
+
+    let ancestors_before = origin.served(ANCESTORS_ROUTE).await;
+    let (status, children) = get_at(&format!("{}/api/v1/entities/DE/children", edge.url)).await;
+    assert!(
+        status.contains("hit") && !status.contains("fwd="),
+        "the children were not fetched ahead: {status}"
+    );
+    let first_child = children["items"][0]["id"].as_str().unwrap().to_owned();
+    until_served(&origin, ANCESTORS_ROUTE, ancestors_before).await;
+    let (status, breadcrumb) = get_at(&format!(
+        "{}/api/v1/entities/{first_child}/ancestors",
+        edge.url
+    ))
+    .await;
+    assert_eq!(breadcrumb["id"], first_child.as_str());
+    assert!(
+        status.contains("hit") && !status.contains("fwd="),
+        "the first child's breadcrumb was not fetched ahead: {status}"
+    );
+    assert_eq!(
+        origin.served(CHILDREN_ROUTE).await,
+        children_before + 1,
+        "the children were fetched more than once"
+    );
+    edge.assert_no_panic();
+}
+
 #[tokio::test]
 async fn with_preloading_off_a_write_purges_hard_and_the_next_reader_misses() {
     let (origin, edge) = edge_and_origin(&[]).await;
@@ -215,7 +271,11 @@ async fn with_preloading_off_a_write_purges_hard_and_the_next_reader_misses() {
     // Every instance rereads the flags twice a second.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let page = format!("{}/api/v1/entities/DE", edge.url);
-    get_at(&page).await;
+    let opened = client().get(&page).send().await.unwrap();
+    assert!(
+        opened.headers().get("link").is_none(),
+        "likely-next pages were named with preloading off"
+    );
     assert!(get_at(&page).await.0.contains("hit"));
     let rewarmed = origin.counter("origin_rewarmed_pages_total").await;
 

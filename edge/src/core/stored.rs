@@ -21,7 +21,7 @@ pub const STORAGE_STATUS: u16 = 200;
 
 /// The stored fields that deciding and answering a hit reads or rewrites, besides the internal
 /// ones it removes ([`status::INTERNAL`]).
-const REWRITTEN_ON_HIT: [&str; 10] = [
+const REWRITTEN_ON_HIT: [&str; 11] = [
     "cache-control",
     CDN_CACHE_CONTROL,
     "content-length",
@@ -32,6 +32,8 @@ const REWRITTEN_ON_HIT: [&str; 10] = [
     "age",
     forecastin_shared::headers::CACHE_STATUS,
     "server-timing",
+    // Read to fetch ahead the pages it names (`forecastin_shared::preload`).
+    "link",
 ];
 
 /// Every stored field a hit reads or rewrites. A hit needs only these from storage (every

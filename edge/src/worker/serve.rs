@@ -1,10 +1,12 @@
 //! Serving a cacheable request: read the stored entry, ask [`crate::core::cache`] what to do,
 //! and do it — answer from storage, fetch from the origin (one fetch per key at a time, see
-//! [`collapse`]), store, refresh in the background.
+//! [`collapse`]), store, refresh in the background, and fetch ahead the pages the answer names
+//! as the reader's likely next ones.
 
 use std::{cell::RefCell, collections::HashSet};
 
-use http::HeaderMap;
+use forecastin_shared::preload::preloaded_paths;
+use http::{header, HeaderMap};
 use url::Url;
 use worker::{
     js_sys::{Array, Promise},
@@ -32,7 +34,15 @@ use crate::core::{
 thread_local! {
     /// Keys being refreshed in the background by this isolate: one refresh per key at a time.
     static REFRESHING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// Keys this isolate fetched ahead since the moment it holds: a page named on every hit of
+    /// a popular one is looked at once per [`FETCH_AHEAD_EVERY_MS`].
+    static FETCHED_AHEAD: RefCell<(u64, HashSet<String>)> = RefCell::new((0, HashSet::new()));
 }
+
+/// How often one isolate fetches one page ahead, at most.
+const FETCH_AHEAD_EVERY_MS: u64 = 10_000;
+/// Keys remembered in [`FETCHED_AHEAD`] before the old ones are forgotten.
+const FETCHED_AHEAD_KEPT: usize = 4_096;
 
 /// What a request needs besides the core's view of it.
 #[derive(Clone)]
@@ -65,15 +75,28 @@ pub async fn serve(
         indexed: !settings.purge_secrets.is_empty(),
         fetched_after_ms: 0,
     };
+    let handled = answer(&job, ctx).await;
+    if let Handled::Answer(answer, _) = &handled {
+        if answer.status == 200 {
+            let links = answer.headers.get_all(header::LINK);
+            let next = preloaded_paths(links.iter().filter_map(|v| v.to_str().ok()));
+            fetch_ahead(&job, ctx, &settings.origin, next);
+        }
+    }
+    Ok(handled)
+}
+
+/// The answer to the job's request.
+async fn answer(job: &Job, ctx: &Context) -> Handled {
     let stored = read(&job.key).await;
     let entry = stored.as_ref().map(|(entry, _)| entry);
     match before_request(&job.request, entry, now_ms()) {
-        BeforeRequest::Answer(answer) => Ok(with_stored(answer, stored, Vec::new())),
+        BeforeRequest::Answer(answer) => with_stored(answer, stored, Vec::new()),
         BeforeRequest::AnswerAndRefresh { answer, refresh } => {
             if let Some((entry, response)) = &stored {
-                refresh_in_background(&job, ctx, entry, response, refresh);
+                refresh_in_background(job, ctx, entry, response, refresh);
             }
-            Ok(with_stored(answer, stored, Vec::new()))
+            with_stored(answer, stored, Vec::new())
         }
         BeforeRequest::Fetch { headers, fwd } => {
             let mut leading = None;
@@ -87,7 +110,7 @@ pub async fn serve(
                         if let Some(BeforeRequest::Answer(answer)) =
                             entry.map(|entry| before_request(&job.request, Some(entry), now_ms()))
                         {
-                            return Ok(with_stored(answer, stored, Vec::new()));
+                            return with_stored(answer, stored, Vec::new());
                         }
                     }
                 }
@@ -98,9 +121,47 @@ pub async fn serve(
                 Forward::Stale => stored.and_then(|(entry, response)| whole(&entry, response)),
                 _ => stored,
             };
-            let fetched = exchange(&job, (Some(ctx), leading), stored.as_ref(), headers, fwd).await;
-            Ok(with_stored(fetched.answer, stored, fetched.body))
+            let fetched = exchange(job, (Some(ctx), leading), stored.as_ref(), headers, fwd).await;
+            with_stored(fetched.answer, stored, fetched.body)
         }
+    }
+}
+
+/// Whether this isolate should fetch `key` ahead now (see [`FETCHED_AHEAD`]).
+fn claim_fetch_ahead(key: &str, now: u64) -> bool {
+    FETCHED_AHEAD.with(|fetched| {
+        let (since, keys) = &mut *fetched.borrow_mut();
+        if now.saturating_sub(*since) >= FETCH_AHEAD_EVERY_MS {
+            *since = now;
+            keys.clear();
+        }
+        // Full: this isolate fetches enough ahead already.
+        keys.len() < FETCHED_AHEAD_KEPT && keys.insert(key.to_owned())
+    })
+}
+
+/// Brings the pages at `paths` (on the job's host) up to date in the background, each as a
+/// request without client headers would, once per [`FETCH_AHEAD_EVERY_MS`] per isolate.
+fn fetch_ahead(job: &Job, ctx: &Context, origin: &Url, paths: Vec<String>) {
+    let Ok(base) = Url::parse(&job.key) else {
+        return;
+    };
+    // Absolute paths without a query: the same host, that path.
+    for url in paths.iter().filter_map(|path| base.join(path).ok()) {
+        let target = Target::of(&url);
+        let key = target.cache_key(&url);
+        if !claim_fetch_ahead(&key, now_ms()) {
+            continue;
+        }
+        let ahead = Job {
+            request: CacheableRequest::anonymous(target.path.clone()),
+            origin_url: target.origin_url(origin),
+            key,
+            ..job.clone()
+        };
+        ctx.wait_until(async move {
+            bring_up_to_date(&ahead).await;
+        });
     }
 }
 
@@ -320,7 +381,7 @@ pub async fn refresh(
         });
         future_to_promise(async move {
             let refreshed = match job {
-                Some(job) => revalidate(&job).await,
+                Some(job) => bring_up_to_date(&job).await,
                 None => false,
             };
             Ok(JsValue::from_bool(refreshed))
@@ -339,29 +400,29 @@ pub async fn refresh(
         .collect()
 }
 
-/// Revalidates the entry stored under the job's key; returns whether a new version is stored.
-async fn revalidate(job: &Job) -> bool {
-    let Some((entry, stored)) = read(&job.key).await else {
-        return false;
-    };
-    let Some((entry, stored)) = whole(&entry, stored) else {
-        return false;
-    };
-    let headers = match before_request(&job.request, Some(&entry), now_ms()) {
-        BeforeRequest::AnswerAndRefresh { refresh, .. } => refresh,
-        BeforeRequest::Fetch { headers, .. } => headers,
-        // Fresh again: refreshed meanwhile.
+/// Brings the entry under the job's key up to date as a reader would, but with nobody
+/// waiting: fetches it when absent (unless another fetch of it is under way), revalidates it
+/// when stale; returns whether a fresh version is stored.
+async fn bring_up_to_date(job: &Job) -> bool {
+    let stored = read(&job.key)
+        .await
+        .and_then(|(entry, stored)| whole(&entry, stored));
+    let entry = stored.as_ref().map(|(entry, _)| entry);
+    let (headers, fwd) = match before_request(&job.request, entry, now_ms()) {
         BeforeRequest::Answer(_) => return true,
+        BeforeRequest::AnswerAndRefresh { refresh, .. } => (refresh, Forward::Stale),
+        BeforeRequest::Fetch { headers, fwd } => (headers, fwd),
     };
-    let fetched = exchange(
-        job,
-        (None, None),
-        Some(&(entry, stored)),
-        headers,
-        Forward::Stale,
-    )
-    .await;
-    fetched.stored
+    let lead = match fwd {
+        Forward::UriMiss => match collapse::join(&job.key, job.timeout) {
+            Turn::Lead(leader) => Some(leader),
+            Turn::Wait(_) => return false,
+        },
+        _ => None,
+    };
+    exchange(job, (None, lead), stored.as_ref(), headers, fwd)
+        .await
+        .stored
 }
 
 /// Whether this isolate may refresh `key` now: one refresh per key at a time.

@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use forecastin_shared::{conditional::none_match, headers, tags};
+use forecastin_shared::{conditional::none_match, headers, preload, tags};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
@@ -20,11 +20,13 @@ use crate::{
     l2, metrics, warm,
 };
 
-/// A freshly computed response body and the tags it depends on.
+/// A freshly computed response body, the tags it depends on, and the pages its reader is
+/// likely to open next.
 pub struct Fresh {
     pub status: StatusCode,
     pub body: Vec<u8>,
     pub tags: Vec<String>,
+    pub preload: Vec<String>,
 }
 
 impl Fresh {
@@ -33,6 +35,15 @@ impl Fresh {
             status: StatusCode::OK,
             body: serde_json::to_vec(body).expect("DTOs serialize"),
             tags,
+            preload: Vec::new(),
+        }
+    }
+
+    /// Names `paths` as the pages to preload after this one.
+    pub fn preloading(self, paths: Vec<String>) -> Self {
+        Self {
+            preload: paths,
+            ..self
         }
     }
 }
@@ -53,6 +64,10 @@ fn render(fresh: Fresh) -> Rendered {
         surrogate_key: header_value(tags::surrogate_key_header(&fresh.tags)),
         body: Bytes::from(fresh.body),
         tags: fresh.tags,
+        // Ids are path-safe, so this holds; should it not, nothing is preloaded.
+        link: (!fresh.preload.is_empty())
+            .then(|| HeaderValue::try_from(preload::link_value(&fresh.preload)).ok())
+            .flatten(),
     }
 }
 
@@ -77,7 +92,7 @@ where
     if let Some(l1) = &state.l1 {
         if let Some(hit) = l1.get(&key, state.bus.l1_max_age(coordinated)) {
             ::metrics::counter!(metrics::L1_HITS).increment(1);
-            return respond(&hit, request, &state.cache_control);
+            return respond(&hit, request, state);
         }
         ::metrics::counter!(metrics::L1_MISSES).increment(1);
         // A leader that ends without a response (an error, its client gone) hands the read to
@@ -88,7 +103,7 @@ where
                 Turn::Follow(outcome) => {
                     if let Some(rendered) = follow(outcome).await {
                         ::metrics::counter!(metrics::COLLAPSED).increment(1);
-                        return respond(&rendered, request, &state.cache_control);
+                        return respond(&rendered, request, state);
                     }
                 }
             }
@@ -99,7 +114,7 @@ where
             if let Some(leader) = leader {
                 leader.land(rendered.clone());
             }
-            respond(&rendered, request, &state.cache_control)
+            respond(&rendered, request, state)
         }
         Err(response) => response,
     }
@@ -127,6 +142,7 @@ where
             status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
             body: stored.body.into_bytes(),
             tags: stored.tags,
+            preload: stored.preload,
         };
         return Ok(remember(state, key, fresh, epoch));
     }
@@ -146,6 +162,7 @@ where
             status: StatusCode::NOT_FOUND,
             tags: vec![tags::entity(&id)],
             body: serde_json::to_vec(&ApiError::EntityNotFound(id).body()).expect("DTOs serialize"),
+            preload: Vec::new(),
         },
         Err(err) => return Err(err.into_response()),
     };
@@ -158,6 +175,7 @@ where
             status: fresh.status.as_u16(),
             body: String::from_utf8_lossy(&fresh.body).into_owned(),
             tags: fresh.tags.clone(),
+            preload: fresh.preload.clone(),
         };
         l2.fill(&key, &stored, &sequence).await;
     }
@@ -178,7 +196,7 @@ fn remember(
     rendered
 }
 
-fn respond(rendered: &Rendered, request: &HeaderMap, cache_control: &HeaderValue) -> Response {
+fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Response {
     let not_modified = rendered.status == StatusCode::OK
         && request
             .get(header::IF_NONE_MATCH)
@@ -198,9 +216,16 @@ fn respond(rendered: &Rendered, request: &HeaderMap, cache_control: &HeaderValue
     };
     let headers = response.headers_mut();
     headers.insert(header::ETAG, rendered.etag.clone());
-    headers.insert(header::CACHE_CONTROL, cache_control.clone());
+    headers.insert(header::CACHE_CONTROL, state.cache_control.clone());
     headers.insert(headers::CACHE_TAG, rendered.cache_tag.clone());
     headers.insert(headers::SURROGATE_KEY, rendered.surrogate_key.clone());
+    if let Some(link) = rendered
+        .link
+        .as_ref()
+        .filter(|_| state.flags.on_this_instance(flags::PREDICTIVE_PRELOAD))
+    {
+        headers.insert(header::LINK, link.clone());
+    }
     response
 }
 

@@ -7,6 +7,7 @@ use axum::{extract::State, http::HeaderMap, response::Response, routing::get, Ro
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use forecastin_shared::{
     dto::{Ancestors, Page},
+    preload,
     tags::{self, Resource},
 };
 use serde::Deserialize;
@@ -136,7 +137,7 @@ async fn entity(
     serve_cached(&state, format!("entity/{id}"), &headers, || async {
         let row = existing(&state, &id).await?;
         let tags = tags::for_response(Resource::Entity, &row.id, row.ancestor_ids());
-        Ok(Fresh::ok(&row.to_entity(), tags))
+        Ok(Fresh::ok(&row.to_entity(), tags).preloading(vec![preload::children_page(&row.id)]))
     })
     .await
 }
@@ -179,8 +180,10 @@ async fn children(
         let body = page(rows, page_params.limit, |last| {
             encode_cursor(&[&last.name, &last.id])
         });
+        let first_child = body.items.first().filter(|_| page_params.after.is_none());
+        let likely_next = first_child.map(|child| preload::breadcrumb(&child.id));
         let tags = tags::for_response(Resource::Children, &parent.id, parent.ancestor_ids());
-        Ok(Fresh::ok(&body, tags))
+        Ok(Fresh::ok(&body, tags).preloading(likely_next.into_iter().collect()))
     })
     .await)
 }

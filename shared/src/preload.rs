@@ -1,0 +1,123 @@
+//! Likely-next navigation: the pages an analyst opens after a page, which the origin names in
+//! `Link: <path>; rel=preload` (RFC 8288; a CDN with Early Hints sends them on as a 103) and
+//! the edge fetches ahead, so the click that follows is a hit.
+//!
+//! After an entity's page comes its children's first page; after a page of children, the
+//! breadcrumb of the first child listed (lists are read from the top).
+
+use crate::routes::public_route;
+
+/// Pages named on one response, at most: each costs the edge a background fetch.
+pub const MAX_LINKS: usize = 2;
+/// Longest path a link may name.
+pub const MAX_PATH_BYTES: usize = 256;
+
+/// The first page of `id`'s children.
+pub fn children_page(id: &str) -> String {
+    format!("/api/v1/entities/{id}/children")
+}
+
+/// The breadcrumb (ancestors) of `id`.
+pub fn breadcrumb(id: &str) -> String {
+    format!("/api/v1/entities/{id}/ancestors")
+}
+
+/// The `Link` field value preloading `paths` (the first [`MAX_LINKS`]).
+pub fn link_value(paths: &[String]) -> String {
+    paths
+        .iter()
+        .take(MAX_LINKS)
+        .map(|path| format!("<{path}>; rel=preload; as=fetch; crossorigin=anonymous"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pages a response's `Link` field values ask to preload, as the edge may fetch them: at
+/// most [`MAX_LINKS`], each a path (no scheme, host or query) of a public route, of at most
+/// [`MAX_PATH_BYTES`]. Anything else in the field is ignored.
+pub fn preloaded_paths<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for link in values.into_iter().flat_map(|value| value.split(',')) {
+        let mut parts = link.split(';').map(str::trim);
+        let Some(target) = parts
+            .next()
+            .and_then(|t| t.strip_prefix('<'))
+            .and_then(|t| t.strip_suffix('>'))
+        else {
+            continue;
+        };
+        let preload = parts.any(|param| {
+            param.split_once('=').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("rel")
+                    && value
+                        .trim()
+                        .trim_matches('"')
+                        .split_ascii_whitespace()
+                        .any(|rel| rel.eq_ignore_ascii_case("preload"))
+            })
+        });
+        let plain_path = target.starts_with('/')
+            && !target.starts_with("//")
+            && target.len() <= MAX_PATH_BYTES
+            && target
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+            && !target
+                .split('/')
+                .any(|segment| segment == "." || segment == "..");
+        if preload
+            && plain_path
+            && public_route(target).is_some()
+            && !paths.iter().any(|p| p == target)
+        {
+            paths.push(target.to_owned());
+            if paths.len() == MAX_LINKS {
+                break;
+            }
+        }
+    }
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_origin_writes_the_edge_reads() {
+        let paths = vec![children_page("FR"), breadcrumb("FR-75")];
+        assert_eq!(preloaded_paths([link_value(&paths).as_str()]), paths);
+        let three = vec![children_page("A"), children_page("B"), children_page("C")];
+        assert_eq!(
+            preloaded_paths([link_value(&three).as_str()]).len(),
+            MAX_LINKS
+        );
+    }
+
+    #[test]
+    fn only_preloads_of_public_paths_are_taken() {
+        for value in [
+            "</api/v1/entities/FR/children>; rel=stylesheet",
+            "<https://evil.example/api/v1/entities/FR>; rel=preload",
+            "<//evil.example/api/v1/entities/FR>; rel=preload",
+            "</admin/v1/purge>; rel=preload",
+            "</api/v1/entities/FR/children?limit=500>; rel=preload",
+            "</api/v1/entities/../../admin>; rel=preload",
+            "</api/v1/entities/%2e%2e/children>; rel=preload",
+            "/api/v1/entities/FR; rel=preload",
+            "<>; rel=preload",
+            "",
+            ";;;,,,<",
+        ] {
+            assert!(preloaded_paths([value]).is_empty(), "{value}");
+        }
+        assert_eq!(
+            preloaded_paths([
+                "</static/app.css>; rel=\"preload stylesheet\", </api/v1/entities/FR>; REL=Preload"
+            ]),
+            ["/static/app.css", "/api/v1/entities/FR"]
+        );
+        let long = format!("</api/v1/entities/{}>; rel=preload", "x".repeat(300));
+        assert!(preloaded_paths([long.as_str()]).is_empty());
+    }
+}
