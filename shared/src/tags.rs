@@ -9,22 +9,32 @@
 //! | `c:{id}`   | pages of `id`'s children                                                |
 //! | `d:{id}`   | pages of `id`'s descendants                                             |
 //! | `n:{id}`   | pages of `id`'s descendants too long to carry an `e:` tag per item       |
-//! | `s:{id}`   | every response about a node strictly below `id` (it shows `id`'s name in |
-//! |            | breadcrumbs and depths that change when `id` moves)                     |
+//! | `s:{id}`   | breadcrumbs and pages of descendants of every node strictly below `id`   |
+//! |            | (they show the path through `id`: its name, and cursors built on paths) |
+//! | `t:{id}`   | entity and children pages of every node strictly below `id` (they show  |
+//! |            | depths, which change when `id` moves to another depth)                  |
 //! | `search`   | search results                                                          |
 //! | `q:{hex}`  | search results for queries starting with those (up to 3) characters     |
 //!
 //! Pages of descendants carry `e:` of each node they list (or `n:` of their root when they
 //! list more than [`MAX_ITEM_TAGS`]). So renaming `X` purges `e:X` and `s:X` (X itself and
-//! everything that shows the path through it), its parent's children lists, and only the
+//! every breadcrumb that shows the path through it), its parent's children lists, and only the
 //! descendant pages that list `X` (`n:` of its ancestors for the long ones); moving `X` purges
-//! `e:X`, `s:X`, the children lists of its old and new parent and every descendant list of the
-//! ancestors on both sides, whose structure changed. Search results are purged by name: a result page can only
-//! show `X` if its query is a substring of `X`'s name, so a creation or a rename purges the
-//! `q:` tag of every substring of up to three characters of the names involved, and pages for
-//! other queries stay cached. A move or deletion does the same for every name in the subtree
-//! (results show each node's parent and depth), or purges every search result (`search`) when
+//! `e:X`, `s:X`, `X`'s own descendant lists (their cursors hold paths), the children lists of
+//! its old and new parent and every descendant list of the ancestors on both sides, whose
+//! structure changed, and, when the move changes `X`'s depth, `t:X` and `X`'s children lists
+//! too (every depth below changed). After a rename of `X` or a move at the same depth, the
+//! entity and children pages below it stay cached: a sub-region moving to another region
+//! purges its breadcrumbs and descendant lists, not its whole subtree.
+//! Search results are purged by name: a result page can only show `X` if its query is a
+//! substring of `X`'s name, so a creation, a rename or a same-depth move purges the `q:` tag
+//! of every substring of up to three characters of the names involved, and pages for other
+//! queries stay cached. A move to another depth or a deletion does the same for every name in
+//! the subtree (results show each node's depth), or purges every search result (`search`) when
 //! the subtree is too large to list.
+//!
+//! Responses cached before `t:` existed carry `s:` where they would now carry `t:`; every
+//! change that purges `t:X` purges `s:X` too, so they are never left behind.
 
 use std::collections::BTreeSet;
 
@@ -115,9 +125,15 @@ pub fn for_descendants_page<'a>(
     tags
 }
 
-/// Tag of every response about a node strictly below `id`.
-pub fn subtree(id: &str) -> String {
+/// Tag of the breadcrumbs and descendant lists of every node strictly below `id`: they show
+/// the path through `id`.
+pub fn paths_below(id: &str) -> String {
     format!("s:{id}")
+}
+
+/// Tag of the entity and children pages of every node strictly below `id`: they show depths.
+pub fn depths_below(id: &str) -> String {
+    format!("t:{id}")
 }
 
 /// What a hierarchy response is about, which decides its primary tag.
@@ -140,8 +156,12 @@ pub fn for_response<'a>(
         Resource::Children => children(id),
         Resource::Descendants => descendants(id),
     };
+    let below = match resource {
+        Resource::Ancestors | Resource::Descendants => paths_below,
+        Resource::Entity | Resource::Children => depths_below,
+    };
     std::iter::once(primary)
-        .chain(ancestors.into_iter().map(subtree))
+        .chain(ancestors.into_iter().map(below))
         .collect()
 }
 
@@ -160,12 +180,14 @@ pub enum Change<'a> {
         chain: &'a [String],
         names: [&'a str; 2],
     },
-    /// `names`: every name in the moved subtree (and a new name given with the move), or
-    /// `None` when the subtree is too large to list them.
+    /// `own_names`: the moved node's old and new name (a move may rename it too); `names`:
+    /// every name in the moved subtree and the old one, or `None` when the subtree is too
+    /// large to list them (only read when the move changes the node's depth).
     Moved {
         id: &'a str,
         old_chain: &'a [String],
         new_chain: &'a [String],
+        own_names: [&'a str; 2],
         names: Option<&'a [String]>,
     },
     /// `id` and, with a cascade, its whole subtree were deleted; `names` as for a move.
@@ -194,7 +216,7 @@ pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
         }
         Change::Updated { id, chain, names } => {
             // Descendant pages that list `id` carry `e:id`; the structure did not change.
-            tags.extend([entity(id), subtree(id)]);
+            tags.extend([entity(id), paths_below(id)]);
             if let Some(parent) = chain.last() {
                 tags.insert(children(parent));
             }
@@ -207,15 +229,30 @@ pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
             id,
             old_chain,
             new_chain,
+            own_names,
             names,
         } => {
-            tags.extend([entity(id), subtree(id)]);
+            tags.extend([entity(id), paths_below(id), descendants(id)]);
             lists_of(old_chain, &mut tags);
             lists_of(new_chain, &mut tags);
-            search_tags_of_all(names, &mut tags);
+            if old_chain.len() == new_chain.len() {
+                // Nothing below changed depth or parent: only the node's own search results.
+                own_names
+                    .iter()
+                    .for_each(|name| search_tags_of(name, &mut tags));
+            } else {
+                tags.extend([depths_below(id), children(id)]);
+                search_tags_of_all(names, &mut tags);
+            }
         }
         Change::Deleted { id, chain, names } => {
-            tags.extend([entity(id), subtree(id), children(id), descendants(id)]);
+            tags.extend([
+                entity(id),
+                paths_below(id),
+                depths_below(id),
+                children(id),
+                descendants(id),
+            ]);
             lists_of(chain, &mut tags);
             search_tags_of_all(names, &mut tags);
         }
@@ -249,7 +286,9 @@ mod tests {
     #[test]
     fn response_tags_name_the_resource_and_every_ancestor_subtree() {
         let tags = for_response(Resource::Children, "FR", ["world", "m49-150", "m49-155"]);
-        assert_eq!(tags, ["c:FR", "s:world", "s:m49-150", "s:m49-155"]);
+        assert_eq!(tags, ["c:FR", "t:world", "t:m49-150", "t:m49-155"]);
+        let tags = for_response(Resource::Ancestors, "FR", ["world", "m49-150"]);
+        assert_eq!(tags, ["e:FR", "s:world", "s:m49-150"]);
     }
 
     #[test]
@@ -284,6 +323,7 @@ mod tests {
             id: "X",
             old_chain: &chain(&["world", "a", "b"]),
             new_chain: &chain(&["world", "c"]),
+            own_names: ["X", "X"],
             names: None,
         });
         for tag in [
@@ -292,6 +332,62 @@ mod tests {
             assert!(purged.contains(tag), "{tag} missing from {purged:?}");
         }
         assert!(!purged.contains("c:a"));
+    }
+
+    #[test]
+    fn a_move_at_the_same_depth_purges_the_breadcrumbs_below_and_not_the_depths() {
+        let below = |resource| for_response(resource, "FR-75", ["world", "eu", "we", "FR"]);
+        let same_depth = invalidated_by(Change::Moved {
+            id: "FR",
+            old_chain: &chain(&["world", "eu", "we"]),
+            new_chain: &chain(&["world", "eu", "ne"]),
+            own_names: ["France", "France"],
+            names: None,
+        });
+        for resource in [Resource::Ancestors, Resource::Descendants] {
+            assert!(hits(&same_depth, &below(resource)), "{resource:?}");
+        }
+        for resource in [Resource::Entity, Resource::Children] {
+            assert!(!hits(&same_depth, &below(resource)), "{resource:?}");
+        }
+        assert!(!same_depth.contains(SEARCH) && !same_depth.contains("c:FR"));
+        assert!(
+            same_depth.contains("d:FR"),
+            "its descendant lists' cursors hold paths"
+        );
+        assert!(same_depth.contains(&search_query("fra")));
+        let deeper = invalidated_by(Change::Moved {
+            id: "FR",
+            old_chain: &chain(&["world", "eu", "we"]),
+            new_chain: &chain(&["world", "eu"]),
+            own_names: ["France", "France"],
+            names: None,
+        });
+        for resource in [
+            Resource::Ancestors,
+            Resource::Entity,
+            Resource::Children,
+            Resource::Descendants,
+        ] {
+            assert!(hits(&deeper, &below(resource)), "{resource:?}");
+        }
+        assert!(deeper.contains("c:FR") && deeper.contains("d:FR") && deeper.contains(SEARCH));
+        // What was cached tagged `s:` for a depth is purged by every change that purges `t:`.
+        for change in [&same_depth, &deeper] {
+            assert!(change.contains("s:FR"));
+        }
+    }
+
+    #[test]
+    fn a_rename_leaves_the_depths_below_cached() {
+        let renamed = invalidated_by(Change::Updated {
+            id: "FR",
+            chain: &chain(&["world", "eu", "we"]),
+            names: ["France", "Francia"],
+        });
+        let below = |resource| for_response(resource, "FR-75", ["world", "eu", "we", "FR"]);
+        assert!(hits(&renamed, &below(Resource::Ancestors)));
+        assert!(!hits(&renamed, &below(Resource::Entity)));
     }
 
     #[test]
@@ -366,6 +462,7 @@ mod tests {
             id: "X",
             old_chain: &chain(&["world"]),
             new_chain: &chain(&["world", "a"]),
+            own_names: ["Munich", "Munich"],
             names: Some(&names),
         });
         assert!(hits(&moved, &[search_query("munic")]));

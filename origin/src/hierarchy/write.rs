@@ -277,15 +277,21 @@ impl Hierarchy {
                     .into_iter()
                     .map(str::to_owned)
                     .collect();
-                // The names as they are now, and the one a rename with the move replaced.
-                let names = subtree_names(&mut tx, &moved.path).await?.map(|mut names| {
-                    names.push(current.name.clone());
-                    names
-                });
+                // Only a move to another depth changes the search results of the subtree:
+                // the names as they are now, and the one a rename with the move replaced.
+                let names = if new_chain.len() == old_parent_chain.len() {
+                    None
+                } else {
+                    subtree_names(&mut tx, &moved.path).await?.map(|mut names| {
+                        names.push(current.name.clone());
+                        names
+                    })
+                };
                 tags::invalidated_by(Change::Moved {
                     id,
                     old_chain: &old_parent_chain,
                     new_chain: &new_chain,
+                    own_names: [&current.name, name],
                     names: names.as_deref(),
                 })
             }
