@@ -1,7 +1,8 @@
 """The analyst load test: Locust users that browse Forecastin as analysts do.
 
 - `Analyst` sessions browse top-down (world -> region -> country -> subdivision), open entity
-  pages with their breadcrumbs (ancestors), page through descendants and search by name,
+  pages with their breadcrumbs (ancestors), drill down from an entity into its children (the
+  click that likely-next preloading anticipates), page through descendants and search by name,
   with entities drawn from a Zipf distribution (`--zipf-exponent`) and think times between
   steps.
 - An `Editor` makes admin edits (renames, and every third edit a move) at
@@ -76,6 +77,7 @@ class Run:
         self.lock = threading.Lock()
         self.catalogue = []  # entity ids, most popular first
         self.by_parent = {}  # parent id -> child ids
+        self.parents = []  # ids with children, most popular first
         self.names = {}
         self.kinds = {}
         self.rank = {}
@@ -192,6 +194,7 @@ def _prepare(environment, **_):
         RUN.by_parent = {parent: [c for c in children if c in kept]
                          for parent, children in RUN.by_parent.items() if parent in kept}
     RUN.catalogue = catalogue
+    RUN.parents = [entity for entity in catalogue if RUN.by_parent.get(entity)]
     RUN.rank = {entity: n for n, entity in enumerate(catalogue)}
     RUN.weights = [1.0 / (n + 1) ** options.zipf_exponent for n in range(len(catalogue))]
     RUN.cum_weights = list(itertools.accumulate(RUN.weights))
@@ -340,6 +343,21 @@ class Analyst(ApiUser):
     def open_entity(self, entity):
         self.get(f"{API}/entities/{entity}", "entity")
         self.get(f"{API}/entities/{entity}/ancestors", "ancestors")
+
+    @task(2)
+    def drill_down(self):
+        """An entity with children opened, read, then a click into them: their first page,
+        then one child (those near the top of the list are the likelier clicks) with its
+        breadcrumb. The click's pages are what likely-next preloading fetches ahead: the
+        operations `next children` and `next breadcrumb` measure it."""
+        entity = RUN.pick(RUN.parents)
+        self.open_entity(entity)
+        gevent.sleep(self.wait_time())
+        if self.get(f"{API}/entities/{entity}/children", "next children") is None:
+            return
+        child = RUN.pick(RUN.by_parent[entity])
+        self.get(f"{API}/entities/{child}", "next entity")
+        self.get(f"{API}/entities/{child}/ancestors", "next breadcrumb")
 
     @task(1)
     def page_descendants(self):

@@ -2,8 +2,8 @@
 //! `Link: <path>; rel=preload` (RFC 8288; a CDN with Early Hints sends them on as a 103) and
 //! the edge fetches ahead, so the click that follows is a hit.
 //!
-//! After an entity's page comes its children's first page; after a page of children, the
-//! breadcrumb of the first child listed (lists are read from the top).
+//! After an entity's page comes its children's first page; after a first page of children,
+//! the page and breadcrumb of the first child listed (lists are read from the top).
 
 use crate::routes::public_route;
 
@@ -11,6 +11,11 @@ use crate::routes::public_route;
 pub const MAX_LINKS: usize = 2;
 /// Longest path a link may name.
 pub const MAX_PATH_BYTES: usize = 256;
+
+/// `id`'s own page.
+pub fn entity_page(id: &str) -> String {
+    format!("/api/v1/entities/{id}")
+}
 
 /// The first page of `id`'s children.
 pub fn children_page(id: &str) -> String {

@@ -171,6 +171,22 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 
 /// Renames entity `id` through the admin API of `base` (the origin, or the edge that forwards
 /// it); returns the id of the purge the write recorded.
+/// Sets a feature flag's rollout through `base`'s admin API, then waits until every instance
+/// has read it (they reread the flags twice a second).
+pub async fn set_rollout(base: &str, flag: &str, percent: u8) {
+    let response = admin(
+        reqwest::Method::PUT,
+        base,
+        &format!("/admin/v1/flags/{flag}"),
+    )
+    .json(&serde_json::json!({ "rollout_percent": percent }))
+    .send()
+    .await
+    .expect("the server answers");
+    assert_eq!(response.status(), 200, "setting {flag}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+}
+
 pub async fn rename(base: &str, id: &str, name: &str) -> String {
     let response = admin(
         reqwest::Method::PATCH,

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use forecastin_e2e::{
-    admin, cache_status, client, free_port, fresh_nonce, rename, signed_purge, standins, unix_now,
-    wait_settled, Edge, Origin, PURGE_SECRET,
+    admin, cache_status, client, free_port, fresh_nonce, rename, set_rollout, signed_purge,
+    standins, unix_now, wait_settled, Edge, Origin, PURGE_SECRET,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -214,7 +214,7 @@ async fn until_served(origin: &Origin, route: &str, before: u64) {
 }
 
 #[tokio::test]
-async fn the_edge_fetches_ahead_the_children_of_an_opened_entity_and_a_childs_breadcrumb() {
+async fn the_edge_fetches_ahead_the_children_of_an_opened_entity_and_the_first_childs_pages() {
     let (origin, edge) = edge_and_origin(&[]).await;
     let children_before = origin.served(CHILDREN_ROUTE).await;
     let opened = client()
@@ -230,6 +230,7 @@ async fn the_edge_fetches_ahead_the_children_of_an_opened_entity_and_a_childs_br
     until_served(&origin, CHILDREN_ROUTE, children_before).await;
 
     let ancestors_before = origin.served(ANCESTORS_ROUTE).await;
+    let entities_before = origin.served(ENTITY_ROUTE).await;
     let (status, children) = get_at(&format!("{}/api/v1/entities/DE/children", edge.url)).await;
     assert!(
         status.contains("hit") && !status.contains("fwd="),
@@ -237,39 +238,28 @@ async fn the_edge_fetches_ahead_the_children_of_an_opened_entity_and_a_childs_br
     );
     let first_child = children["items"][0]["id"].as_str().unwrap().to_owned();
     until_served(&origin, ANCESTORS_ROUTE, ancestors_before).await;
-    let (status, breadcrumb) = get_at(&format!(
-        "{}/api/v1/entities/{first_child}/ancestors",
-        edge.url
-    ))
-    .await;
-    assert_eq!(breadcrumb["id"], first_child.as_str());
-    assert!(
-        status.contains("hit") && !status.contains("fwd="),
-        "the first child's breadcrumb was not fetched ahead: {status}"
-    );
+    until_served(&origin, ENTITY_ROUTE, entities_before).await;
     assert_eq!(
         origin.served(CHILDREN_ROUTE).await,
         children_before + 1,
         "the children were fetched more than once"
     );
+    for page in ["", "/ancestors"] {
+        let (status, body) =
+            get_at(&format!("{}/api/v1/entities/{first_child}{page}", edge.url)).await;
+        assert_eq!(body["id"], first_child.as_str());
+        assert!(
+            status.contains("hit") && !status.contains("fwd="),
+            "the first child's page {page:?} was not fetched ahead: {status}"
+        );
+    }
     edge.assert_no_panic();
 }
 
 #[tokio::test]
 async fn with_preloading_off_a_write_purges_hard_and_the_next_reader_misses() {
     let (origin, edge) = edge_and_origin(&[]).await;
-    let flag = admin(
-        Method::PUT,
-        &origin.url,
-        "/admin/v1/flags/ff.predictive_preload",
-    )
-    .json(&json!({"rollout_percent": 0}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(flag.status(), 200);
-    // Every instance rereads the flags twice a second.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    set_rollout(&origin.url, "ff.predictive_preload", 0).await;
     let page = format!("{}/api/v1/entities/DE", edge.url);
     let opened = client().get(&page).send().await.unwrap();
     assert!(

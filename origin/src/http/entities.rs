@@ -181,9 +181,14 @@ async fn children(
             encode_cursor(&[&last.name, &last.id])
         });
         let first_child = body.items.first().filter(|_| page_params.after.is_none());
-        let likely_next = first_child.map(|child| preload::breadcrumb(&child.id));
+        let likely_next = first_child.map_or_else(Vec::new, |child| {
+            vec![
+                preload::entity_page(&child.id),
+                preload::breadcrumb(&child.id),
+            ]
+        });
         let tags = tags::for_response(Resource::Children, &parent.id, parent.ancestor_ids());
-        Ok(Fresh::ok(&body, tags).preloading(likely_next.into_iter().collect()))
+        Ok(Fresh::ok(&body, tags).preloading(likely_next))
     })
     .await)
 }
