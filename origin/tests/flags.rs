@@ -2,7 +2,10 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode};
+use axum::{
+    body::Body,
+    http::{header, Method, Request, StatusCode},
+};
 use common::TestApp;
 use serde_json::json;
 
@@ -163,5 +166,42 @@ async fn without_horizontal_scaling_an_instance_does_not_trust_its_l1_beyond_the
     assert_eq!(
         app.get("/api/v1/entities/JP").await.status,
         StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn with_preloading_off_a_page_stored_with_its_preloads_is_replaced_not_revalidated() {
+    let _turn = FLAG_METRICS.lock().await;
+    let app = TestApp::sqlite().await;
+    let with_preloads = app.get("/api/v1/entities/FR").await;
+    assert_eq!(
+        with_preloads.header("link"),
+        "</api/v1/entities/FR/children>; rel=preload; as=fetch; crossorigin=anonymous"
+    );
+    let stored_etag = with_preloads.header("etag").to_owned();
+    let off = app
+        .admin(
+            Method::PUT,
+            "/admin/v1/flags/ff.predictive_preload",
+            Some(json!({"rollout_percent": 0})),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK);
+    let revalidate = |etag: String| {
+        Request::builder()
+            .uri("/api/v1/entities/FR")
+            .header(header::IF_NONE_MATCH, etag)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // A 304 would leave the cache's copy with its `Link`: it gets the page without it.
+    let replaced = app.send(revalidate(stored_etag.clone())).await;
+    assert_eq!(replaced.status, StatusCode::OK);
+    assert!(replaced.headers.get("link").is_none());
+    let new_etag = replaced.header("etag").to_owned();
+    assert_ne!(new_etag, stored_etag);
+    assert_eq!(
+        app.send(revalidate(new_etag)).await.status,
+        StatusCode::NOT_MODIFIED
     );
 }

@@ -169,8 +169,6 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .expect("a JSON body")
 }
 
-/// Renames entity `id` through the admin API of `base` (the origin, or the edge that forwards
-/// it); returns the id of the purge the write recorded.
 /// Sets a feature flag's rollout through `base`'s admin API, then waits until every instance
 /// has read it (they reread the flags twice a second).
 pub async fn set_rollout(base: &str, flag: &str, percent: u8) {
@@ -187,6 +185,8 @@ pub async fn set_rollout(base: &str, flag: &str, percent: u8) {
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
 }
 
+/// Renames entity `id` through the admin API of `base` (the origin, or the edge that forwards
+/// it); returns the id of the purge the write recorded.
 pub async fn rename(base: &str, id: &str, name: &str) -> String {
     let response = admin(
         reqwest::Method::PATCH,

@@ -16,6 +16,9 @@ use super::{
     stored::{headers_to_store, read_stored, Meta},
 };
 
+/// The `Cache-Status` detail of a stored response served because the origin failed.
+pub const STALE_IF_ERROR: &str = "stale-if-error";
+
 /// A GET or HEAD that the cache may answer.
 #[derive(Debug, Clone)]
 pub struct CacheableRequest {
@@ -350,7 +353,7 @@ fn stale_on_error(
         fwd: Some(Forward::Stale),
         fwd_status,
         ttl: Some(stored.lifetime as i64 - stored.age(now_ms) as i64),
-        detail: Some("stale-if-error"),
+        detail: Some(STALE_IF_ERROR),
         ..CacheStatus::default()
     };
     stored_answer(request, entry, cache_status, Some(stored.age(now_ms)))

@@ -5,7 +5,7 @@
 
 use std::{cell::RefCell, collections::HashSet};
 
-use forecastin_shared::preload::preloaded_paths;
+use forecastin_shared::{headers::CACHE_STATUS, preload::preloaded_paths};
 use http::{header, HeaderMap};
 use url::Url;
 use worker::{
@@ -22,7 +22,7 @@ use super::{
 use crate::core::{
     cache::{
         after_failure, after_response, before_request, AfterResponse, Answer, BeforeRequest, Body,
-        CacheableRequest, Entry, OriginResponse, Store,
+        CacheableRequest, Entry, OriginResponse, Store, STALE_IF_ERROR,
     },
     freshness::Exchange,
     purge::tags_of,
@@ -77,7 +77,7 @@ pub async fn serve(
     };
     let handled = answer(&job, ctx).await;
     if let Handled::Answer(answer, _) = &handled {
-        if answer.status == 200 {
+        if answer.status == 200 && !stands_in_for_a_failed_origin(answer) {
             let links = answer.headers.get_all(header::LINK);
             let next = preloaded_paths(links.iter().filter_map(|v| v.to_str().ok()));
             fetch_ahead(&job, ctx, &settings.origin, next);
@@ -125,6 +125,16 @@ async fn answer(job: &Job, ctx: &Context) -> Handled {
             with_stored(fetched.answer, stored, fetched.body)
         }
     }
+}
+
+/// Whether the answer is a stored page served because the origin failed: then the origin is
+/// not asked for more.
+fn stands_in_for_a_failed_origin(answer: &Answer) -> bool {
+    answer
+        .headers
+        .get(CACHE_STATUS)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|status| status.contains(STALE_IF_ERROR))
 }
 
 /// Whether this isolate should fetch `key` ahead now (see [`FETCHED_AHEAD`]).
@@ -356,9 +366,10 @@ async fn write(
     true
 }
 
-/// Revalidates the entries under `keys`, all at once, as a request without client headers
-/// would (after a soft purge marked them stale at `purged_at_ms`), each within `timeout`;
-/// returns the keys that were not refreshed.
+/// Brings the entries under `keys` up to date, all at once, as a request without client
+/// headers would (after a soft purge marked them stale at `purged_at_ms`; one storage dropped
+/// meanwhile is fetched again), each within `timeout`; returns the keys that were not
+/// refreshed.
 pub async fn refresh(
     env: &Env,
     settings: &Settings,

@@ -197,11 +197,22 @@ fn remember(
 }
 
 fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Response {
+    let link = rendered
+        .link
+        .as_ref()
+        .filter(|_| state.flags.on_this_instance(flags::PREDICTIVE_PRELOAD));
+    // A cache keeps the fields a 304 does not repeat: a page served without the preloads it
+    // names (preloading off) is another representation, with another validator, so that a
+    // copy stored with them is replaced rather than revalidated.
+    let etag = match (&rendered.link, link) {
+        (Some(_), None) => without_preloads(&rendered.etag),
+        _ => rendered.etag.clone(),
+    };
     let not_modified = rendered.status == StatusCode::OK
         && request
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| none_match(v, rendered.etag.to_str().unwrap_or_default()));
+            .is_some_and(|v| none_match(v, etag.to_str().unwrap_or_default()));
     // A 304 carries no Content-Type: a cache merges the 304's fields into the response it
     // stored (RFC 9111 §3.2), so one here would replace the stored JSON type.
     let mut response = if not_modified {
@@ -215,18 +226,20 @@ fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Respon
         response
     };
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, rendered.etag.clone());
+    headers.insert(header::ETAG, etag);
     headers.insert(header::CACHE_CONTROL, state.cache_control.clone());
     headers.insert(headers::CACHE_TAG, rendered.cache_tag.clone());
     headers.insert(headers::SURROGATE_KEY, rendered.surrogate_key.clone());
-    if let Some(link) = rendered
-        .link
-        .as_ref()
-        .filter(|_| state.flags.on_this_instance(flags::PREDICTIVE_PRELOAD))
-    {
+    if let Some(link) = link {
         headers.insert(header::LINK, link.clone());
     }
     response
+}
+
+/// The validator of a page served without the preloads it names.
+fn without_preloads(etag: &HeaderValue) -> HeaderValue {
+    let bare = etag.to_str().unwrap_or_default().trim_matches('"');
+    HeaderValue::try_from(format!("\"{bare}-p0\"")).unwrap_or_else(|_| etag.clone())
 }
 
 #[cfg(test)]
