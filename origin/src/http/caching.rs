@@ -205,7 +205,10 @@ fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Respon
     // names (preloading off) is another representation, with another validator, so that a
     // copy stored with them is replaced rather than revalidated.
     let etag = match (&rendered.link, link) {
-        (Some(_), None) => without_preloads(&rendered.etag),
+        (Some(_), None) => {
+            HeaderValue::try_from(without_preloads(rendered.etag.to_str().unwrap_or_default()))
+                .unwrap_or_else(|_| rendered.etag.clone())
+        }
         _ => rendered.etag.clone(),
     };
     let not_modified = rendered.status == StatusCode::OK
@@ -237,9 +240,8 @@ fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Respon
 }
 
 /// The validator of a page served without the preloads it names.
-fn without_preloads(etag: &HeaderValue) -> HeaderValue {
-    let bare = etag.to_str().unwrap_or_default().trim_matches('"');
-    HeaderValue::try_from(format!("\"{bare}-p0\"")).unwrap_or_else(|_| etag.clone())
+pub fn without_preloads(etag: &str) -> String {
+    format!("\"{}-p0\"", etag.trim_matches('"'))
 }
 
 #[cfg(test)]
