@@ -110,7 +110,7 @@ mod tests {
             tags: vec![],
             cache_tag: HeaderValue::from_static(""),
             surrogate_key: HeaderValue::from_static(""),
-            link: None,
+            preloads: None,
         })
     }
 

@@ -28,7 +28,15 @@ pub struct Rendered {
     pub cache_tag: HeaderValue,
     pub surrogate_key: HeaderValue,
     /// The pages a reader is likely to open next (see `forecastin_shared::preload`).
-    pub link: Option<HeaderValue>,
+    pub preloads: Option<Preloads>,
+}
+
+/// The `Link` field naming a page's likely-next pages, and the page's validator when it is
+/// served without it (preloading off).
+#[derive(Debug)]
+pub struct Preloads {
+    pub link: HeaderValue,
+    pub etag_without: HeaderValue,
 }
 
 pub struct L1 {
@@ -189,7 +197,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             cache_tag: HeaderValue::from_static(""),
             surrogate_key: HeaderValue::from_static(""),
-            link: None,
+            preloads: None,
         })
     }
 

@@ -198,6 +198,12 @@ pub enum Change<'a> {
     },
 }
 
+/// Whether a move from under `old_chain` to under `new_chain` changes the depth of the moved
+/// subtree, and so what its pages and search results show.
+pub fn changes_depth(old_chain: &[String], new_chain: &[String]) -> bool {
+    old_chain.len() != new_chain.len()
+}
+
 /// Every tag whose responses a change makes stale.
 pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
     // The lists that show a node whose parent chain is `chain`.
@@ -235,14 +241,14 @@ pub fn invalidated_by(change: Change<'_>) -> BTreeSet<String> {
             tags.extend([entity(id), paths_below(id), descendants(id)]);
             lists_of(old_chain, &mut tags);
             lists_of(new_chain, &mut tags);
-            if old_chain.len() == new_chain.len() {
+            if changes_depth(old_chain, new_chain) {
+                tags.extend([depths_below(id), children(id)]);
+                search_tags_of_all(names, &mut tags);
+            } else {
                 // Nothing below changed depth or parent: only the node's own search results.
                 own_names
                     .iter()
                     .for_each(|name| search_tags_of(name, &mut tags));
-            } else {
-                tags.extend([depths_below(id), children(id)]);
-                search_tags_of_all(names, &mut tags);
             }
         }
         Change::Deleted { id, chain, names } => {

@@ -153,6 +153,9 @@ fn claim_fetch_ahead(key: &str, now: u64) -> bool {
 /// Brings the pages at `paths` (on the job's host) up to date in the background, each as a
 /// request without client headers would, once per [`FETCH_AHEAD_EVERY_MS`] per isolate.
 fn fetch_ahead(job: &Job, ctx: &Context, origin: &Url, paths: Vec<String>) {
+    if paths.is_empty() {
+        return;
+    }
     let Ok(base) = Url::parse(&job.key) else {
         return;
     };

@@ -279,13 +279,13 @@ impl Hierarchy {
                     .collect();
                 // Only a move to another depth changes the search results of the subtree:
                 // the names as they are now, and the one a rename with the move replaced.
-                let names = if new_chain.len() == old_parent_chain.len() {
-                    None
-                } else {
+                let names = if tags::changes_depth(&old_parent_chain, &new_chain) {
                     subtree_names(&mut tx, &moved.path).await?.map(|mut names| {
                         names.push(current.name.clone());
                         names
                     })
+                } else {
+                    None
                 };
                 tags::invalidated_by(Change::Moved {
                     id,

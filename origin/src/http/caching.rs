@@ -16,7 +16,7 @@ use crate::{
     error::ApiError,
     flags,
     flights::{follow, Turn},
-    l1::Rendered,
+    l1::{Preloads, Rendered},
     l2, metrics, warm,
 };
 
@@ -57,17 +57,24 @@ fn render(fresh: Fresh) -> Rendered {
     let header_value = |value: String| {
         HeaderValue::try_from(value).expect("tags hold only id characters and separators")
     };
+    let etag = etag_of(&fresh.body);
+    // Ids are path-safe, so the link holds; should it not, nothing is preloaded.
+    let preloads = (!fresh.preload.is_empty())
+        .then(|| {
+            Some(Preloads {
+                link: HeaderValue::try_from(preload::link_value(&fresh.preload)).ok()?,
+                etag_without: header_value(without_preloads(&etag)),
+            })
+        })
+        .flatten();
     Rendered {
         status: fresh.status,
-        etag: header_value(etag_of(&fresh.body)),
+        etag: header_value(etag),
         cache_tag: header_value(tags::cache_tag_header(&fresh.tags)),
         surrogate_key: header_value(tags::surrogate_key_header(&fresh.tags)),
         body: Bytes::from(fresh.body),
         tags: fresh.tags,
-        // Ids are path-safe, so this holds; should it not, nothing is preloaded.
-        link: (!fresh.preload.is_empty())
-            .then(|| HeaderValue::try_from(preload::link_value(&fresh.preload)).ok())
-            .flatten(),
+        preloads,
     }
 }
 
@@ -197,19 +204,15 @@ fn remember(
 }
 
 fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Response {
-    let link = rendered
-        .link
-        .as_ref()
-        .filter(|_| state.flags.on_this_instance(flags::PREDICTIVE_PRELOAD));
     // A cache keeps the fields a 304 does not repeat: a page served without the preloads it
     // names (preloading off) is another representation, with another validator, so that a
     // copy stored with them is replaced rather than revalidated.
-    let etag = match (&rendered.link, link) {
-        (Some(_), None) => {
-            HeaderValue::try_from(without_preloads(rendered.etag.to_str().unwrap_or_default()))
-                .unwrap_or_else(|_| rendered.etag.clone())
+    let (etag, link) = match &rendered.preloads {
+        Some(preloads) if state.flags.on_this_instance(flags::PREDICTIVE_PRELOAD) => {
+            (&rendered.etag, Some(&preloads.link))
         }
-        _ => rendered.etag.clone(),
+        Some(preloads) => (&preloads.etag_without, None),
+        None => (&rendered.etag, None),
     };
     let not_modified = rendered.status == StatusCode::OK
         && request
@@ -229,7 +232,7 @@ fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Respon
         response
     };
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, etag);
+    headers.insert(header::ETAG, etag.clone());
     headers.insert(header::CACHE_CONTROL, state.cache_control.clone());
     headers.insert(headers::CACHE_TAG, rendered.cache_tag.clone());
     headers.insert(headers::SURROGATE_KEY, rendered.surrogate_key.clone());
