@@ -24,6 +24,7 @@ is written (see `slo.py`) and the process exits non-zero if an SLO is violated, 
 Run it with `./scripts/load` (the local stack) or `locust -f load/locustfile.py --host <edge>`.
 """
 
+import collections
 import itertools
 import json
 import random
@@ -94,6 +95,8 @@ class Run:
         self.edits = itertools.count()
         # Per second of the run: edge [hits, misses], and samples of the origin's counters.
         self.edge_by_second = {}
+        # Every edge miss: (second, operation, path, why the edge forwarded it).
+        self.edge_missed = []
         self.origin_samples = []
         self.storm = None  # (started, ended) once the storm ran
 
@@ -301,6 +304,10 @@ def _cache_status(request_type, name, exception, response=None, **_):
             second[2] += 1
         counts = RUN.edge_by_operation.setdefault(name, {"hits": 0, "misses": 0})
         counts["hits" if hit else "misses"] += 1
+        if not hit:
+            forwarded = re.search(r"fwd=([a-z-]+)", status)
+            RUN.edge_missed.append((int(time.time()), name, response.request.path_url,
+                                    forwarded.group(1) if forwarded else "none"))
 
 
 class ApiUser(HttpUser):
@@ -516,7 +523,8 @@ def _report(environment, **_):
                       "p50_ms": _round(slo.percentile(RUN.ws_ms, 0.50)),
                       "p95_ms": _round(slo.percentile(RUN.ws_ms, 0.95)),
                       "p99_ms": _round(slo.percentile(RUN.ws_ms, 0.99))},
-        "storm": storm_report(RUN.edge_by_second, RUN.origin_samples, RUN.storm, time.time())
+        "storm": storm_report(RUN.edge_by_second, RUN.edge_missed, RUN.origin_samples,
+                              RUN.storm, time.time())
         if RUN.storm else None,
         "settings": {"zipf_exponent": options.zipf_exponent,
                      "edits_per_minute": options.edits_per_minute,
@@ -530,10 +538,12 @@ def _report(environment, **_):
         environment.process_exit_code = 1
 
 
-def storm_report(edge_by_second, samples, storm, ended):
+def storm_report(edge_by_second, missed, samples, storm, ended):
     """Before, during (from the first move to 10 s after the last) and after the storm: the
-    edge hit ratio (and how many hits were stale, served while revalidated), and the origin's database reads per second, with the responses it computed
-    for requests (refills) and for its preloading."""
+    edge hit ratio (and how many hits were stale, served while revalidated), the misses by
+    operation and by why the edge forwarded them, the pages missed most, and the origin's
+    database reads per second, with the responses it computed for requests (refills) and for
+    its preloading."""
     started, last_move = storm
     windows = {"before": (0, started), "during": (started, last_move + 10),
                "after": (last_move + 10, ended)}
@@ -548,6 +558,11 @@ def storm_report(edge_by_second, samples, storm, ended):
                   # Hits answered from an entry past its freshness while it was revalidated:
                   # after a soft purge, the readers who got the page from before the write.
                   "edge_stale_hits": sum(edge_by_second[s][2] for s in seconds)}
+        window_missed = [m for m in missed if start <= m[0] < end]
+        for field, column in (("edge_misses_by_operation", 1), ("edge_misses_by_forward", 3),
+                              ("edge_most_missed", 2)):
+            counted = collections.Counter(m[column] for m in window_missed)
+            window[field] = dict(counted.most_common(200))
         if len(inside) >= 2:
             (t0, first), (t1, last) = inside[0], inside[-1]
             span = max(t1 - t0, 1e-9)

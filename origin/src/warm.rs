@@ -111,37 +111,71 @@ impl Warmer {
         (rendered.len(), started.elapsed())
     }
 
-    /// Renders `uris` through the router, `CONCURRENCY` at a time, until `budget` runs out;
-    /// returns those that answered 200.
     async fn render(&self, uris: Vec<String>, budget: Duration) -> Vec<String> {
-        let Some(router) = self.router.get() else {
-            return Vec::new();
-        };
-        let renders = futures_util::stream::iter(uris)
-            .map(|uri| {
-                let router = router.clone();
-                async move {
-                    let request = Request::get(&uri).body(Body::empty()).ok()?;
-                    let response = WARMING.scope((), router.oneshot(request)).await.ok()?;
-                    response.status().is_success().then_some(uri)
-                }
-            })
-            .buffer_unordered(CONCURRENCY);
-        let mut rendered = Vec::new();
-        let deadline = tokio::time::sleep(budget);
-        tokio::pin!(renders, deadline);
-        loop {
-            tokio::select! {
-                next = renders.next() => match next {
-                    Some(page) => rendered.extend(page),
-                    None => break,
-                },
-                () = &mut deadline => {
-                    tracing::warn!(rendered = rendered.len(), "warming stopped at its time budget");
-                    break;
-                }
+        match self.router.get() {
+            Some(router) => render(router, uris, budget).await,
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Renders `uris` through `router`, `CONCURRENCY` at a time, until `budget` runs out; returns
+/// those that answered 200, in the order given (the hottest first, for a CDN that refreshes
+/// only so many).
+async fn render(router: &Router, uris: Vec<String>, budget: Duration) -> Vec<String> {
+    let renders = futures_util::stream::iter(uris.into_iter().enumerate())
+        .map(|(rank, uri)| {
+            let router = router.clone();
+            async move {
+                let request = Request::get(&uri).body(Body::empty()).ok()?;
+                let response = WARMING.scope((), router.oneshot(request)).await.ok()?;
+                response.status().is_success().then_some((rank, uri))
+            }
+        })
+        .buffer_unordered(CONCURRENCY);
+    let mut rendered = Vec::new();
+    let deadline = tokio::time::sleep(budget);
+    tokio::pin!(renders, deadline);
+    loop {
+        tokio::select! {
+            next = renders.next() => match next {
+                Some(page) => rendered.extend(page),
+                None => break,
+            },
+            () = &mut deadline => {
+                tracing::warn!(rendered = rendered.len(), "warming stopped at its time budget");
+                break;
             }
         }
-        rendered
+    }
+    rendered.sort_unstable_by_key(|(rank, _)| *rank);
+    rendered.into_iter().map(|(_, uri)| uri).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{http::StatusCode, routing::get};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn rendered_pages_come_back_in_the_order_asked_not_the_order_they_finished() {
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    "slow"
+                }),
+            )
+            .route("/fast", get(|| async { "fast" }))
+            .route("/gone", get(|| async { StatusCode::NOT_FOUND }));
+        let asked = ["/slow", "/gone", "/fast"].map(String::from).to_vec();
+        let rendered = render(&router, asked, Duration::from_secs(5)).await;
+        assert_eq!(rendered, ["/slow", "/fast"]);
+        // Out of time: what finished, still in the order asked.
+        let asked = ["/slow", "/fast"].map(String::from).to_vec();
+        let rendered = render(&router, asked, Duration::from_millis(20)).await;
+        assert_eq!(rendered, ["/fast"]);
     }
 }

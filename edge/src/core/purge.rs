@@ -2,11 +2,14 @@
 //! (see `forecastin_shared::signing`), validating its body, and deciding which stored entries
 //! it covers.
 
+use std::collections::HashSet;
+
 use forecastin_shared::{
     dto::PurgeRequest,
     headers::{CACHE_TAG, SURROGATE_KEY},
     purges, signing,
 };
+
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -161,19 +164,26 @@ pub fn tags_of(response: &http::HeaderMap) -> Vec<String> {
 
 impl Purge {
     /// The covered `keys` split into those to refresh in place and those to delete: for a soft
-    /// purge, those it names to refresh (or the first ones when it names none), up to
-    /// [`REFRESHED_BY_SOFT_PURGE`]; everything else is deleted.
+    /// purge, up to [`REFRESHED_BY_SOFT_PURGE`] of those it names to refresh, in the order it
+    /// names them (the origin names the hottest first), or the first covered ones when it
+    /// names none; everything else is deleted.
     pub fn split_for_refresh(&self, keys: Vec<String>) -> (Vec<String>, Vec<String>) {
         if !self.soft {
             return (Vec::new(), keys);
         }
-        let (mut refreshed, mut deleted): (Vec<String>, Vec<String>) = keys
-            .into_iter()
-            .partition(|key| self.refresh.is_empty() || self.refresh.contains(key));
-        if refreshed.len() > REFRESHED_BY_SOFT_PURGE {
-            deleted.extend(refreshed.split_off(REFRESHED_BY_SOFT_PURGE));
+        if self.refresh.is_empty() {
+            let mut refreshed = keys;
+            let deleted = refreshed.split_off(refreshed.len().min(REFRESHED_BY_SOFT_PURGE));
+            return (refreshed, deleted);
         }
-        (refreshed, deleted)
+        let mut covered: HashSet<String> = keys.into_iter().collect();
+        let refreshed: Vec<String> = self
+            .refresh
+            .iter()
+            .filter_map(|key| covered.take(key))
+            .take(REFRESHED_BY_SOFT_PURGE)
+            .collect();
+        (refreshed, covered.into_iter().collect())
     }
 
     /// Whether this purge removes the entry stored under `key` with `tags`.
@@ -343,10 +353,25 @@ mod tests {
             refresh: keys(&["b", "z"]),
             ..Purge::default()
         };
+        let (refreshed, mut deleted) = named.split_for_refresh(keys(&["a", "b", "c"]));
+        deleted.sort();
+        assert_eq!((refreshed, deleted), (keys(&["b"]), keys(&["a", "c"])));
+        // Past the budget, those named first are refreshed, whatever order the index keeps.
+        let covered: Vec<String> = (0..REFRESHED_BY_SOFT_PURGE + 3)
+            .map(|n| format!("http://h/{n}"))
+            .collect();
+        let hottest_first = Purge {
+            soft: true,
+            refresh: covered.iter().rev().cloned().collect(),
+            ..Purge::default()
+        };
+        let (refreshed, deleted) = hottest_first.split_for_refresh(covered.clone());
         assert_eq!(
-            named.split_for_refresh(keys(&["a", "b", "c"])),
-            (keys(&["b"]), keys(&["a", "c"]))
+            refreshed,
+            covered[3..].iter().rev().cloned().collect::<Vec<_>>()
         );
+        assert_eq!(deleted.len(), 3);
+        assert!(deleted.iter().all(|key| covered[..3].contains(key)));
         let many: Vec<String> = (0..REFRESHED_BY_SOFT_PURGE + 3)
             .map(|n| format!("http://h/{n}"))
             .collect();
