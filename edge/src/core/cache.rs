@@ -191,6 +191,22 @@ fn fetch(request: &CacheableRequest, fwd: Forward) -> BeforeRequest {
     }
 }
 
+/// How the edge asks the origin for a page on its own after a soft purge said it may have
+/// changed: the stored entry is revalidated with its validators even while fresh (readers keep
+/// getting it until the answer replaces it), and fetched when absent or of another variant.
+pub fn before_refresh(request: &CacheableRequest, entry: Option<&Entry>) -> (HeaderMap, Forward) {
+    match entry {
+        None => (request.forwarded.clone(), Forward::UriMiss),
+        Some(entry) if !entry.meta.stored.matches_variant(&request.headers) => {
+            (request.forwarded.clone(), Forward::VaryMiss)
+        }
+        Some(entry) => (
+            with_validators(&request.forwarded, &entry.headers),
+            Forward::Stale,
+        ),
+    }
+}
+
 /// The forwarded headers plus the stored validators (RFC 9111 §4.3.1).
 fn with_validators(forwarded: &HeaderMap, stored: &HeaderMap) -> HeaderMap {
     let mut headers = forwarded.clone();
@@ -672,6 +688,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refresh_after_a_soft_purge_revalidates_even_a_fresh_entry() {
+        let req = request(&[]);
+        let entry = miss_then_entry(&req, &[POLICY, ("etag", "\"v\"")]);
+        assert!(matches!(
+            before_request(&req, Some(&entry), NOW_MS + 1_000),
+            BeforeRequest::Answer(_)
+        ));
+        let (headers, fwd) = before_refresh(&req, Some(&entry));
+        assert_eq!(fwd, Forward::Stale);
+        assert_eq!(headers["if-none-match"], "\"v\"");
+        // The origin's new version replaces it; a 304 keeps it, freshened.
+        let outcome = after_response(&req, Some(&entry), fwd, origin(304, &[POLICY], 0, NOW_MS));
+        assert_eq!(stored_entry(&outcome).headers["etag"], "\"v\"");
+        let (headers, fwd) = before_refresh(&req, None);
+        assert_eq!(fwd, Forward::UriMiss);
+        assert!(!headers.contains_key("if-none-match"));
     }
 
     #[test]

@@ -116,25 +116,6 @@ pub fn read_stored(headers: &mut HeaderMap) -> Option<Meta> {
     Some(meta)
 }
 
-/// A soft purge: the stored headers (bookkeeping included) of the same entry, stale as of
-/// `now_ms` and without its stale-while-revalidate window, so that a reader revalidates it
-/// (cheaply, with its validators) and it may only stand in when the origin fails
-/// (stale-if-error). `None` when the entry is not one this edge wrote.
-pub fn marked_stale(stored_headers: &HeaderMap, now_ms: u64) -> Option<HeaderMap> {
-    let mut meta: Meta = stored_headers
-        .get(META_HEADER)
-        .and_then(|v| serde_json::from_slice(v.as_bytes()).ok())?;
-    let age = meta.stored.age(now_ms);
-    meta.stored.lifetime = meta.stored.lifetime.min(age);
-    meta.stored.stale_while_revalidate = 0;
-    let mut headers = stored_headers.clone();
-    headers.insert(
-        META_HEADER,
-        HeaderValue::from_bytes(&serde_json::to_vec(&meta).ok()?).ok()?,
-    );
-    Some(headers)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,30 +174,6 @@ mod tests {
         .unwrap();
         read_stored(&mut written).unwrap();
         assert_eq!(written[header::CACHE_CONTROL], static_assets::IMMUTABLE);
-    }
-
-    #[test]
-    fn a_soft_purged_entry_is_revalidated_and_may_stand_in_only_on_error() {
-        let written =
-            headers_to_store(&HeaderMap::new(), 200, &stored(), "/api/v1/entities/FR", 2).unwrap();
-        let now = stored().stored_at_ms + 5_500;
-        assert!(matches!(
-            stored().verdict(now),
-            crate::core::freshness::Verdict::Fresh { .. }
-        ));
-        let mut marked = marked_stale(&written, now).unwrap();
-        let meta = read_stored(&mut marked).unwrap();
-        assert_eq!(meta.stored.lifetime, 5);
-        assert!(matches!(
-            meta.stored.verdict(now),
-            crate::core::freshness::Verdict::Revalidate { on_error: true, .. }
-        ));
-        assert_eq!(meta.stored.stale_if_error, stored().stale_if_error);
-        // Marking twice, or an entry already stale, changes nothing more.
-        let later = stored().stored_at_ms + 100_000;
-        let mut again = marked_stale(&marked_stale(&written, now).unwrap(), later).unwrap();
-        assert_eq!(read_stored(&mut again).unwrap().stored.lifetime, 5);
-        assert!(marked_stale(&HeaderMap::new(), now).is_none());
     }
 
     #[test]

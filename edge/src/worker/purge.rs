@@ -3,13 +3,14 @@
 //! short answers non-2xx, the origin retries it (a new request), and the retry finds the same
 //! entries.
 //!
-//! A soft purge (`"soft": true`) refreshes the entries in place instead: it marks them stale
-//! (no stale-while-revalidate left: a reader meanwhile revalidates), keeps them indexed, and
-//! revalidates them with the origin before it answers, so readers after the acknowledgement
-//! get the new page as a hit rather than a miss. The entries refreshed are those the purge
-//! names (the origin names the hot pages it has rendered again), at most
-//! [`purge::REFRESHED_BY_SOFT_PURGE`]; the others, and any whose refresh fails, are deleted as
-//! in a hard purge: no reader after the acknowledgement gets what the purge covered.
+//! A soft purge (`"soft": true`) refreshes the entries in place instead: it revalidates them
+//! with the origin, even while fresh, and stores what the origin answers before it answers
+//! itself, so readers after the acknowledgement get the new page as a hit rather than a miss
+//! (and readers meanwhile, the page from before the write, as they would before the purge
+//! arrived). The entries refreshed are those the purge names (the origin names the hot pages
+//! it has rendered again, hottest first), at most [`purge::REFRESHED_BY_SOFT_PURGE`]; the
+//! others, and any whose refresh fails, are deleted as in a hard purge: no reader after the
+//! acknowledgement gets what the purge covered.
 
 use forecastin_shared::{
     dto::PurgeResult,
@@ -27,7 +28,6 @@ use crate::core::{
     cache::{error, json, Answer},
     fields::text,
     purge::{self, PurgeError},
-    stored::{marked_stale, STORAGE_STATUS},
 };
 
 /// Longest one refresh may take: well within the origin's purge timeout, so that a slow origin
@@ -118,17 +118,12 @@ pub async fn handle(
             "this signed purge was already used".into(),
         ));
     };
-    let (marked, mut deleted) = request.split_for_refresh(keys);
-    let mut purged = 0;
-    for key in &marked {
-        match mark_stale(key).await {
-            Ok(true) => purged += 1,
-            Ok(false) => {}
-            Err(err) => return Ok(incomplete(key, &err)),
-        }
-    }
+    let (refreshed, mut deleted) = request.split_for_refresh(keys);
     let timeout = settings.timeout.min(REFRESH_TIMEOUT);
-    let unrefreshed = serve::refresh(env, settings, marked, (at_ms, timeout)).await;
+    let tried = refreshed.len();
+    let unrefreshed = serve::refresh(env, settings, refreshed, (at_ms, timeout)).await;
+    let mut purged = (tried - unrefreshed.len()) as u64;
+    deleted.extend(unrefreshed);
     for key in &deleted {
         match runtime::cache_delete(key).await {
             Ok(true) => purged += 1,
@@ -136,12 +131,6 @@ pub async fn handle(
             Err(err) => return Ok(incomplete(key, &err)),
         }
     }
-    for key in &unrefreshed {
-        if let Err(err) = runtime::cache_delete(key).await {
-            return Ok(incomplete(key, &err));
-        }
-    }
-    deleted.extend(unrefreshed);
     if !deleted.is_empty() {
         index::complete(env, deleted).await?;
     }
@@ -155,22 +144,4 @@ fn incomplete(key: &str, err: &worker::Error) -> Answer {
         "purge_incomplete",
         format!("purging {key} failed ({err}); retry the purge"),
     )
-}
-
-/// Stores the entry under `key` again, marked stale; `false` when there is none. An entry
-/// this edge cannot read is deleted.
-async fn mark_stale(key: &str) -> worker::Result<bool> {
-    let Some(stored) = runtime::cache_match(key).await? else {
-        return Ok(false);
-    };
-    let Some(headers) = marked_stale(&runtime::header_map(&stored.headers()), now_ms()) else {
-        return runtime::cache_delete(key).await;
-    };
-    let body = runtime::bytes(&stored).await?;
-    runtime::cache_put(
-        key,
-        &runtime::response(STORAGE_STATUS, &headers, Some(&body))?,
-    )
-    .await?;
-    Ok(true)
 }

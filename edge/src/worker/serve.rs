@@ -21,8 +21,8 @@ use super::{
 };
 use crate::core::{
     cache::{
-        after_failure, after_response, before_request, AfterResponse, Answer, BeforeRequest, Body,
-        CacheableRequest, Entry, OriginResponse, Store, STALE_IF_ERROR,
+        after_failure, after_response, before_refresh, before_request, AfterResponse, Answer,
+        BeforeRequest, Body, CacheableRequest, Entry, OriginResponse, Store, STALE_IF_ERROR,
     },
     freshness::Exchange,
     purge::tags_of,
@@ -173,7 +173,7 @@ fn fetch_ahead(job: &Job, ctx: &Context, origin: &Url, paths: Vec<String>) {
             ..job.clone()
         };
         ctx.wait_until(async move {
-            bring_up_to_date(&ahead).await;
+            bring_up_to_date(&ahead, false).await;
         });
     }
 }
@@ -370,9 +370,9 @@ async fn write(
 }
 
 /// Brings the entries under `keys` up to date, all at once, as a request without client
-/// headers would (after a soft purge marked them stale at `purged_at_ms`; one storage dropped
-/// meanwhile is fetched again), each within `timeout`; returns the keys that were not
-/// refreshed.
+/// headers would, revalidating even fresh ones (a soft purge recorded at `purged_at_ms` said
+/// they may have changed; one storage dropped meanwhile is fetched again), each within
+/// `timeout`; returns the keys that were not refreshed.
 pub async fn refresh(
     env: &Env,
     settings: &Settings,
@@ -395,7 +395,7 @@ pub async fn refresh(
         });
         future_to_promise(async move {
             let refreshed = match job {
-                Some(job) => bring_up_to_date(&job).await,
+                Some(job) => bring_up_to_date(&job, true).await,
                 None => false,
             };
             Ok(JsValue::from_bool(refreshed))
@@ -416,16 +416,20 @@ pub async fn refresh(
 
 /// Brings the entry under the job's key up to date as a reader would, but with nobody
 /// waiting: fetches it when absent (unless another fetch of it is under way), revalidates it
-/// when stale; returns whether a fresh version is stored.
-async fn bring_up_to_date(job: &Job) -> bool {
+/// when stale, or even while fresh `after_purge`; returns whether a fresh version is stored.
+async fn bring_up_to_date(job: &Job, after_purge: bool) -> bool {
     let stored = read(&job.key)
         .await
         .and_then(|(entry, stored)| whole(&entry, stored));
     let entry = stored.as_ref().map(|(entry, _)| entry);
-    let (headers, fwd) = match before_request(&job.request, entry, now_ms()) {
-        BeforeRequest::Answer(_) => return true,
-        BeforeRequest::AnswerAndRefresh { refresh, .. } => (refresh, Forward::Stale),
-        BeforeRequest::Fetch { headers, fwd } => (headers, fwd),
+    let (headers, fwd) = if after_purge {
+        before_refresh(&job.request, entry)
+    } else {
+        match before_request(&job.request, entry, now_ms()) {
+            BeforeRequest::Answer(_) => return true,
+            BeforeRequest::AnswerAndRefresh { refresh, .. } => (refresh, Forward::Stale),
+            BeforeRequest::Fetch { headers, fwd } => (headers, fwd),
+        }
     };
     let lead = match fwd {
         Forward::UriMiss => match collapse::join(&job.key, job.timeout) {
