@@ -2,7 +2,7 @@
 //! (see `forecastin_shared::signing`), validating its body, and deciding which stored entries
 //! it covers.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use forecastin_shared::{
     dto::PurgeRequest,
@@ -164,26 +164,38 @@ pub fn tags_of(response: &http::HeaderMap) -> Vec<String> {
 
 impl Purge {
     /// The covered `keys` split into those to refresh in place and those to delete: for a soft
-    /// purge, up to [`REFRESHED_BY_SOFT_PURGE`] of those it names to refresh, in the order it
-    /// names them (the origin names the hottest first), or the first covered ones when it
-    /// names none; everything else is deleted.
-    pub fn split_for_refresh(&self, keys: Vec<String>) -> (Vec<String>, Vec<String>) {
+    /// purge, up to [`REFRESHED_BY_SOFT_PURGE`] of those it names to refresh and of those
+    /// readers read here lately (`heat`), the most read first, then in the order the purge
+    /// names them (the origin names the hottest it has rendered again first); any it covers
+    /// when it names none. Everything else is deleted.
+    pub fn split_for_refresh(
+        &self,
+        keys: Vec<String>,
+        mut heat: impl FnMut(&str) -> u32,
+    ) -> (Vec<String>, Vec<String>) {
         if !self.soft {
             return (Vec::new(), keys);
         }
-        if self.refresh.is_empty() {
-            let mut refreshed = keys;
-            let deleted = refreshed.split_off(refreshed.len().min(REFRESHED_BY_SOFT_PURGE));
-            return (refreshed, deleted);
-        }
-        let mut covered: HashSet<String> = keys.into_iter().collect();
-        let refreshed: Vec<String> = self
+        let named: HashMap<&str, usize> = self
             .refresh
             .iter()
-            .filter_map(|key| covered.take(key))
-            .take(REFRESHED_BY_SOFT_PURGE)
+            .enumerate()
+            .map(|(rank, key)| (key.as_str(), rank))
             .collect();
-        (refreshed, covered.into_iter().collect())
+        let mut candidates = Vec::new();
+        let mut deleted = Vec::new();
+        for key in keys {
+            let reads = heat(&key);
+            match named.get(key.as_str()) {
+                Some(&rank) => candidates.push((reads, rank, key)),
+                None if reads > 0 || named.is_empty() => candidates.push((reads, usize::MAX, key)),
+                None => deleted.push(key),
+            }
+        }
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut refreshed: Vec<String> = candidates.into_iter().map(|(_, _, key)| key).collect();
+        deleted.extend(refreshed.split_off(refreshed.len().min(REFRESHED_BY_SOFT_PURGE)));
+        (refreshed, deleted)
     }
 
     /// Whether this purge removes the entry stored under `key` with `tags`.
@@ -338,14 +350,18 @@ mod tests {
     #[test]
     fn a_soft_purge_refreshes_what_it_names_and_deletes_the_rest() {
         let keys = |names: &[&str]| names.iter().map(|n| format!("http://h/{n}")).collect();
+        let cold = |_: &str| 0;
         let hard = Purge::default();
-        assert_eq!(hard.split_for_refresh(keys(&["a"])), (vec![], keys(&["a"])));
+        assert_eq!(
+            hard.split_for_refresh(keys(&["a"]), cold),
+            (vec![], keys(&["a"]))
+        );
         let soft = Purge {
             soft: true,
             ..Purge::default()
         };
         assert_eq!(
-            soft.split_for_refresh(keys(&["a", "b"])),
+            soft.split_for_refresh(keys(&["a", "b"]), cold),
             (keys(&["a", "b"]), vec![])
         );
         let named = Purge {
@@ -353,10 +369,18 @@ mod tests {
             refresh: keys(&["b", "z"]),
             ..Purge::default()
         };
-        let (refreshed, mut deleted) = named.split_for_refresh(keys(&["a", "b", "c"]));
-        deleted.sort();
-        assert_eq!((refreshed, deleted), (keys(&["b"]), keys(&["a", "c"])));
-        // Past the budget, those named first are refreshed, whatever order the index keeps.
+        assert_eq!(
+            named.split_for_refresh(keys(&["a", "b", "c"]), cold),
+            (keys(&["b"]), keys(&["a", "c"]))
+        );
+        // A page readers read here is refreshed too, named or not, and before the others.
+        let read_here = |key: &str| u32::from(key.ends_with("/c"));
+        assert_eq!(
+            named.split_for_refresh(keys(&["a", "b", "c"]), read_here),
+            (keys(&["c", "b"]), keys(&["a"]))
+        );
+        // Past the budget: the most read first, then in the order named, whatever order the
+        // index keeps.
         let covered: Vec<String> = (0..REFRESHED_BY_SOFT_PURGE + 3)
             .map(|n| format!("http://h/{n}"))
             .collect();
@@ -365,17 +389,20 @@ mod tests {
             refresh: covered.iter().rev().cloned().collect(),
             ..Purge::default()
         };
-        let (refreshed, deleted) = hottest_first.split_for_refresh(covered.clone());
+        let (refreshed, deleted) = hottest_first.split_for_refresh(covered.clone(), cold);
         assert_eq!(
             refreshed,
             covered[3..].iter().rev().cloned().collect::<Vec<_>>()
         );
-        assert_eq!(deleted.len(), 3);
-        assert!(deleted.iter().all(|key| covered[..3].contains(key)));
-        let many: Vec<String> = (0..REFRESHED_BY_SOFT_PURGE + 3)
-            .map(|n| format!("http://h/{n}"))
-            .collect();
-        let (refreshed, deleted) = soft.split_for_refresh(many);
+        assert_eq!(
+            deleted,
+            covered[..3].iter().rev().cloned().collect::<Vec<_>>()
+        );
+        let first_read = |key: &str| u32::from(key == "http://h/0");
+        let (refreshed, deleted) = hottest_first.split_for_refresh(covered.clone(), first_read);
+        assert_eq!(refreshed[0], covered[0]);
+        assert_eq!(deleted, keys(&["3", "2", "1"]));
+        let (refreshed, deleted) = soft.split_for_refresh(covered, cold);
         assert_eq!(
             (refreshed.len(), deleted.len()),
             (REFRESHED_BY_SOFT_PURGE, 3)

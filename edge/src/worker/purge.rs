@@ -7,10 +7,11 @@
 //! with the origin, even while fresh, and stores what the origin answers before it answers
 //! itself, so readers after the acknowledgement get the new page as a hit rather than a miss
 //! (and readers meanwhile, the page from before the write, as they would before the purge
-//! arrived). The entries refreshed are those the purge names (the origin names the hot pages
-//! it has rendered again, hottest first), at most [`purge::REFRESHED_BY_SOFT_PURGE`]; the
-//! others, and any whose refresh fails, are deleted as in a hard purge: no reader after the
-//! acknowledgement gets what the purge covered.
+//! arrived). The entries refreshed are those readers read here lately and those the purge
+//! names (the origin names the hot pages it has rendered again, hottest first), the most read
+//! first, at most [`purge::REFRESHED_BY_SOFT_PURGE`]; the others, and any whose refresh
+//! fails, are deleted as in a hard purge: no reader after the acknowledgement gets what the
+//! purge covered.
 
 use forecastin_shared::{
     dto::PurgeResult,
@@ -118,7 +119,7 @@ pub async fn handle(
             "this signed purge was already used".into(),
         ));
     };
-    let (refreshed, mut deleted) = request.split_for_refresh(keys);
+    let (refreshed, mut deleted) = request.split_for_refresh(keys, serve::reads_of);
     let timeout = settings.timeout.min(REFRESH_TIMEOUT);
     let tried = refreshed.len();
     let unrefreshed = serve::refresh(env, settings, refreshed, (at_ms, timeout)).await;

@@ -25,6 +25,7 @@ use crate::core::{
         BeforeRequest, Body, CacheableRequest, Entry, OriginResponse, Store, STALE_IF_ERROR,
     },
     freshness::Exchange,
+    heat::Heat,
     purge::tags_of,
     status::Forward,
     stored::{hit_fields, STORAGE_STATUS},
@@ -32,6 +33,9 @@ use crate::core::{
 };
 
 thread_local! {
+    /// How often readers asked this isolate for each key lately: a soft purge refreshes the
+    /// most read first.
+    static HEAT: RefCell<Heat> = RefCell::new(Heat::default());
     /// Keys being refreshed in the background by this isolate: one refresh per key at a time.
     static REFRESHING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// Keys this isolate fetched ahead since the moment it holds: a page named on every hit of
@@ -75,6 +79,7 @@ pub async fn serve(
         indexed: !settings.purge_secrets.is_empty(),
         fetched_after_ms: 0,
     };
+    HEAT.with(|heat| heat.borrow_mut().count(&job.key, now_ms()));
     let handled = answer(&job, ctx).await;
     if let Handled::Answer(answer, _) = &handled {
         if answer.status == 200 && !stands_in_for_a_failed_origin(answer) {
@@ -125,6 +130,11 @@ async fn answer(job: &Job, ctx: &Context) -> Handled {
             with_stored(fetched.answer, stored, fetched.body)
         }
     }
+}
+
+/// How often readers asked this isolate for `key` lately (see [`crate::core::heat`]).
+pub fn reads_of(key: &str) -> u32 {
+    HEAT.with(|heat| heat.borrow_mut().of(key, now_ms()))
 }
 
 /// Whether the answer is a stored page served because the origin failed: then the origin is
