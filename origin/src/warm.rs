@@ -39,10 +39,11 @@ pub fn warming() -> bool {
     WARMING.try_with(|_| ()).is_ok()
 }
 
-/// Pages rendered again after one purge at most, and the least score that makes a page worth
-/// it: a request in the last three minutes or so. Behind the CDN the origin sees refills, not
-/// hits, so a page the CDN refetched recently counts as hot.
-const REWARM_PAGES: usize = 128;
+/// Pages rendered again after one purge at most (as many as the edge refreshes, a little
+/// more), and the least score that makes a page worth it: a request in the last three minutes
+/// or so. Behind the CDN the origin sees refills, not hits, so a page the CDN refetched
+/// recently counts as hot.
+const REWARM_PAGES: usize = 256;
 const REWARM_MIN_SCORE: f64 = 0.125;
 /// Longest a re-warm may delay the CDN purge.
 const REWARM_BUDGET: Duration = Duration::from_millis(1_000);
