@@ -56,6 +56,9 @@ pub struct Resolved {
 #[derive(Serialize, Deserialize)]
 struct Completion {
     keys: Vec<String>,
+    /// When the index resolved the purge: a key registered since was stored again after the
+    /// cache deleted it, by a fill the purge does not cover, and stays indexed.
+    purged_at_ms: u64,
 }
 
 /// Sends a command to the index instance.
@@ -101,9 +104,10 @@ pub async fn resolve(env: &Env, nonce: String, purge: Purge) -> Result<Option<Re
     Ok(Some(response.json::<Resolved>().await?))
 }
 
-/// Marks a purge done once its keys are deleted from the cache: forgets their rows.
-pub async fn complete(env: &Env, keys: Vec<String>) -> Result<()> {
-    call(env, "/complete", &Completion { keys }).await?;
+/// Marks a purge resolved at `purged_at_ms` done once its keys are deleted from the cache:
+/// forgets their rows, but not those registered again since (see [`Completion`]).
+pub async fn complete(env: &Env, keys: Vec<String>, purged_at_ms: u64) -> Result<()> {
+    call(env, "/complete", &Completion { keys, purged_at_ms }).await?;
     Ok(())
 }
 
@@ -149,10 +153,12 @@ impl EdgeIndex {
             .exec("DELETE FROM purges WHERE at < ?", vec![horizon.clone()])?;
         self.sql
             .exec("DELETE FROM nonces WHERE at < ?", vec![horizon])?;
-        self.sql.exec(
-            "DELETE FROM stored_tags WHERE key IN (SELECT key FROM stored_entries WHERE expires_at < ?)",
-            vec![integer(now)],
-        )?;
+        for table in ["stored_tags", "registrations"] {
+            self.sql.exec(
+                &format!("DELETE FROM {table} WHERE key IN (SELECT key FROM stored_entries WHERE expires_at < ?)"),
+                vec![integer(now)],
+            )?;
+        }
         self.sql.exec(
             "DELETE FROM stored_entries WHERE expires_at < ?",
             vec![integer(now)],
@@ -160,12 +166,23 @@ impl EdgeIndex {
         Ok(())
     }
 
-    fn forget_keys(&self, keys: &[String]) -> Result<()> {
+    /// Forgets the rows of `keys`, except those registered at or after `purged_at_ms`: a
+    /// reader's fill may store and register a key between the purge's delete and this call.
+    fn forget_keys(&self, keys: &[String], purged_at_ms: u64) -> Result<()> {
         for key in keys {
-            self.sql
-                .exec("DELETE FROM stored_entries WHERE key = ?", vec![text(key)])?;
-            self.sql
-                .exec("DELETE FROM stored_tags WHERE key = ?", vec![text(key)])?;
+            let registered_since = self.keys(
+                "SELECT key FROM registrations WHERE key = ? AND at >= ?",
+                vec![text(key), integer(purged_at_ms)],
+            )?;
+            if !registered_since.is_empty() {
+                continue;
+            }
+            for table in ["stored_entries", "stored_tags", "registrations"] {
+                self.sql.exec(
+                    &format!("DELETE FROM {table} WHERE key = ?"),
+                    vec![text(key)],
+                )?;
+            }
         }
         Ok(())
     }
@@ -195,6 +212,10 @@ impl EdgeIndex {
                 text(locator(&registration.key)),
                 integer(registration.expires_at_ms),
             ],
+        )?;
+        self.sql.exec(
+            "INSERT OR REPLACE INTO registrations (key, at) VALUES (?, ?)",
+            vec![key.clone(), integer(now_ms())],
         )?;
         self.sql
             .exec("DELETE FROM stored_tags WHERE key = ?", vec![key.clone()])?;
@@ -250,7 +271,7 @@ impl EdgeIndex {
     }
 
     fn complete(&self, completion: Completion) -> Result<()> {
-        self.forget_keys(&completion.keys)
+        self.forget_keys(&completion.keys, completion.purged_at_ms)
     }
 }
 
@@ -264,6 +285,9 @@ impl DurableObject for EdgeIndex {
             "CREATE INDEX IF NOT EXISTS stored_tags_by_key ON stored_tags (key)",
             "DROP TABLE IF EXISTS entries",
             "DROP TABLE IF EXISTS entry_tags",
+            // When each key was last registered (a table of its own: storage created before it
+            // keeps working).
+            "CREATE TABLE IF NOT EXISTS registrations (key TEXT PRIMARY KEY, at INTEGER NOT NULL)",
             "CREATE TABLE IF NOT EXISTS purges (at INTEGER NOT NULL, purge TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL)",
         ] {

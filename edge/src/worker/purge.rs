@@ -133,7 +133,7 @@ pub async fn handle(
         }
     }
     if !deleted.is_empty() {
-        index::complete(env, deleted).await?;
+        index::complete(env, deleted, at_ms).await?;
     }
     Ok(json(200, serde_json::to_vec(&PurgeResult { purged })?))
 }
