@@ -1,17 +1,19 @@
-//! How often readers asked this isolate for each key lately: what a soft purge refreshes
-//! first. The origin ranks pages by what reaches it (the CDN's refills), which says little
-//! about what readers read from the CDN; the edge sees every read.
+//! How often readers got each key from this isolate's cache lately: what a soft purge
+//! refreshes first. The origin ranks pages by what reaches it (the CDN's refills), which says
+//! little about what readers read from the CDN; the edge sees the hits.
 //!
 //! Counts are kept per window of [`WINDOW_MS`]; a key's heat is its count in the current
 //! window plus the previous one, so a read counts for one to two windows. At most
-//! [`MAX_KEYS`] keys are counted per window: past it, new keys wait for the next window.
+//! [`MAX_KEYS`] keys of at most [`MAX_KEY_BYTES`] are counted per window (a few MB at worst,
+//! whatever clients ask): past it, new keys wait for the next window.
 
 use std::collections::HashMap;
 
 /// How long one window of counts lasts.
 pub const WINDOW_MS: u64 = 30_000;
-/// Keys counted per window at most (a few hundred KB of the isolate's memory).
-pub const MAX_KEYS: usize = 8_192;
+/// Keys counted per window at most, and the longest key counted (the API's are far shorter).
+pub const MAX_KEYS: usize = 4_096;
+pub const MAX_KEY_BYTES: usize = 512;
 
 #[derive(Debug, Default)]
 pub struct Heat {
@@ -24,6 +26,9 @@ pub struct Heat {
 impl Heat {
     /// Counts one read of `key` at `now_ms`.
     pub fn count(&mut self, key: &str, now_ms: u64) {
+        if key.len() > MAX_KEY_BYTES {
+            return;
+        }
         self.roll(now_ms);
         if let Some(count) = self.current.get_mut(key) {
             *count = count.saturating_add(1);
@@ -91,5 +96,8 @@ mod tests {
         assert_eq!((heat.of("late", now), heat.of("0", now)), (0, 2));
         heat.count("late", now + WINDOW_MS);
         assert_eq!(heat.of("late", now + WINDOW_MS), 1);
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        heat.count(&long, now + WINDOW_MS);
+        assert_eq!(heat.of(&long, now + WINDOW_MS), 0);
     }
 }

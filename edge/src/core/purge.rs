@@ -178,12 +178,11 @@ impl Purge {
         if !self.soft {
             return (Vec::new(), keys);
         }
-        let named: HashMap<&str, usize> = self
-            .refresh
-            .iter()
-            .enumerate()
-            .map(|(rank, key)| (key.as_str(), rank))
-            .collect();
+        // A page named twice (two URLs with one cache key) keeps its first place.
+        let mut named: HashMap<&str, usize> = HashMap::new();
+        for (rank, key) in self.refresh.iter().enumerate() {
+            named.entry(key.as_str()).or_insert(rank);
+        }
         let mut candidates = Vec::new();
         let mut deleted = Vec::new();
         for key in keys {
@@ -380,6 +379,11 @@ mod tests {
         assert_eq!(
             named.split_for_refresh(keys(&["a", "b", "c"]), read_here),
             (keys(&["c", "b"]), keys(&["a"]))
+        );
+        // Read as often: those named first.
+        assert_eq!(
+            named.split_for_refresh(keys(&["a", "b"]), |_| 1),
+            (keys(&["b", "a"]), vec![])
         );
         // Past the budget: the most read first, then in the order named, whatever order the
         // index keeps.

@@ -57,7 +57,10 @@ pub struct Resolved {
 struct Completion {
     keys: Vec<String>,
     /// When the index resolved the purge: a key registered since was stored again after the
-    /// cache deleted it, by a fill the purge does not cover, and stays indexed.
+    /// cache deleted it, by a fill the purge does not cover, and stays indexed. Absent (from
+    /// a Worker of an earlier version during a deploy): every row stays, and rows of deleted
+    /// entries expire with them.
+    #[serde(default)]
     purged_at_ms: u64,
 }
 

@@ -33,8 +33,9 @@ use crate::core::{
 };
 
 thread_local! {
-    /// How often readers asked this isolate for each key lately: a soft purge refreshes the
-    /// most read first.
+    /// How often readers got each key from this isolate's cache lately: a soft purge
+    /// refreshes the most read first. Only hits count: a client cannot fill it with keys
+    /// nobody stored.
     static HEAT: RefCell<Heat> = RefCell::new(Heat::default());
     /// Keys being refreshed in the background by this isolate: one refresh per key at a time.
     static REFRESHING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
@@ -79,7 +80,6 @@ pub async fn serve(
         indexed: !settings.purge_secrets.is_empty(),
         fetched_after_ms: 0,
     };
-    HEAT.with(|heat| heat.borrow_mut().count(&job.key, now_ms()));
     let handled = answer(&job, ctx).await;
     if let Handled::Answer(answer, _) = &handled {
         if answer.status == 200 && !stands_in_for_a_failed_origin(answer) {
@@ -95,7 +95,11 @@ pub async fn serve(
 async fn answer(job: &Job, ctx: &Context) -> Handled {
     let stored = read(&job.key).await;
     let entry = stored.as_ref().map(|(entry, _)| entry);
-    match before_request(&job.request, entry, now_ms()) {
+    let decision = before_request(&job.request, entry, now_ms());
+    if !matches!(decision, BeforeRequest::Fetch { .. }) {
+        HEAT.with(|heat| heat.borrow_mut().count(&job.key, now_ms()));
+    }
+    match decision {
         BeforeRequest::Answer(answer) => with_stored(answer, stored, Vec::new()),
         BeforeRequest::AnswerAndRefresh { answer, refresh } => {
             if let Some((entry, response)) = &stored {
@@ -132,7 +136,7 @@ async fn answer(job: &Job, ctx: &Context) -> Handled {
     }
 }
 
-/// How often readers asked this isolate for `key` lately (see [`crate::core::heat`]).
+/// How often readers got `key` from this isolate's cache lately (see [`crate::core::heat`]).
 pub fn reads_of(key: &str) -> u32 {
     HEAT.with(|heat| heat.borrow_mut().of(key, now_ms()))
 }
