@@ -1,11 +1,13 @@
-//! How often readers got each key from this isolate's cache lately: what a soft purge
-//! refreshes first. The origin ranks pages by what reaches it (the CDN's refills), which says
-//! little about what readers read from the CDN; the edge sees the hits.
+//! How often readers asked this isolate for each key lately: what a soft purge refreshes
+//! first. The origin ranks pages by what reaches it (the CDN's refills), which says little
+//! about what readers read from the CDN; the edge sees the reads.
 //!
 //! Counts are kept per window of [`WINDOW_MS`]; a key's heat is its count in the current
 //! window plus the previous one, so a read counts for one to two windows. At most
 //! [`MAX_KEYS`] keys of at most [`MAX_KEY_BYTES`] are counted per window (a few MB at worst,
-//! whatever clients ask): past it, new keys wait for the next window.
+//! whatever clients ask): past it, new keys wait for the next window. A client that asks for
+//! thousands of new keys fills a window, and the purges of the next minute refresh in the
+//! origin's order instead: slower, never wrong.
 
 use std::collections::HashMap;
 

@@ -33,9 +33,9 @@ use crate::core::{
 };
 
 thread_local! {
-    /// How often readers got each key from this isolate's cache lately: a soft purge
-    /// refreshes the most read first. Only hits count: a client cannot fill it with keys
-    /// nobody stored.
+    /// How often readers asked this isolate for each key lately, hits and misses: a soft
+    /// purge refreshes the most read first. Misses count too: a page every purge deletes is
+    /// read as a miss each time, and is what most needs refreshing.
     static HEAT: RefCell<Heat> = RefCell::new(Heat::default());
     /// Keys being refreshed in the background by this isolate: one refresh per key at a time.
     static REFRESHING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
@@ -80,6 +80,7 @@ pub async fn serve(
         indexed: !settings.purge_secrets.is_empty(),
         fetched_after_ms: 0,
     };
+    HEAT.with(|heat| heat.borrow_mut().count(&job.key, now_ms()));
     let handled = answer(&job, ctx).await;
     if let Handled::Answer(answer, _) = &handled {
         if answer.status == 200 && !stands_in_for_a_failed_origin(answer) {
@@ -95,11 +96,7 @@ pub async fn serve(
 async fn answer(job: &Job, ctx: &Context) -> Handled {
     let stored = read(&job.key).await;
     let entry = stored.as_ref().map(|(entry, _)| entry);
-    let decision = before_request(&job.request, entry, now_ms());
-    if !matches!(decision, BeforeRequest::Fetch { .. }) {
-        HEAT.with(|heat| heat.borrow_mut().count(&job.key, now_ms()));
-    }
-    match decision {
+    match before_request(&job.request, entry, now_ms()) {
         BeforeRequest::Answer(answer) => with_stored(answer, stored, Vec::new()),
         BeforeRequest::AnswerAndRefresh { answer, refresh } => {
             if let Some((entry, response)) = &stored {
@@ -136,7 +133,7 @@ async fn answer(job: &Job, ctx: &Context) -> Handled {
     }
 }
 
-/// How often readers got `key` from this isolate's cache lately (see [`crate::core::heat`]).
+/// How often readers asked this isolate for `key` lately (see [`crate::core::heat`]).
 pub fn reads_of(key: &str) -> u32 {
     HEAT.with(|heat| heat.borrow_mut().of(key, now_ms()))
 }
