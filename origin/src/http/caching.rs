@@ -59,14 +59,16 @@ fn render(fresh: Fresh) -> Rendered {
     };
     let etag = etag_of(&fresh.body);
     // Ids are path-safe, so the link holds; should it not, nothing is preloaded.
-    let preloads = (!fresh.preload.is_empty())
-        .then(|| {
-            Some(Preloads {
-                link: HeaderValue::try_from(preload::link_value(&fresh.preload)).ok()?,
+    let preloads = if fresh.preload.is_empty() {
+        None
+    } else {
+        HeaderValue::try_from(preload::link_value(&fresh.preload))
+            .ok()
+            .map(|link| Preloads {
+                link,
                 etag_without: header_value(without_preloads(&etag)),
             })
-        })
-        .flatten();
+    };
     Rendered {
         status: fresh.status,
         etag: header_value(etag),
