@@ -11,14 +11,23 @@
 //! Pages are rendered by sending a GET through the application's own router, so they are
 //! exactly what a client would get; such requests run in a [`warming`] scope, are not counted
 //! as traffic, and their database reads are counted apart.
+//!
+//! A purge's pages are claimed before it clears the tiers ([`Warmer::claim`]): until a claimed
+//! page is rendered again, a client's request for it waits for that render
+//! ([`Warmer::wait_until_rendered`]) instead of reading the database beside it. In a storm of
+//! writes the CDN is still refreshing for one purge when the next clears the tiers, and its
+//! refreshes would otherwise all reach the database at once.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
 use axum::{body::Body, http::Request, Router};
 use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::{
@@ -39,13 +48,14 @@ pub fn warming() -> bool {
     WARMING.try_with(|_| ()).is_ok()
 }
 
-/// Pages rendered again after one purge at most (as many as the edge refreshes, a little
-/// more), and the least score that makes a page worth it: a request in the last three minutes
-/// or so. Behind the CDN the origin sees refills, not hits, so a page the CDN refetched
-/// recently counts as hot.
-const REWARM_PAGES: usize = 256;
+/// Pages rendered again after one purge at most, and the least score that makes a page worth
+/// it: a request in the last three minutes or so. Behind the CDN the origin sees refills, not
+/// hits, so it ranks the pages the CDN holds longest (the ones readers read most) low: all
+/// that qualify are rendered (a move of a region's subtree covers some 300), and the edge
+/// picks those it refreshes by its own reads.
+const REWARM_PAGES: usize = 1_024;
 const REWARM_MIN_SCORE: f64 = 0.125;
-/// Longest a re-warm may delay the CDN purge.
+/// Longest a re-warm may delay the CDN purge, or a request for a page it claimed.
 const REWARM_BUDGET: Duration = Duration::from_millis(1_000);
 /// Pages a new instance loads before it listens, and how long it may take.
 const START_PAGES: usize = 5_000;
@@ -57,6 +67,38 @@ pub struct Warmer {
     router: OnceLock<Router>,
     pub hot: Arc<HotKeys>,
     flags: Flags,
+    claimed: Arc<Claims>,
+}
+
+/// The pages claimed for a render, each with a channel that closes when its render ends
+/// (nothing is sent on it).
+type Claims = Mutex<HashMap<String, watch::Receiver<()>>>;
+
+/// A page claimed for a render: requests for it wait until this is dropped, when its render
+/// ends (or never starts).
+pub struct Claim {
+    uri: String,
+    done: watch::Sender<()>,
+    claims: Arc<Claims>,
+}
+
+impl AsRef<str> for Claim {
+    fn as_ref(&self) -> &str {
+        &self.uri
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claims = self.claims.lock();
+        // A later claim of the page is that claim's to release.
+        if claims
+            .get(&self.uri)
+            .is_some_and(|done| done.same_channel(&self.done.subscribe()))
+        {
+            claims.remove(&self.uri);
+        }
+    }
 }
 
 impl Warmer {
@@ -65,6 +107,7 @@ impl Warmer {
             router: OnceLock::new(),
             hot,
             flags,
+            claimed: Arc::default(),
         }
     }
 
@@ -77,18 +120,56 @@ impl Warmer {
         self.flags.on_this_instance(flags::PREDICTIVE_PRELOAD)
     }
 
-    /// Renders the hot pages a purge of `tags` (or of everything) just removed; returns those
-    /// it rendered. Call after the tiers are clear.
-    pub async fn rewarm(&self, tags: &[String], all: bool) -> Vec<String> {
+    /// Claims the hot pages a purge of `tags` (or of everything) removes, to render them
+    /// again with [`Warmer::rewarm`] once the tiers are clear. Call before clearing them: the
+    /// claim makes requests for those pages wait for their new render.
+    pub fn claim(&self, tags: &[String], all: bool) -> Vec<Claim> {
         if !self.enabled() {
             return Vec::new();
         }
         let pages = self
             .hot
             .covered_by(tags, all, REWARM_PAGES, REWARM_MIN_SCORE);
-        let rendered = self.render(pages, REWARM_BUDGET).await;
+        let mut claimed = self.claimed.lock();
+        pages
+            .into_iter()
+            .map(|uri| {
+                let (done, waiting) = watch::channel(());
+                claimed.insert(uri.clone(), waiting);
+                Claim {
+                    uri,
+                    done,
+                    claims: self.claimed.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Renders the `claimed` pages again, hottest first; returns those it rendered. Call after
+    /// the tiers are clear.
+    pub async fn rewarm(&self, claimed: Vec<Claim>) -> Vec<String> {
+        let rendered = self.render(claimed, REWARM_BUDGET).await;
         ::metrics::counter!(metrics::REWARMED).increment(rendered.len() as u64);
         rendered
+    }
+
+    /// Waits while `uri` is claimed for a render (see [`Warmer::claim`]), at most as long as
+    /// a re-warm may take.
+    pub async fn wait_until_rendered(&self, uri: &str) {
+        let deadline = tokio::time::Instant::now() + REWARM_BUDGET;
+        loop {
+            let Some(mut done) = self.claimed.lock().get(uri).cloned() else {
+                return;
+            };
+            // Resolves (with an error) when the claim is dropped.
+            if tokio::time::timeout_at(deadline, done.changed())
+                .await
+                .is_err()
+                || tokio::time::Instant::now() >= deadline
+            {
+                return;
+            }
+        }
     }
 
     /// Loads the cluster's hot pages into a new instance's tiers; returns how many and how long
@@ -112,23 +193,29 @@ impl Warmer {
         (rendered.len(), started.elapsed())
     }
 
-    /// Renders `uris` through the application's router (see [`render`]).
-    async fn render(&self, uris: Vec<String>, budget: Duration) -> Vec<String> {
+    /// Renders `pages` through the application's router (see [`render`]).
+    async fn render<P: AsRef<str> + Send>(&self, pages: Vec<P>, budget: Duration) -> Vec<String> {
         match self.router.get() {
-            Some(router) => render(router, uris, budget).await,
+            Some(router) => render(router, pages, budget).await,
             None => Vec::new(),
         }
     }
 }
 
-/// Renders `uris` through `router`, `CONCURRENCY` at a time, until `budget` runs out; returns
-/// those that answered with success, in the order given (the hottest first, for a CDN that refreshes
-/// only so many).
-async fn render(router: &Router, uris: Vec<String>, budget: Duration) -> Vec<String> {
-    let renders = futures_util::stream::iter(uris.into_iter().enumerate())
-        .map(|(rank, uri)| {
+/// Renders `pages` (URIs, or claims of them, each dropped when its render ends) through
+/// `router`, `CONCURRENCY` at a time, until `budget` runs out; returns those that answered
+/// with success, in the order given (the hottest first, for a CDN that refreshes only so
+/// many).
+async fn render<P: AsRef<str> + Send>(
+    router: &Router,
+    pages: Vec<P>,
+    budget: Duration,
+) -> Vec<String> {
+    let renders = futures_util::stream::iter(pages.into_iter().enumerate())
+        .map(|(rank, page)| {
             let router = router.clone();
             async move {
+                let uri = page.as_ref().to_owned();
                 let request = Request::get(&uri).body(Body::empty()).ok()?;
                 let response = WARMING.scope((), router.oneshot(request)).await.ok()?;
                 response.status().is_success().then_some((rank, uri))

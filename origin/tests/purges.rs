@@ -1,5 +1,6 @@
 //! The outbox and the admin purge API: a write and its purge commit together; bad purge
-//! requests are refused and record nothing; every purge can be followed.
+//! requests are refused and record nothing; every purge can be followed; the hot pages a purge
+//! removes are rendered again at once.
 
 mod common;
 
@@ -11,6 +12,8 @@ on_both_backends!(
     a_write_records_its_purge_in_the_same_transaction,
     bad_purge_requests_are_refused_and_record_nothing,
     an_admin_purge_is_accepted_and_can_be_followed,
+    a_purge_renders_its_hot_pages_again_without_waiting_for_a_cdn,
+    a_request_for_a_page_claimed_for_a_new_render_waits_for_it,
 );
 
 async fn purge_count(app: &TestApp) -> i64 {
@@ -155,4 +158,57 @@ async fn an_admin_purge_is_accepted_and_can_be_followed(app: TestApp) {
         .await;
     assert_eq!(pending.status, StatusCode::OK);
     assert_eq!(pending.json()["items"], json!([]));
+}
+
+/// No CDN is configured here, so no dispatcher round renders anything: the purge's commit
+/// does, with nobody asking for the page.
+async fn a_purge_renders_its_hot_pages_again_without_waiting_for_a_cdn(app: TestApp) {
+    for _ in 0..3 {
+        app.get("/api/v1/entities/DE").await;
+    }
+    let l1 = app.state.l1.as_ref().unwrap();
+    let before = l1.get("entity/DE", None).expect("DE is in L1");
+    let accepted = app
+        .admin(
+            Method::POST,
+            "/admin/v1/purge",
+            Some(json!({"tags": ["e:DE"]})),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let rendered_again = loop {
+        match l1.get("entity/DE", None) {
+            Some(entry) if !std::sync::Arc::ptr_eq(&entry, &before) => break entry,
+            _ if std::time::Instant::now() > deadline => panic!("DE was not rendered again"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(rendered_again.body, before.body, "nothing about DE changed");
+    let served = app.get("/api/v1/entities/DE").await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.body, rendered_again.body.to_vec());
+}
+
+/// What keeps a CDN's refreshes, during a storm of purges, off the database: they wait for the
+/// render a purge claimed rather than render beside it.
+async fn a_request_for_a_page_claimed_for_a_new_render_waits_for_it(app: TestApp) {
+    for _ in 0..3 {
+        app.get("/api/v1/entities/IT").await;
+    }
+    let claims = app.state.warmer.claim(&["e:IT".to_owned()], false);
+    assert_eq!(claims.len(), 1, "IT is hot");
+    let page = app.get("/api/v1/entities/IT");
+    tokio::pin!(page);
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), &mut page).await;
+    assert!(waiting.is_err(), "answered while its page was claimed");
+    drop(claims);
+    assert_eq!(page.await.status, StatusCode::OK);
+    // Pages nobody claimed do not wait.
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.get("/api/v1/entities/ES"),
+    )
+    .await;
+    assert_eq!(other.expect("ES answered").status, StatusCode::OK);
 }

@@ -128,12 +128,16 @@ async fn record_metrics(
     response
 }
 
-/// Scores every public page served (see [`crate::hot`]), with the tags that purge it.
+/// Scores every public page served (see [`crate::hot`]), with the tags that purge it. A page
+/// a purge has claimed for a new render is served once that render ends (see [`crate::warm`]).
 async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let page = (request.method() == axum::http::Method::GET && !warming())
         .then(|| request.uri())
         .filter(|uri| is_canonical_page(uri))
         .map(ToString::to_string);
+    if let Some(page) = &page {
+        state.warmer.wait_until_rendered(page).await;
+    }
     let response = next.run(request).await;
     let served = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
     if let Some(page) = page.filter(|_| served) {

@@ -98,7 +98,11 @@ impl Tiers {
 
     /// Call once a purge's transaction committed, with the data write's WAL position when
     /// there are read replicas. Clears the tiers and records it; a failure is left to the
-    /// sweepers.
+    /// sweepers. The hot pages it removes are claimed first and rendered again in the
+    /// background once the tiers are clear (see [`crate::warm`]): in a storm of writes the CDN
+    /// may still be refreshing for the previous purge, and its refreshes must find this purge's
+    /// pages rendered rather than read the database themselves. (The dispatcher renders them
+    /// again before the CDN purge, from L1 as a rule: that is the retry.)
     pub async fn committed(
         &self,
         purge_id: &str,
@@ -107,6 +111,8 @@ impl Tiers {
         position: Option<u64>,
     ) {
         let created = now_ms();
+        let (tags, all) = covered([request]);
+        let claimed = self.warmer.claim(&tags, all);
         match self.clear([(request, event)], position).await {
             Ok(()) => {
                 let delivery = Claimed {
@@ -120,6 +126,8 @@ impl Tiers {
                     // A sweeper clears the tiers again and records it: harmless.
                     tracing::warn!(%err, purge = purge_id, "could not record the tiers cleared");
                 }
+                let warmer = self.warmer.clone();
+                tokio::spawn(async move { warmer.rewarm(claimed).await });
             }
             Err(err) => {
                 tracing::warn!(%err, purge = purge_id, "could not clear the shared tiers; the sweepers retry")
@@ -131,7 +139,7 @@ impl Tiers {
     /// purge: the dispatcher calls it once the tiers are clear); returns those pages.
     pub async fn rewarm(&self, purges: &[&PurgeRequest]) -> Vec<String> {
         let (tags, all) = covered(purges.iter().copied());
-        self.warmer.rewarm(&tags, all).await
+        self.warmer.rewarm(self.warmer.claim(&tags, all)).await
     }
 
     /// Drops what `purges` cover from every tier and announces their events. Every step may be
