@@ -12,11 +12,12 @@
 //! exactly what a client would get; such requests run in a [`warming`] scope, are not counted
 //! as traffic, and their database reads are counted apart.
 //!
-//! A purge's pages are claimed before it clears the tiers ([`Warmer::claim`]): until a claimed
-//! page is rendered again, a client's request for it waits for that render
-//! ([`Warmer::wait_until_rendered`]) instead of reading the database beside it. In a storm of
-//! writes the CDN is still refreshing for one purge when the next clears the tiers, and its
-//! refreshes would otherwise all reach the database at once.
+//! A data write's purge claims its hot pages before it clears the tiers ([`Warmer::claim`])
+//! and renders them at once: until a claimed page is rendered again, a client's request for it
+//! waits for that render, briefly ([`Warmer::wait_until_rendered`]), instead of reading the
+//! database beside it. In a storm of writes the CDN is still refreshing for one purge when the
+//! next clears the tiers, and its refreshes would otherwise all reach the database at once.
+//! All renders share [`CONCURRENCY`], however many purges ask for them.
 
 use std::{
     collections::HashMap,
@@ -27,7 +28,7 @@ use std::{
 use axum::{body::Body, http::Request, Router};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
 use crate::{
@@ -55,12 +56,15 @@ pub fn warming() -> bool {
 /// picks those it refreshes by its own reads.
 const REWARM_PAGES: usize = 1_024;
 const REWARM_MIN_SCORE: f64 = 0.125;
-/// Longest a re-warm may delay the CDN purge, or a request for a page it claimed.
+/// Longest a re-warm may delay the CDN purge.
 const REWARM_BUDGET: Duration = Duration::from_millis(1_000);
+/// Longest a request waits for the render of a claimed page before it reads for itself: a
+/// storm's re-render of some 300 pages takes 60 to 200 ms here.
+const CLAIM_WAIT: Duration = Duration::from_millis(250);
 /// Pages a new instance loads before it listens, and how long it may take.
 const START_PAGES: usize = 5_000;
 const START_BUDGET: Duration = Duration::from_secs(4);
-/// Renders at once.
+/// Renders at once, all re-warms and the warm start together.
 const CONCURRENCY: usize = 8;
 
 pub struct Warmer {
@@ -68,6 +72,7 @@ pub struct Warmer {
     pub hot: Arc<HotKeys>,
     flags: Flags,
     claimed: Arc<Claims>,
+    renders: Semaphore,
 }
 
 /// The pages claimed for a render, each with a channel that closes when its render ends
@@ -108,6 +113,7 @@ impl Warmer {
             hot,
             flags,
             claimed: Arc::default(),
+            renders: Semaphore::new(CONCURRENCY),
         }
     }
 
@@ -120,16 +126,19 @@ impl Warmer {
         self.flags.on_this_instance(flags::PREDICTIVE_PRELOAD)
     }
 
-    /// Claims the hot pages a purge of `tags` (or of everything) removes, to render them
-    /// again with [`Warmer::rewarm`] once the tiers are clear. Call before clearing them: the
-    /// claim makes requests for those pages wait for their new render.
-    pub fn claim(&self, tags: &[String], all: bool) -> Vec<Claim> {
+    /// The hot pages a purge of `tags` (or of everything) removes, hottest first: those worth
+    /// rendering again (none while `ff.predictive_preload` is off here).
+    pub fn covered(&self, tags: &[String], all: bool) -> Vec<String> {
         if !self.enabled() {
             return Vec::new();
         }
-        let pages = self
-            .hot
-            .covered_by(tags, all, REWARM_PAGES, REWARM_MIN_SCORE);
+        self.hot
+            .covered_by(tags, all, REWARM_PAGES, REWARM_MIN_SCORE)
+    }
+
+    /// Claims `pages` for a render with [`Warmer::rewarm`]. Call before the purge clears the
+    /// tiers: requests for them wait for their new render from then on.
+    pub fn claim(&self, pages: Vec<String>) -> Vec<Claim> {
         let mut claimed = self.claimed.lock();
         pages
             .into_iter()
@@ -145,27 +154,28 @@ impl Warmer {
             .collect()
     }
 
-    /// Renders the `claimed` pages again, hottest first; returns those it rendered. Call after
-    /// the tiers are clear.
-    pub async fn rewarm(&self, claimed: Vec<Claim>) -> Vec<String> {
-        let rendered = self.render(claimed, REWARM_BUDGET).await;
+    /// Renders `pages` (URIs, or claims of them) again, hottest first; returns those it
+    /// rendered. Call once the tiers are clear.
+    pub async fn rewarm<P: AsRef<str> + Send>(&self, pages: Vec<P>) -> Vec<String> {
+        let rendered = self.render(pages, REWARM_BUDGET).await;
         ::metrics::counter!(metrics::REWARMED).increment(rendered.len() as u64);
         rendered
     }
 
-    /// Waits while `uri` is claimed for a render (see [`Warmer::claim`]), at most as long as
-    /// a re-warm may take.
+    /// Waits while `uri` is claimed for a render (see [`Warmer::claim`]), at most
+    /// [`CLAIM_WAIT`]. Never call it from the warmer's own requests: they would wait for
+    /// themselves.
     pub async fn wait_until_rendered(&self, uri: &str) {
-        let deadline = tokio::time::Instant::now() + REWARM_BUDGET;
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
         loop {
             let Some(mut done) = self.claimed.lock().get(uri).cloned() else {
                 return;
             };
-            // Resolves (with an error) when the claim is dropped.
+            // Resolves (with an error) when the claim is dropped; a later claim of the page
+            // is waited for in turn, within the same deadline.
             if tokio::time::timeout_at(deadline, done.changed())
                 .await
                 .is_err()
-                || tokio::time::Instant::now() >= deadline
             {
                 return;
             }
@@ -196,18 +206,19 @@ impl Warmer {
     /// Renders `pages` through the application's router (see [`render`]).
     async fn render<P: AsRef<str> + Send>(&self, pages: Vec<P>, budget: Duration) -> Vec<String> {
         match self.router.get() {
-            Some(router) => render(router, pages, budget).await,
+            Some(router) => render(router, &self.renders, pages, budget).await,
             None => Vec::new(),
         }
     }
 }
 
 /// Renders `pages` (URIs, or claims of them, each dropped when its render ends) through
-/// `router`, `CONCURRENCY` at a time, until `budget` runs out; returns those that answered
-/// with success, in the order given (the hottest first, for a CDN that refreshes only so
-/// many).
+/// `router`, as many at a time as `permits` allow, until `budget` runs out; returns those that
+/// answered with success, in the order given (the hottest first, for a CDN that refreshes only
+/// so many).
 async fn render<P: AsRef<str> + Send>(
     router: &Router,
+    permits: &Semaphore,
     pages: Vec<P>,
     budget: Duration,
 ) -> Vec<String> {
@@ -215,6 +226,7 @@ async fn render<P: AsRef<str> + Send>(
         .map(|(rank, page)| {
             let router = router.clone();
             async move {
+                let _permit = permits.acquire().await.ok()?;
                 let uri = page.as_ref().to_owned();
                 let request = Request::get(&uri).body(Body::empty()).ok()?;
                 let response = WARMING.scope((), router.oneshot(request)).await.ok()?;
@@ -260,11 +272,12 @@ mod tests {
             .route("/fast", get(|| async { "fast" }))
             .route("/gone", get(|| async { StatusCode::NOT_FOUND }));
         let asked = ["/slow", "/gone", "/fast"].map(String::from).to_vec();
-        let rendered = render(&router, asked, Duration::from_secs(10)).await;
+        let permits = Semaphore::new(CONCURRENCY);
+        let rendered = render(&router, &permits, asked, Duration::from_secs(10)).await;
         assert_eq!(rendered, ["/slow", "/fast"]);
         // Out of time: what finished, still in the order asked.
         let asked = ["/slow", "/fast"].map(String::from).to_vec();
-        let rendered = render(&router, asked, Duration::from_secs(1)).await;
+        let rendered = render(&router, &permits, asked, Duration::from_secs(1)).await;
         assert_eq!(rendered, ["/fast"]);
     }
 }

@@ -196,11 +196,12 @@ async fn a_request_for_a_page_claimed_for_a_new_render_waits_for_it(app: TestApp
     for _ in 0..3 {
         app.get("/api/v1/entities/IT").await;
     }
-    let claims = app.state.warmer.claim(&["e:IT".to_owned()], false);
-    assert_eq!(claims.len(), 1, "IT is hot");
+    let hot = app.state.warmer.covered(&["e:IT".to_owned()], false);
+    assert_eq!(hot, ["/api/v1/entities/IT"], "IT is hot");
+    let claims = app.state.warmer.claim(hot);
     let page = app.get("/api/v1/entities/IT");
     tokio::pin!(page);
-    let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), &mut page).await;
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(150), &mut page).await;
     assert!(waiting.is_err(), "answered while its page was claimed");
     drop(claims);
     assert_eq!(page.await.status, StatusCode::OK);

@@ -98,11 +98,13 @@ impl Tiers {
 
     /// Call once a purge's transaction committed, with the data write's WAL position when
     /// there are read replicas. Clears the tiers and records it; a failure is left to the
-    /// sweepers. The hot pages it removes are claimed first and rendered again in the
-    /// background once the tiers are clear (see [`crate::warm`]): in a storm of writes the CDN
-    /// may still be refreshing for the previous purge, and its refreshes must find this purge's
-    /// pages rendered rather than read the database themselves. (The dispatcher renders them
-    /// again before the CDN purge, from L1 as a rule: that is the retry.)
+    /// sweepers.
+    ///
+    /// The hot pages a purge by tags removes are claimed before the clear and rendered again
+    /// in the background right after it (see [`crate::warm`]), so that the CDN's refreshes
+    /// for an earlier purge, still under way, find them rendered. The dispatcher renders them
+    /// once more before the CDN purge (from L1, as a rule), which covers a clear that failed
+    /// here and purges that reach past tags.
     pub async fn committed(
         &self,
         purge_id: &str,
@@ -112,9 +114,17 @@ impl Tiers {
     ) {
         let created = now_ms();
         let (tags, all) = covered([request]);
-        let claimed = self.warmer.claim(&tags, all);
+        let claimed = if all {
+            Vec::new()
+        } else {
+            self.warmer.claim(self.warmer.covered(&tags, false))
+        };
         match self.clear([(request, event)], position).await {
             Ok(()) => {
+                if !claimed.is_empty() {
+                    let warmer = self.warmer.clone();
+                    tokio::spawn(async move { warmer.rewarm(claimed).await });
+                }
                 let delivery = Claimed {
                     purge_id: purge_id.to_owned(),
                     provider: PROVIDER.to_owned(),
@@ -126,8 +136,6 @@ impl Tiers {
                     // A sweeper clears the tiers again and records it: harmless.
                     tracing::warn!(%err, purge = purge_id, "could not record the tiers cleared");
                 }
-                let warmer = self.warmer.clone();
-                tokio::spawn(async move { warmer.rewarm(claimed).await });
             }
             Err(err) => {
                 tracing::warn!(%err, purge = purge_id, "could not clear the shared tiers; the sweepers retry")
@@ -139,7 +147,7 @@ impl Tiers {
     /// purge: the dispatcher calls it once the tiers are clear); returns those pages.
     pub async fn rewarm(&self, purges: &[&PurgeRequest]) -> Vec<String> {
         let (tags, all) = covered(purges.iter().copied());
-        self.warmer.rewarm(self.warmer.claim(&tags, all)).await
+        self.warmer.rewarm(self.warmer.covered(&tags, all)).await
     }
 
     /// Drops what `purges` cover from every tier and announces their events. Every step may be
