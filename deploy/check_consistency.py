@@ -3,9 +3,10 @@
     python deploy/check_consistency.py [repo root]
 
 Reads wrangler.toml, the Terraform (python-hcl2), the Kubernetes manifests, the Prometheus
-config and the origin's own config (the `env = "…"` names of origin/src/config.rs, the routes of
-origin/src/http/ops.rs), and asserts that the Worker's names and routes, the origin's hostname,
-environment variable names and ports agree. Each disagreement is printed naming both places;
+config, the origin's Dockerfile and the origin's own config (the `env = "…"` names of
+origin/src/config.rs, the routes of origin/src/http/ops.rs, its version and subcommands), and
+asserts that the Worker's names and routes, the origin's hostname, environment variable names,
+ports, image, user and toolchain agree. Each disagreement is printed naming both places;
 the exit status is 1 if there is any.
 """
 
@@ -58,6 +59,19 @@ class Repo:
 
     def origin_routes(self):
         return set(re.findall(r'\.route\("([^"]+)"', self.text("origin/src/http/ops.rs")))
+
+    def origin_subcommands(self):
+        """The subcommands of origin/src/main.rs, as clap names them (kebab case)."""
+        body = re.search(r"enum Command \{(.*?)\n\}", self.text("origin/src/main.rs"), re.S)
+        names = re.findall(r"^    ([A-Z]\w*)", body.group(1), re.M) if body else []
+        return {re.sub(r"(?<!^)([A-Z])", r"-\1", name).lower() for name in names}
+
+    def dockerfile(self):
+        """The Dockerfile's instructions, continuation lines joined, as (keyword, arguments)."""
+        text = re.sub(r"\\\n\s*", " ", self.text("Dockerfile"))
+        return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+                for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
 
 
 def plain(value):
@@ -219,7 +233,67 @@ def check(root):
         repo.expect(("cloudflare_api_token", "purge") in resources,
                     "Purge: the origin purges Cloudflare but terraform/main.tf creates no "
                     "cloudflare_api_token.purge")
+    check_image(repo, (config_where, config), (deploy_where, deployment), known)
     return repo.problems
+
+
+def check_image(repo, configmap, deployment, known):
+    """The Dockerfile against the manifests and the code: the image the manifests run is the
+    one its build command tags, at the origin's version; the user, ports and environment match
+    the pod's; it builds with the pinned toolchain; its health check runs a real subcommand."""
+    config_where, config = configmap
+    deploy_where, deploy = deployment
+    pod = deploy["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    instructions = repo.dockerfile()
+    of = lambda keyword: [args for key, args in instructions if key == keyword]
+
+    image = container["image"].split("@", 1)[0]
+    tags = re.findall(r"docker build -t (\S+) \.", repo.text("Dockerfile"))
+    repo.expect(image in tags,
+                f"Image: {deploy_where} runs {image} but the Dockerfile's build command tags "
+                f"{tags}")
+    version = re.search(r'^version\s*=\s*"([^"]+)"', repo.text("origin/Cargo.toml"), re.M)
+    repo.expect(version and image.endswith(f":{version.group(1)}"),
+                f"Image: {deploy_where} runs {image} but origin/Cargo.toml is version "
+                f"{version.group(1) if version else None}")
+
+    user = of("USER")[-1] if of("USER") else "root"
+    security = pod.get("securityContext", {})
+    pod_user = f"{security.get('runAsUser')}:{security.get('runAsGroup')}"
+    repo.expect(user == pod_user,
+                f"User: the Dockerfile runs as USER {user} but {deploy_where} runs as "
+                f"runAsUser:runAsGroup {pod_user}")
+
+    env = {}
+    for args in of("ENV"):
+        env.update(re.findall(r"(\w+)=(\S+)", args))
+    for name, value in env.items():
+        repo.expect(name in known,
+                    f"Environment: the Dockerfile sets ENV {name}, but origin/src/config.rs "
+                    f"reads no `env = \"{name}\"`")
+        if name in config["data"]:
+            repo.expect(config["data"][name] == value,
+                        f"Environment: the Dockerfile sets {name}={value} but {config_where} "
+                        f"sets {name}: {config['data'][name]}")
+    exposed = {int(port.split("/")[0]) for args in of("EXPOSE") for port in args.split()}
+    for port in container["ports"]:
+        repo.expect(port["containerPort"] in exposed,
+                    f"Ports: {deploy_where} containerPort {port['name']} is "
+                    f"{port['containerPort']} but the Dockerfile exposes {sorted(exposed)}")
+
+    channel = re.search(r'^channel\s*=\s*"([^"]+)"', repo.text("rust-toolchain.toml"), re.M)
+    builders = [args for args in of("FROM") if "/rust:" in args or args.startswith("rust:")]
+    repo.expect(channel and any(f"rust:{channel.group(1)}-" in args for args in builders),
+                f"Toolchain: rust-toolchain.toml pins {channel.group(1) if channel else None} "
+                f"but the Dockerfile builds FROM {builders}")
+
+    health = of("HEALTHCHECK")
+    command = re.findall(r'"([^"]+)"', health[-1].split("CMD", 1)[-1]) if health else []
+    subcommands = repo.origin_subcommands()
+    repo.expect(len(command) >= 2 and command[1] in subcommands,
+                f"Health check: the Dockerfile's HEALTHCHECK runs {command}, not a subcommand "
+                f"of origin/src/main.rs ({sorted(subcommands)})")
 
 
 def main(root="."):

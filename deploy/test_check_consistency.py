@@ -10,7 +10,8 @@ from check_consistency import check
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ["wrangler.toml", "terraform", "deploy/k8s", "deploy/prometheus",
-         "origin/src/config.rs", "origin/src/http/ops.rs"]
+         "origin/src/config.rs", "origin/src/http/ops.rs", "origin/src/main.rs",
+         "origin/Cargo.toml", "Dockerfile", "rust-toolchain.toml"]
 
 
 class CheckConsistency(unittest.TestCase):
@@ -60,6 +61,31 @@ class CheckConsistency(unittest.TestCase):
         self.assertIn("deploy/k8s/origin.yaml sets ConfigMap forecastin-origin key REDIS_NAMESPACE",
                       problems[0])
         self.assertIn("origin/src/config.rs", problems[0])
+
+    def test_the_image_the_pods_run_is_the_one_the_dockerfile_builds(self):
+        self.edit("deploy/k8s/origin.yaml", "ghcr.io/forecastin/forecastin-origin:0.1.0",
+                  "ghcr.io/forecastin/origin:0.1.0")
+        problems = check(self.root)
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("runs ghcr.io/forecastin/origin:0.1.0", problems[0])
+        self.assertIn("build command tags ['ghcr.io/forecastin/forecastin-origin:0.1.0']",
+                      problems[0])
+
+    def test_the_dockerfile_user_ports_toolchain_and_health_check_must_agree(self):
+        for old, new, expected in [
+            ("USER 10001:10001", "USER 65532:65532", "runAsUser:runAsGroup 10001:10001"),
+            ("EXPOSE 8080 9091", "EXPOSE 8080", "exposes [8080]"),
+            ("LISTEN_ADDR=0.0.0.0:8080", "LISTEN_ADDR=0.0.0.0:3000",
+             "sets LISTEN_ADDR: 0.0.0.0:8080"),
+            ("rust:1.95.0-slim", "rust:1.94.0-slim", "rust-toolchain.toml pins 1.95.0"),
+            ('"healthcheck"]', '"health"]', "not a subcommand"),
+        ]:
+            with self.subTest(new):
+                self.edit("Dockerfile", old, new)
+                problems = check(self.root)
+                self.assertEqual(len(problems), 1, problems)
+                self.assertIn(expected, problems[0])
+                self.edit("Dockerfile", new, old)
 
     def test_a_route_in_wrangler_and_terraform_must_agree(self):
         self.edit("wrangler.toml", 'pattern = "forecastin.example/*"', 'pattern = "www.forecastin.example/*"')

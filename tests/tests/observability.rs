@@ -89,3 +89,31 @@ async fn metrics_can_have_a_listener_of_their_own() {
         .unwrap()
         .contains("http_requests_total"));
 }
+
+/// The container's HEALTHCHECK (Dockerfile) runs `forecastin-origin healthcheck`: it passes
+/// against a serving origin, whatever address it listens on, and fails where none listens.
+#[tokio::test]
+async fn the_health_check_subcommand_passes_only_against_a_serving_origin() {
+    let origin = Origin::start(&[]).await;
+    let port = origin.url.rsplit(':').next().unwrap();
+    let check = |listen: String| async move {
+        tokio::process::Command::new(Origin::binary())
+            .arg("healthcheck")
+            .env("LISTEN_ADDR", listen)
+            .output()
+            .await
+            .unwrap()
+    };
+    for listen in [format!("127.0.0.1:{port}"), format!("0.0.0.0:{port}")] {
+        let output = check(listen.clone()).await;
+        assert!(
+            output.status.success(),
+            "{listen}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let nobody = format!("127.0.0.1:{}", forecastin_e2e::free_port());
+    let output = check(nobody).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/healthz"));
+}
