@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use axum::http::{Method, StatusCode};
-use common::TestApp;
+use common::{TestApp, TestResponse};
+use forecastin_origin::l1::Rendered;
 use serde_json::json;
 
 on_both_backends!(
@@ -116,24 +119,29 @@ async fn bad_purge_requests_are_refused_and_record_nothing(app: TestApp) {
     assert_eq!(purge_count(&app).await, before);
 }
 
-async fn an_admin_purge_is_accepted_and_can_be_followed(app: TestApp) {
-    app.get("/api/v1/entities/FR").await;
+/// Reads entity `id`'s page `reads` times, then purges its tag (`e:<id>`); returns the L1 entry
+/// the purge covered and the purge's response, which accepted it.
+async fn read_then_purge(app: &TestApp, id: &str, reads: usize) -> (Arc<Rendered>, TestResponse) {
+    for _ in 0..reads {
+        app.get(&format!("/api/v1/entities/{id}")).await;
+    }
     let l1 = app.state.l1.as_ref().unwrap();
-    let cached = l1.get("entity/FR", None).expect("FR is in L1");
-    let accepted = app
-        .admin(
-            Method::POST,
-            "/admin/v1/purge",
-            Some(json!({"tags": ["e:FR"]})),
-        )
-        .await;
+    let cached = l1.get(&format!("entity/{id}"), None).expect("in L1");
+    let body = json!({"tags": [format!("e:{id}")]});
+    let accepted = app.admin(Method::POST, "/admin/v1/purge", Some(body)).await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    (cached, accepted)
+}
+
+async fn an_admin_purge_is_accepted_and_can_be_followed(app: TestApp) {
+    let (cached, accepted) = read_then_purge(&app, "FR", 1).await;
+    let l1 = app.state.l1.as_ref().unwrap();
     let id = accepted.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(accepted.header("location"), format!("/admin/v1/purge/{id}"));
     // Gone at once, or already rendered again (FR is hot: ff.predictive_preload).
     let now = l1.get("entity/FR", None);
     assert!(
-        now.is_none_or(|entry| !std::sync::Arc::ptr_eq(&entry, &cached)),
+        now.is_none_or(|entry| !Arc::ptr_eq(&entry, &cached)),
         "the origin's own tier is purged at once"
     );
 
@@ -163,23 +171,12 @@ async fn an_admin_purge_is_accepted_and_can_be_followed(app: TestApp) {
 /// No CDN is configured here, so no dispatcher round renders anything: the purge's commit
 /// does, with nobody asking for the page.
 async fn a_purge_renders_its_hot_pages_again_without_waiting_for_a_cdn(app: TestApp) {
-    for _ in 0..3 {
-        app.get("/api/v1/entities/DE").await;
-    }
+    let (before, _) = read_then_purge(&app, "DE", 3).await;
     let l1 = app.state.l1.as_ref().unwrap();
-    let before = l1.get("entity/DE", None).expect("DE is in L1");
-    let accepted = app
-        .admin(
-            Method::POST,
-            "/admin/v1/purge",
-            Some(json!({"tags": ["e:DE"]})),
-        )
-        .await;
-    assert_eq!(accepted.status, StatusCode::ACCEPTED);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let rendered_again = loop {
         match l1.get("entity/DE", None) {
-            Some(entry) if !std::sync::Arc::ptr_eq(&entry, &before) => break entry,
+            Some(entry) if !Arc::ptr_eq(&entry, &before) => break entry,
             _ if std::time::Instant::now() > deadline => panic!("DE was not rendered again"),
             _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
         }
