@@ -5,11 +5,22 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
+
+    /// `text` for a terminal, or `json`: one JSON object per line, with the request's span
+    /// fields (its id among them), for log pipelines. `RUST_LOG` filters either.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// A separate address for `/metrics`, kept off the public listener (unset: `/metrics` is
     /// served on `LISTEN_ADDR`, as in development).

@@ -7,7 +7,13 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use forecastin_origin::{config::Config, db::Db, hierarchy::Hierarchy, purge::Outbox, seed};
+use forecastin_origin::{
+    config::{Config, LogFormat},
+    db::Db,
+    hierarchy::Hierarchy,
+    purge::Outbox,
+    seed,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -36,12 +42,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.config.log_format {
+        LogFormat::Text => logs.init(),
+        // The event's fields at the top level, with the spans it happened in (the request's
+        // id, method and URI).
+        LogFormat::Json => logs.json().flatten_event(true).with_span_list(true).init(),
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => forecastin_origin::serve(cli.config).await,
         Command::Generate { entities } => {

@@ -10,6 +10,11 @@ pub const SURROGATE_CONTROL: &str = "surrogate-control";
 pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
 /// RFC 9211 cache status, added by the edge.
 pub const CACHE_STATUS: &str = "cache-status";
+/// A request's id, from the client or the edge, returned on the response (see
+/// [`crate::request_id`]).
+pub const REQUEST_ID: &str = "x-request-id";
+/// W3C Trace Context: `version-traceid-parentid-flags`.
+pub const TRACEPARENT: &str = "traceparent";
 /// Unix seconds at which a purge request was signed.
 pub const PURGE_TIMESTAMP: &str = "x-forecastin-timestamp";
 /// A fresh random string naming one purge request, refused if seen twice.

@@ -178,7 +178,7 @@ impl Origin {
             .env("RUST_LOG", "warn")
             .env_remove("DATABASE_URL")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            .stdout(self.log_file())
             .kill_on_drop(true)
             .spawn()
             .expect("the origin starts");
@@ -189,6 +189,20 @@ impl Origin {
             "the origin",
         )
         .await;
+    }
+
+    /// Where the process writes its log (standard output), across restarts.
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("origin.log"))
+            .expect("the origin's log opens")
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("origin.log")).unwrap_or_default()
     }
 
     /// Kills the process (SIGKILL): the port stops answering at once.

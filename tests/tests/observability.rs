@@ -117,3 +117,53 @@ async fn the_health_check_subcommand_passes_only_against_a_serving_origin() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/healthz"));
 }
+
+/// With `LOG_FORMAT=json` every line the origin writes is a JSON object, and a request is
+/// logged under the id its response returns in `X-Request-ID`: the client's, else a
+/// `traceparent`'s trace id, else a new one (a client's unusable id is not logged).
+#[tokio::test]
+async fn json_logs_carry_the_id_each_response_returns() {
+    let origin = Origin::start(&[("LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
+    let url = format!("{}/api/v1/entities/FR", origin.url);
+    let client = forecastin_e2e::client();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut ids = Vec::new();
+    for (header, value) in [
+        ("x-request-id", "analyst-7f3a"),
+        ("traceparent", traceparent),
+        ("x-request-id", "<not an id>"),
+    ] {
+        let response = client.get(&url).header(header, value).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        ids.push(
+            response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(ids[0], "analyst-7f3a");
+    assert_eq!(ids[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(
+        ids[2].len() == 32 && ids[2].bytes().all(|b| b.is_ascii_hexdigit()),
+        "a new id: {}",
+        ids[2]
+    );
+
+    // The response line of each request is written as it completes; give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = origin.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    for id in &ids {
+        let logged = lines.iter().any(|line| {
+            line["span"]["id"] == id.as_str()
+                && line["span"]["uri"] == "/api/v1/entities/FR"
+                && line["status"] == 200
+        });
+        assert!(logged, "no response line for {id} in:\n{log}");
+    }
+    assert!(!log.contains("<not an id>"));
+}

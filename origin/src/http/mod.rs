@@ -25,8 +25,13 @@ use axum::{
     response::Response,
     Router,
 };
+use forecastin_shared::{
+    headers::{REQUEST_ID, TRACEPARENT},
+    request_id,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::{
     bus::Bus,
@@ -87,8 +92,42 @@ pub fn router(state: Arc<AppState>, metrics_apart: bool) -> Router {
             state.clone(),
             record_metrics,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok());
+                    tracing::info_span!(
+                        "request",
+                        id = id.unwrap_or_default(),
+                        method = %request.method(),
+                        uri = %request.uri(),
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(middleware::from_fn(identify))
         .with_state(state)
+}
+
+/// Gives every request an id: the one the client or the edge gave, if acceptable (see
+/// [`forecastin_shared::request_id`]), else a new one. The request's span carries it into
+/// every log line of the request, and the response returns it.
+async fn identify(mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let id = request_id::given(header(REQUEST_ID), header(TRACEPARENT))
+        .unwrap_or_else(|| crate::token::random_hex()[..32].to_owned());
+    // Taken ids are visible ASCII and new ones hex: always a valid header value.
+    let Ok(id) = HeaderValue::try_from(id) else {
+        return next.run(request).await;
+    };
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
 }
 
 /// `/metrics` on its own, for a listener operators and Prometheus reach but the public does
