@@ -10,8 +10,11 @@
 FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-# The embedded SQLite's folder, for a container run without DATABASE_URL.
-RUN cargo build --release --locked -p forecastin-origin \
+# The image's toolchain is the pinned one; the pin's extra components (clippy, the wasm32
+# target) are for development. The empty folder is the embedded SQLite's, for a container run
+# without DATABASE_URL.
+RUN rm rust-toolchain.toml \
+    && cargo build --release --locked -p forecastin-origin \
     && install -D target/release/forecastin-origin /out/forecastin-origin \
     && mkdir -p /out/data
 

@@ -246,7 +246,10 @@ def check_image(repo, configmap, deployment, known):
     pod = deploy["spec"]["template"]["spec"]
     container = pod["containers"][0]
     instructions = repo.dockerfile()
-    of = lambda keyword: [args for key, args in instructions if key == keyword]
+    stages = [i for i, (key, _) in enumerate(instructions) if key == "FROM"]
+    # What the image is: its last stage (the build stages only make the binary).
+    runtime = instructions[stages[-1]:] if stages else instructions
+    of = lambda keyword: [args for key, args in runtime if key == keyword]
 
     image = container["image"].split("@", 1)[0]
     tags = re.findall(r"docker build -t (\S+) \.", repo.text("Dockerfile"))
@@ -283,17 +286,28 @@ def check_image(repo, configmap, deployment, known):
                     f"{port['containerPort']} but the Dockerfile exposes {sorted(exposed)}")
 
     channel = re.search(r'^channel\s*=\s*"([^"]+)"', repo.text("rust-toolchain.toml"), re.M)
-    builders = [args for args in of("FROM") if "/rust:" in args or args.startswith("rust:")]
-    repo.expect(channel and any(f"rust:{channel.group(1)}-" in args for args in builders),
+    froms = [args.split()[0] for key, args in instructions if key == "FROM"]
+    builders = [image for image in froms if "/rust:" in image or image.startswith("rust:")]
+    repo.expect(channel and any(f"rust:{channel.group(1)}-" in image for image in builders),
                 f"Toolchain: rust-toolchain.toml pins {channel.group(1) if channel else None} "
                 f"but the Dockerfile builds FROM {builders}")
+    # The binary links the build image's glibc: the runtime must be the same Debian release.
+    releases = {"bookworm": "debian12", "trixie": "debian13"}
+    for builder in builders:
+        release = next((r for r in releases if r in builder), None)
+        repo.expect(release is not None and releases[release] in froms[-1],
+                    f"Toolchain: the Dockerfile builds on {builder} but runs on {froms[-1]}, "
+                    f"another Debian release")
 
     health = of("HEALTHCHECK")
     command = re.findall(r'"([^"]+)"', health[-1].split("CMD", 1)[-1]) if health else []
+    entrypoint = re.findall(r'"([^"]+)"', of("ENTRYPOINT")[-1]) if of("ENTRYPOINT") else []
     subcommands = repo.origin_subcommands()
-    repo.expect(len(command) >= 2 and command[1] in subcommands,
+    repo.expect(len(command) >= 2 and command[:1] == entrypoint[:1]
+                and command[1] in subcommands,
                 f"Health check: the Dockerfile's HEALTHCHECK runs {command}, not a subcommand "
-                f"of origin/src/main.rs ({sorted(subcommands)})")
+                f"of origin/src/main.rs ({sorted(subcommands)}) run by its ENTRYPOINT "
+                f"{entrypoint}")
 
 
 def main(root="."):

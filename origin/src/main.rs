@@ -47,9 +47,9 @@ async fn main() -> anyhow::Result<()> {
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match cli.config.log_format {
         LogFormat::Text => logs.init(),
-        // The event's fields at the top level, with the spans it happened in (the request's
+        // The event's fields at the top level, with the span it happened in (the request's
         // id, method and URI).
-        LogFormat::Json => logs.json().flatten_event(true).with_span_list(true).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_span_list(false).init(),
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => forecastin_origin::serve(cli.config).await,
@@ -77,6 +77,7 @@ async fn healthcheck(mut addr: SocketAddr) -> anyhow::Result<()> {
     let url = format!("http://{addr}/healthz");
     let response = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
+        .no_proxy()
         .build()?
         .get(&url)
         .send()

@@ -1,6 +1,7 @@
 //! Which id a request is logged under: the one the client (or the edge in front) gave in
 //! `X-Request-ID`, if it is a plain token, else the trace id of a valid W3C `traceparent`, else
-//! none (the caller makes a new one). Anything else a client sends is not written to the logs.
+//! none (the caller makes a new one). Anything else a client sends is not written to the logs,
+//! nor forwarded by the edge.
 
 /// Longest id taken from a client.
 pub const MAX_LEN: usize = 128;
@@ -13,17 +14,18 @@ pub fn given(x_request_id: Option<&str>, traceparent: Option<&str>) -> Option<St
         .or_else(|| traceparent.and_then(trace_id).map(str::to_owned))
 }
 
-fn is_token(id: &str) -> bool {
+/// Whether `id` may be taken as a request id: 1 to [`MAX_LEN`] letters, digits and `-_.:`.
+pub fn is_token(id: &str) -> bool {
     (1..=MAX_LEN).contains(&id.len())
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// The trace id of a `traceparent` (W3C Trace Context, level 1): 32 lower-case hex digits,
 /// not all zero, in a header of a known shape.
-fn trace_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.trim().split('-');
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |part: &str, len: usize| {
@@ -81,7 +83,15 @@ mod tests {
     #[test]
     fn anything_else_is_not_taken() {
         let long = "a".repeat(MAX_LEN + 1);
-        for id in ["", "two words", "new\nline", "é", "<script>", long.as_str()] {
+        for id in [
+            "",
+            "two words",
+            "new\nline",
+            "é",
+            "<script>",
+            "a+b/c=",
+            long.as_str(),
+        ] {
             assert_eq!(given(Some(id), None), None, "{id:?}");
         }
         for traceparent in [
@@ -92,6 +102,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
         ] {
             assert_eq!(given(None, Some(traceparent)), None, "{traceparent:?}");

@@ -1,6 +1,6 @@
 //! What to do with a client request, and which of its headers reach the origin.
 
-use forecastin_shared::routes::OPERATIONAL_PATHS;
+use forecastin_shared::{request_id, routes::OPERATIONAL_PATHS};
 use http::{header, HeaderMap, HeaderName, Method};
 
 use super::fields::{strip_hop_by_hop, text};
@@ -157,32 +157,15 @@ fn forward_trace_context(client: &HeaderMap, forwarded: &mut HeaderMap) {
 /// The trace-context fields, forwarded when valid.
 pub const TRACE_CONTEXT: [&str; 3] = ["traceparent", "tracestate", "x-request-id"];
 
+/// The same rules as the origin's for the ids it logs (`forecastin_shared::request_id`).
 fn is_valid_trace_value(name: &str, value: &[u8]) -> bool {
-    let hex = |part: &[u8], len: usize| {
-        part.len() == len
-            && part
-                .iter()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
     };
     match name {
-        "traceparent" => {
-            let parts: Vec<&[u8]> = value.split(|&b| b == b'-').collect();
-            parts.len() == 4
-                && hex(parts[0], 2)
-                && parts[0] != b"ff"
-                && hex(parts[1], 32)
-                && parts[1].iter().any(|&b| b != b'0')
-                && hex(parts[2], 16)
-                && parts[2].iter().any(|&b| b != b'0')
-                && hex(parts[3], 2)
-        }
-        "tracestate" => value.len() <= 512 && value.iter().all(|&b| (0x20..0x7f).contains(&b)),
-        _ => {
-            (1..=128).contains(&value.len())
-                && value
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        }
+        "traceparent" => request_id::trace_id(value).is_some(),
+        "tracestate" => value.len() <= 512 && value.bytes().all(|b| (0x20..0x7f).contains(&b)),
+        _ => request_id::is_token(value),
     }
 }
 

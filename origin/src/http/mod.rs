@@ -120,8 +120,9 @@ async fn identify(mut request: Request, next: Next) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let id = request_id::given(header(REQUEST_ID), header(TRACEPARENT))
         .unwrap_or_else(|| crate::token::random_hex()[..32].to_owned());
-    // Taken ids are visible ASCII and new ones hex: always a valid header value.
+    // Taken ids are letters, digits and `-_.:`, new ones hex: always a valid header value.
     let Ok(id) = HeaderValue::try_from(id) else {
+        request.headers_mut().remove(REQUEST_ID);
         return next.run(request).await;
     };
     request.headers_mut().insert(REQUEST_ID, id.clone());
