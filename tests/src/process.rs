@@ -282,6 +282,16 @@ impl Edge {
 
     /// As [`Edge::start_on`], with more bindings (`--var NAME:value`).
     pub async fn start_with_vars(port: u16, origin_url: &str, vars: &[(&str, &str)]) -> Edge {
+        Self::spawn(port, origin_url, vars, "warn").await
+    }
+
+    /// As [`Edge::start`], with the Worker's own `console.log` lines (its request log) kept in
+    /// [`Edge::log`]; the other starts keep warnings and errors only.
+    pub async fn start_logging_requests(origin_url: &str) -> Edge {
+        Self::spawn(free_port(), origin_url, &[], "log").await
+    }
+
+    async fn spawn(port: u16, origin_url: &str, vars: &[(&str, &str)], log_level: &str) -> Edge {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(
@@ -311,7 +321,7 @@ impl Edge {
             .args([
                 "--show-interactive-dev-session=false",
                 "--log-level",
-                "warn",
+                log_level,
             ])
             .arg("--persist-to")
             .arg(state.path())

@@ -167,3 +167,59 @@ async fn json_logs_carry_the_id_each_response_returns() {
     }
     assert!(!log.contains("<not an id>"));
 }
+
+/// The JSON lines of a log that holds other lines too (wrangler's own), parsed.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str(line.trim()).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_edge_and_the_origin_log_a_request_under_the_id_the_edge_returns() {
+    let origin = Origin::start(&[("LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
+    let edge = forecastin_e2e::Edge::start_logging_requests(&origin.url).await;
+    let url = format!("{}/api/v1/entities/DE/ancestors", edge.url);
+    let client = forecastin_e2e::client();
+    let mut answers = Vec::new();
+    for given in [None, None, Some("analyst-42"), Some("<not an id>")] {
+        let mut request = client.get(&url);
+        if let Some(id) = given {
+            request = request.header("x-request-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        answers.push((header("x-request-id"), header("cache-status")));
+    }
+    let new_id = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let ids: Vec<&str> = answers.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(new_id(ids[0]) && new_id(ids[1]) && new_id(ids[3]), "{ids:?}");
+    assert_ne!(ids[0], ids[1], "a hit must not return the id stored with the page");
+    assert_eq!(ids[2], "analyst-42");
+    assert!(answers[0].1.contains("fwd=uri-miss"), "{:?}", answers[0]);
+    assert!(answers[1].1.contains("hit"), "{:?}", answers[1]);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let edge_lines = json_lines(&edge.log());
+    for (id, cache_status) in &answers {
+        assert!(
+            edge_lines.iter().any(|line| line["request_id"] == id.as_str()
+                && line["status"] == 200
+                && line["cache_status"] == cache_status.as_str()),
+            "the edge did not log {id}:\n{}",
+            edge.log()
+        );
+    }
+    // Only the miss reached the origin, under the id the edge gave it.
+    let origin_lines = json_lines(&origin.log());
+    assert!(
+        origin_lines
+            .iter()
+            .any(|line| line["span"]["id"] == ids[0] && line["status"] == 200),
+        "the origin did not log {}:\n{}",
+        ids[0],
+        origin.log()
+    );
+    assert!(!edge.log().contains("<not an id>"));
+}

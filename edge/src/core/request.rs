@@ -1,6 +1,10 @@
 //! What to do with a client request, and which of its headers reach the origin.
 
-use forecastin_shared::{request_id, routes::OPERATIONAL_PATHS};
+use forecastin_shared::{
+    headers::{REQUEST_ID, TRACEPARENT},
+    request_id,
+    routes::OPERATIONAL_PATHS,
+};
 use http::{header, HeaderMap, HeaderName, Method};
 
 use super::fields::{strip_hop_by_hop, text};
@@ -139,6 +143,20 @@ pub fn origin_headers(client: &HeaderMap, kind: RequestKind) -> HeaderMap {
     forwarded
 }
 
+/// The id the edge logs a request under and sends to the origin in `X-Request-ID`, so that
+/// both logs name it alike: the client's own, by the origin's rules (an ambiguous, repeated
+/// header counts as none), else the one `new` makes.
+pub fn request_id(client: &HeaderMap, new: impl FnOnce() -> String) -> String {
+    let single = |name: &str| {
+        let mut values = client.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => value.to_str().ok(),
+            _ => None,
+        }
+    };
+    request_id::given(single(REQUEST_ID), single(TRACEPARENT)).unwrap_or_else(new)
+}
+
 /// Trace context (W3C `traceparent` / `tracestate`, `X-Request-ID`) reaches the origin on
 /// every request so a request can be followed through, but only in its valid form: the
 /// origin's logs are its only reader, and no cached body may depend on it.
@@ -155,7 +173,7 @@ fn forward_trace_context(client: &HeaderMap, forwarded: &mut HeaderMap) {
 }
 
 /// The trace-context fields, forwarded when valid.
-pub const TRACE_CONTEXT: [&str; 3] = ["traceparent", "tracestate", "x-request-id"];
+pub const TRACE_CONTEXT: [&str; 3] = [TRACEPARENT, "tracestate", REQUEST_ID];
 
 /// The same rules as the origin's for the ids it logs (`forecastin_shared::request_id`).
 fn is_valid_trace_value(name: &str, value: &[u8]) -> bool {
@@ -359,5 +377,27 @@ mod tests {
         let twice = headers(&[("x-request-id", "a"), ("x-request-id", "b")]);
         let sent = origin_headers(&twice, RequestKind::Bypass(BypassReason::Method));
         assert!(!sent.contains_key("x-request-id"), "ambiguous: dropped");
+    }
+
+    #[test]
+    fn a_request_keeps_the_clients_valid_id_else_gets_a_new_one() {
+        let new = || "new".to_owned();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for (given, expected) in [
+            (vec![("x-request-id", "req-1")], "req-1"),
+            (
+                vec![("x-request-id", "req-1"), ("traceparent", parent)],
+                "req-1",
+            ),
+            (
+                vec![("traceparent", parent)],
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+            ),
+            (vec![("x-request-id", "a b")], "new"),
+            (vec![("x-request-id", "a"), ("x-request-id", "b")], "new"),
+            (vec![], "new"),
+        ] {
+            assert_eq!(request_id(&headers(&given), new), expected, "{given:?}");
+        }
     }
 }

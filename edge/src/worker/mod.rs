@@ -13,14 +13,15 @@ mod serve;
 
 use std::time::Duration;
 
-use http::{HeaderMap, Method};
+use forecastin_shared::headers::{CACHE_STATUS, REQUEST_ID};
+use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
 use worker::{event, web_sys, Context, Date, Env, Result};
 
 use crate::core::{
     cache::{error, invalidated_by_unsafe, json, Answer, Body, CacheableRequest},
     fields::strip_hop_by_hop,
-    request::{classify, origin_headers, BypassReason, RequestKind},
+    request::{classify, origin_headers, request_id, BypassReason, RequestKind},
     status::{add_server_timing, for_client, CacheStatus, Forward},
     target::Target,
 };
@@ -84,22 +85,58 @@ fn now_ms() -> u64 {
 #[event(fetch)]
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
     let started = now_ms();
-    let response = match handle(req, &env, &ctx, started).await {
+    let headers = runtime::header_map(&req.headers());
+    let id = request_id(&headers, new_request_id);
+    let (method, url) = (req.method(), req.url());
+    let response = match handle(req, headers, &id, &env, &ctx, started).await {
         Ok(Handled::Raw(response)) => Ok(response),
-        Ok(Handled::Answer(answer, bodies)) => respond(answer, bodies, started).await,
+        Ok(Handled::Answer(answer, bodies)) => respond(answer, bodies, &id, started).await,
         Err(err) => Err(err),
     };
-    match response {
-        Ok(response) => Ok(response),
+    let response = match response {
+        Ok(response) => response,
         Err(err) => {
-            worker::console_error!("edge error: {err}");
+            worker::console_error!("edge error ({id}): {err}");
             let answer = error(
                 502,
                 "edge_error",
                 "the edge could not produce a response".into(),
             );
-            respond(answer, Bodies::default(), started).await
+            respond(answer, Bodies::default(), &id, started).await?
         }
+    };
+    log_request(&id, (&method, &url), &response, started);
+    Ok(response)
+}
+
+/// A new request id: 32 hex digits. Ids only tell requests apart in the logs, so the
+/// runtime's `Math.random` is enough.
+fn new_request_id() -> String {
+    let word = || (worker::js_sys::Math::random() * 4_294_967_296.0) as u32;
+    format!("{:08x}{:08x}{:08x}{:08x}", word(), word(), word(), word())
+}
+
+/// One JSON line per request for Workers Logs, under the id the origin logs it by too.
+fn log_request(id: &str, (method, url): (&str, &str), response: &web_sys::Response, started: u64) {
+    #[derive(serde::Serialize)]
+    struct RequestLine<'a> {
+        request_id: &'a str,
+        method: &'a str,
+        url: &'a str,
+        status: u16,
+        cache_status: Option<String>,
+        duration_ms: u64,
+    }
+    let line = RequestLine {
+        request_id: id,
+        method,
+        url,
+        status: response.status(),
+        cache_status: response.headers().get(CACHE_STATUS).ok().flatten(),
+        duration_ms: now_ms().saturating_sub(started),
+    };
+    if let Ok(line) = serde_json::to_string(&line) {
+        worker::console_log!("{line}");
     }
 }
 
@@ -132,9 +169,15 @@ impl From<Answer> for Handled {
 /// Builds the runtime response for an answer, timed. An answer from storage keeps every
 /// stored field it does not rewrite (the stored headers patched where they differ) and streams
 /// a whole stored body through; anything else is built from bytes.
-async fn respond(answer: Answer, bodies: Bodies, started: u64) -> Result<web_sys::Response> {
+async fn respond(
+    answer: Answer,
+    bodies: Bodies,
+    id: &str,
+    started: u64,
+) -> Result<web_sys::Response> {
     let mut headers = answer.headers;
     add_server_timing(&mut headers, now_ms().saturating_sub(started));
+    identify(&mut headers, id);
     let slice = |bytes: &[u8]| match answer.slice {
         Some((start, end)) => bytes.get(start..end).unwrap_or_default().to_vec(),
         None => bytes.to_vec(),
@@ -161,7 +204,22 @@ async fn respond(answer: Answer, bodies: Bodies, started: u64) -> Result<web_sys
     }
 }
 
-async fn handle(req: web_sys::Request, env: &Env, ctx: &Context, started: u64) -> Result<Handled> {
+/// Puts the request's id in `headers` (sent to the origin, or returned to the client).
+fn identify(headers: &mut HeaderMap, id: &str) {
+    // A taken id is a token and a new one hex, so this always holds.
+    if let Ok(id) = HeaderValue::from_str(id) {
+        headers.insert(REQUEST_ID, id);
+    }
+}
+
+async fn handle(
+    req: web_sys::Request,
+    headers: HeaderMap,
+    id: &str,
+    env: &Env,
+    ctx: &Context,
+    started: u64,
+) -> Result<Handled> {
     let settings = match settings(env) {
         Ok(settings) => settings,
         Err(message) => {
@@ -176,9 +234,13 @@ async fn handle(req: web_sys::Request, env: &Env, ctx: &Context, started: u64) -
     let Ok(method) = Method::from_bytes(req.method().as_bytes()) else {
         return Ok(error(400, "invalid_method", "the method is not a token".into()).into());
     };
-    let headers = runtime::header_map(&req.headers());
     let target = Target::of(&url);
     let kind = classify(&method, &target.path, &headers, &settings.session_cookies);
+    let to_origin = |kind| {
+        let mut forwarded = origin_headers(&headers, kind);
+        identify(&mut forwarded, id);
+        forwarded
+    };
     match kind {
         RequestKind::Purge => Ok(purge::handle(req, &headers, env, &settings, &url)
             .await?
@@ -197,14 +259,14 @@ async fn handle(req: web_sys::Request, env: &Env, ctx: &Context, started: u64) -
                 url,
                 origin_url,
                 method,
-                headers: origin_headers(&headers, kind),
+                headers: to_origin(kind),
                 reason,
             };
             forward(req, &settings, forwarding, started).await
         }
         RequestKind::Cacheable { credentialed } => {
             let request = CacheableRequest {
-                forwarded: origin_headers(&headers, kind),
+                forwarded: to_origin(kind),
                 headers,
                 head: method == Method::HEAD,
                 credentialed,
@@ -239,10 +301,10 @@ async fn forward(
         url,
         origin_url,
         method,
-        headers,
+        headers: forwarded,
         reason,
     } = forwarding;
-    let response = match origin::forward(&req, &origin_url, &headers, settings.timeout).await {
+    let response = match origin::forward(&req, &origin_url, &forwarded, settings.timeout).await {
         Ok(response) => response,
         Err(failure) => return Ok(crate::core::cache::failure_answer(&failure).into()),
     };
@@ -253,6 +315,9 @@ async fn forward(
     }
     let mut headers = runtime::header_map(&response.headers());
     strip_hop_by_hop(&mut headers);
+    if let Some(id) = forwarded.get(REQUEST_ID) {
+        headers.insert(REQUEST_ID, id.clone());
+    }
     let stale = invalidated_by_unsafe(&method, &url, status, &headers);
     for key in stale {
         if let Err(err) = runtime::cache_delete(&key).await {
