@@ -104,6 +104,7 @@ mod tests {
             change: ChangeKind::Updated,
             entity_id: "FR".into(),
             path: vec!["world".into(), "FR".into()],
+            entity: None,
             at_ms: 0,
         }
     }

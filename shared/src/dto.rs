@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 /// What an entity stands for in the hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EntityKind {
     World,
@@ -43,6 +44,7 @@ impl EntityKind {
 
 /// One entity with everything known about it (`GET /api/v1/entities/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entity {
     pub id: String,
     pub parent_id: Option<String>,
@@ -58,7 +60,8 @@ pub struct Entity {
 }
 
 /// An entity as it appears in lists: enough to render a row and link to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntitySummary {
     pub id: String,
     pub parent_id: Option<String>,
@@ -69,6 +72,7 @@ pub struct EntitySummary {
 
 /// The breadcrumb of an entity: its ancestors, root first, not including itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ancestors {
     pub id: String,
     pub items: Vec<EntitySummary>,
@@ -76,6 +80,7 @@ pub struct Ancestors {
 
 /// One page of a list. `next_cursor` is opaque; pass it back as `cursor` for the next page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -83,6 +88,7 @@ pub struct Page<T> {
 
 /// Body of `POST /admin/v1/entities`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewEntity {
     pub id: String,
@@ -96,6 +102,7 @@ pub struct NewEntity {
 /// Body of `PATCH /admin/v1/entities/{id}`: the fields to change. `parent_id` moves the
 /// entity with its whole subtree; `attributes` replaces the map.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EntityPatch {
     pub name: Option<String>,
@@ -106,11 +113,13 @@ pub struct EntityPatch {
 
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `not_found`, `invalid_parameter`.
     pub code: String,
@@ -122,6 +131,7 @@ pub struct ErrorDetail {
 
 /// What to purge from a cache: any mix of URLs, tags and URL prefixes, or everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PurgeRequest {
     #[serde(default)]
@@ -156,18 +166,21 @@ impl PurgeRequest {
 
 /// The edge's answer to a purge: how many cached entries it removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurgeResult {
     pub purged: u64,
 }
 
 /// `202` answer to `POST /admin/v1/purge`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurgeAccepted {
     pub id: String,
 }
 
 /// A purge and how each provider is delivering it (`GET /admin/v1/purge/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurgeStatus {
     pub id: String,
     /// `write` (caused by a data change) or `admin`.
@@ -178,6 +191,7 @@ pub struct PurgeStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryStatus {
     pub provider: String,
     /// `pending`, `delivered` or `failed`.
@@ -191,6 +205,7 @@ pub struct DeliveryStatus {
 /// The result of checking every row's materialized path and depth against its parent link
 /// (`GET /admin/v1/hierarchy/consistency`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsistencyReport {
     pub entities: i64,
     /// Rows whose path or depth disagrees with their parent's, or whose parent is missing.
@@ -201,6 +216,7 @@ pub struct ConsistencyReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inconsistency {
     pub id: String,
     pub path: String,
@@ -212,6 +228,7 @@ pub struct Inconsistency {
 
 /// A live origin instance (`GET /admin/v1/instances`), as its last heartbeat described it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceInfo {
     pub id: String,
     /// Where it listens.
@@ -226,6 +243,7 @@ pub struct InstanceInfo {
 
 /// A feature flag and its rollout (`GET /admin/v1/flags`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeatureFlag {
     pub name: String,
     /// 0 to 100: the share of keys (users, entities, instances) the flag is on for.
@@ -236,6 +254,7 @@ pub struct FeatureFlag {
 
 /// Body of `PUT /admin/v1/flags/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FlagUpdate {
     pub rollout_percent: u8,
@@ -243,6 +262,7 @@ pub struct FlagUpdate {
 
 /// What happened to an entity, as `GET /ws` streams it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
     Created,
@@ -254,18 +274,25 @@ pub enum ChangeKind {
 /// One entity change event. `id`s increase across all instances; a client that reconnects
 /// with the last `id` it saw gets what it missed (see the README's reconnect contract).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntityEvent {
     pub id: u64,
     pub change: ChangeKind,
     pub entity_id: String,
     /// The ids from the root down to the entity (after the change), for subtree filters.
     pub path: Vec<String>,
+    /// The entity as the change left it, so that a client can show a rename without
+    /// refetching pages the CDN may not have purged yet; absent for a deletion (and in
+    /// events recorded before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<EntitySummary>,
     pub at_ms: i64,
 }
 
 /// A message of the `GET /ws` stream: an event, or a notice that events were lost (the
 /// client should refetch what it shows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StreamMessage {
     Event(EntityEvent),

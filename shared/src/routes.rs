@@ -48,6 +48,10 @@ pub const PUBLIC_ROUTES: &[PublicRoute] = &[
         pattern: "/api/v1/search",
         params: SEARCH_PARAMS,
     },
+    PublicRoute {
+        pattern: "/api/v1/openapi.json",
+        params: &[],
+    },
 ];
 
 /// Operational routes of the origin, for its operators and orchestrator only: never public.

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use forecastin_e2e::{admin, free_port, Backend, Origin};
-use forecastin_shared::dto::{ChangeKind, EntityEvent, StreamMessage};
+use forecastin_shared::dto::{ChangeKind, EntityEvent, EntityKind, EntitySummary, StreamMessage};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::json;
@@ -29,6 +29,13 @@ fn serialization_cost() -> Duration {
         path: ["world", "m49-150", "m49-155", "FR", "FR-IDF", "FR-75"]
             .map(String::from)
             .to_vec(),
+        entity: Some(EntitySummary {
+            id: "FR-75".into(),
+            parent_id: Some("FR-IDF".into()),
+            kind: EntityKind::Subdivision,
+            name: "Paris".into(),
+            depth: 5,
+        }),
         at_ms: now_ms(),
     });
     let mut batches: Vec<Duration> = (0..21)

@@ -80,6 +80,10 @@ async fn an_event_on_one_instance_reaches_a_subtree_client_on_another() {
     );
     assert_eq!(event["change"], "updated");
     assert!(event["path"].as_array().unwrap().contains(&json!("FR")));
+    assert_eq!(
+        event["entity"]["name"], "Paris!",
+        "the event carries the entity as the write left it"
+    );
 
     let first = next_event(&mut everything).await;
     let second = next_event(&mut everything).await;

@@ -412,6 +412,7 @@ impl Hierarchy {
             change,
             entity_id: id.to_owned(),
             path,
+            entity: entity.as_ref().map(EntityRow::to_summary),
             at_ms: crate::clock::now_ms(),
         };
         let purge_id = self

@@ -8,19 +8,20 @@ use axum::{
     extract::State,
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, patch, post},
-    Json, Router,
+    Json,
 };
 use forecastin_shared::{
     conditional::matches,
-    dto::{ConsistencyReport, EntityKind, EntityPatch, InstanceInfo, NewEntity, Page},
+    dto::{ConsistencyReport, Entity, EntityKind, EntityPatch, InstanceInfo, NewEntity, Page},
     ids::is_valid_id,
 };
 use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     caching::{etag_of, without_preloads},
     extract::{Admin, ApiJson, ApiQuery, EntityId, IfMatch},
+    openapi::{AdminErrors, WriteErrors},
     AppState,
 };
 use crate::{
@@ -34,12 +35,12 @@ pub const PURGE_ID_HEADER: &str = "forecastin-purge-id";
 /// Longest entity name, in characters.
 const MAX_NAME_CHARS: usize = 200;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/admin/v1/entities", post(create))
-        .route("/admin/v1/instances", get(instances))
-        .route("/admin/v1/hierarchy/consistency", get(consistency))
-        .route("/admin/v1/entities/{id}", patch(update).delete(delete))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(instances))
+        .routes(routes!(consistency))
+        .routes(routes!(update, delete))
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -127,6 +128,19 @@ fn written(written: Written, status: StatusCode) -> Response {
     response
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/entities",
+    operation_id = "create_entity",
+    tag = "admin",
+    summary = "Create an entity",
+    security(("admin_token" = [])),
+    request_body = NewEntity,
+    responses(
+        (status = 201, description = "Created", body = Entity, headers(("Forecastin-Purge-Id" = String, description = "The purge this write recorded"))),
+        WriteErrors,
+    ),
+)]
 async fn create(
     State(state): State<Arc<AppState>>,
     _: Admin,
@@ -140,6 +154,20 @@ async fn create(
     Ok(written(done, StatusCode::CREATED))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/entities/{id}",
+    operation_id = "update_entity",
+    tag = "admin",
+    summary = "Rename, retype, change attributes or move (with the subtree)",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The entity id"), ("If-Match" = String, Header, description = "The ETag read from `GET /api/v1/entities/{id}`, or `*`")),
+    request_body = EntityPatch,
+    responses(
+        (status = 200, description = "Updated", body = Entity, headers(("Forecastin-Purge-Id" = String, description = "The purge this write recorded"))),
+        WriteErrors,
+    ),
+)]
 async fn update(
     State(state): State<Arc<AppState>>,
     _: Admin,
@@ -170,6 +198,15 @@ async fn update(
 }
 
 /// The live origin instances.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/instances",
+    operation_id = "list_instances",
+    tag = "operations",
+    summary = "The live origin instances",
+    security(("admin_token" = [])),
+    responses((status = 200, body = Page<InstanceInfo>), AdminErrors),
+)]
 async fn instances(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<InstanceInfo>> {
     Json(Page {
         items: state.registry.live().await,
@@ -178,6 +215,15 @@ async fn instances(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<In
 }
 
 /// Checks the materialized paths against the parent links (a full scan: an operator's tool).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/hierarchy/consistency",
+    operation_id = "check_consistency",
+    tag = "operations",
+    summary = "Check every materialized path against the parent links (a full scan)",
+    security(("admin_token" = [])),
+    responses((status = 200, body = ConsistencyReport), AdminErrors),
+)]
 async fn consistency(
     State(state): State<Arc<AppState>>,
     _: Admin,
@@ -190,6 +236,23 @@ struct DeleteQuery {
     cascade: Option<String>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/entities/{id}",
+    operation_id = "delete_entity",
+    tag = "admin",
+    summary = "Delete an entity (with its subtree when `cascade=true`)",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The entity id"),
+        ("cascade" = Option<bool>, Query, description = "Required to delete an entity with children"),
+        ("If-Match" = String, Header, description = "The ETag read from `GET /api/v1/entities/{id}`, or `*`"),
+    ),
+    responses(
+        (status = 204, description = "Deleted", headers(("Forecastin-Purge-Id" = String, description = "The purge this write recorded"))),
+        WriteErrors,
+    ),
+)]
 async fn delete(
     State(state): State<Arc<AppState>>,
     _: Admin,

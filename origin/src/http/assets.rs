@@ -8,44 +8,62 @@ use axum::{
     extract::Path,
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
-    Router,
 };
-use forecastin_shared::conditional::none_match;
+use forecastin_shared::{conditional::none_match, dto::ErrorBody};
 use std::sync::Arc;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{caching::etag_of, AppState};
 use crate::error::ApiError;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-const REVALIDATE: &str = "public, max-age=0, s-maxage=60, must-revalidate";
+pub(super) const REVALIDATE: &str = "public, max-age=0, s-maxage=60, must-revalidate";
 
 /// (name, content type, bytes).
 const FILES: [(&str, &str, &[u8]); 2] = [
     (
-        "app.6c228453d6.js",
+        "app.17dc347d0d.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../../static/app.6c228453d6.js"),
+        include_bytes!("../../static/app.17dc347d0d.js"),
     ),
     (
-        "app.03b8c38e1f.css",
+        "app.b4b2d2b7a0.css",
         "text/css; charset=utf-8",
-        include_bytes!("../../static/app.03b8c38e1f.css"),
+        include_bytes!("../../static/app.b4b2d2b7a0.css"),
     ),
 ];
 const INDEX: &[u8] = include_bytes!("../../static/index.html");
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/",
-            get(|headers: HeaderMap| async move {
-                asset(&headers, "text/html; charset=utf-8", REVALIDATE, INDEX)
-            }),
-        )
-        .route("/static/{file}", get(static_file))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
+        .routes(routes!(static_file))
 }
 
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "get_page",
+    tag = "page",
+    summary = "The analysts' page",
+    responses((status = 200, description = "HTML, revalidated after a minute", content_type = "text/html")),
+)]
+async fn page(headers: HeaderMap) -> Response {
+    asset(&headers, "text/html; charset=utf-8", REVALIDATE, INDEX)
+}
+
+#[utoipa::path(
+    get,
+    path = "/static/{file}",
+    operation_id = "get_static_file",
+    tag = "page",
+    summary = "The page's script and style, named by their hash (immutable)",
+    params(("file" = String, Path, description = "e.g. `app.<hash>.js`")),
+    responses(
+        (status = 200, description = "The file, cacheable for a year"),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ),
+)]
 async fn static_file(Path(file): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (_, content_type, bytes) = FILES
         .iter()
@@ -54,7 +72,7 @@ async fn static_file(Path(file): Path<String>, headers: HeaderMap) -> Result<Res
     Ok(asset(&headers, content_type, IMMUTABLE, bytes))
 }
 
-fn asset(
+pub(super) fn asset(
     request: &HeaderMap,
     content_type: &'static str,
     cache_control: &'static str,

@@ -3,18 +3,21 @@
 
 use std::sync::Arc;
 
-use axum::{extract::State, http::HeaderMap, response::Response, routing::get, Router};
+use axum::{extract::State, http::HeaderMap, response::Response};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use forecastin_shared::{
-    dto::{Ancestors, Page},
+    dto::{Ancestors, Entity, EntitySummary, Page},
     preload,
     tags::{self, Resource},
 };
 use serde::Deserialize;
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use super::{
     caching::{serve_cached, Fresh},
     extract::{bounded, ApiQuery, EntityId},
+    openapi::ReadErrors,
     AppState,
 };
 use crate::{
@@ -29,13 +32,13 @@ const SEARCH_LIMIT: (i64, i64) = (20, 100);
 /// Longest search string, in characters.
 const MAX_QUERY_CHARS: usize = 100;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/entities/{id}", get(entity))
-        .route("/api/v1/entities/{id}/ancestors", get(ancestors))
-        .route("/api/v1/entities/{id}/children", get(children))
-        .route("/api/v1/entities/{id}/descendants", get(descendants))
-        .route("/api/v1/search", get(search))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(entity))
+        .routes(routes!(ancestors))
+        .routes(routes!(children))
+        .routes(routes!(descendants))
+        .routes(routes!(search))
 }
 
 #[derive(Deserialize)]
@@ -129,6 +132,23 @@ async fn existing(state: &AppState, id: &str) -> Result<EntityRow, ApiError> {
         .ok_or_else(|| ApiError::EntityNotFound(id.to_owned()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/entities/{id}",
+    operation_id = "get_entity",
+    tag = "hierarchy",
+    summary = "One entity",
+    params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`")),
+    responses(
+        (status = 200, description = "The entity", body = Entity, headers(
+            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
+            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
+            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        ReadErrors,
+    ),
+)]
 async fn entity(
     State(state): State<Arc<AppState>>,
     EntityId(id): EntityId,
@@ -142,6 +162,23 @@ async fn entity(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/entities/{id}/ancestors",
+    operation_id = "get_ancestors",
+    tag = "hierarchy",
+    summary = "The breadcrumb of an entity",
+    params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`")),
+    responses(
+        (status = 200, description = "Its ancestors, root first, without the entity", body = Ancestors, headers(
+            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
+            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
+            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        ReadErrors,
+    ),
+)]
 async fn ancestors(
     State(state): State<Arc<AppState>>,
     EntityId(id): EntityId,
@@ -163,6 +200,23 @@ async fn ancestors(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/entities/{id}/children",
+    operation_id = "list_children",
+    tag = "hierarchy",
+    summary = "The children of an entity, by name",
+    params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+    responses(
+        (status = 200, description = "A page of children", body = Page<EntitySummary>, headers(
+            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
+            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
+            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        ReadErrors,
+    ),
+)]
 async fn children(
     State(state): State<Arc<AppState>>,
     EntityId(id): EntityId,
@@ -193,6 +247,23 @@ async fn children(
     .await)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/entities/{id}/descendants",
+    operation_id = "list_descendants",
+    tag = "hierarchy",
+    summary = "The descendants of an entity, level by level",
+    params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"), ("max_depth" = Option<u32>, Query, description = "Levels below the entity, 1 to 32 (default 32)")),
+    responses(
+        (status = 200, description = "A page of descendants", body = Page<EntitySummary>, headers(
+            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
+            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
+            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        ReadErrors,
+    ),
+)]
 async fn descendants(
     State(state): State<Arc<AppState>>,
     EntityId(id): EntityId,
@@ -242,6 +313,23 @@ async fn descendants(
     .await)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/search",
+    operation_id = "search",
+    tag = "hierarchy",
+    summary = "Entities by name",
+    params(("q" = String, Query, description = "1 to 100 characters: a case-insensitive substring of the name (its start when 1 or 2 characters)"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+    responses(
+        (status = 200, description = "A page of entities, by lowercased name", body = Page<EntitySummary>, headers(
+            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
+            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
+            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        ReadErrors,
+    ),
+)]
 async fn search(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<SearchQuery>,

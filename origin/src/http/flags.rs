@@ -4,23 +4,34 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Path, State},
-    routing::{get, put},
-    Json, Router,
+    Json,
 };
 use forecastin_shared::dto::{FeatureFlag, FlagUpdate, Page};
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use super::{
     extract::{Admin, ApiJson},
+    openapi::{AdminErrors, WriteErrors},
     AppState,
 };
 use crate::error::ApiError;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/admin/v1/flags", get(list))
-        .route("/admin/v1/flags/{name}", put(set))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(set))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/flags",
+    operation_id = "list_flags",
+    tag = "operations",
+    summary = "The feature flags and their rollout",
+    security(("admin_token" = [])),
+    responses((status = 200, body = Page<FeatureFlag>), AdminErrors),
+)]
 async fn list(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<FeatureFlag>> {
     Json(Page {
         items: state.flags.all(),
@@ -28,6 +39,17 @@ async fn list(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<Feature
     })
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/flags/{name}",
+    operation_id = "set_flag",
+    tag = "operations",
+    summary = "Set a flag's rollout percentage (every instance follows within a second)",
+    security(("admin_token" = [])),
+    params(("name" = String, Path, description = "The flag, e.g. `ff.predictive_preload`")),
+    request_body = FlagUpdate,
+    responses((status = 200, body = FeatureFlag), WriteErrors),
+)]
 async fn set(
     State(state): State<Arc<AppState>>,
     _: Admin,

@@ -6,6 +6,7 @@ pub mod caching;
 mod entities;
 pub mod extract;
 mod flags;
+mod openapi;
 mod ops;
 mod purges;
 mod ws;
@@ -32,6 +33,7 @@ use forecastin_shared::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::{
     bus::Bus,
@@ -77,14 +79,7 @@ pub struct AppState {
 
 /// The application. `/metrics` is part of it unless `metrics_apart` (see [`metrics_router`]).
 pub fn router(state: Arc<AppState>, metrics_apart: bool) -> Router {
-    Router::new()
-        .merge(entities::routes())
-        .merge(admin::routes())
-        .merge(purges::routes())
-        .merge(flags::routes())
-        .merge(ws::routes())
-        .merge(ops::routes(!metrics_apart))
-        .merge(assets::routes())
+    Router::from(routes(!metrics_apart))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), track_heat))
@@ -112,6 +107,27 @@ pub fn router(state: Arc<AppState>, metrics_apart: bool) -> Router {
         .with_state(state)
 }
 
+/// Every route of the application, each with its OpenAPI description.
+fn routes(with_metrics: bool) -> OpenApiRouter<Arc<AppState>> {
+    openapi::described(
+        OpenApiRouter::new()
+            .merge(entities::routes())
+            .merge(admin::routes())
+            .merge(purges::routes())
+            .merge(flags::routes())
+            .merge(ws::routes())
+            .merge(ops::routes(with_metrics))
+            .merge(assets::routes())
+            .merge(openapi::routes()),
+    )
+}
+
+/// The OpenAPI description of every route (`/metrics` included, though it is served on its
+/// own listener when `METRICS_ADDR` is set).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(true).into_openapi()
+}
+
 /// Gives every request an id: the one the client or the edge gave, if acceptable (see
 /// [`forecastin_shared::request_id`]), else a new one. The request's span carries it into
 /// every log line of the request, and the response returns it.
@@ -134,7 +150,7 @@ async fn identify(mut request: Request, next: Next) -> Response {
 /// `/metrics` on its own, for a listener operators and Prometheus reach but the public does
 /// not (`METRICS_ADDR`).
 pub fn metrics_router(state: Arc<AppState>) -> Router {
-    ops::metrics_routes().with_state(state)
+    Router::from(ops::metrics_routes()).with_state(state)
 }
 
 /// Counts requests and times them per route template and known method (not per URL or per

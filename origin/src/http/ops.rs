@@ -6,10 +6,10 @@ use axum::{
     extract::State,
     http::{header, StatusCode},
     response::IntoResponse,
-    routing::get,
-    Json, Router,
+    Json,
 };
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use crate::{flags, metrics};
@@ -18,10 +18,10 @@ use crate::{flags, metrics};
 const READY_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// The probes, and `/metrics` unless it has a listener of its own ([`metrics_routes`]).
-pub fn routes(with_metrics: bool) -> Router<Arc<AppState>> {
-    let probes = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+pub fn routes(with_metrics: bool) -> OpenApiRouter<Arc<AppState>> {
+    let probes = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz));
     if with_metrics {
         probes.merge(metrics_routes())
     } else {
@@ -30,16 +30,35 @@ pub fn routes(with_metrics: bool) -> Router<Arc<AppState>> {
 }
 
 /// `/metrics` alone, for the `METRICS_ADDR` listener.
-pub fn metrics_routes() -> Router<Arc<AppState>> {
-    Router::new().route("/metrics", get(prometheus))
+pub fn metrics_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(prometheus))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    summary = "Liveness: the process serves (never through the edge)",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`")),
+)]
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready when the primary pool hands out a connection within its acquire timeout and that
 /// connection answers; the replicas' state is reported beside (they are optional for reads).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    summary = "Readiness: the primary database answers; the replicas' state beside",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\", \"replicas\": …}`"),
+        (status = 503, description = "The primary pool gave no working connection in time"),
+    ),
+)]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let db = &state.hierarchy.db;
     let probe = async {
@@ -64,6 +83,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus metrics (on `METRICS_ADDR` instead when it is set)",
+    responses((status = 200, description = "The Prometheus text format", content_type = "text/plain")),
+)]
 async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.hierarchy.db.pools().for_each(|pool| pool.report());
     if let Some(l1) = &state.l1 {

@@ -7,8 +7,7 @@ use axum::{
     extract::{Path, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
-    Json, Router,
+    Json,
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use forecastin_shared::{
@@ -16,9 +15,11 @@ use forecastin_shared::{
     purges,
 };
 use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     extract::{bounded, Admin, ApiJson, ApiQuery},
+    openapi::{AdminErrors, WriteErrors},
     AppState,
 };
 use crate::{error::ApiError, purge::Source};
@@ -26,10 +27,10 @@ use crate::{error::ApiError, purge::Source};
 /// Default and largest page of the purge list.
 const LIST_LIMIT: (i64, i64) = (20, 100);
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/admin/v1/purge", get(list).post(create))
-        .route("/admin/v1/purge/{id}", get(show))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
 }
 
 /// The edge's own rules (`forecastin_shared::purges`): what passes here is accepted there.
@@ -43,6 +44,24 @@ fn check(request: &PurgeRequest) -> Result<(), ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/purge",
+    operation_id = "create_purge",
+    tag = "purges",
+    summary = "Purge URLs, tags, prefixes or everything, from the origin's tiers and every CDN",
+    security(("admin_token" = [])),
+    request_body = PurgeRequest,
+    responses(
+        (
+            status = 202,
+            description = "Recorded; delivered in the background",
+            body = PurgeAccepted,
+            headers(("Location" = String, description = "Where to follow its delivery")),
+        ),
+        WriteErrors,
+    ),
+)]
 async fn create(
     State(state): State<Arc<AppState>>,
     _: Admin,
@@ -65,6 +84,16 @@ async fn create(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/purge/{id}",
+    operation_id = "get_purge",
+    tag = "purges",
+    summary = "A purge and its delivery per provider",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The purge id (`Forecastin-Purge-Id` of a write)")),
+    responses((status = 200, body = PurgeStatus), AdminErrors),
+)]
 async fn show(
     State(state): State<Arc<AppState>>,
     _: Admin,
@@ -85,6 +114,20 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/purge",
+    operation_id = "list_purges",
+    tag = "purges",
+    summary = "Purges by delivery status, newest first",
+    security(("admin_token" = [])),
+    params(
+        ("status" = Option<String>, Query, description = "`pending`, `delivered` or `failed` (default)"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses((status = 200, body = Page<PurgeStatus>), AdminErrors),
+)]
 async fn list(
     State(state): State<Arc<AppState>>,
     _: Admin,

@@ -19,18 +19,17 @@ use axum::{
         State, WebSocketUpgrade,
     },
     response::Response,
-    routing::get,
-    Router,
 };
 use forecastin_shared::{
-    dto::{EntityEvent, StreamMessage},
+    dto::{EntityEvent, ErrorBody, StreamMessage},
     ids::is_valid_id,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{extract::ApiQuery, AppState};
+use super::{extract::ApiQuery, openapi::Overloaded, AppState};
 use crate::{error::ApiError, events::Missed};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -41,8 +40,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Largest message or frame a client may send: it sends pongs and close frames only.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/ws", get(stream))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
 #[derive(Deserialize)]
@@ -51,6 +50,22 @@ struct StreamQuery {
     last_event_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/ws",
+    operation_id = "stream_changes",
+    tag = "hierarchy",
+    summary = "A WebSocket stream of entity changes (`StreamMessage` frames)",
+    params(
+        ("subtree" = Option<String>, Query, description = "Only the changes under this entity"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this event id (replayed, or a `reset` message)"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; each text frame is a `StreamMessage`", body = StreamMessage),
+        (status = 400, description = "A malformed parameter, or not a WebSocket handshake", body = ErrorBody),
+        Overloaded,
+    ),
+)]
 async fn stream(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<StreamQuery>,

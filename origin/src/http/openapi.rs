@@ -1,0 +1,168 @@
+//! The OpenAPI 3.1 description of the HTTP API, generated from the handlers'
+//! `#[utoipa::path]` attributes and the shared DTOs (`forecastin-shared`'s `openapi` feature),
+//! and served at `/api/v1/openapi.json`, cacheable like the other public pages. Every route is
+//! registered through `utoipa_axum::routes!`, so a route and its description cannot part.
+
+use std::sync::{Arc, LazyLock};
+
+use axum::{http::HeaderMap, response::Response};
+use forecastin_shared::dto::ErrorBody;
+use utoipa::{
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    IntoResponses, Modify, OpenApi,
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    assets::{asset, REVALIDATE},
+    AppState,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Forecastin",
+        description = "The hierarchy of entities (world, regions, countries, subdivisions, \
+                       actors, topics): cacheable public reads, admin writes that purge the CDN, \
+                       purges, and a stream of changes."
+    ),
+    modifiers(&AdminToken),
+    tags(
+        (name = "hierarchy", description = "Public reads, cacheable by any shared cache"),
+        (name = "admin", description = "Writes (the admin token); each purges what it changed"),
+        (name = "purges", description = "Purges by hand, and the delivery of every purge"),
+        (name = "operations", description = "Probes, metrics, instances and feature flags"),
+        (name = "page", description = "The analysts' page"),
+    )
+)]
+struct ApiDoc;
+
+/// The admin token, `Authorization: Bearer $ADMIN_TOKEN`.
+struct AdminToken;
+
+impl Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "admin_token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+/// The description, with `routes` as its paths.
+pub fn described<S: Clone + Send + Sync + 'static>(routes: OpenApiRouter<S>) -> OpenApiRouter<S> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes)
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(document))
+}
+
+/// The document, made once: it depends on the code only.
+static DOCUMENT: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    super::openapi()
+        .to_pretty_json()
+        .expect("a description made of strings and maps serializes")
+        .into_bytes()
+});
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    operation_id = "get_openapi",
+    tag = "hierarchy",
+    summary = "This description (OpenAPI 3.1)",
+    responses(
+        (status = 200, description = "The OpenAPI document", content_type = "application/json"),
+        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+    ),
+)]
+async fn document(headers: HeaderMap) -> Response {
+    asset(&headers, "application/json", REVALIDATE, &DOCUMENT)
+}
+
+// The response sets below are never built: they only describe responses.
+
+/// Errors of the public reads.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadErrors {
+    /// A path or query parameter is malformed; `field` names it.
+    #[response(status = 400)]
+    BadParameter(ErrorBody),
+    /// No such entity (cacheable briefly: a creation purges it).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The database is unavailable.
+    #[response(status = 500)]
+    DatabaseUnavailable(ErrorBody),
+    /// The instance is at a configured limit (`overloaded`); another may take the request.
+    #[response(status = 503)]
+    Overloaded(ErrorBody),
+}
+
+/// Errors of the admin reads.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminErrors {
+    /// No `Authorization: Bearer` token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The token is not the admin token.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Nothing by that id or name.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// Errors of the admin writes.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum WriteErrors {
+    /// A malformed query parameter; `field` names it.
+    #[response(status = 400)]
+    BadParameter(ErrorBody),
+    /// No `Authorization: Bearer` token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The token is not the admin token.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Nothing by that id or name.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// A cycle, a duplicate id, or children left without `cascade`.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// `If-Match` names an ETag the entity no longer has.
+    #[response(status = 412)]
+    PreconditionFailed(ErrorBody),
+    /// The body is over 1 MiB.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not `application/json`.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// The body does not parse or cannot be applied; `field` names the field.
+    #[response(status = 422)]
+    InvalidBody(ErrorBody),
+    /// A change to an existing entity without `If-Match`.
+    #[response(status = 428)]
+    PreconditionRequired(ErrorBody),
+    /// The database is unavailable.
+    #[response(status = 500)]
+    DatabaseUnavailable(ErrorBody),
+    /// The instance is at a configured limit (`overloaded`).
+    #[response(status = 503)]
+    Overloaded(ErrorBody),
+}
+
+/// The instance is at a configured limit; another may take the request.
+#[derive(IntoResponses)]
+#[response(status = 503)]
+#[allow(dead_code)]
+pub struct Overloaded(ErrorBody);
