@@ -85,6 +85,15 @@ ensure_edge_tools() {
   export WRANGLER_SEND_METRICS=false
 }
 
+# The browser test's Chromium, Debian's (Playwright drives it; playwright-core is an npm tool).
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian's chromium (for the browser test)"
+    apt-get install -y -q chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium >/dev/null; }
+  fi
+  export CHROMIUM=/usr/bin/chromium
+}
+
 # install_cargo_tool CRATE VERSION BINARY: cargo install into .tools/cargo unless that
 # version is there already.
 install_cargo_tool() {
