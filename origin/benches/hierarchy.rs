@@ -15,7 +15,7 @@ use clap::Parser;
 use forecastin_origin::{config::Config, db::Db, hierarchy::Hierarchy, purge::Outbox, seed};
 use http_body_util::BodyExt;
 use rand::{rngs::StdRng, seq::IndexedRandom, SeedableRng};
-use sqlx::{postgres::PgConnection, Connection, Executor};
+use sqlx::{postgres::PgConnection, AssertSqlSafe, Connection, Executor};
 use tower::ServiceExt;
 
 #[derive(Parser)]
@@ -58,7 +58,7 @@ async fn database_url(backend: &str, size: u64) -> String {
                     .await
                     .unwrap();
             if exists.is_none() {
-                conn.execute(&*format!("CREATE DATABASE {name}"))
+                conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .await
                     .unwrap();
             }

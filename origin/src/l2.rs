@@ -188,7 +188,7 @@ impl L2 {
                 let mut iter = connection.scan_match::<_, String>(&pattern).await?;
                 let mut keys = Vec::new();
                 while let Some(key) = futures_util::StreamExt::next(&mut iter).await {
-                    keys.push(key);
+                    keys.push(key?);
                 }
                 keys
             };

@@ -55,6 +55,14 @@ use crate::{
     warm::Warmer,
 };
 
+/// An HTTP client builder whose TLS uses `ring`: reqwest is built without its default crypto
+/// provider (aws-lc, a C library it would compile), and rustls needs one chosen per process.
+pub fn http_client() -> reqwest::ClientBuilder {
+    // Fails only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// Connects to the database, loads the demo data if asked and the database is empty, and
 /// builds the application.
 pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {

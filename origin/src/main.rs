@@ -75,7 +75,7 @@ async fn healthcheck(mut addr: SocketAddr) -> anyhow::Result<()> {
         });
     }
     let url = format!("http://{addr}/healthz");
-    let response = reqwest::Client::builder()
+    let response = forecastin_origin::http_client()
         .timeout(Duration::from_secs(2))
         .no_proxy()
         .build()?

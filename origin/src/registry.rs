@@ -12,7 +12,7 @@ use std::{
 };
 
 use forecastin_shared::dto::InstanceInfo;
-use futures_util::StreamExt;
+use futures_util::TryStreamExt;
 use redis::AsyncCommands;
 
 use crate::{clock::now_ms, cluster::RedisLink, l1::L1};
@@ -104,8 +104,12 @@ impl Registry {
         };
         let mut connection = link.connection.clone();
         let pattern = Self::key(link, "*");
-        let keys: Vec<String> = match connection.scan_match::<_, String>(&pattern).await {
-            Ok(iter) => iter.collect().await,
+        let scanned = match connection.scan_match::<_, String>(&pattern).await {
+            Ok(iter) => iter.try_collect().await,
+            Err(err) => Err(err),
+        };
+        let keys: Vec<String> = match scanned {
+            Ok(keys) => keys,
             Err(err) => {
                 tracing::warn!(%err, "could not list instances");
                 return vec![self.current()];

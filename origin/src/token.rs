@@ -1,6 +1,6 @@
 //! Unguessable identifiers: purge ids, instance ids, purge nonces, a generated admin token.
 
-use rand::RngCore;
+use rand::Rng;
 
 /// 32 random bytes from the thread's cryptographically secure generator, as 64 hex digits.
 pub fn random_hex() -> String {

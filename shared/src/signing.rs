@@ -7,7 +7,7 @@
 //! refuses a replay within the window while two identical purges sent in the same second are
 //! still two requests.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 
 use crate::headers::{PURGE_NONCE, PURGE_SIGNATURE, PURGE_TIMESTAMP};
 use sha2::Sha256;

@@ -3,7 +3,6 @@
 //! (`primary`, `replica-0`, …). Every query of the origin takes its connection through here.
 
 use std::{
-    borrow::Cow,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -11,7 +10,7 @@ use std::{
     time::Instant,
 };
 
-use sqlx::{pool::PoolConnection, Any, AnyPool, Transaction};
+use sqlx::{pool::PoolConnection, Any, AnyPool, SqlSafeStr, Transaction};
 
 use crate::metrics;
 
@@ -69,7 +68,7 @@ impl Pool {
         statement: Option<&'static str>,
     ) -> Result<Transaction<'static, Any>, sqlx::Error> {
         let connection = self.acquire().await?;
-        Transaction::begin(connection, statement.map(Cow::Borrowed)).await
+        Transaction::begin(connection, statement.map(SqlSafeStr::into_sql_str)).await
     }
 
     /// Publishes the pool's gauges; called when `/metrics` is scraped.

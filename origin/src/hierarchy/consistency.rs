@@ -5,6 +5,7 @@
 use forecastin_shared::dto::{ConsistencyReport, Inconsistency};
 
 use super::Hierarchy;
+use crate::db::composed;
 
 /// Findings listed in a report (all are counted).
 const EXAMPLES: i64 = 20;
@@ -47,13 +48,14 @@ impl Hierarchy {
         let entities: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entities")
             .fetch_one(&mut *connection)
             .await?;
-        let inconsistent: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {EXPECTED}"))
-            .fetch_one(&mut *connection)
-            .await?;
-        let examples: Vec<Finding> = sqlx::query_as(&format!(
+        let inconsistent: i64 =
+            sqlx::query_scalar(composed(&format!("SELECT COUNT(*) {EXPECTED}")))
+                .fetch_one(&mut *connection)
+                .await?;
+        let examples: Vec<Finding> = sqlx::query_as(composed(&format!(
             "SELECT id, path, depth, expected_path, expected_depth {EXPECTED} \
              ORDER BY id LIMIT {EXAMPLES}"
-        ))
+        )))
         .fetch_all(&mut *connection)
         .await?;
         Ok(ConsistencyReport {

@@ -12,7 +12,7 @@ use forecastin_shared::dto::{Entity, EntityKind, EntitySummary};
 use serde_json::{Map, Value};
 
 use crate::{
-    db::{retry, Backend, Db},
+    db::{composed, retry, Backend, Db},
     purge::Outbox,
 };
 
@@ -115,7 +115,7 @@ impl Hierarchy {
     pub async fn entity(&self, id: &str) -> Result<Option<EntityRow>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM entities WHERE id = $1");
         retry(|| async {
-            sqlx::query_as(&sql)
+            sqlx::query_as(composed(&sql))
                 .bind(id)
                 .fetch_optional(&mut *self.db.reader().acquire().await?)
                 .await
@@ -137,7 +137,7 @@ impl Hierarchy {
                      ORDER BY depth"
                 );
                 let mut rows: Vec<EntityRow> = retry(|| async {
-                    sqlx::query_as(&sql)
+                    sqlx::query_as(composed(&sql))
                         .bind(id)
                         .fetch_all(&mut *self.db.reader().acquire().await?)
                         .await
@@ -167,7 +167,7 @@ impl Hierarchy {
         );
         retry(|| async {
             ids.iter()
-                .fold(sqlx::query_as(&sql), |q, id| q.bind(*id))
+                .fold(sqlx::query_as(composed(&sql)), |q, id| q.bind(*id))
                 .fetch_all(&mut *self.db.reader().acquire().await?)
                 .await
         })
@@ -187,7 +187,7 @@ impl Hierarchy {
              ORDER BY name, id LIMIT $4"
         );
         retry(|| async {
-            sqlx::query_as(&sql)
+            sqlx::query_as(composed(&sql))
                 .bind(parent_id)
                 .bind(name)
                 .bind(id)
@@ -219,7 +219,7 @@ impl Hierarchy {
         while level <= last_level && (rows.len() as i64) < limit {
             let wanted = limit - rows.len() as i64;
             let found: Vec<EntityRow> = retry(|| async {
-                sqlx::query_as(&sql)
+                sqlx::query_as(composed(&sql))
                     .bind(level)
                     .bind(&lower)
                     .bind(&end)
@@ -265,7 +265,9 @@ impl Hierarchy {
         retry(|| async {
             // Unprepared, so PostgreSQL plans each search for its own pattern: a generic plan
             // cannot tell that the trigram index fits it.
-            let query = sqlx::query_as(&sql).persistent(false).bind(&pattern);
+            let query = sqlx::query_as(composed(&sql))
+                .persistent(false)
+                .bind(&pattern);
             let query = match after {
                 Some((search_name, id)) => query.bind(search_name).bind(id),
                 None => query,

@@ -13,7 +13,11 @@ use forecastin_shared::{
 use sqlx::{Any, Transaction};
 
 use super::{path, EntityRow, Hierarchy, COLUMNS, MAX_DEPTH};
-use crate::{db::retry, error::ApiError, purge::Source};
+use crate::{
+    db::{composed, retry},
+    error::ApiError,
+    purge::Source,
+};
 
 /// A committed write: the entity as it is now (`None` once deleted), the tags it made
 /// stale, and the id of the purge recorded for them.
@@ -70,10 +74,12 @@ async fn lock_entity(
     tx: &mut Transaction<'static, Any>,
     id: &str,
 ) -> Result<Option<EntityRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM entities WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await
+    sqlx::query_as(composed(&format!(
+        "SELECT {COLUMNS} FROM entities WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
 }
 
 async fn deepest_level_under(
@@ -124,16 +130,18 @@ pub async fn insert_rows(
                 ""
             }
         );
-        let query = batch.iter().fold(sqlx::query(&sql).bind(&now), |q, row| {
-            q.bind(&row.id)
-                .bind(&row.parent_id)
-                .bind(row.kind.as_str())
-                .bind(&row.name)
-                .bind(row.name.to_lowercase())
-                .bind(&row.path)
-                .bind(row.depth)
-                .bind(&row.attributes)
-        });
+        let query = batch
+            .iter()
+            .fold(sqlx::query(composed(&sql)).bind(&now), |q, row| {
+                q.bind(&row.id)
+                    .bind(&row.parent_id)
+                    .bind(row.kind.as_str())
+                    .bind(&row.name)
+                    .bind(row.name.to_lowercase())
+                    .bind(&row.path)
+                    .bind(row.depth)
+                    .bind(&row.attributes)
+            });
         inserted += query.execute(&mut **tx).await?.rows_affected();
     }
     Ok(inserted)

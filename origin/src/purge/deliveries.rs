@@ -9,12 +9,12 @@
 use std::{collections::HashMap, time::Duration};
 
 use forecastin_shared::dto::{EntityEvent, PurgeRequest};
-use rand::Rng;
+use rand::RngExt;
 
 use super::{providers::Outcome, tiers};
 use crate::{
     clock::now_ms,
-    db::{retry, Backend, Db},
+    db::{composed, retry, Backend, Db},
     metrics,
 };
 
@@ -95,7 +95,7 @@ pub async fn claim(db: &Db, due: Due, lease: Duration) -> Result<Vec<Claimed>, s
         due.filter()
     );
     retry(|| async {
-        sqlx::query_as(&sql)
+        sqlx::query_as(composed(&sql))
             .bind(now_ms())
             .bind(lease.as_millis() as i64)
             .bind(CLAIM_LIMIT)
@@ -129,7 +129,7 @@ pub async fn renew(db: &Db, claimed: &[&Claimed], lease: Duration) -> Result<(),
         retry(|| async {
             chunk
                 .iter()
-                .fold(sqlx::query(&sql).bind(until), |q, c| {
+                .fold(sqlx::query(composed(&sql)).bind(until), |q, c| {
                     q.bind(&c.purge_id).bind(&c.provider).bind(c.attempts)
                 })
                 .execute(&mut *db.primary.acquire().await?)
@@ -157,7 +157,7 @@ pub async fn load(db: &Db, claimed: &[Claimed]) -> Result<HashMap<String, Stored
         let rows: Vec<Row> = retry(|| async {
             chunk
                 .iter()
-                .fold(sqlx::query_as(&sql), |q, id| q.bind(*id))
+                .fold(sqlx::query_as(composed(&sql)), |q, id| q.bind(*id))
                 .fetch_all(&mut *db.primary.acquire().await?)
                 .await
         })

@@ -60,7 +60,7 @@ impl Dispatcher {
                     (provider, limiter)
                 })
                 .collect(),
-            client: Client::builder()
+            client: crate::http_client()
                 .timeout(timeout)
                 .build()
                 .expect("an HTTP client with a timeout builds"),

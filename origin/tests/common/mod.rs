@@ -18,7 +18,7 @@ use clap::Parser;
 use forecastin_origin::{config::Config, http::AppState};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use sqlx::{postgres::PgConnection, Connection, Executor};
+use sqlx::{postgres::PgConnection, AssertSqlSafe, Connection, Executor};
 use tower::ServiceExt;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -49,7 +49,9 @@ impl Drop for Scratch {
                 tokio::runtime::Runtime::new().unwrap().block_on(async {
                     if let Ok(mut conn) = PgConnection::connect(&server).await {
                         let _ = conn
-                            .execute(&*format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                            .execute(AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+                            )))
                             .await;
                     }
                 })
@@ -118,7 +120,7 @@ impl TestApp {
         let mut conn = PgConnection::connect(&server)
             .await
             .expect("PostgreSQL must be running (see TEST_POSTGRES_URL)");
-        conn.execute(&*format!("CREATE DATABASE {database}"))
+        conn.execute(AssertSqlSafe(format!("CREATE DATABASE {database}")))
             .await
             .unwrap();
         let (base, _) = server.rsplit_once('/').unwrap();
