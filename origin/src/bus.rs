@@ -61,7 +61,8 @@ local id = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[1])
 if id <= floor then
   id = floor + 1
-  redis.call('SET', KEYS[1], id)
+  -- As an integer: Lua would write a number this large as `1.8e+15`, which INCR refuses.
+  redis.call('SET', KEYS[1], string.format('%d', id))
 end
 return id
 ";
@@ -121,6 +122,16 @@ struct Inner {
 #[derive(Clone)]
 pub struct Bus(Arc<Inner>);
 
+/// Where this instance's event ids start: past any id issued before a restart that lost the
+/// count (the in-process bus's, or Redis's), so that a client resuming with an old id is told
+/// to refetch rather than given nothing: the start time in microseconds (fewer than a million
+/// events a second are made), which stays below 2^53, the integers JavaScript holds exactly.
+fn first_event_id() -> u64 {
+    u64::try_from(crate::clock::now_ms())
+        .unwrap_or_default()
+        .saturating_mul(1_000)
+}
+
 impl Bus {
     /// The single-instance bus: publishing does nothing, the L1 is always trusted.
     pub fn in_process(instance_id: String, disconnected_ttl: Duration) -> Self {
@@ -128,7 +139,7 @@ impl Bus {
             instance_id,
             redis: None,
             events: Events::default(),
-            local_event_seq: AtomicU64::new(0),
+            local_event_seq: AtomicU64::new(first_event_id()),
             applied: tokio::sync::Notify::new(),
             subscribed: AtomicBool::new(true),
             last_seq: AtomicU64::new(0),
@@ -159,7 +170,7 @@ impl Bus {
                 link,
             }),
             events: Events::default(),
-            local_event_seq: AtomicU64::new(0),
+            local_event_seq: AtomicU64::new(first_event_id()),
             applied: tokio::sync::Notify::new(),
             subscribed: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),

@@ -74,13 +74,15 @@ impl Events {
         let receiver = self.fan_out.subscribe();
         let missed = match last_seen {
             None => Missed::Events(Vec::new()),
-            // An id from before the oldest kept event, or far past the newest (a client of
-            // another cluster, or made up; an id a little ahead is one still on its way
+            // Nothing kept (this instance just started: what the client missed is unknown),
+            // an id from before the oldest kept event, or one far past the newest (a client
+            // of another cluster, or made up; an id a little ahead is one still on its way
             // here): it cannot be resumed, only refetched.
             Some(last)
-                if replay
-                    .front()
-                    .is_some_and(|first| first.id > last.saturating_add(1))
+                if replay.is_empty()
+                    || replay
+                        .front()
+                        .is_some_and(|first| first.id > last.saturating_add(1))
                     || replay
                         .back()
                         .is_some_and(|newest| last > newest.id.saturating_add(REPLAY as u64)) =>
@@ -107,6 +109,15 @@ mod tests {
             entity: None,
             at_ms: 0,
         }
+    }
+
+    #[test]
+    fn an_instance_with_nothing_to_replay_asks_a_resuming_client_to_refetch() {
+        let events = Events::default();
+        let (_, resumed) = events.subscribe(Some(7));
+        assert!(matches!(resumed, Missed::TooMany));
+        let (_, fresh) = events.subscribe(None);
+        assert!(matches!(fresh, Missed::Events(events) if events.is_empty()));
     }
 
     #[test]

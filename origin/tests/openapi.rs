@@ -11,6 +11,7 @@ use serde_json::Value;
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 /// `template` with each `{parameter}` replaced by a value that exists in the seeded data.
+/// (The requests below carry no body and no `If-Match`, so no write goes through.)
 fn concrete(template: &str, static_file: &str) -> String {
     template
         .replace("{id}", "FR")
@@ -61,6 +62,16 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
             if let Some(operation) = operations.get(method.to_lowercase()) {
                 let id = operation["operationId"].as_str().unwrap();
                 assert!(operation_ids.insert(id), "two operations are `{id}`");
+                let status = response.status.as_str();
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {uri} answered {status}, which `{id}` does not describe"
+                );
+                assert_eq!(
+                    operation.get("security").is_some(),
+                    template.starts_with("/admin/"),
+                    "`{id}`: the admin routes, and they only, need the admin token"
+                );
                 checked += 1;
             }
         }

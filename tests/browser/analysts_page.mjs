@@ -56,13 +56,14 @@ try {
   const heading = page.getByRole("heading", { level: 2 });
   const breadcrumb = page.getByRole("navigation", { name: "Breadcrumb" });
   const children = page.locator("#children");
-  const live = page.getByRole("status").filter({ hasText: /Live|Reconnecting|Connecting/ });
+  const live = page.locator('#live[data-state="live"]');
   const search = page.getByLabel("Search entities");
 
   step("the page opens on the world, live");
   await page.goto(`${EDGE_URL}/`);
   await heading.filter({ hasText: /^World$/ }).waitFor();
-  await live.filter({ hasText: "Live" }).waitFor();
+  await live.waitFor();
+  assert.equal(await live.textContent(), "Live");
   await page.evaluate(() => {
     window.notReloaded = true;
   });
@@ -116,6 +117,7 @@ try {
   await rename("DE-BE", "Berlin (live)");
   await page.goto(`${EDGE_URL}/#DE`);
   await children.getByRole("link", { name: "Freistaat Bayern" }).waitFor();
+  await children.getByRole("link", { name: "Berlin (live)" }).waitFor();
   await rename("DE-BE", "Berlin (renamed again)");
   await children.getByRole("link", { name: "Berlin (renamed again)" }).waitFor();
   assert.equal(await page.evaluate(() => window.notReloaded), true, "the page was reloaded");
@@ -131,10 +133,12 @@ try {
   dropping = true;
   console.log("drop the origin");
   await lines.next();
+  // Made as soon as the origin is back, before or after the page reconnects: it must show
+  // either way (an event, or the page read again on reconnecting).
+  await rename("DE-BY", "Bayern");
   await page.waitForFunction(() => window.liveStates.includes("reconnecting"));
   await page.waitForFunction(() => window.liveStates.at(-1) === "live", null, { timeout: 20_000 });
   dropping = false;
-  await rename("DE-BY", "Bayern");
   await children.getByRole("link", { name: "Bayern", exact: true }).waitFor();
   const names = await children.getByRole("link").allTextContents();
   assert.deepEqual(names, [...names].sort(), "renamed children keep the list in name order");

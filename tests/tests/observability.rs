@@ -194,8 +194,14 @@ async fn the_edge_and_the_origin_log_a_request_under_the_id_the_edge_returns() {
     }
     let new_id = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
     let ids: Vec<&str> = answers.iter().map(|(id, _)| id.as_str()).collect();
-    assert!(new_id(ids[0]) && new_id(ids[1]) && new_id(ids[3]), "{ids:?}");
-    assert_ne!(ids[0], ids[1], "a hit must not return the id stored with the page");
+    assert!(
+        new_id(ids[0]) && new_id(ids[1]) && new_id(ids[3]),
+        "{ids:?}"
+    );
+    assert_ne!(
+        ids[0], ids[1],
+        "a hit must not return the id stored with the page"
+    );
     assert_eq!(ids[2], "analyst-42");
     assert!(answers[0].1.contains("fwd=uri-miss"), "{:?}", answers[0]);
     assert!(answers[1].1.contains("hit"), "{:?}", answers[1]);
@@ -204,9 +210,11 @@ async fn the_edge_and_the_origin_log_a_request_under_the_id_the_edge_returns() {
     let edge_lines = json_lines(&edge.log());
     for (id, cache_status) in &answers {
         assert!(
-            edge_lines.iter().any(|line| line["request_id"] == id.as_str()
-                && line["status"] == 200
-                && line["cache_status"] == cache_status.as_str()),
+            edge_lines
+                .iter()
+                .any(|line| line["request_id"] == id.as_str()
+                    && line["status"] == 200
+                    && line["cache_status"] == cache_status.as_str()),
             "the edge did not log {id}:\n{}",
             edge.log()
         );

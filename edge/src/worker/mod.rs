@@ -94,7 +94,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         Err(err) => Err(err),
     };
     let response = match response {
-        Ok(response) => response,
+        Ok(response) => Ok(response),
         Err(err) => {
             worker::console_error!("edge error ({id}): {err}");
             let answer = error(
@@ -102,11 +102,14 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
                 "edge_error",
                 "the edge could not produce a response".into(),
             );
-            respond(answer, Bodies::default(), &id, started).await?
+            respond(answer, Bodies::default(), &id, started).await
         }
     };
-    log_request(&id, (&method, &url), &response, started);
-    Ok(response)
+    match &response {
+        Ok(response) => log_request(&id, (&method, &url), response, started),
+        Err(err) => worker::console_error!("edge error ({id}), no answer built: {err}"),
+    }
+    response
 }
 
 /// A new request id: 32 hex digits. Ids only tell requests apart in the logs, so the

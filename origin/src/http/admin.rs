@@ -21,7 +21,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     caching::{etag_of, without_preloads},
     extract::{Admin, ApiJson, ApiQuery, EntityId, IfMatch},
-    openapi::{AdminErrors, WriteErrors},
+    openapi::{DatabaseErrors, TokenErrors, WriteErrors},
     AppState,
 };
 use crate::{
@@ -139,6 +139,8 @@ fn written(written: Written, status: StatusCode) -> Response {
     responses(
         (status = 201, description = "Created", body = Entity, headers(("Forecastin-Purge-Id" = String, description = "The purge this write recorded"))),
         WriteErrors,
+        TokenErrors,
+        DatabaseErrors,
     ),
 )]
 async fn create(
@@ -166,6 +168,8 @@ async fn create(
     responses(
         (status = 200, description = "Updated", body = Entity, headers(("Forecastin-Purge-Id" = String, description = "The purge this write recorded"))),
         WriteErrors,
+        TokenErrors,
+        DatabaseErrors,
     ),
 )]
 async fn update(
@@ -205,7 +209,7 @@ async fn update(
     tag = "operations",
     summary = "The live origin instances",
     security(("admin_token" = [])),
-    responses((status = 200, body = Page<InstanceInfo>), AdminErrors),
+    responses((status = 200, body = Page<InstanceInfo>), TokenErrors),
 )]
 async fn instances(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<InstanceInfo>> {
     Json(Page {
@@ -222,7 +226,7 @@ async fn instances(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<In
     tag = "operations",
     summary = "Check every materialized path against the parent links (a full scan)",
     security(("admin_token" = [])),
-    responses((status = 200, body = ConsistencyReport), AdminErrors),
+    responses((status = 200, body = ConsistencyReport), TokenErrors, DatabaseErrors),
 )]
 async fn consistency(
     State(state): State<Arc<AppState>>,
@@ -251,6 +255,8 @@ struct DeleteQuery {
     responses(
         (status = 204, description = "Deleted", headers(("Forecastin-Purge-Id" = String, description = "The purge this write recorded"))),
         WriteErrors,
+        TokenErrors,
+        DatabaseErrors,
     ),
 )]
 async fn delete(

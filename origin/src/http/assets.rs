@@ -22,9 +22,9 @@ pub(super) const REVALIDATE: &str = "public, max-age=0, s-maxage=60, must-revali
 /// (name, content type, bytes).
 const FILES: [(&str, &str, &[u8]); 2] = [
     (
-        "app.17dc347d0d.js",
+        "app.566b4ccd07.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../../static/app.17dc347d0d.js"),
+        include_bytes!("../../static/app.566b4ccd07.js"),
     ),
     (
         "app.b4b2d2b7a0.css",
@@ -46,7 +46,10 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     operation_id = "get_page",
     tag = "page",
     summary = "The analysts' page",
-    responses((status = 200, description = "HTML, revalidated after a minute", content_type = "text/html")),
+    responses(
+        (status = 200, description = "HTML, revalidated after a minute", content_type = "text/html"),
+        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+    ),
 )]
 async fn page(headers: HeaderMap) -> Response {
     asset(&headers, "text/html; charset=utf-8", REVALIDATE, INDEX)
@@ -61,6 +64,7 @@ async fn page(headers: HeaderMap) -> Response {
     params(("file" = String, Path, description = "e.g. `app.<hash>.js`")),
     responses(
         (status = 200, description = "The file, cacheable for a year"),
+        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
         (status = 404, description = "No such file", body = ErrorBody),
     ),
 )]

@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     extract::{Admin, ApiJson},
-    openapi::{AdminErrors, WriteErrors},
+    openapi::{DatabaseErrors, TokenErrors, WriteErrors},
     AppState,
 };
 use crate::error::ApiError;
@@ -30,7 +30,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     tag = "operations",
     summary = "The feature flags and their rollout",
     security(("admin_token" = [])),
-    responses((status = 200, body = Page<FeatureFlag>), AdminErrors),
+    responses((status = 200, body = Page<FeatureFlag>), TokenErrors),
 )]
 async fn list(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<FeatureFlag>> {
     Json(Page {
@@ -48,7 +48,7 @@ async fn list(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<Feature
     security(("admin_token" = [])),
     params(("name" = String, Path, description = "The flag, e.g. `ff.predictive_preload`")),
     request_body = FlagUpdate,
-    responses((status = 200, body = FeatureFlag), WriteErrors),
+    responses((status = 200, body = FeatureFlag), WriteErrors, TokenErrors, DatabaseErrors),
 )]
 async fn set(
     State(state): State<Arc<AppState>>,

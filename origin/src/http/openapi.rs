@@ -96,42 +96,45 @@ pub enum ReadErrors {
     /// No such entity (cacheable briefly: a creation purges it).
     #[response(status = 404)]
     NotFound(ErrorBody),
-    /// The database is unavailable.
+    /// A database error.
     #[response(status = 500)]
-    DatabaseUnavailable(ErrorBody),
-    /// The instance is at a configured limit (`overloaded`); another may take the request.
+    DatabaseError(ErrorBody),
+    /// The database is unreachable, or gave no connection in time (`database_unavailable`).
     #[response(status = 503)]
-    Overloaded(ErrorBody),
+    DatabaseUnavailable(ErrorBody),
 }
 
-/// Errors of the admin reads.
+/// The admin token's answers.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
-pub enum AdminErrors {
+pub enum TokenErrors {
     /// No `Authorization: Bearer` token.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
     /// The token is not the admin token.
     #[response(status = 403)]
     Forbidden(ErrorBody),
-    /// Nothing by that id or name.
-    #[response(status = 404)]
-    NotFound(ErrorBody),
 }
 
-/// Errors of the admin writes.
+/// Errors of a request that reads or writes the database.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum DatabaseErrors {
+    /// A database error.
+    #[response(status = 500)]
+    DatabaseError(ErrorBody),
+    /// The database is unreachable, or gave no connection in time (`database_unavailable`).
+    #[response(status = 503)]
+    DatabaseUnavailable(ErrorBody),
+}
+
+/// Errors of the admin writes, besides [`TokenErrors`] and [`DatabaseErrors`].
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub enum WriteErrors {
     /// A malformed query parameter; `field` names it.
     #[response(status = 400)]
     BadParameter(ErrorBody),
-    /// No `Authorization: Bearer` token.
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// The token is not the admin token.
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
     /// Nothing by that id or name.
     #[response(status = 404)]
     NotFound(ErrorBody),
@@ -153,15 +156,10 @@ pub enum WriteErrors {
     /// A change to an existing entity without `If-Match`.
     #[response(status = 428)]
     PreconditionRequired(ErrorBody),
-    /// The database is unavailable.
-    #[response(status = 500)]
-    DatabaseUnavailable(ErrorBody),
-    /// The instance is at a configured limit (`overloaded`).
-    #[response(status = 503)]
-    Overloaded(ErrorBody),
 }
 
-/// The instance is at a configured limit; another may take the request.
+/// The instance serves as many websocket clients as it may (`overloaded`); another may take
+/// the client.
 #[derive(IntoResponses)]
 #[response(status = 503)]
 #[allow(dead_code)]

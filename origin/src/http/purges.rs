@@ -11,7 +11,7 @@ use axum::{
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use forecastin_shared::{
-    dto::{Page, PurgeAccepted, PurgeRequest, PurgeStatus},
+    dto::{ErrorBody, Page, PurgeAccepted, PurgeRequest, PurgeStatus},
     purges,
 };
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     extract::{bounded, Admin, ApiJson, ApiQuery},
-    openapi::{AdminErrors, WriteErrors},
+    openapi::{DatabaseErrors, TokenErrors, WriteErrors},
     AppState,
 };
 use crate::{error::ApiError, purge::Source};
@@ -60,6 +60,8 @@ fn check(request: &PurgeRequest) -> Result<(), ApiError> {
             headers(("Location" = String, description = "Where to follow its delivery")),
         ),
         WriteErrors,
+        TokenErrors,
+        DatabaseErrors,
     ),
 )]
 async fn create(
@@ -92,7 +94,12 @@ async fn create(
     summary = "A purge and its delivery per provider",
     security(("admin_token" = [])),
     params(("id" = String, Path, description = "The purge id (`Forecastin-Purge-Id` of a write)")),
-    responses((status = 200, body = PurgeStatus), AdminErrors),
+    responses(
+        (status = 200, body = PurgeStatus),
+        (status = 404, description = "No purge by that id", body = ErrorBody),
+        TokenErrors,
+        DatabaseErrors,
+    ),
 )]
 async fn show(
     State(state): State<Arc<AppState>>,
@@ -126,7 +133,12 @@ struct ListQuery {
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
     ),
-    responses((status = 200, body = Page<PurgeStatus>), AdminErrors),
+    responses(
+        (status = 200, body = Page<PurgeStatus>),
+        (status = 400, description = "A malformed `status`, `limit` or `cursor`", body = ErrorBody),
+        TokenErrors,
+        DatabaseErrors,
+    ),
 )]
 async fn list(
     State(state): State<Arc<AppState>>,

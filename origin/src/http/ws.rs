@@ -21,7 +21,7 @@ use axum::{
     response::Response,
 };
 use forecastin_shared::{
-    dto::{EntityEvent, ErrorBody, StreamMessage},
+    dto::{EntityEvent, StreamMessage},
     ids::is_valid_id,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -62,7 +62,7 @@ struct StreamQuery {
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; each text frame is a `StreamMessage`", body = StreamMessage),
-        (status = 400, description = "A malformed parameter, or not a WebSocket handshake", body = ErrorBody),
+        (status = 400, description = "A malformed parameter (a JSON error body), or not a WebSocket handshake (plain text)"),
         Overloaded,
     ),
 )]

@@ -28,13 +28,15 @@ const ui = {
   more: element("more"),
 };
 
-/// What is on screen: the entity, its breadcrumb and the cursor of the next children page.
+/// What is on screen: the entity, its breadcrumb and the cursor of the next children page;
+/// `loading` aborts the reads for it (the entity's, and More's) when another is opened.
 const view = { id: null, entity: null, ancestors: [], nextCursor: null, loading: null };
 
-/// The latest state of each entity the event stream told us about. It is newer than anything
-/// fetched before the event, and than a page the CDN has not purged yet, so it is drawn over
-/// fetched data.
+/// The latest state of each entity the event stream told us about, with the event's id. It is
+/// newer than anything fetched before the event, and than a page the CDN has not purged yet,
+/// so it is drawn over fetched data.
 const latest = new Map();
+let rereadTimer;
 
 class ApiError extends Error {}
 
@@ -51,13 +53,23 @@ function sourceOf(response) {
   return { label, detail: `Cache-Status: ${entry}` };
 }
 
+/// Reads `path`, revalidating any copy the browser kept (`no-cache`: a 304 from the edge when
+/// unchanged), so that a page read again after a change is the edge's current one and its
+/// `Cache-Status` says what the edge just did.
 async function api(path, signal) {
-  const response = await fetch(path, { headers: { accept: "application/json" }, signal });
-  const body = await response.json().catch(() => null);
+  const response = await fetch(path, {
+    headers: { accept: "application/json" },
+    cache: "no-cache",
+    signal,
+  });
   if (!response.ok) {
+    const body = await response.json().catch((error) => {
+      if (error.name === "AbortError") throw error;
+      return null; // an error without a JSON body
+    });
     throw new ApiError(body?.error?.message ?? `${path} answered ${response.status}`);
   }
-  return { body, source: sourceOf(response) };
+  return { body: await response.json(), source: sourceOf(response) };
 }
 
 function showSource(badge, source) {
@@ -66,7 +78,7 @@ function showSource(badge, source) {
   badge.title = source.detail;
 }
 
-const current = (entity) => latest.get(entity.id) ?? entity;
+const current = (entity) => latest.get(entity.id)?.entity ?? entity;
 
 function entityLink(entity) {
   const link = document.createElement("a");
@@ -129,9 +141,11 @@ const childrenPath = (id, cursor) =>
 /// Shows entity `id`; `focus` moves keyboard focus to it (after the reader chose it).
 async function show(id, { focus = false } = {}) {
   view.loading?.abort();
+  if (id !== view.id) clearTimeout(rereadTimer);
   const loading = new AbortController();
   view.loading = loading;
   ui.main.setAttribute("aria-busy", "true");
+  const hadFocus = ui.main.contains(document.activeElement) && document.activeElement !== ui.main;
   const path = `/api/v1/entities/${encodeURIComponent(id)}`;
   try {
     const [entity, ancestors, children] = await Promise.all([
@@ -146,7 +160,8 @@ async function show(id, { focus = false } = {}) {
     showSource(ui.entitySource, entity.source);
     ui.children.replaceChildren();
     appendChildren(children);
-    if (focus) ui.main.focus();
+    // Redrawn under the reader's focus (a refresh): keep it in the entity rather than lose it.
+    if (focus || (hadFocus && !ui.main.contains(document.activeElement))) ui.main.focus();
   } catch (error) {
     if (error.name === "AbortError") return;
     ui.notice.textContent = error instanceof ApiError ? error.message : `Could not load ${id}: ${error.message}`;
@@ -156,20 +171,30 @@ async function show(id, { focus = false } = {}) {
 }
 
 async function showMore() {
-  if (view.nextCursor === null) return;
+  if (view.nextCursor === null || view.loading === null) return;
+  // The entity's reads: opening another aborts this one too, so no page of children lands
+  // in another entity's list.
+  const { signal } = view.loading;
   ui.more.disabled = true;
   try {
-    const rows = appendChildren(await api(childrenPath(view.id, view.nextCursor)));
+    const rows = appendChildren(await api(childrenPath(view.id, view.nextCursor), signal));
     // The button may be gone: keep keyboard users where the new rows start.
-    if (ui.more.hidden) rows[0]?.querySelector("a").focus();
+    if (ui.more.hidden) (rows[0]?.querySelector("a") ?? ui.main).focus();
   } catch (error) {
-    ui.notice.textContent = error.message;
+    if (error.name !== "AbortError") ui.notice.textContent = error.message;
   } finally {
     ui.more.disabled = false;
   }
 }
 
-const openedId = () => decodeURIComponent(location.hash.slice(1)) || "world";
+/// The entity the address names (`#FR`), else the world.
+function openedId() {
+  try {
+    return decodeURIComponent(location.hash.slice(1)) || "world";
+  } catch {
+    return "world"; // a malformed escape such as `#%`
+  }
+}
 
 // --- Search as you type ---
 
@@ -216,9 +241,14 @@ ui.search.addEventListener("input", () => {
   searchTimer = setTimeout(() => search(query), SEARCH_DELAY_MS);
 });
 
-element("search-form").addEventListener("submit", (event) => {
+/// Enter opens the first result for what is in the box now, not for an earlier query.
+element("search-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  ui.results.querySelector("a")?.click();
+  clearTimeout(searchTimer);
+  const query = ui.search.value.trim();
+  if (query === "") return;
+  await search(query);
+  if (!ui.results.hidden && ui.search.value.trim() === query) ui.results.querySelector("a")?.click();
 });
 
 /// Arrow keys move between the box and the results; Escape closes them.
@@ -245,10 +275,14 @@ ui.results.addEventListener("click", (event) => {
 
 // --- Live updates ---
 
-function remember(entity) {
+/// Keeps `entity` as event `eventId` left it; false when a later event is known already
+/// (events may arrive out of order).
+function remember(entity, eventId) {
+  if ((latest.get(entity.id)?.eventId ?? -1) > eventId) return false;
   latest.delete(entity.id);
-  latest.set(entity.id, entity);
+  latest.set(entity.id, { entity, eventId });
   if (latest.size > REMEMBERED_EVENTS) latest.delete(latest.keys().next().value);
+  return true;
 }
 
 function rename(entity) {
@@ -263,9 +297,9 @@ function rename(entity) {
   if (entity.id === view.id) drawEntity();
 }
 
-const refresh = () => show(view.id ?? openedId());
+/// Reads the entity the address names again (the one on screen, or the one being opened).
+const refresh = () => show(openedId());
 
-let rereadTimer;
 function reread() {
   refresh();
   clearTimeout(rereadTimer);
@@ -273,12 +307,15 @@ function reread() {
 }
 
 function apply(event) {
-  const { change, entity_id: id, path, entity } = event;
+  const { id: eventId, change, entity_id: id, path, entity } = event;
   if (entity) {
-    remember(entity);
+    if (!remember(entity, eventId)) return;
     rename(entity);
-  } else {
+  } else if (change === "deleted") {
     latest.delete(id);
+  } else {
+    // An event from an instance that does not send the entity yet (during a deploy).
+    return reread();
   }
   const onScreen = id === view.id || view.ancestors.some((ancestor) => ancestor.id === id);
   if (change === "deleted" && onScreen) {
@@ -312,6 +349,8 @@ function insertChild(entity) {
 
 let lastEventId = null;
 let failures = 0;
+/// A connection that lasts this long counts as a success: the backoff starts over.
+const STABLE_AFTER_MS = 10_000;
 
 function setLive(state, text) {
   ui.live.dataset.state = state;
@@ -323,9 +362,13 @@ function connect() {
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   if (lastEventId !== null) url.searchParams.set("last_event_id", lastEventId);
   const socket = new WebSocket(url);
+  let openedAt = null;
   socket.addEventListener("open", () => {
-    failures = 0;
+    openedAt = Date.now();
     setLive("live", "Live");
+    // Changes made while no socket was open may not be replayed (an instance that restarted
+    // has none to replay), and the first reads may have raced the first connection.
+    if (view.id !== null) reread();
   });
   socket.addEventListener("message", (message) => {
     let parsed;
@@ -338,12 +381,15 @@ function connect() {
       lastEventId = parsed.id;
       apply(parsed);
     } else if (parsed.type === "reset") {
-      // Events were lost: what is on screen may be out of date.
+      // Events were lost: what is on screen may be out of date, and so may the CDN's copy
+      // for a moment yet.
       latest.clear();
-      refresh();
+      reread();
     }
   });
   socket.addEventListener("close", () => {
+    // A server that accepts and then closes at once is retried ever more slowly too.
+    if (openedAt !== null && Date.now() - openedAt > STABLE_AFTER_MS) failures = 0;
     const backoff = Math.min(RECONNECT_MAX_MS, 500 * 2 ** failures);
     failures += 1;
     setLive("reconnecting", "Reconnecting…");
