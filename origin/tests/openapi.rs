@@ -128,7 +128,20 @@ async fn the_description_is_openapi_3_1_served_cacheable_with_the_shared_schemas
         description["components"]["securitySchemes"]["admin_token"]["scheme"],
         "bearer"
     );
+    for read in [
+        "/api/v1/entities/{id}",
+        "/api/v1/entities/{id}/children",
+        "/api/v1/search",
+    ] {
+        let headers = &description["paths"][read]["get"]["responses"]["200"]["headers"];
+        for name in ["Cache-Control", "ETag", "Cache-Tag"] {
+            assert!(headers.get(name).is_some(), "{read}: no {name}");
+        }
+    }
     let patch = &description["paths"]["/admin/v1/entities/{id}"]["patch"];
+    assert!(patch["responses"]["200"]
+        .get("headers")
+        .is_some_and(|headers| headers.get("ETag").is_none()));
     assert_eq!(patch["security"][0]["admin_token"], serde_json::json!([]));
     assert!(patch["responses"].get("428").is_some());
 

@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     caching::{serve_cached, Fresh},
     extract::{bounded, ApiQuery, EntityId},
-    openapi::ReadErrors,
+    openapi::{DatabaseErrors, ReadErrors},
     AppState,
 };
 use crate::{
@@ -140,13 +140,10 @@ async fn existing(state: &AppState, id: &str) -> Result<EntityRow, ApiError> {
     summary = "One entity",
     params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`")),
     responses(
-        (status = 200, description = "The entity", body = Entity, headers(
-            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
-            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
-            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
-        )),
+        (status = 200, description = "The entity", body = Entity),
         (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
         ReadErrors,
+        DatabaseErrors,
     ),
 )]
 async fn entity(
@@ -170,13 +167,10 @@ async fn entity(
     summary = "The breadcrumb of an entity",
     params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`")),
     responses(
-        (status = 200, description = "Its ancestors, root first, without the entity", body = Ancestors, headers(
-            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
-            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
-            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
-        )),
+        (status = 200, description = "Its ancestors, root first, without the entity", body = Ancestors),
         (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
         ReadErrors,
+        DatabaseErrors,
     ),
 )]
 async fn ancestors(
@@ -208,13 +202,10 @@ async fn ancestors(
     summary = "The children of an entity, by name",
     params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
     responses(
-        (status = 200, description = "A page of children", body = Page<EntitySummary>, headers(
-            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
-            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
-            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
-        )),
+        (status = 200, description = "A page of children", body = Page<EntitySummary>),
         (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
         ReadErrors,
+        DatabaseErrors,
     ),
 )]
 async fn children(
@@ -255,13 +246,10 @@ async fn children(
     summary = "The descendants of an entity, level by level",
     params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"), ("max_depth" = Option<u32>, Query, description = "Levels below the entity, 1 to 32 (default 32)")),
     responses(
-        (status = 200, description = "A page of descendants", body = Page<EntitySummary>, headers(
-            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
-            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
-            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
-        )),
+        (status = 200, description = "A page of descendants", body = Page<EntitySummary>),
         (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
         ReadErrors,
+        DatabaseErrors,
     ),
 )]
 async fn descendants(
@@ -321,13 +309,10 @@ async fn descendants(
     summary = "Entities by name",
     params(("q" = String, Query, description = "1 to 100 characters: a case-insensitive substring of the name (its start when 1 or 2 characters)"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
     responses(
-        (status = 200, description = "A page of entities, by lowercased name", body = Page<EntitySummary>, headers(
-            ("Cache-Control" = String, description = "`s-maxage`, `stale-while-revalidate`, `stale-if-error`"),
-            ("ETag" = String, description = "Strong; send it back in `If-None-Match`"),
-            ("Cache-Tag" = String, description = "The cache tags the page depends on (also `Surrogate-Key`)"),
-        )),
+        (status = 200, description = "A page of entities, by lowercased name", body = Page<EntitySummary>),
         (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
         ReadErrors,
+        DatabaseErrors,
     ),
 )]
 async fn search(

@@ -125,7 +125,9 @@ fn routes(with_metrics: bool) -> OpenApiRouter<Arc<AppState>> {
 /// The OpenAPI description of every route (`/metrics` included, though it is served on its
 /// own listener when `METRICS_ADDR` is set).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes(true).into_openapi()
+    let mut description = routes(true).into_openapi();
+    openapi::add_caching_headers(&mut description);
+    description
 }
 
 /// Gives every request an id: the one the client or the edge gave, if acceptable (see

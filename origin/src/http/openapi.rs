@@ -8,7 +8,10 @@ use std::sync::{Arc, LazyLock};
 use axum::{http::HeaderMap, response::Response};
 use forecastin_shared::dto::ErrorBody;
 use utoipa::{
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        Header, RefOr,
+    },
     IntoResponses, Modify, OpenApi,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -49,6 +52,42 @@ impl Modify for AdminToken {
                 "admin_token",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
+    }
+}
+
+/// Describes the caching headers of every public read's answer (see `caching.rs`) once, on
+/// the finished description (a modifier of [`ApiDoc`] would run before the paths are in).
+pub fn add_caching_headers(openapi: &mut utoipa::openapi::OpenApi) {
+    let header = |description: &str| {
+        let mut header = Header::default();
+        header.description = Some(description.to_owned());
+        RefOr::T(header)
+    };
+    let headers = [
+        (
+            "Cache-Control",
+            "`s-maxage`, `stale-while-revalidate`, `stale-if-error`; `max-age` for browsers",
+        ),
+        ("ETag", "Strong; send it back in `If-None-Match` for a 304"),
+        (
+            "Cache-Tag",
+            "The cache tags the answer depends on (the same in `Surrogate-Key`)",
+        ),
+    ];
+    let reads = openapi.paths.paths.iter_mut().filter(|(path, _)| {
+        path.starts_with("/api/v1/entities/") || path.as_str() == "/api/v1/search"
+    });
+    for (_, item) in reads {
+        let Some(get) = &mut item.get else { continue };
+        for (status, response) in &mut get.responses.responses {
+            if let (RefOr::T(response), "200" | "404") = (response, status.as_str()) {
+                for (name, description) in headers {
+                    response
+                        .headers
+                        .insert(name.to_owned(), header(description));
+                }
+            }
+        }
     }
 }
 
@@ -96,12 +135,6 @@ pub enum ReadErrors {
     /// No such entity (cacheable briefly: a creation purges it).
     #[response(status = 404)]
     NotFound(ErrorBody),
-    /// A database error.
-    #[response(status = 500)]
-    DatabaseError(ErrorBody),
-    /// The database is unreachable, or gave no connection in time (`database_unavailable`).
-    #[response(status = 503)]
-    DatabaseUnavailable(ErrorBody),
 }
 
 /// The admin token's answers.
