@@ -58,7 +58,9 @@ class Repo:
         return set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', self.text("origin/src/config.rs")))
 
     def origin_routes(self):
-        return set(re.findall(r'\.route\("([^"]+)"', self.text("origin/src/http/ops.rs")))
+        # Each handler's `#[utoipa::path(method, path = "…", …)]`, which routes it.
+        return set(re.findall(r'#\[utoipa::path\(\s*\w+,\s*path = "([^"]+)"',
+                              self.text("origin/src/http/ops.rs")))
 
     def origin_subcommands(self):
         """The subcommands of origin/src/main.rs, as clap names them (kebab case)."""

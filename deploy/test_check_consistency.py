@@ -62,6 +62,13 @@ class CheckConsistency(unittest.TestCase):
                       problems[0])
         self.assertIn("origin/src/config.rs", problems[0])
 
+    def test_a_probe_of_a_path_the_origin_does_not_route_fails(self):
+        self.edit("origin/src/http/ops.rs", 'path = "/readyz"', 'path = "/ready"')
+        problems = check(self.root)
+        probes = [p for p in problems if "/readyz" in p]
+        self.assertTrue(probes, problems)
+        self.assertIn("origin/src/http/ops.rs does not route", probes[0])
+
     def test_the_image_the_pods_run_is_the_one_the_dockerfile_builds(self):
         self.edit("deploy/k8s/origin.yaml", "ghcr.io/forecastin/forecastin-origin:0.1.0",
                   "ghcr.io/forecastin/origin:0.1.0")
