@@ -27,7 +27,12 @@ pub const PURGE_SECRET: &str = "e2e-purge-secret";
 /// The origin's admin token in these tests.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
+/// The HTTP client of these tests; build every client here. The workspace builds one reqwest,
+/// with the origin's TLS (rustls without a default crypto provider), and such a client panics
+/// unless a provider is installed first, even for plain HTTP.
 pub fn client() -> reqwest::Client {
+    // Fails only when one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -251,7 +251,13 @@ async fn trace_context_reaches_the_origin_but_not_the_cache_key() {
     assert_eq!(forged.status(), 200);
     let posted = origin.seen("/rfc/unsafe");
     assert!(
-        !posted[0].contains_key("traceparent") && !posted[0].contains_key("x-request-id"),
+        !posted[0].contains_key("traceparent"),
         "malformed trace context is dropped"
     );
+    let sent_id = posted[0]["x-request-id"].to_str().unwrap();
+    assert!(
+        sent_id.len() == 32 && sent_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the edge's own id replaces a malformed one: {sent_id}"
+    );
+    assert_eq!(forged.headers()["x-request-id"], sent_id);
 }

@@ -38,7 +38,7 @@ async fn renders(origin: &Origin) -> (u64, u64) {
 async fn all_at_once(base: &str, probe: &str, path: &str, n: usize) -> Vec<String> {
     let mut clients = Vec::new();
     for _ in 0..n {
-        let client = reqwest::Client::new();
+        let client = forecastin_e2e::client();
         client.get(format!("{base}{probe}")).send().await.unwrap();
         clients.push(client);
     }

@@ -33,7 +33,7 @@ async fn connect(origin: &Origin, query: &str) -> Client {
 
 /// A WebSocket handshake sent as a plain HTTP request, to read a refusal's status and body.
 async fn upgrade_over_http(origin: &Origin, query: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    forecastin_e2e::client()
         .get(format!("{}/ws?{query}", origin.url))
         .header("connection", "upgrade")
         .header("upgrade", "websocket")
