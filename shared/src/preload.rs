@@ -3,7 +3,9 @@
 //! the edge fetches ahead, so the click that follows is a hit.
 //!
 //! After an entity's page comes its children's first page; after a first page of children,
-//! the page and breadcrumb of the first child listed (lists are read from the top).
+//! the page and breadcrumb of the first child listed (lists are read from the top); after a
+//! page of descendants, the next one (a move changes a first page, and so the URL of the page
+//! after it: one no cache has yet).
 
 use crate::routes::public_route;
 
@@ -27,6 +29,11 @@ pub fn breadcrumb(id: &str) -> String {
     format!("/api/v1/entities/{id}/ancestors")
 }
 
+/// The page of `id`'s descendants after the one that ended at `cursor`, `limit` long.
+pub fn next_descendants_page(id: &str, limit: i64, cursor: &str) -> String {
+    format!("/api/v1/entities/{id}/descendants?limit={limit}&cursor={cursor}")
+}
+
 /// The `Link` field value preloading `paths` (the first [`MAX_LINKS`]).
 pub fn link_value(paths: &[String]) -> String {
     paths
@@ -38,7 +45,8 @@ pub fn link_value(paths: &[String]) -> String {
 }
 
 /// The pages a response's `Link` field values ask to preload, as the edge may fetch them: at
-/// most [`MAX_LINKS`], each a path (no scheme, host or query) of a public route, of at most
+/// most [`MAX_LINKS`], each a path (no scheme or host) of a public route, with a query of that
+/// route's parameters only (values of letters, digits, `-` and `_`), of at most
 /// [`MAX_PATH_BYTES`]. Anything else in the field is ignored.
 pub fn preloaded_paths<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut paths: Vec<String> = Vec::new();
@@ -61,18 +69,33 @@ pub fn preloaded_paths<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Str
                         .any(|rel| rel.eq_ignore_ascii_case("preload"))
             })
         });
-        let plain_path = target.starts_with('/')
-            && !target.starts_with("//")
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let plain_path = path.starts_with('/')
+            && !path.starts_with("//")
             && target.len() <= MAX_PATH_BYTES
-            && target
+            && path
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
-            && !target
+            && !path
                 .split('/')
                 .any(|segment| segment == "." || segment == "..");
+        let route = public_route(path);
+        let declared_query = query.is_empty()
+            || route.is_some_and(|route| {
+                query.split('&').all(|pair| {
+                    pair.split_once('=').is_some_and(|(name, value)| {
+                        route.params.contains(&name)
+                            && !value.is_empty()
+                            && value
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                    })
+                })
+            });
         if preload
             && plain_path
-            && public_route(target).is_some()
+            && route.is_some()
+            && declared_query
             && !paths.iter().any(|p| p == target)
         {
             paths.push(target.to_owned());
@@ -90,7 +113,10 @@ mod tests {
 
     #[test]
     fn what_the_origin_writes_the_edge_reads() {
-        let paths = vec![children_page("FR"), breadcrumb("FR-75")];
+        let paths = vec![
+            next_descendants_page("m49-002", 50, "NB8vd29ybGQ"),
+            breadcrumb("FR-75"),
+        ];
         assert_eq!(preloaded_paths([link_value(&paths).as_str()]), paths);
         let three = vec![children_page("A"), children_page("B"), children_page("C")];
         assert_eq!(
@@ -106,7 +132,12 @@ mod tests {
             "<https://evil.example/api/v1/entities/FR>; rel=preload",
             "<//evil.example/api/v1/entities/FR>; rel=preload",
             "</admin/v1/purge>; rel=preload",
-            "</api/v1/entities/FR/children?limit=500>; rel=preload",
+            "</api/v1/entities/FR/children?junk=1>; rel=preload",
+            "</api/v1/entities/FR/children?limit=>; rel=preload",
+            "</api/v1/entities/FR/children?cursor=a%2Fb>; rel=preload",
+            "</api/v1/entities/FR/children?limit=5&>; rel=preload",
+            "</api/v1/entities/FR?limit=5>; rel=preload",
+            "</admin/v1/purge?status=failed>; rel=preload",
             "</api/v1/entities/../../admin>; rel=preload",
             "</api/v1/entities/%2e%2e/children>; rel=preload",
             "/api/v1/entities/FR; rel=preload",
@@ -121,6 +152,10 @@ mod tests {
                 "</static/app.css>; rel=\"preload stylesheet\", </api/v1/entities/FR>; REL=Preload"
             ]),
             ["/static/app.css", "/api/v1/entities/FR"]
+        );
+        assert_eq!(
+            preloaded_paths(["</api/v1/search?q=par&limit=5>; rel=preload"]),
+            ["/api/v1/search?q=par&limit=5"]
         );
         let long = format!("</api/v1/entities/{}>; rel=preload", "x".repeat(300));
         assert!(preloaded_paths([long.as_str()]).is_empty());

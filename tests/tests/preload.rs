@@ -17,9 +17,10 @@ const ENTITY_ROUTE: &str = "/api/v1/entities/{id}";
 const CHILDREN_ROUTE: &str = "/api/v1/entities/{id}/children";
 const ANCESTORS_ROUTE: &str = "/api/v1/entities/{id}/ancestors";
 
-/// A page that takes the origin a while to render: 500 descendants of a region.
+/// A page that takes the origin a while to render: 500 descendants of a region. With
+/// `max_depth` given it names no next page to fetch ahead, so only this page reaches the origin.
 fn big_page(region: &str) -> String {
-    format!("/api/v1/entities/{region}/descendants?limit=500")
+    format!("/api/v1/entities/{region}/descendants?limit=500&max_depth=32")
 }
 
 /// Responses the origin computed from the database (see `origin_renders_total`) for requests,
@@ -253,6 +254,36 @@ async fn the_edge_fetches_ahead_the_children_of_an_opened_entity_and_the_first_c
             "the first child's page {page:?} was not fetched ahead: {status}"
         );
     }
+    edge.assert_no_panic();
+}
+
+#[tokio::test]
+async fn the_edge_fetches_ahead_the_next_page_of_descendants() {
+    let (origin, edge) = edge_and_origin(&[]).await;
+    let before = origin.served(DESCENDANTS_ROUTE).await;
+    let first = client()
+        .get(format!(
+            "{}/api/v1/entities/m49-150/descendants?limit=20",
+            edge.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let link = first.headers()["link"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = first.json().await.unwrap();
+    let cursor = body["next_cursor"].as_str().unwrap();
+    let next = format!("/api/v1/entities/m49-150/descendants?limit=20&cursor={cursor}");
+    assert_eq!(
+        link,
+        format!("<{next}>; rel=preload; as=fetch; crossorigin=anonymous")
+    );
+    until_served(&origin, DESCENDANTS_ROUTE, before + 1).await;
+    let (status, page) = get_at(&format!("{}{next}", edge.url)).await;
+    assert!(
+        status.contains("hit") && !status.contains("fwd="),
+        "the next page was not fetched ahead: {status}"
+    );
+    assert_ne!(page["items"][0], body["items"][0]);
     edge.assert_no_panic();
 }
 

@@ -296,7 +296,13 @@ async fn descendants(
         });
         let listed: Vec<&str> = body.items.iter().map(|item| item.id.as_str()).collect();
         let tags = tags::for_descendants_page(&root.id, root.ancestor_ids(), &listed);
-        Ok(Fresh::ok(&body, tags))
+        // Pages are read on: the next one, as readers ask for it (no `max_depth` given).
+        let next_page = body
+            .next_cursor
+            .as_deref()
+            .filter(|_| query.max_depth.is_none())
+            .map(|cursor| preload::next_descendants_page(&root.id, page_params.limit, cursor));
+        Ok(Fresh::ok(&body, tags).preloading(next_page.into_iter().collect()))
     })
     .await)
 }
