@@ -163,7 +163,7 @@ async fn create(
     tag = "admin",
     summary = "Rename, retype, change attributes or move (with the subtree)",
     security(("admin_token" = [])),
-    params(("id" = String, Path, description = "The entity id"), ("If-Match" = String, Header, description = "The ETag read from `GET /api/v1/entities/{id}`, or `*`")),
+    params(EntityId, ("If-Match" = String, Header, description = "The ETag read from `GET /api/v1/entities/{id}`, or `*`")),
     request_body = EntityPatch,
     responses(
         (status = 200, description = "Updated", body = Entity, headers(("Forecastin-Purge-Id" = String, description = "The purge this write recorded"))),
@@ -248,7 +248,7 @@ struct DeleteQuery {
     summary = "Delete an entity (with its subtree when `cascade=true`)",
     security(("admin_token" = [])),
     params(
-        ("id" = String, Path, description = "The entity id"),
+        EntityId,
         ("cascade" = Option<bool>, Query, description = "Required to delete an entity with children"),
         ("If-Match" = String, Header, description = "The ETag read from `GET /api/v1/entities/{id}`, or `*`"),
     ),

@@ -13,7 +13,7 @@ use forecastin_shared::{conditional::none_match, dto::ErrorBody};
 use std::sync::Arc;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{caching::etag_of, AppState};
+use super::{caching::etag_of, openapi::NotModified, AppState};
 use crate::error::ApiError;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -48,7 +48,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     summary = "The analysts' page",
     responses(
         (status = 200, description = "HTML, revalidated after a minute", content_type = "text/html"),
-        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        NotModified,
     ),
 )]
 async fn page(headers: HeaderMap) -> Response {
@@ -64,7 +64,7 @@ async fn page(headers: HeaderMap) -> Response {
     params(("file" = String, Path, description = "e.g. `app.<hash>.js`")),
     responses(
         (status = 200, description = "The file, cacheable for a year"),
-        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        NotModified,
         (status = 404, description = "No such file", body = ErrorBody),
     ),
 )]

@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     caching::{serve_cached, Fresh},
     extract::{bounded, ApiQuery, EntityId},
-    openapi::{DatabaseErrors, ReadErrors},
+    openapi::{DatabaseErrors, NotModified, ReadErrors},
     AppState,
 };
 use crate::{
@@ -138,10 +138,10 @@ async fn existing(state: &AppState, id: &str) -> Result<EntityRow, ApiError> {
     operation_id = "get_entity",
     tag = "hierarchy",
     summary = "One entity",
-    params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`")),
+    params(EntityId),
     responses(
         (status = 200, description = "The entity", body = Entity),
-        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        NotModified,
         ReadErrors,
         DatabaseErrors,
     ),
@@ -165,10 +165,10 @@ async fn entity(
     operation_id = "get_ancestors",
     tag = "hierarchy",
     summary = "The breadcrumb of an entity",
-    params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`")),
+    params(EntityId),
     responses(
         (status = 200, description = "Its ancestors, root first, without the entity", body = Ancestors),
-        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        NotModified,
         ReadErrors,
         DatabaseErrors,
     ),
@@ -200,10 +200,10 @@ async fn ancestors(
     operation_id = "list_children",
     tag = "hierarchy",
     summary = "The children of an entity, by name",
-    params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+    params(EntityId, ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
     responses(
         (status = 200, description = "A page of children", body = Page<EntitySummary>),
-        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        NotModified,
         ReadErrors,
         DatabaseErrors,
     ),
@@ -244,10 +244,10 @@ async fn children(
     operation_id = "list_descendants",
     tag = "hierarchy",
     summary = "The descendants of an entity, level by level",
-    params(("id" = String, Path, description = "An entity id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"), ("max_depth" = Option<u32>, Query, description = "Levels below the entity, 1 to 32 (default 32)")),
+    params(EntityId, ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"), ("max_depth" = Option<u32>, Query, description = "Levels below the entity, 1 to 32 (default 32)")),
     responses(
         (status = 200, description = "A page of descendants", body = Page<EntitySummary>),
-        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        NotModified,
         ReadErrors,
         DatabaseErrors,
     ),
@@ -316,7 +316,7 @@ async fn descendants(
     params(("q" = String, Query, description = "1 to 100 characters: a case-insensitive substring of the name (its start when 1 or 2 characters)"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
     responses(
         (status = 200, description = "A page of entities, by lowercased name", body = Page<EntitySummary>),
-        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        NotModified,
         ReadErrors,
         DatabaseErrors,
     ),

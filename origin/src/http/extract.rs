@@ -9,6 +9,14 @@ use axum::{
 use forecastin_shared::ids::is_valid_id;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
+use utoipa::{
+    openapi::{
+        path::{Parameter, ParameterBuilder, ParameterIn},
+        schema::{Object, Type},
+        Required,
+    },
+    IntoParams,
+};
 
 use super::AppState;
 use crate::error::ApiError;
@@ -88,6 +96,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 /// The `{id}` path segment, checked against the shared id alphabet (400 otherwise).
 pub struct EntityId(pub String);
 
+/// What an entity id may be, as the 400 and the OpenAPI description say it.
+const ID_RULE: &str = "an id is 1 to 64 characters from A-Z a-z 0-9 . _ -";
+
+/// Describes the parameter it extracts, for `params(EntityId)` in `#[utoipa::path]`.
+impl IntoParams for EntityId {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name("id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(ID_RULE))
+            .schema(Some(Object::with_type(Type::String)))
+            .build()]
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for EntityId {
     type Rejection = ApiError;
 
@@ -98,10 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for EntityId {
         if is_valid_id(&id) {
             Ok(EntityId(id))
         } else {
-            Err(ApiError::bad_parameter(
-                "id",
-                "an id is 1 to 64 characters from A-Z a-z 0-9 . _ -",
-            ))
+            Err(ApiError::bad_parameter("id", ID_RULE))
         }
     }
 }

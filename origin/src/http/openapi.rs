@@ -92,7 +92,7 @@ pub fn add_caching_headers(openapi: &mut utoipa::openapi::OpenApi) {
 }
 
 /// The description, with `routes` as its paths.
-pub fn described<S: Clone + Send + Sync + 'static>(routes: OpenApiRouter<S>) -> OpenApiRouter<S> {
+pub fn described(routes: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes)
 }
 
@@ -116,7 +116,7 @@ static DOCUMENT: LazyLock<Vec<u8>> = LazyLock::new(|| {
     summary = "This description (OpenAPI 3.1)",
     responses(
         (status = 200, description = "The OpenAPI document", content_type = "application/json"),
-        (status = 304, description = "Not modified: `If-None-Match` named the current ETag"),
+        NotModified,
     ),
 )]
 async fn document(headers: HeaderMap) -> Response {
@@ -124,6 +124,14 @@ async fn document(headers: HeaderMap) -> Response {
 }
 
 // The response sets below are never built: they only describe responses.
+
+/// `If-None-Match` named the current ETag.
+#[derive(IntoResponses)]
+#[response(
+    status = 304,
+    description = "Not modified: `If-None-Match` named the current ETag"
+)]
+pub struct NotModified;
 
 /// Errors of the public reads.
 #[derive(IntoResponses)]
