@@ -285,10 +285,11 @@ impl Edge {
         Self::spawn(port, origin_url, vars, "warn").await
     }
 
-    /// As [`Edge::start`], with the Worker's own `console.log` lines (its request log) kept in
-    /// [`Edge::log`]; the other starts keep warnings and errors only.
+    /// As [`Edge::start`], with the Worker's own `console.log` lines (its request log, every
+    /// hit's line included) kept in [`Edge::log`]; the other starts keep warnings and errors
+    /// only.
     pub async fn start_logging_requests(origin_url: &str) -> Edge {
-        Self::spawn(free_port(), origin_url, &[], "log").await
+        Self::spawn(free_port(), origin_url, &[("HIT_LOG_ONE_IN", "1")], "log").await
     }
 
     async fn spawn(port: u16, origin_url: &str, vars: &[(&str, &str)], log_level: &str) -> Edge {

@@ -157,6 +157,19 @@ pub fn request_id(client: &HeaderMap, new: impl FnOnce() -> String) -> String {
     request_id::given(single(REQUEST_ID), single(TRACEPARENT)).unwrap_or_else(new)
 }
 
+/// Whether the request log keeps a request's line: every request the edge did not answer from
+/// storage alone (it reached the origin, failed, or was the edge's own), and one hit in
+/// `hits_one_in` (none for 0), by `draw` (uniform in [0, 1)). A console line costs a hit in
+/// workerd as much as the rest of its work (measured in BENCHMARKS.md), and only the requests
+/// that reach the origin need their line to follow them there.
+pub fn logged(cache_status: Option<&str>, hits_one_in: u32, draw: f64) -> bool {
+    let hit = cache_status.is_some_and(|status| {
+        let mut params = status.split(';').map(str::trim);
+        params.any(|param| param == "hit") && !status.contains("fwd=")
+    });
+    !hit || (hits_one_in > 0 && draw * f64::from(hits_one_in) < 1.0)
+}
+
 /// Trace context (W3C `traceparent` / `tracestate`, `X-Request-ID`) reaches the origin on
 /// every request so a request can be followed through, but only in its valid form: the
 /// origin's logs are its only reader, and no cached body may depend on it.
@@ -194,6 +207,23 @@ mod tests {
 
     fn sessions() -> Vec<String> {
         vec!["session".to_owned()]
+    }
+
+    #[test]
+    fn every_request_but_a_hit_is_logged_and_hits_at_their_rate() {
+        let hit = Some("forecastin-edge; hit; ttl=3599");
+        for status in [
+            None,
+            Some("forecastin-edge; fwd=uri-miss; fwd-status=200; stored"),
+            Some("forecastin-edge; hit; fwd=stale; ttl=-3"),
+            Some("forecastin-edge; fwd=bypass; detail=purge"),
+        ] {
+            assert!(logged(status, 0, 0.5), "{status:?}");
+        }
+        assert!(!logged(hit, 0, 0.0));
+        assert!(!logged(hit, 100, 0.5));
+        assert!(logged(hit, 100, 0.005));
+        assert!(logged(hit, 1, 0.999_999));
     }
 
     #[test]

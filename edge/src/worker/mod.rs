@@ -16,12 +16,12 @@ use std::time::Duration;
 use forecastin_shared::headers::{CACHE_STATUS, REQUEST_ID};
 use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
-use worker::{event, web_sys, Context, Date, Env, Result};
+use worker::{event, js_sys::Math, web_sys, Context, Date, Env, Result};
 
 use crate::core::{
     cache::{error, invalidated_by_unsafe, json, Answer, Body, CacheableRequest},
     fields::strip_hop_by_hop,
-    request::{classify, origin_headers, request_id, BypassReason, RequestKind},
+    request::{classify, logged, origin_headers, request_id, BypassReason, RequestKind},
     status::{add_server_timing, for_client, CacheStatus, Forward},
     target::Target,
 };
@@ -34,6 +34,8 @@ pub struct Settings {
     /// no edge-direct purging, and no index to keep.
     purge_secrets: Vec<String>,
     session_cookies: Vec<String>,
+    /// The request log keeps one hit in this many (see [`crate::core::request::logged`]).
+    hit_log_one_in: u32,
 }
 
 impl Settings {
@@ -52,6 +54,12 @@ impl Settings {
                 .filter_map(|name| env.secret(name).ok().map(|s| s.to_string()))
                 .filter(|secret| !secret.is_empty())
                 .collect(),
+            hit_log_one_in: match var("HIT_LOG_ONE_IN") {
+                None => DEFAULT_HIT_LOG_ONE_IN,
+                Some(n) => n.trim().parse().map_err(|_| {
+                    format!("HIT_LOG_ONE_IN: `{n}` is not a whole number (0: log no hits)")
+                })?,
+            },
             session_cookies: var("SESSION_COOKIES")
                 .unwrap_or_else(|| "session,__Host-session,sid".to_owned())
                 .split(',')
@@ -61,6 +69,9 @@ impl Settings {
         })
     }
 }
+
+/// One hit in a hundred is logged unless `HIT_LOG_ONE_IN` says otherwise.
+const DEFAULT_HIT_LOG_ONE_IN: u32 = 100;
 
 thread_local! {
     /// The settings, read once per isolate: vars and secrets change only with a new deploy,
@@ -106,7 +117,10 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         }
     };
     match &response {
-        Ok(response) => log_request(&id, (&method, &url), response, started),
+        Ok(response) => {
+            let hits_one_in = settings(&env).map_or(1, |settings| settings.hit_log_one_in);
+            log_request(&id, (&method, &url), response, (started, hits_one_in));
+        }
         Err(err) => worker::console_error!("edge error ({id}), no answer built: {err}"),
     }
     response
@@ -115,12 +129,22 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
 /// A new request id: 32 hex digits. Ids only tell requests apart in the logs, so the
 /// runtime's `Math.random` is enough.
 fn new_request_id() -> String {
-    let word = || (worker::js_sys::Math::random() * 4_294_967_296.0) as u32;
+    let word = || (Math::random() * 4_294_967_296.0) as u32;
     format!("{:08x}{:08x}{:08x}{:08x}", word(), word(), word(), word())
 }
 
-/// One JSON line per request for Workers Logs, under the id the origin logs it by too.
-fn log_request(id: &str, (method, url): (&str, &str), response: &web_sys::Response, started: u64) {
+/// One JSON line per request for Workers Logs, under the id the origin logs it by too; one
+/// hit in `hits_one_in` (see [`logged`]).
+fn log_request(
+    id: &str,
+    (method, url): (&str, &str),
+    response: &web_sys::Response,
+    (started, hits_one_in): (u64, u32),
+) {
+    let cache_status = response.headers().get(CACHE_STATUS).ok().flatten();
+    if !logged(cache_status.as_deref(), hits_one_in, Math::random()) {
+        return;
+    }
     #[derive(serde::Serialize)]
     struct RequestLine<'a> {
         request_id: &'a str,
@@ -135,7 +159,7 @@ fn log_request(id: &str, (method, url): (&str, &str), response: &web_sys::Respon
         method,
         url,
         status: response.status(),
-        cache_status: response.headers().get(CACHE_STATUS).ok().flatten(),
+        cache_status,
         duration_ms: now_ms().saturating_sub(started),
     };
     if let Ok(line) = serde_json::to_string(&line) {
