@@ -7,8 +7,12 @@ use crate::dto::PurgeRequest;
 
 /// Most URLs, tags and prefixes one purge may name, together.
 pub const MAX_ITEMS: usize = 1_000;
-/// Most pages one soft purge may ask to refresh.
-pub const MAX_REFRESH: usize = 256;
+/// Most pages one soft purge may ask to refresh: every page a move of a region with its
+/// countries and their subdivisions covers at the edge (some 300, measured in BENCHMARKS.md).
+pub const MAX_REFRESH: usize = 512;
+/// Most bytes the pages to refresh may take, together: half the edge's purge body limit
+/// (64 KB), so that a batch halved down to one item still fits with them.
+pub const MAX_REFRESH_BYTES: usize = 32 * 1024;
 /// Longest tag accepted (Cloudflare's limit on a tag).
 pub const MAX_TAG_LEN: usize = 1_024;
 /// Longest URL or prefix accepted.
@@ -71,13 +75,29 @@ pub fn validate(request: &PurgeRequest) -> Result<(), Invalid> {
             "pages to refresh need a soft purge (`\"soft\": true`)".into(),
         ));
     }
-    if request.refresh.len() > MAX_REFRESH {
+    if fitting_refresh(&request.refresh).len() < request.refresh.len() {
         return Err(Invalid::of(
             "refresh",
-            format!("at most {MAX_REFRESH} pages to refresh"),
+            format!("at most {MAX_REFRESH} pages to refresh, {MAX_REFRESH_BYTES} bytes together"),
         ));
     }
     not_urls("refresh", &request.refresh)
+}
+
+/// The first of `pages` (the hottest first) that one purge may ask to refresh: at most
+/// [`MAX_REFRESH`] of them, [`MAX_REFRESH_BYTES`] together.
+pub fn fitting_refresh(pages: &[String]) -> &[String] {
+    let mut bytes = 0;
+    let fitting = pages
+        .iter()
+        .take(MAX_REFRESH)
+        .take_while(|page| {
+            // A quoted JSON string and its comma.
+            bytes += page.len() + 3;
+            bytes <= MAX_REFRESH_BYTES
+        })
+        .count();
+    &pages[..fitting]
 }
 
 /// Refuses the first of `urls` that is not a URL this API purges.
@@ -182,6 +202,17 @@ mod tests {
     }
 
     #[test]
+    fn the_pages_to_refresh_are_cut_at_their_count_and_at_their_bytes() {
+        let short: Vec<String> = (0..MAX_REFRESH + 10).map(|n| format!("/p{n}")).collect();
+        assert_eq!(fitting_refresh(&short), &short[..MAX_REFRESH]);
+        let long: Vec<String> = (0..100).map(|n| format!("/{n:0>999}")).collect();
+        let fitting = fitting_refresh(&long);
+        let bytes: usize = fitting.iter().map(|page| page.len() + 3).sum();
+        assert!(bytes <= MAX_REFRESH_BYTES && bytes + 1_003 > MAX_REFRESH_BYTES);
+        assert_eq!(fitting, &long[..fitting.len()]);
+    }
+
+    #[test]
     fn bad_items_name_their_field() {
         let long_tag = "t".repeat(MAX_TAG_LEN + 1);
         let cases = [
@@ -208,10 +239,13 @@ mod tests {
             ..request(&[], &["e:FR"], &[])
         };
         let too_many_pages = vec!["/a"; MAX_REFRESH + 1];
+        let long_page = format!("/{}", "a".repeat(MAX_URL_LEN - 1));
+        let too_many_bytes = vec![long_page.as_str(); MAX_REFRESH_BYTES / MAX_URL_LEN + 1];
         let cases = cases.into_iter().chain([
             (refreshing(false, &["/api/v1/entities/FR"]), Some("refresh")),
             (refreshing(true, &["ftp://a/b"]), Some("refresh")),
             (refreshing(true, &too_many_pages), Some("refresh")),
+            (refreshing(true, &too_many_bytes), Some("refresh")),
         ]);
         for (bad, field) in cases {
             let refused = validate(&bad).expect_err(&format!("{bad:?} passed"));
@@ -221,6 +255,8 @@ mod tests {
             validate(&refreshing(true, &["/api/v1/entities/FR"])),
             Ok(())
         );
+        let most_pages = vec!["/a"; MAX_REFRESH];
+        assert_eq!(validate(&refreshing(true, &most_pages)), Ok(()));
         let too_many = PurgeRequest {
             tags: vec!["t".into(); MAX_ITEMS + 1],
             ..PurgeRequest::default()

@@ -39,11 +39,12 @@ pub struct Purge {
     pub refresh: Vec<String>,
 }
 
-/// Entries one soft purge refreshes at most, all at once. Each costs the invocation four
-/// subrequests (a storage read and write, the origin, the index): about a thousand, within the
-/// runtime's limit of 10,000 per request on the paid plan. Enough for the pages a move of a
-/// region with its countries changes (measured in BENCHMARKS.md).
-pub const REFRESHED_BY_SOFT_PURGE: usize = 250;
+/// Entries one soft purge refreshes at most, all at once: as many as the origin may name.
+/// Each costs the invocation four subrequests (a storage read and write, the origin, the
+/// index): about 2,000, a fifth of the runtime's limit of 10,000 per request on the paid plan.
+/// Enough for every page a move of a region with its countries and their subdivisions covers
+/// (some 300, measured in BENCHMARKS.md).
+pub const REFRESHED_BY_SOFT_PURGE: usize = purges::MAX_REFRESH;
 
 /// The signature headers of a purge request, as received.
 #[derive(Debug, Clone, Copy, Default)]
