@@ -85,19 +85,37 @@ pub fn validate(request: &PurgeRequest) -> Result<(), Invalid> {
 }
 
 /// The first of `pages` (the hottest first) that one purge may ask to refresh: at most
-/// [`MAX_REFRESH`] of them, [`MAX_REFRESH_BYTES`] together.
+/// [`MAX_REFRESH`] of them, [`MAX_REFRESH_BYTES`] together (as JSON strings).
 pub fn fitting_refresh(pages: &[String]) -> &[String] {
     let mut bytes = 0;
     let fitting = pages
         .iter()
         .take(MAX_REFRESH)
         .take_while(|page| {
-            // A quoted JSON string and its comma.
-            bytes += page.len() + 3;
+            bytes += json_bytes(page);
             bytes <= MAX_REFRESH_BYTES
         })
         .count();
     &pages[..fitting]
+}
+
+/// The pages of `pages` (the hottest first) one purge asks to refresh: those that are URLs
+/// this API purges, as many as [`fitting_refresh`] allows. Pages to refresh are hints: one
+/// left out is deleted rather than refreshed, so the origin and the edge drop what does not
+/// fit or parse instead of failing the purge over it.
+pub fn refreshable(pages: &[String]) -> Vec<String> {
+    let urls: Vec<String> = pages
+        .iter()
+        .filter(|page| url_of(page).is_some())
+        .cloned()
+        .collect();
+    fitting_refresh(&urls).to_vec()
+}
+
+/// The bytes `page` takes in a JSON list: quoted, its quotes and backslashes escaped (a URL
+/// holds no control characters), and a comma.
+fn json_bytes(page: &str) -> usize {
+    page.len() + page.matches(['"', '\\']).count() + 3
 }
 
 /// Refuses the first of `urls` that is not a URL this API purges.
@@ -210,6 +228,25 @@ mod tests {
         let bytes: usize = fitting.iter().map(|page| page.len() + 3).sum();
         assert!(bytes <= MAX_REFRESH_BYTES && bytes + 1_003 > MAX_REFRESH_BYTES);
         assert_eq!(fitting, &long[..fitting.len()]);
+    }
+
+    #[test]
+    fn pages_to_refresh_that_are_no_urls_are_dropped_not_refused() {
+        let pages: Vec<String> = ["/a", "/b\\c", "ftp://x/y", "/d"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(refreshable(&pages), ["/a", "/d"]);
+        let too_many = vec!["/a".to_owned(); MAX_REFRESH + 1];
+        assert_eq!(refreshable(&too_many).len(), MAX_REFRESH);
+        // Quotes count twice: 4,004 bytes a page in JSON, so 8 of these fit in 32 KB (all 9
+        // if they counted once).
+        let quoted = vec![format!("/{}", "\"".repeat(2_000)); 9];
+        assert_eq!(refreshable(&quoted).len(), 8);
+        let page = "/api/v1/search?q=\"x\"".to_owned();
+        assert_eq!(
+            json_bytes(&page),
+            serde_json::to_string(&page).unwrap().len() + 1
+        );
     }
 
     #[test]

@@ -103,8 +103,10 @@ pub fn locator(key: &str) -> &str {
 /// Validates a purge body (with the origin's validator, `forecastin_shared::purges`);
 /// relative URLs and prefixes are taken on `edge_url`'s host.
 pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
-    let request: PurgeRequest = serde_json::from_slice(body)
+    let mut request: PurgeRequest = serde_json::from_slice(body)
         .map_err(|err| PurgeError::BadRequest(format!("invalid purge body: {err}")))?;
+    // An origin of another release may name more, or other, pages than this edge takes.
+    request.refresh = purges::refreshable(&request.refresh);
     purges::validate(&request).map_err(|invalid| PurgeError::BadRequest(invalid.message))?;
     let bad = |item: &str| PurgeError::BadRequest(format!("`{item}` is not a purgeable URL"));
     let cache_keys = |urls: &[String]| {
@@ -420,6 +422,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parsed.refresh, ["http://127.0.0.1:8787/api/v1/entities/FR"]);
+        // Pages to refresh are hints: those past the cap, or no URLs, are left out (and so
+        // deleted if covered), and the purge still goes through.
+        let mut pages = vec!["/api/v1/search?q=\\"; 1];
+        pages.extend(vec!["/api/v1/entities/FR"; purges::MAX_REFRESH + 1]);
+        let body = serde_json::json!({ "tags": ["e:FR"], "soft": true, "refresh": pages });
+        let parsed = parse(body.to_string().as_bytes(), &edge()).unwrap();
+        assert_eq!(parsed.refresh.len(), purges::MAX_REFRESH);
+        assert!(parsed
+            .refresh
+            .iter()
+            .all(|key| key.ends_with("/entities/FR")));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use forecastin_shared::{dto::PurgeRequest, purges::fitting_refresh};
+use forecastin_shared::{dto::PurgeRequest, purges::refreshable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Client;
 
@@ -153,7 +153,7 @@ impl Dispatcher {
         let mut outcomes: HashMap<String, Outcome> = HashMap::new();
         let mut queue: VecDeque<Batch> = batches(&requests, provider.batch_limit).into();
         for batch in queue.iter_mut().filter(|batch| batch.soft) {
-            batch.refresh = fitting_refresh(rewarmed).to_vec();
+            batch.refresh = refreshable(rewarmed);
         }
         while let Some(batch) = queue.pop_front() {
             limiter.until_ready().await;
