@@ -158,16 +158,20 @@ pub fn request_id(client: &HeaderMap, new: impl FnOnce() -> String) -> String {
 }
 
 /// Whether the request log keeps a request's line: every request the edge did not answer from
-/// storage alone (it reached the origin, failed, or was the edge's own), and one hit in
-/// `hits_one_in` (none for 0), by `draw` (uniform in [0, 1)). A console line costs a hit in
-/// workerd as much as the rest of its work (measured in BENCHMARKS.md), and only the requests
-/// that reach the origin need their line to follow them there.
+/// storage alone (it reached the origin, failed, was the edge's own, or was a hit served while
+/// the edge revalidates), and one plain hit in `hits_one_in` (none for 0), by `draw` (uniform
+/// in [0, 1)). A console line costs a hit in workerd as much as the rest of its work (measured
+/// in BENCHMARKS.md), and only the requests that reach the origin need their line to follow
+/// them there.
 pub fn logged(cache_status: Option<&str>, hits_one_in: u32, draw: f64) -> bool {
-    let hit = cache_status.is_some_and(|status| {
+    // A plain hit: `hit`, and neither `fwd` (the origin was asked) nor `detail` (a stale hit).
+    let plain_hit = cache_status.is_some_and(|status| {
         let mut params = status.split(';').map(str::trim);
-        params.any(|param| param == "hit") && !status.contains("fwd=")
+        params.any(|param| param == "hit")
+            && !status.contains("fwd=")
+            && !status.contains("detail=")
     });
-    !hit || (hits_one_in > 0 && draw * f64::from(hits_one_in) < 1.0)
+    !plain_hit || (hits_one_in > 0 && draw * f64::from(hits_one_in) < 1.0)
 }
 
 /// Trace context (W3C `traceparent` / `tracestate`, `X-Request-ID`) reaches the origin on
@@ -215,7 +219,8 @@ mod tests {
         for status in [
             None,
             Some("forecastin-edge; fwd=uri-miss; fwd-status=200; stored"),
-            Some("forecastin-edge; hit; fwd=stale; ttl=-3"),
+            Some("forecastin-edge; hit; ttl=-3; detail=stale-while-revalidate"),
+            Some("forecastin-edge; fwd=stale; fwd-status=503; ttl=-9; detail=stale-if-error"),
             Some("forecastin-edge; fwd=bypass; detail=purge"),
         ] {
             assert!(logged(status, 0, 0.5), "{status:?}");

@@ -54,12 +54,15 @@ impl Settings {
                 .filter_map(|name| env.secret(name).ok().map(|s| s.to_string()))
                 .filter(|secret| !secret.is_empty())
                 .collect(),
-            hit_log_one_in: match var("HIT_LOG_ONE_IN") {
-                None => DEFAULT_HIT_LOG_ONE_IN,
-                Some(n) => n.trim().parse().map_err(|_| {
-                    format!("HIT_LOG_ONE_IN: `{n}` is not a whole number (0: log no hits)")
-                })?,
-            },
+            hit_log_one_in: var("HIT_LOG_ONE_IN").map_or(DEFAULT_HIT_LOG_ONE_IN, |n| {
+                n.trim().parse().unwrap_or_else(|_| {
+                    // A logging knob is not worth failing every request over.
+                    worker::console_error!(
+                        "HIT_LOG_ONE_IN: `{n}` is not a whole number; one hit in {DEFAULT_HIT_LOG_ONE_IN} is logged"
+                    );
+                    DEFAULT_HIT_LOG_ONE_IN
+                })
+            }),
             session_cookies: var("SESSION_COOKIES")
                 .unwrap_or_else(|| "session,__Host-session,sid".to_owned())
                 .split(',')
