@@ -86,7 +86,7 @@ pub fn validate(request: &PurgeRequest) -> Result<(), Invalid> {
 
 /// The first of `pages` (the hottest first) that one purge may ask to refresh: at most
 /// [`MAX_REFRESH`] of them, [`MAX_REFRESH_BYTES`] together (as JSON strings).
-pub fn fitting_refresh(pages: &[String]) -> &[String] {
+fn fitting_refresh(pages: &[String]) -> &[String] {
     let mut bytes = 0;
     let fitting = pages
         .iter()
