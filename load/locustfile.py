@@ -95,6 +95,8 @@ class Run:
         self.edits = itertools.count()
         # Per second of the run: edge [hits, misses], and samples of the origin's counters.
         self.edge_by_second = {}
+        # Per second of the run: how long each read through the edge took, in ms.
+        self.edge_ms_by_second = {}
         # Every edge miss: (second, operation, path, why the edge forwarded it).
         self.edge_missed = []
         self.origin_samples = []
@@ -286,7 +288,7 @@ def follow_purge(purge_status, read_entity, version):
 
 
 @events.request.add_listener
-def _cache_status(request_type, name, exception, response=None, **_):
+def _cache_status(request_type, name, response_time, exception, response=None, **_):
     if request_type != "GET" or exception is not None or response is None:
         return
     status = response.headers.get("Cache-Status", "")
@@ -302,6 +304,7 @@ def _cache_status(request_type, name, exception, response=None, **_):
         second[0 if hit else 1] += 1
         if "detail=stale-while-revalidate" in status:
             second[2] += 1
+        RUN.edge_ms_by_second.setdefault(int(time.time()), []).append(response_time)
         counts = RUN.edge_by_operation.setdefault(name, {"hits": 0, "misses": 0})
         counts["hits" if hit else "misses"] += 1
         if not hit:
@@ -523,8 +526,8 @@ def _report(environment, **_):
                       "p50_ms": _round(slo.percentile(RUN.ws_ms, 0.50)),
                       "p95_ms": _round(slo.percentile(RUN.ws_ms, 0.95)),
                       "p99_ms": _round(slo.percentile(RUN.ws_ms, 0.99))},
-        "storm": storm_report(RUN.edge_by_second, RUN.edge_missed, RUN.origin_samples,
-                              RUN.storm, time.time())
+        "storm": storm_report(RUN.edge_by_second, RUN.edge_ms_by_second, RUN.edge_missed,
+                              RUN.origin_samples, RUN.storm, time.time())
         if RUN.storm else None,
         "settings": {"zipf_exponent": options.zipf_exponent,
                      "edits_per_minute": options.edits_per_minute,
@@ -538,9 +541,10 @@ def _report(environment, **_):
         environment.process_exit_code = 1
 
 
-def storm_report(edge_by_second, missed, samples, storm, ended):
+def storm_report(edge_by_second, edge_ms_by_second, missed, samples, storm, ended):
     """Before, during (from the first move to 10 s after the last) and after the storm: the
-    edge hit ratio (and how many hits were stale, served while revalidated), the misses by
+    edge hit ratio (and how many hits were stale, served while revalidated), how long the reads
+    through the edge took (the preloading's work shares the machine with them), the misses by
     operation and by why the edge forwarded them, the pages missed most, and the origin's
     database reads per second, with the responses it computed for requests (refills) and for
     its preloading."""
@@ -558,6 +562,9 @@ def storm_report(edge_by_second, missed, samples, storm, ended):
                   # Hits answered from an entry past its freshness while it was revalidated:
                   # after a soft purge, the readers who got the page from before the write.
                   "edge_stale_hits": sum(edge_by_second[s][2] for s in seconds)}
+        read_ms = [ms for s in seconds for ms in edge_ms_by_second.get(s, ())]
+        for fraction in (0.50, 0.95, 0.99):
+            window[f"read_p{round(fraction * 100)}_ms"] = _round(slo.percentile(read_ms, fraction))
         window_missed = [m for m in missed if start <= m[0] < end]
         for field, column in (("edge_misses_by_operation", 1), ("edge_misses_by_forward", 3),
                               ("edge_most_missed", 2)):

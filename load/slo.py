@@ -89,8 +89,11 @@ def summary(report):
         window = storm[name]
         lines.append(
             f"storm {name}: edge hit ratio {window['edge_hit_ratio']} ({window['edge_misses']} "
-            f"misses, {window.get('edge_stale_hits')} stale hits); database queries/s {window.get('db_queries_per_s')}, refill renders "
-            f"{window.get('refill_renders')}, preload renders {window.get('preload_renders')}")
+            f"misses, {window.get('edge_stale_hits')} stale hits); reads p50 / p95 / p99 "
+            f"{window.get('read_p50_ms')} / {window.get('read_p95_ms')} / "
+            f"{window.get('read_p99_ms')} ms; database queries/s {window.get('db_queries_per_s')}, "
+            f"refill renders {window.get('refill_renders')}, preload renders "
+            f"{window.get('preload_renders')}")
     ws = report["websocket"]
     lines.append(f"websocket events {ws['events']} (p50 {ws['p50_ms']} ms, p95 {ws['p95_ms']} ms)")
     for verdict in report["slos"]:
