@@ -4,7 +4,7 @@
 # wrangler of package-lock.json), in front of the same origin, for the same cached response.
 # Alternating rounds, medians, the throughput ratio edge / JS per round. Local throughput is the
 # simulator's, not Cloudflare's: compare the two, not the absolute numbers.
-# Usage: bench/edge-hit.sh [seconds per run] [rounds]
+# Usage: [EDGE_HIT_PATH=/api/v1/...] bench/edge-hit.sh [seconds per run] [rounds]
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
@@ -31,7 +31,7 @@ for port in 18787 18788; do
   for _ in $(seq 120); do curl -fs "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.5; done
 done
 
-path=/api/v1/entities/FR/ancestors
+path="${EDGE_HIT_PATH:-/api/v1/entities/FR/ancestors}"
 edge="http://127.0.0.1:18787$path"
 js="http://127.0.0.1:18788$path"
 for url in "$edge" "$js"; do curl -fs "$url" >/dev/null; curl -fs "$url" >/dev/null; done
