@@ -1,37 +1,27 @@
 #!/usr/bin/env bash
-# What a request costs the local runtime in CPU, by how the edge answers it: a miss (fetched
-# and stored), a hit, and a read of an expired entry (our edge revalidates it: the origin's
-# 304 is merged and stored again). The release origin on its embedded default and our Worker
+# What a request costs the local runtime in CPU, by how the edge answers it: a page's first
+# read (a miss, fetched and stored, unless a fetch ahead stored it already), a hit, and a read
+# after the entry expired (our edge revalidates it: the origin's 304 is merged and stored). The release origin on its embedded default and our Worker
 # in `wrangler dev --local` (purge secret set, so fills register in the purge index as in the
-# load test); N distinct pages (entities, breadcrumbs, children) found by walking the
-# hierarchy. CPU is read from /proc for wrangler's two workerd processes (the one listening on
-# the dev port, and the other one), divided by the requests answered. Local CPU is the
+# load test; BENCH_PURGE_INDEX=0 starts it without); N distinct pages (entities, breadcrumbs,
+# children) found by walking the hierarchy. CPU is read from /proc for wrangler's two workerd
+# processes (its proxy, on the dev port, and the one running the Worker), divided by the
+# requests answered; each row also counts the answers by their Cache-Status. Local CPU is the
 # simulator's, not Cloudflare's: compare the rows, not the absolute numbers.
 # WORKER_CONFIG=bench/js-cache-worker/wrangler.toml measures the minimal JavaScript Worker
 # instead (fetch and put on a miss, match on a hit), the floor for the same runtime.
-# Usage: [WORKER_CONFIG=...] bench/edge-cpu.sh [distinct pages] [seconds of hits]
+# Usage: [WORKER_CONFIG=...] [BENCH_PURGE_INDEX=0] bench/edge-cpu.sh [pages] [seconds of hits]
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
-ensure_edge_tools
-command -v wrk >/dev/null || { log "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
 PAGES="${1:-3000}"
 HIT_SECONDS="${2:-10}"
 WORKER_CONFIG="${WORKER_CONFIG:-wrangler.toml}"
 
-cargo build --release --locked -p forecastin-origin
-./scripts/build-edge >/dev/null
-state=$(mktemp -d)
-LISTEN_ADDR=127.0.0.1:18080 DATA_DIR="$state/origin" RUST_LOG=warn ./target/release/forecastin-origin &
-pids=($!)
-EDGE_SKIP_BUILD=1 PURGE_SECRET=bench setsid wrangler dev --local --ip 127.0.0.1 --port 18787 \
-  --inspector-port 19229 --config "$WORKER_CONFIG" --show-interactive-dev-session=false --log-level error \
-  --persist-to "$state/edge" --var ORIGIN_URL:http://127.0.0.1:18080 >/dev/null &
-pids+=(-$!)
-trap 'kill -- "${pids[@]}" 2>/dev/null || true; rm -rf "$state"' EXIT
-for _ in $(seq 120); do curl -fs http://127.0.0.1:18787/ >/dev/null && break; sleep 0.5; done
+start_bench_origin
+start_bench_worker 18787 19229 "$WORKER_CONFIG"
 
-python3 - "$PAGES" >"$state/paths" <<'EOF'
+python3 - "$PAGES" >"$BENCH_STATE/paths" <<'EOF'
 import json, sys, urllib.request
 wanted, queue, paths = int(sys.argv[1]), ["world"], []
 while queue and len(paths) < wanted:
@@ -41,41 +31,54 @@ while queue and len(paths) < wanted:
         queue.append(child["id"])
 print("\n".join(paths[:wanted]))
 EOF
-pages=$(wc -l <"$state/paths")
-cat >"$state/cycle.lua" <<EOF
+pages=$(wc -l <"$BENCH_STATE/paths")
+cat >"$BENCH_STATE/cycle.lua" <<EOF
 local paths, i = {}, 0
-for line in io.lines("$state/paths") do paths[#paths + 1] = line end
+for line in io.lines("$BENCH_STATE/paths") do paths[#paths + 1] = line end
 request = function() i = i % #paths + 1; return wrk.format("GET", paths[i]) end
 EOF
 
-# CPU ticks (1/100 s) of the workerd listening on the dev port, then of the other one.
+# CPU ticks of the Worker's workerd processes (its process group): wrangler's proxy, listening
+# on the dev port, then the one running the Worker.
+worker_group=${BENCH_PIDS[-1]#-}
+hz=$(getconf CLK_TCK)
 ticks() {
-  local listener=0 other=0 pid
-  for pid in $(pgrep -f 'workerd serve'); do
-    local t
+  local proxy=0 worker=0 pid t
+  for pid in $(pgrep -g "$worker_group" workerd); do
     t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-    if grep -q 'entry=127.0.0.1:18787' "/proc/$pid/cmdline"; then listener=$((listener + t)); else other=$((other + t)); fi
+    if grep -q 'entry=127.0.0.1:18787' "/proc/$pid/cmdline"; then proxy=$((proxy + t)); else worker=$((worker + t)); fi
   done
-  echo "$listener $other"
+  echo "$proxy $worker"
 }
-# Prints one row: what, requests, ms of CPU per request (listener, other, both).
+# Prints one row: what, requests, ms of CPU per request (proxy, Worker, both), how answered.
 row() {
-  awk -v what="$1" -v n="$2" -v a="$3" -v b="$4" 'BEGIN {
-    split(a, x, " "); split(b, y, " "); e = (y[1] - x[1]) * 10 / n; w = (y[2] - x[2]) * 10 / n
-    printf "%-28s %6d requests   CPU ms per request: listener %.2f, other %.2f, both %.2f\n", what, n, e, w, e + w }'
+  awk -v what="$1" -v n="$2" -v a="$3" -v b="$4" -v hz="$hz" -v how="${5:-}" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    p = (y[1] - x[1]) * 1000 / hz / n; w = (y[2] - x[2]) * 1000 / hz / n
+    printf "%-18s %6d requests  CPU ms each: proxy %.2f, Worker %.2f, both %.2f  %s\n", what, n, p, w, p + w, how }'
 }
-read_all() { xargs -P 8 -I{} curl -fs -o /dev/null "http://127.0.0.1:18787{}" <"$state/paths"; }
+# Reads every page once, 8 at a time; prints how many answers each Cache-Status had (its
+# verdict: hit or the forward reason), so a row says what it measured.
+read_all() {
+  xargs -P 8 -I{} curl -fs -o /dev/null -w '%header{cache-status}\n' "http://127.0.0.1:18787{}" \
+    <"$BENCH_STATE/paths" | sed -E 's/^[^;]*; *//; s/;.*//; s/^$/(none)/' | sort | uniq -c |
+    awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }'
+}
 
 echo "$pages distinct pages"
-before=$(ticks); read_all; row "miss (fetched and stored)" "$pages" "$before" "$(ticks)"
+before=$(ticks); how=$(read_all); row "first read" "$pages" "$before" "$(ticks)" "$how"
 filled_at=$SECONDS
 before=$(ticks)
-hits=$(wrk -t1 -c8 -d"${HIT_SECONDS}s" -s "$state/cycle.lua" http://127.0.0.1:18787 | awk '/requests in/ { print $1 }')
+out=$(wrk -t1 -c8 -d"${HIT_SECONDS}s" -s "$BENCH_STATE/cycle.lua" http://127.0.0.1:18787)
+hits=$(awk '/requests in/ { print $1 }' <<<"$out")
+if [ -z "$hits" ] || grep -q 'Non-2xx' <<<"$out"; then echo "wrk: $out" >&2; exit 1; fi
 row "hit" "$hits" "$before" "$(ticks)"
 if [ "$WORKER_CONFIG" = wrangler.toml ]; then
-  curl -fsI "http://127.0.0.1:18787$(head -1 "$state/paths")" | grep -qi '^cache-status: .*; hit' ||
+  curl -fsI "http://127.0.0.1:18787$(head -1 "$BENCH_STATE/paths")" | grep -qi '^cache-status: .*; hit' ||
     { echo "the edge did not hit" >&2; exit 1; }
 fi
-# Every entry past s-maxage (60 s), so that each read revalidates with the origin.
-sleep $((filled_at + 62 - SECONDS))
-before=$(ticks); read_all; row "expired entry" "$pages" "$before" "$(ticks)"
+# Every entry past s-maxage (60 s): each read revalidates with the origin, in the background
+# for entries still within stale-while-revalidate (30 s), before answering for the others.
+wait_s=$((filled_at + 62 - SECONDS))
+if [ "$wait_s" -gt 0 ]; then sleep "$wait_s"; fi
+before=$(ticks); how=$(read_all); row "read after expiry" "$pages" "$before" "$(ticks)" "$how"

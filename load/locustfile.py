@@ -295,21 +295,22 @@ def _cache_status(request_type, name, response_time, exception, response=None, *
     if not status or name.startswith("admin") or name == "check after purge":
         return
     hit = "; hit" in status
+    now = int(time.time())
     with RUN.lock:
         if hit:
             RUN.edge_hits += 1
         else:
             RUN.edge_misses += 1
-        second = RUN.edge_by_second.setdefault(int(time.time()), [0, 0, 0])
+        second = RUN.edge_by_second.setdefault(now, [0, 0, 0])
         second[0 if hit else 1] += 1
         if "detail=stale-while-revalidate" in status:
             second[2] += 1
-        RUN.edge_ms_by_second.setdefault(int(time.time()), []).append(response_time)
+        RUN.edge_ms_by_second.setdefault(now, []).append(response_time)
         counts = RUN.edge_by_operation.setdefault(name, {"hits": 0, "misses": 0})
         counts["hits" if hit else "misses"] += 1
         if not hit:
             forwarded = re.search(r"fwd=([a-z-]+)", status)
-            RUN.edge_missed.append((int(time.time()), name, response.request.path_url,
+            RUN.edge_missed.append((now, name, response.request.path_url,
                                     forwarded.group(1) if forwarded else "none"))
 
 

@@ -114,6 +114,34 @@ run_bench_example() {
     cargo run --release --locked -q -p forecastin-e2e --example "$1"
 }
 
+# For the edge's benchmarks: wrk, the Worker built, and the release origin on its embedded
+# default at 127.0.0.1:18080 with a state directory of its own ($BENCH_STATE); it and the
+# Workers started by start_bench_worker stop when the script exits.
+start_bench_origin() {
+  ensure_edge_tools
+  command -v wrk >/dev/null || { log "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
+  cargo build --release --locked -p forecastin-origin
+  ./scripts/build-edge >/dev/null
+  BENCH_STATE=$(mktemp -d)
+  LISTEN_ADDR=127.0.0.1:18080 DATA_DIR="$BENCH_STATE/origin" RUST_LOG=warn \
+    ./target/release/forecastin-origin &
+  BENCH_PIDS=($!)
+  trap 'kill -- "${BENCH_PIDS[@]}" 2>/dev/null || true; rm -rf "$BENCH_STATE"' EXIT
+}
+
+# Starts a Worker in `wrangler dev --local` in front of that origin and waits until it answers:
+# port, inspector port, wrangler config. Fills register in the purge index (a purge secret is
+# set) unless BENCH_PURGE_INDEX=0.
+start_bench_worker() {
+  local secret=(PURGE_SECRET=bench)
+  if [ "${BENCH_PURGE_INDEX:-1}" = 0 ]; then secret=(); fi
+  env "${secret[@]}" EDGE_SKIP_BUILD=1 setsid wrangler dev --local --ip 127.0.0.1 --port "$1" \
+    --inspector-port "$2" --config "$3" --show-interactive-dev-session=false --log-level error \
+    --persist-to "$BENCH_STATE/$1" --var ORIGIN_URL:http://127.0.0.1:18080 >/dev/null &
+  BENCH_PIDS+=(-$!)
+  for _ in $(seq 120); do curl -fs "http://127.0.0.1:$1/" >/dev/null && break; sleep 0.5; done
+}
+
 # Reads wrk's --latency output and prints "req/s p50 p99" (latencies in ms), for benchmarks.
 wrk_summary() {
   awk '
