@@ -63,7 +63,7 @@ const URL: &str = "https://edge.example/api/v1/entities/FR-75/children?limit=50&
 
 /// The request as the Worker hands it to the core.
 fn cacheable(url: &Url, request: &HeaderMap, sessions: &[String]) -> (Target, CacheableRequest) {
-    let target = Target::of(url);
+    let target = Target::parse(url).expect("the URL's parameters are in bounds");
     let kind = classify(&Method::GET, &target.path, request, sessions);
     let RequestKind::Cacheable { credentialed } = kind else {
         panic!("a GET of the API is cacheable");

@@ -80,6 +80,32 @@ fn representable(answer: &Answer) -> bool {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3_000))]
 
+    /// Any query on a route with parameters: refused with the parameter named, or keyed in a
+    /// canonical form that is its own canonical form.
+    #[test]
+    fn queries_are_refused_or_canonical(
+        route in prop::sample::select(vec![
+            "/api/v1/search",
+            "/api/v1/entities/FR/children",
+            "/api/v1/entities/FR/descendants",
+        ]),
+        query in "((q|limit|cursor|max_depth|x)=([0-9a-zA-Z_+ -]|%[0-9a-fA-F]{2}|%){0,12}&?){0,5}",
+    ) {
+        let Ok(url) = Url::parse(&format!("http://edge.example{route}?{query}")) else {
+            return Ok(());
+        };
+        match Target::parse(&url) {
+            Err(invalid) => {
+                prop_assert!(["q", "limit", "cursor", "max_depth"].contains(&invalid.field));
+            }
+            Ok(target) => {
+                let again = Url::parse(&format!("http://edge.example{}", target.path_and_query()))
+                    .unwrap();
+                prop_assert_eq!(Target::parse(&again), Ok(target));
+            }
+        }
+    }
+
     #[test]
     fn requests_and_responses_never_panic(
         path in "(/|//|\\\\|%2[fF]|%2[eE]|\\.\\.|[a-z0-9:@?&=#%])*",
@@ -92,7 +118,7 @@ proptest! {
         head in any::<bool>(),
     ) {
         let Ok(url) = Url::parse(&format!("http://edge.example{path}")) else { return Ok(()) };
-        let target = Target::of(&url);
+        let Ok(target) = Target::parse(&url) else { return Ok(()) };
         prop_assert!(target.path.starts_with('/') && !target.path.contains("//"));
         let origin = Url::parse("https://origin.example:8443").unwrap();
         let origin_url = target.origin_url(&origin);

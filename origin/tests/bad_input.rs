@@ -43,12 +43,43 @@ async fn malformed_reads_get_400_or_404_naming_the_parameter(app: TestApp) {
         ("/api/v1/search", "q"),
         ("/api/v1/search?q=%20%20", "q"),
         ("/api/v1/search?q=paris&limit=101", "limit"),
+        ("/api/v1/search?q=par%00is", "q"),
+        ("/api/v1/search?q=par%0Ais", "q"),
+        ("/api/v1/search?q=paris&q=lyon", "q"),
+        ("/api/v1/entities/FR/children?limit=%2B5", "limit"),
     ] {
         let response = app.get(uri).await;
         assert_eq!(response.status, StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(response.error_field(), field, "{uri}");
         assert_eq!(response.header("cache-control"), "no-store", "{uri}");
     }
+    // Cursors: longer than any issued, or decoding to control characters.
+    let long = format!(
+        "/api/v1/entities/world/descendants?limit=100&cursor={}",
+        "IQ".repeat(forecastin_shared::params::MAX_CURSOR_CHARS / 2 + 1)
+    );
+    let control = format!(
+        "/api/v1/entities/FR/children?cursor={}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            "Par\u{0}is\u{1f}FR-75"
+        )
+    );
+    for (uri, field) in [(long.as_str(), "cursor"), (control.as_str(), "cursor")] {
+        let response = app.get(uri).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(response.error_field(), field, "{uri}");
+        assert_eq!(response.header("cache-control"), "no-store", "{uri}");
+    }
+
+    // A padded number is the same page as the plain one, keyed once.
+    let padded = app
+        .get("/api/v1/entities/FR/children?limit=0000000000000000000002")
+        .await;
+    let plain = app.get("/api/v1/entities/FR/children?limit=2").await;
+    assert_eq!(padded.status, StatusCode::OK);
+    assert_eq!(padded.json(), plain.json());
+    assert_eq!(padded.header("etag"), plain.header("etag"));
 
     // A cursor from one entity's descendants does not page another's.
     let de = app

@@ -84,7 +84,7 @@ pub fn preloaded_paths<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Str
             || route.is_some_and(|route| {
                 query.split('&').all(|pair| {
                     pair.split_once('=').is_some_and(|(name, value)| {
-                        route.params.contains(&name)
+                        route.params.iter().any(|param| param.name == name)
                             && !value.is_empty()
                             && value
                                 .bytes()

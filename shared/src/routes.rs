@@ -1,23 +1,25 @@
 //! The public, cacheable routes of the API and the query parameters each one reads.
 //!
-//! The edge keys and forwards only these parameters (anything else a client appends is
-//! dropped, so `?junk=N` cannot mint new cache entries), and the origin's handlers read
-//! exactly these names, so the two cannot disagree about what makes a page different.
+//! The edge keys and forwards only these parameters, in their canonical form (anything else a
+//! client appends is dropped, so `?junk=N` cannot mint new cache entries), and the origin's
+//! handlers read exactly these, so the two cannot disagree about what makes a page different.
+
+use crate::params::{Param, CURSOR, LIST_LIMIT, MAX_DEPTH, QUERY, SEARCH_LIMIT};
 
 /// A public route: its path pattern (`{name}` matches one non-empty segment) and the query
 /// parameters it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublicRoute {
     pub pattern: &'static str,
-    pub params: &'static [&'static str],
+    pub params: &'static [Param],
 }
 
 /// Parameters of a page of children.
-pub const CHILDREN_PARAMS: &[&str] = &["limit", "cursor"];
+pub const CHILDREN_PARAMS: &[Param] = &[CURSOR, LIST_LIMIT];
 /// Parameters of a page of descendants.
-pub const DESCENDANTS_PARAMS: &[&str] = &["limit", "cursor", "max_depth"];
+pub const DESCENDANTS_PARAMS: &[Param] = &[CURSOR, LIST_LIMIT, MAX_DEPTH];
 /// Parameters of a page of search results.
-pub const SEARCH_PARAMS: &[&str] = &["q", "limit", "cursor"];
+pub const SEARCH_PARAMS: &[Param] = &[CURSOR, SEARCH_LIMIT, QUERY];
 
 pub const PUBLIC_ROUTES: &[PublicRoute] = &[
     PublicRoute {
@@ -53,6 +55,9 @@ pub const PUBLIC_ROUTES: &[PublicRoute] = &[
         params: &[],
     },
 ];
+
+/// The origin's stream of entity changes, a WebSocket: the one path the edge lets upgrade.
+pub const EVENTS_PATH: &str = "/ws";
 
 /// Operational routes of the origin, for its operators and orchestrator only: never public.
 pub const OPERATIONAL_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
@@ -106,9 +111,12 @@ mod tests {
         for (path, expected) in cases {
             assert_eq!(public_route(path).map(|r| r.pattern), expected, "{path}");
         }
-        assert_eq!(
-            public_route("/api/v1/search").unwrap().params,
-            ["q", "limit", "cursor"]
-        );
+        let names: Vec<&str> = public_route("/api/v1/search")
+            .unwrap()
+            .params
+            .iter()
+            .map(|param| param.name)
+            .collect();
+        assert_eq!(names, ["cursor", "limit", "q"]);
     }
 }

@@ -5,7 +5,10 @@
 //! carries out the actions (Cache API, `fetch`, `waitUntil`), so every decision is tested
 //! natively.
 
-use forecastin_shared::dto::{ErrorBody, ErrorDetail};
+use forecastin_shared::{
+    dto::{ErrorBody, ErrorDetail},
+    params::Invalid,
+};
 use http::{header, HeaderMap, HeaderValue};
 
 use super::{
@@ -457,14 +460,34 @@ fn digits_value(text: &str) -> HeaderValue {
 
 /// A JSON error answer made by the edge, never stored.
 pub fn error(status: u16, code: &str, message: String) -> Answer {
-    let body = ErrorBody {
-        error: ErrorDetail {
+    error_json(
+        status,
+        ErrorDetail {
             code: code.to_owned(),
             message,
             field: None,
         },
-    };
-    json(status, serde_json::to_vec(&body).unwrap_or_default())
+    )
+}
+
+/// The origin's 400 for a declared query parameter out of its bounds, given without asking
+/// the origin.
+pub fn invalid_parameter(invalid: Invalid) -> Answer {
+    error_json(
+        400,
+        ErrorDetail {
+            code: "invalid_parameter".to_owned(),
+            message: invalid.message,
+            field: Some(invalid.field.to_owned()),
+        },
+    )
+}
+
+fn error_json(status: u16, error: ErrorDetail) -> Answer {
+    json(
+        status,
+        serde_json::to_vec(&ErrorBody { error }).unwrap_or_default(),
+    )
 }
 
 /// A JSON answer made by the edge (its health, a purge result, an error), never stored.
@@ -497,8 +520,13 @@ pub fn invalidated_by_unsafe(
     if method.is_safe() || !(200..400).contains(&status) {
         return Vec::new();
     }
-    let key_of = |url: &url::Url| super::target::Target::of(url).cache_key(url);
-    let mut keys = vec![key_of(request_url)];
+    // A URL whose declared parameters are out of bounds names no stored page.
+    let key_of = |url: &url::Url| {
+        super::target::Target::parse(url)
+            .ok()
+            .map(|target| target.cache_key(url))
+    };
+    let mut keys: Vec<String> = key_of(request_url).into_iter().collect();
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let Some(value) = response.get(&name) else {
             continue;
@@ -512,7 +540,7 @@ pub fn invalidated_by_unsafe(
         if url.host_str() == request_url.host_str()
             && url.port_or_known_default() == request_url.port_or_known_default()
         {
-            keys.push(key_of(&url));
+            keys.extend(key_of(&url));
         }
     }
     keys.sort();

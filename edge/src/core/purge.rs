@@ -13,7 +13,7 @@ use forecastin_shared::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::target::Target;
+use super::target::{normalize_path, Target};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurgeError {
@@ -113,7 +113,8 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
         urls.iter()
             .map(|url| {
                 let absolute = purges::url_on(url, edge_url).ok_or_else(|| bad(url))?;
-                Ok(Target::of(&absolute).cache_key(&absolute))
+                let target = Target::parse(&absolute).map_err(|_| bad(url))?;
+                Ok(target.cache_key(&absolute))
             })
             .collect::<Result<Vec<_>, _>>()
     };
@@ -125,11 +126,11 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
         .map(|prefix| {
             let absolute = purges::prefix_on(prefix, edge_url).ok_or_else(|| bad(prefix))?;
             // Query and fragment are not part of a prefix.
-            Ok(locator(&Target::of(&absolute).cache_key(&absolute))
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_owned())
+            let target = Target {
+                path: normalize_path(absolute.path()),
+                query: None,
+            };
+            Ok(locator(&target.cache_key(&absolute)).to_owned())
         })
         .collect::<Result<_, _>>()?;
     Ok(Purge {

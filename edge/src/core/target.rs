@@ -5,12 +5,17 @@
 //!   characters decoded, hex digits upper-cased, dot segments removed) and repeated slashes
 //!   are collapsed, so `//other.host/x` is the path `/other.host/x` and never an authority.
 //! - The query keeps only the parameters its public route declares
-//!   (`forecastin_shared::routes`), sorted: `?junk=1` and `utm_source` neither make new
-//!   cache entries nor reach the origin. Other paths keep no query.
+//!   (`forecastin_shared::routes`), each in its canonical form, sorted: `?junk=1` and
+//!   `utm_source` neither make new cache entries nor reach the origin, and `limit=050` is
+//!   `limit=50`. A declared parameter out of its bounds makes the target invalid (a 400 that
+//!   the origin would give too). Other paths keep no query.
 //! - The origin URL is the configured origin's scheme, host and port with this path and
 //!   query set on it: never a relative reference resolved against it.
 
-use forecastin_shared::routes::public_route;
+use forecastin_shared::{
+    params::{canonical_query, query_string, Invalid},
+    routes::public_route,
+};
 use url::Url;
 
 /// A normalised request target.
@@ -22,10 +27,11 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn of(url: &Url) -> Target {
+    /// The target of `url`, or the declared parameter whose value is out of bounds.
+    pub fn parse(url: &Url) -> Result<Target, Invalid> {
         let path = normalize_path(url.path());
-        let query = declared_query(&path, url);
-        Target { path, query }
+        let query = declared_query(&path, url)?;
+        Ok(Target { path, query })
     }
 
     pub fn path_and_query(&self) -> String {
@@ -53,23 +59,14 @@ impl Target {
     }
 }
 
-/// The parameters of the route `path` declares, sorted; `None` when none remain.
-fn declared_query(path: &str, url: &Url) -> Option<String> {
-    let declared = public_route(path)?.params;
-    let mut pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(name, _)| declared.contains(&name.as_ref()))
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect();
-    if pairs.is_empty() {
-        return None;
-    }
-    pairs.sort();
-    Some(
-        url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish(),
-    )
+/// The parameters the route of `path` declares, canonical and in name order; `None` when
+/// none remain.
+fn declared_query(path: &str, url: &Url) -> Result<Option<String>, Invalid> {
+    let Some(route) = public_route(path) else {
+        return Ok(None);
+    };
+    let pairs = canonical_query(route.params, url.query_pairs())?;
+    Ok((!pairs.is_empty()).then(|| query_string(&pairs)))
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -143,7 +140,7 @@ mod tests {
     use super::*;
 
     fn target(url: &str) -> Target {
-        Target::of(&Url::parse(url).unwrap())
+        Target::parse(&Url::parse(url).unwrap()).unwrap()
     }
 
     #[test]
@@ -210,10 +207,11 @@ mod tests {
                 "https://e.x/api/v1/entities/FR/descendants?max_depth=2&x=y",
                 "/api/v1/entities/FR/descendants?max_depth=2",
             ),
-            ("https://e.x/api/v1/search?q=%20y", "/api/v1/search?q=+y"),
+            ("https://e.x/api/v1/search?q=%20y", "/api/v1/search?q=y"),
+            ("https://e.x/api/v1/search?q=a+b", "/api/v1/search?q=a+b"),
             (
-                "https://e.x/api/v1/search?q=b&q=a",
-                "/api/v1/search?q=a&q=b",
+                "https://e.x/api/v1/entities/FR/children?limit=0000000050",
+                "/api/v1/entities/FR/children?limit=50",
             ),
             ("https://e.x/unknown?q=1", "/unknown"),
             ("https://e.x/a#fragment", "/a"),
@@ -227,7 +225,7 @@ mod tests {
     fn cache_keys_share_equivalent_requests() {
         let key = |url: &str| {
             let url = Url::parse(url).unwrap();
-            Target::of(&url).cache_key(&url)
+            Target::parse(&url).unwrap().cache_key(&url)
         };
         assert_eq!(
             key("https://e.x/api/v1/search?q=paris&limit=5&utm_medium=mail&junk=2"),
@@ -241,5 +239,35 @@ mod tests {
             key("https://e.x/api/v1/search?q=1"),
             key("https://e.x/api/v1/search?q=2")
         );
+        let padded = |zeros: usize| {
+            key(&format!(
+                "https://e.x/api/v1/entities/FR/children?limit={}50",
+                "0".repeat(zeros)
+            ))
+        };
+        assert_eq!(padded(10), padded(30));
+    }
+
+    #[test]
+    fn out_of_bounds_parameters_name_themselves() {
+        for (url, field) in [
+            ("https://e.x/api/v1/search?q=b&q=a", "q"),
+            ("https://e.x/api/v1/search?limit=5", "q"),
+            ("https://e.x/api/v1/search?q=%00", "q"),
+            ("https://e.x/api/v1/entities/FR/children?limit=501", "limit"),
+            (
+                "https://e.x/api/v1/entities/FR/descendants?max_depth=0",
+                "max_depth",
+            ),
+            (
+                "https://e.x/api/v1/entities/FR/children?cursor=a%2Bb",
+                "cursor",
+            ),
+        ] {
+            let invalid = Target::parse(&Url::parse(url).unwrap()).unwrap_err();
+            assert_eq!(invalid.field, field, "{url}");
+        }
+        let unrouted = Url::parse("https://e.x/unknown?limit=9999").unwrap();
+        assert!(Target::parse(&unrouted).is_ok());
     }
 }

@@ -19,7 +19,9 @@ use url::Url;
 use worker::{event, js_sys::Math, web_sys, Context, Date, Env, Result};
 
 use crate::core::{
-    cache::{error, invalidated_by_unsafe, json, Answer, Body, CacheableRequest},
+    cache::{
+        error, invalid_parameter, invalidated_by_unsafe, json, Answer, Body, CacheableRequest,
+    },
     fields::strip_hop_by_hop,
     request::{classify, logged, origin_headers, request_id, BypassReason, RequestKind},
     status::{add_server_timing, for_client, CacheStatus, Forward},
@@ -264,7 +266,10 @@ async fn handle(
     let Ok(method) = Method::from_bytes(req.method().as_bytes()) else {
         return Ok(error(400, "invalid_method", "the method is not a token".into()).into());
     };
-    let target = Target::of(&url);
+    let target = match Target::parse(&url) {
+        Ok(target) => target,
+        Err(invalid) => return Ok(invalid_parameter(invalid).into()),
+    };
     let kind = classify(&method, &target.path, &headers, &settings.session_cookies);
     let to_origin = |kind| {
         let mut forwarded = origin_headers(&headers, kind);

@@ -172,7 +172,9 @@ fn fetch_ahead(job: &Job, ctx: &Context, origin: &Url, paths: Vec<String>) {
     };
     // Absolute paths without a query: the same host, that path.
     for url in paths.iter().filter_map(|path| base.join(path).ok()) {
-        let target = Target::of(&url);
+        let Ok(target) = Target::parse(&url) else {
+            continue;
+        };
         let key = target.cache_key(&url);
         if !claim_fetch_ahead(&key, now_ms()) {
             continue;
@@ -391,9 +393,9 @@ pub async fn refresh(
     (purged_at_ms, timeout): (u64, std::time::Duration),
 ) -> Vec<String> {
     let refreshes = keys.iter().map(|key| {
-        let job = Url::parse(key).ok().map(|url| {
-            let target = Target::of(&url);
-            Job {
+        let job = Url::parse(key).ok().and_then(|url| {
+            let target = Target::parse(&url).ok()?;
+            Some(Job {
                 request: CacheableRequest::anonymous(target.path.clone()),
                 origin_url: target.origin_url(&settings.origin),
                 key: key.clone(),
@@ -402,7 +404,7 @@ pub async fn refresh(
                 indexed: !settings.purge_secrets.is_empty(),
                 // Started after the purge, whatever the clocks say: the index must keep it.
                 fetched_after_ms: purged_at_ms + 1,
-            }
+            })
         });
         future_to_promise(async move {
             let refreshed = match job {

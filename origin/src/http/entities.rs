@@ -7,30 +7,21 @@ use axum::{extract::State, http::HeaderMap, response::Response};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use forecastin_shared::{
     dto::{Ancestors, Entity, EntitySummary, Page},
+    params::{Param, CURSOR, LIST_LIMIT, MAX_DEPTH, QUERY, SEARCH_LIMIT},
     preload,
+    routes::{CHILDREN_PARAMS, DESCENDANTS_PARAMS, SEARCH_PARAMS},
     tags::{self, Resource},
 };
-use serde::Deserialize;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     caching::{serve_cached, Fresh},
-    extract::{bounded, ApiQuery, EntityId},
+    extract::{Declared, EntityId, Route},
     openapi::{DatabaseErrors, NotModified, ReadErrors},
     AppState,
 };
-use crate::{
-    error::ApiError,
-    hierarchy::{EntityRow, MAX_DEPTH},
-};
-
-/// Default and largest page size of children and descendants.
-const LIST_LIMIT: (i64, i64) = (50, 500);
-/// Default and largest page size of search results.
-const SEARCH_LIMIT: (i64, i64) = (20, 100);
-/// Longest search string, in characters.
-const MAX_QUERY_CHARS: usize = 100;
+use crate::{error::ApiError, hierarchy::EntityRow};
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -41,25 +32,31 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(search))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-    max_depth: Option<String>,
+/// The routes' declared parameters (`forecastin_shared::routes`).
+struct Children;
+struct Descendants;
+struct Search;
+
+impl Route for Children {
+    const PARAMS: &'static [Param] = CHILDREN_PARAMS;
+}
+impl Route for Descendants {
+    const PARAMS: &'static [Param] = DESCENDANTS_PARAMS;
+}
+impl Route for Search {
+    const PARAMS: &'static [Param] = SEARCH_PARAMS;
 }
 
-#[derive(Deserialize)]
-struct SearchQuery {
-    q: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
+type ChildrenQuery = Declared<Children>;
+type DescendantsQuery = Declared<Descendants>;
+type SearchQuery = Declared<Search>;
 
 /// Cursors are opaque to clients: the sort key of the last item served, base64url-encoded.
 fn encode_cursor(parts: &[&str]) -> String {
     URL_SAFE_NO_PAD.encode(parts.join("\u{1f}"))
 }
 
+/// The parts of a cursor this API issued: no other control character than the separator.
 fn decode_cursor<const N: usize>(cursor: &str) -> Result<[String; N], ApiError> {
     let text = URL_SAFE_NO_PAD
         .decode(cursor)
@@ -67,6 +64,9 @@ fn decode_cursor<const N: usize>(cursor: &str) -> Result<[String; N], ApiError> 
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(foreign_cursor)?;
     let parts: Vec<String> = text.split('\u{1f}').map(str::to_owned).collect();
+    if parts.iter().any(|part| part.chars().any(char::is_control)) {
+        return Err(foreign_cursor());
+    }
     parts.try_into().map_err(|_| foreign_cursor())
 }
 
@@ -83,16 +83,13 @@ struct PageParams {
 }
 
 impl PageParams {
-    /// `bounds` is (default, largest) page size.
-    fn parse(
-        limit: &Option<String>,
-        cursor: &Option<String>,
-        (default, largest): (i64, i64),
-    ) -> Result<Self, ApiError> {
+    /// `limit` is the route's page size parameter.
+    fn parse<R: Route>(query: &Declared<R>, limit: &Param) -> Result<Self, ApiError> {
+        let cursor = query.get(&CURSOR);
         Ok(Self {
-            limit: bounded("limit", limit.as_deref(), 1..=largest, default)?,
-            after: cursor.as_deref().map(decode_cursor::<2>).transpose()?,
-            cursor: cursor.clone().unwrap_or_default(),
+            limit: query.integer(limit),
+            after: cursor.map(decode_cursor::<2>).transpose()?,
+            cursor: cursor.unwrap_or_default().to_owned(),
         })
     }
 
@@ -200,7 +197,7 @@ async fn ancestors(
     operation_id = "list_children",
     tag = "hierarchy",
     summary = "The children of an entity, by name",
-    params(EntityId, ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+    params(EntityId, ChildrenQuery),
     responses(
         (status = 200, description = "A page of children", body = Page<EntitySummary>),
         NotModified,
@@ -211,10 +208,10 @@ async fn ancestors(
 async fn children(
     State(state): State<Arc<AppState>>,
     EntityId(id): EntityId,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    query: ChildrenQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let page_params = PageParams::parse(&query.limit, &query.cursor, LIST_LIMIT)?;
+    let page_params = PageParams::parse(&query, &LIST_LIMIT)?;
     let key = format!("children/{id}?{}", page_params.key());
     Ok(serve_cached(&state, key, &headers, || async {
         let parent = existing(&state, &id).await?;
@@ -244,7 +241,7 @@ async fn children(
     operation_id = "list_descendants",
     tag = "hierarchy",
     summary = "The descendants of an entity, level by level",
-    params(EntityId, ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"), ("max_depth" = Option<u32>, Query, description = "Levels below the entity, 1 to 32 (default 32)")),
+    params(EntityId, DescendantsQuery),
     responses(
         (status = 200, description = "A page of descendants", body = Page<EntitySummary>),
         NotModified,
@@ -255,16 +252,11 @@ async fn children(
 async fn descendants(
     State(state): State<Arc<AppState>>,
     EntityId(id): EntityId,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    query: DescendantsQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let page_params = PageParams::parse(&query.limit, &query.cursor, LIST_LIMIT)?;
-    let max_depth = bounded(
-        "max_depth",
-        query.max_depth.as_deref(),
-        1..=MAX_DEPTH,
-        MAX_DEPTH,
-    )?;
+    let page_params = PageParams::parse(&query, &LIST_LIMIT)?;
+    let max_depth = query.integer(&MAX_DEPTH);
     let after = match &page_params.after {
         None => None,
         Some([depth, path]) => Some((
@@ -300,7 +292,7 @@ async fn descendants(
         let next_page = body
             .next_cursor
             .as_deref()
-            .filter(|_| query.max_depth.is_none())
+            .filter(|_| query.get(&MAX_DEPTH).is_none())
             .map(|cursor| preload::next_descendants_page(&root.id, page_params.limit, cursor));
         Ok(Fresh::ok(&body, tags).preloading(next_page.into_iter().collect()))
     })
@@ -313,7 +305,7 @@ async fn descendants(
     operation_id = "search",
     tag = "hierarchy",
     summary = "Entities by name",
-    params(("q" = String, Query, description = "1 to 100 characters: a case-insensitive substring of the name (its start when 1 or 2 characters)"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+    params(SearchQuery),
     responses(
         (status = 200, description = "A page of entities, by lowercased name", body = Page<EntitySummary>),
         NotModified,
@@ -323,17 +315,12 @@ async fn descendants(
 )]
 async fn search(
     State(state): State<Arc<AppState>>,
-    ApiQuery(query): ApiQuery<SearchQuery>,
+    query: SearchQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = query.q.as_deref().map(str::trim).unwrap_or_default();
-    if q.is_empty() || q.chars().count() > MAX_QUERY_CHARS {
-        return Err(ApiError::bad_parameter(
-            "q",
-            format!("`q` must be 1 to {MAX_QUERY_CHARS} characters"),
-        ));
-    }
-    let page_params = PageParams::parse(&query.limit, &query.cursor, SEARCH_LIMIT)?;
+    // Required, so given: the extractor refused the request otherwise.
+    let q = query.get(&QUERY).unwrap_or_default();
+    let page_params = PageParams::parse(&query, &SEARCH_LIMIT)?;
     let key = format!("search?q={}&{}", q.to_lowercase(), page_params.key());
     Ok(serve_cached(&state, key, &headers, || async {
         let rows = state
@@ -361,25 +348,16 @@ mod tests {
         assert_eq!((name.as_str(), id.as_str()), ("Île-de-France", "FR-IDF"));
         assert!(decode_cursor::<2>("not base64!").is_err());
         assert!(decode_cursor::<2>(&encode_cursor(&["only-one"])).is_err());
+        assert!(decode_cursor::<2>(&encode_cursor(&["a\0b", "FR"])).is_err());
     }
 
-    /// The edge forwards only the parameters `forecastin_shared::routes` declares: each one
-    /// must be a parameter these handlers read.
     #[test]
-    fn the_declared_parameters_are_the_ones_read() {
-        use forecastin_shared::routes::{CHILDREN_PARAMS, DESCENDANTS_PARAMS, SEARCH_PARAMS};
-        let query = |names: &[&str]| {
-            names
-                .iter()
-                .map(|name| format!("{name}=1"))
-                .collect::<Vec<_>>()
-                .join("&")
-        };
-        let list: ListQuery = serde_urlencoded::from_str(&query(DESCENDANTS_PARAMS)).unwrap();
-        assert!(list.limit.is_some() && list.cursor.is_some() && list.max_depth.is_some());
-        let children: ListQuery = serde_urlencoded::from_str(&query(CHILDREN_PARAMS)).unwrap();
-        assert!(children.limit.is_some() && children.cursor.is_some());
-        let search: SearchQuery = serde_urlencoded::from_str(&query(SEARCH_PARAMS)).unwrap();
-        assert!(search.q.is_some() && search.limit.is_some() && search.cursor.is_some());
+    fn the_depth_parameter_reaches_the_deepest_level() {
+        use forecastin_shared::params::Rule;
+        assert!(matches!(
+            MAX_DEPTH.rule,
+            Rule::Integer { max, default, .. }
+                if max == crate::hierarchy::MAX_DEPTH && default == max
+        ));
     }
 }

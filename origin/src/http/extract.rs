@@ -1,12 +1,16 @@
 //! Request extractors that turn every kind of bad input into an [`ApiError`] with a JSON body:
-//! JSON bodies, query strings, entity ids in the path, the admin bearer token.
+//! JSON bodies, query strings (the public routes' by their shared rules), entity ids in the
+//! path, the admin bearer token.
 
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Path, Request},
     http::{header, request::Parts, StatusCode},
 };
-use forecastin_shared::ids::is_valid_id;
+use forecastin_shared::{
+    ids::is_valid_id,
+    params::{canonical_query, Param},
+};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 use utoipa::{
@@ -20,7 +24,7 @@ use utoipa::{
 
 use super::AppState;
 use crate::error::ApiError;
-use std::sync::Arc;
+use std::{marker::PhantomData, sync::Arc};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -168,6 +172,58 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         } else {
             Err(ApiError::Forbidden)
         }
+    }
+}
+
+/// The query parameters a public route declares (`forecastin_shared::routes`), each in its
+/// canonical form, read by the rules the edge keys by: the same value out of bounds is the
+/// same 400 at both.
+pub struct Declared<R: Route> {
+    values: Vec<(&'static Param, String)>,
+    route: PhantomData<R>,
+}
+
+/// A public route's declared parameters.
+pub trait Route {
+    const PARAMS: &'static [Param];
+}
+
+impl<R: Route> Declared<R> {
+    /// The canonical value of `param`, if given.
+    pub fn get(&self, param: &Param) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(declared, _)| declared.name == param.name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The value of the integer `param`, or its default.
+    pub fn integer(&self, param: &Param) -> i64 {
+        self.get(param)
+            .and_then(|value| value.parse().ok())
+            .or(param.default_integer())
+            .unwrap_or_default()
+    }
+}
+
+impl<R: Route, S: Send + Sync> FromRequestParts<S> for Declared<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let pairs = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes());
+        let values = canonical_query(R::PARAMS, pairs)
+            .map_err(|invalid| ApiError::bad_parameter(invalid.field, invalid.message))?;
+        Ok(Declared {
+            values,
+            route: PhantomData,
+        })
+    }
+}
+
+/// Describes the parameters from their shared definitions, bounds included.
+impl<R: Route> IntoParams for Declared<R> {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        R::PARAMS.iter().map(Param::openapi).collect()
     }
 }
 

@@ -28,6 +28,7 @@ use axum::{
 };
 use forecastin_shared::{
     headers::{REQUEST_ID, TRACEPARENT},
+    params::{canonical_query, query_string},
     request_id,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -210,23 +211,17 @@ async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: 
 }
 
 /// A public API page asked as the edge asks it: only the parameters its route reads, each
-/// once (what a client adds beside them would make copies of one page in the ranking).
+/// once and in canonical form and order (anything else would make copies of one page in the
+/// ranking).
 fn is_canonical_page(uri: &axum::http::Uri) -> bool {
     let path = uri.path();
     let Some(route) = forecastin_shared::routes::public_route(path) else {
         return false;
     };
-    let query = uri.query().unwrap_or_default().as_bytes();
-    let mut names: Vec<String> = url::form_urlencoded::parse(query)
-        .map(|(name, _)| name.into_owned())
-        .collect();
-    let declared = names
-        .iter()
-        .all(|name| route.params.contains(&name.as_str()));
-    let count = names.len();
-    names.sort_unstable();
-    names.dedup();
-    path.starts_with("/api/v1/") && declared && names.len() == count
+    let query = uri.query().unwrap_or_default();
+    let canonical = canonical_query(route.params, url::form_urlencoded::parse(query.as_bytes()))
+        .is_ok_and(|pairs| query_string(&pairs) == query);
+    path.starts_with("/api/v1/") && canonical
 }
 
 /// The `method` label: the standard methods by name, anything else `other`.
@@ -271,7 +266,9 @@ mod tests {
     fn only_pages_as_the_edge_asks_them_are_scored() {
         for (uri, canonical) in [
             ("/api/v1/entities/FR", true),
-            ("/api/v1/entities/FR/children?cursor=x&limit=50", true),
+            ("/api/v1/entities/FR/children?cursor=xy&limit=50", true),
+            ("/api/v1/entities/FR/children?limit=50&cursor=xy", false),
+            ("/api/v1/entities/FR/children?limit=050", false),
             ("/api/v1/search?q=fr", true),
             ("/api/v1/entities/FR?pad=xxxx", false),
             ("/api/v1/search?q=fr&q=de", false),
