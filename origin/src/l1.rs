@@ -2,6 +2,11 @@
 //! (`L1_MAX_BYTES`: 50,000 descendant pages of 50 KB would be 2.5 GB), evicting the least
 //! recently used, and invalidated by cache tag.
 //!
+//! The byte bound counts what an entry really holds: its key once (the tag index shares it),
+//! its body, its tags, the header values made of them, and the bookkeeping of each. The
+//! entry table itself, sized by the entry bound when the cache is made, is outside it
+//! (`tests/l1_memory.rs` measures both).
+//!
 //! A read that races a write must not put pre-write data back after the write invalidated it.
 //! Every invalidation bumps an epoch; a reader notes the epoch before it reads the database and
 //! its result is only stored if no invalidation happened in between.
@@ -43,21 +48,47 @@ pub struct L1 {
     inner: Mutex<Inner>,
 }
 
+/// An entry's key, one allocation shared by the entry table and the tag index.
+type Key = Arc<str>;
+
 struct Inner {
     /// Each entry with the moment it was stored.
-    entries: LruCache<String, (Instant, Arc<Rendered>)>,
-    keys_by_tag: HashMap<String, HashSet<String>>,
+    entries: LruCache<Key, (Instant, Arc<Rendered>)>,
+    keys_by_tag: HashMap<Arc<str>, HashSet<Key>>,
     epoch: u64,
     /// The [`weight`] of all entries, and its bound.
     bytes: usize,
     max_bytes: usize,
 }
 
-/// What an entry costs in memory: its key, body and tags, plus the bookkeeping around them.
+/// Bookkeeping of an entry beyond its bytes: its node in the recency list and slot in the
+/// table, the `Rendered` and its `Arc`, the key's `Arc` header (measured: about 400 bytes).
+const ENTRY_OVERHEAD: usize = 512;
+/// Bookkeeping of a tag: its `String` in `Rendered` (24), the tag's own copy (16) and set in
+/// the index (a set of one key takes 84; its slot in the index, 64 bytes, takes 146 at the
+/// load factor of 7/16 just after the table grows), counted against every entry as if no
+/// other entry shared the tag. A tag shared by many entries costs each less: its key's slot
+/// in the set.
+const TAG_OVERHEAD: usize = 288;
+
+/// What an entry costs in memory (see [`ENTRY_OVERHEAD`] and [`TAG_OVERHEAD`]).
 fn weight(key: &str, entry: &Rendered) -> usize {
-    const OVERHEAD: usize = 256;
-    let tags: usize = entry.tags.iter().map(|tag| tag.len() * 2).sum();
-    key.len() * 2 + entry.body.len() + tags + OVERHEAD
+    let tags: usize = entry
+        .tags
+        .iter()
+        .map(|tag| 2 * tag.len() + TAG_OVERHEAD)
+        .sum();
+    let preloads = entry.preloads.as_ref().map_or(0, |preloads| {
+        preloads.link.len() + preloads.etag_without.len()
+    });
+    key.len()
+        + entry.body.len()
+        + entry.etag.len()
+        + entry.cache_tag.len()
+        + entry.surrogate_key.len()
+        + preloads
+        + tags
+        + ENTRY_OVERHEAD
 }
 
 /// A point in the invalidation history, taken before a read.
@@ -100,12 +131,18 @@ impl L1 {
         if inner.epoch != seen.0 || added > inner.max_bytes {
             return false;
         }
+        let key: Key = Arc::from(key);
         for tag in &value.tags {
-            inner
-                .keys_by_tag
-                .entry(tag.clone())
-                .or_default()
-                .insert(key.clone());
+            match inner.keys_by_tag.get_mut(tag.as_str()) {
+                Some(keys) => {
+                    keys.insert(key.clone());
+                }
+                None => {
+                    inner
+                        .keys_by_tag
+                        .insert(Arc::from(tag.as_str()), HashSet::from([key.clone()]));
+                }
+            }
         }
         if let Some((evicted_key, (_, evicted))) =
             inner.entries.push(key.clone(), (Instant::now(), value))
@@ -132,7 +169,7 @@ impl L1 {
         inner.epoch += 1;
         let mut dropped = 0;
         for tag in tags {
-            for key in inner.keys_by_tag.remove(tag).unwrap_or_default() {
+            for key in inner.keys_by_tag.remove(tag.as_str()).unwrap_or_default() {
                 if let Some((_, entry)) = inner.entries.pop(&key) {
                     inner.bytes -= weight(&key, &entry);
                     inner.forget_tags(&key, &entry);
@@ -171,10 +208,10 @@ impl L1 {
 impl Inner {
     fn forget_tags(&mut self, key: &str, entry: &Rendered) {
         for tag in &entry.tags {
-            if let Some(keys) = self.keys_by_tag.get_mut(tag) {
+            if let Some(keys) = self.keys_by_tag.get_mut(tag.as_str()) {
                 keys.remove(key);
                 if keys.is_empty() {
-                    self.keys_by_tag.remove(tag);
+                    self.keys_by_tag.remove(tag.as_str());
                 }
             }
         }
