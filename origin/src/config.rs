@@ -91,6 +91,10 @@ pub struct ClusterConfig {
     /// Lifetime of L2 entries in Redis, seconds; 0 turns L2 off.
     #[arg(long, env = "L2_TTL_SECS", default_value_t = 300)]
     pub l2_ttl_secs: u64,
+
+    /// Most live L2 entries one cache tag indexes; a fill past it is not stored in L2.
+    #[arg(long, env = "L2_MAX_TAG_MEMBERS", default_value_t = 100_000)]
+    pub l2_max_tag_members: usize,
 }
 
 #[derive(clap::Args, Debug, Clone)]

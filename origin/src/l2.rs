@@ -10,6 +10,12 @@
 //! With read replicas the writer stores its WAL position beside the sequence, and a reader
 //! raises its write horizon to it with the same read, so the database read behind a fill is
 //! served by a replica that has the write (see `crate::db::replicas`).
+//!
+//! Nothing a reader sends makes Redis hold or do unbounded work: entries are stored under a
+//! fixed-size digest of their key; each tag's index is a sorted set of those digests scored by
+//! expiry, trimmed of expired members at every fill and held to a bound
+//! ([`Limits::max_tag_members`]; a fill that would pass it is not stored); and an invalidation empties a set in batches of
+//! [`INVALIDATE_BATCH`], so no one script blocks Redis for long.
 
 use std::{
     sync::atomic::{AtomicI64, Ordering},
@@ -29,27 +35,36 @@ use crate::{
 /// How long L2 is skipped after a Redis error.
 const BACKOFF_MS: i64 = 1_000;
 
-/// Stores an entry and indexes it under its tags, only if the sequence is unchanged.
-/// KEYS: sequence, entry, tag sets…; ARGV: expected sequence, value, TTL seconds.
+/// Entries deleted by one call while a tag is invalidated.
+pub const INVALIDATE_BATCH: usize = 1_000;
+
+/// Stores an entry and indexes it under its tags, only if the sequence is unchanged and no
+/// tag's index is full (0: raced an invalidation, -1: an index is full, 1: stored).
+/// KEYS: sequence, entry, tag sets…; ARGV: expected sequence, value, TTL seconds, digest,
+/// most members.
 const FILL: &str = r"
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ttl = tonumber(ARGV[3])
 for i = 3, #KEYS do
-  redis.call('SADD', KEYS[i], KEYS[2])
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[5]) then return -1 end
+end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ttl)
+for i = 3, #KEYS do
+  redis.call('ZADD', KEYS[i], now + ttl * 1000, ARGV[4])
+  redis.call('EXPIRE', KEYS[i], ttl)
 end
 return 1
 ";
 
-/// Deletes every entry indexed under the given tag sets, and the sets. KEYS: tag sets.
+/// Deletes up to a batch of the entries indexed under a tag, taking them out of its index;
+/// returns how many it took. KEYS: the tag's index; ARGV: entry key prefix, batch size.
 const INVALIDATE: &str = r"
-local dropped = 0
-for i = 1, #KEYS do
-  local members = redis.call('SMEMBERS', KEYS[i])
-  for _, key in ipairs(members) do dropped = dropped + redis.call('DEL', key) end
-  redis.call('DEL', KEYS[i])
-end
-return dropped
+local taken = redis.call('ZPOPMIN', KEYS[1], ARGV[2])
+for i = 1, #taken, 2 do redis.call('UNLINK', ARGV[1] .. taken[i]) end
+return #taken / 2
 ";
 
 /// A response as stored in L2: enough to render it again.
@@ -63,23 +78,33 @@ pub struct Stored {
     pub preload: Vec<String>,
 }
 
+/// How long entries live, and how many one tag may index.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub ttl: Duration,
+    /// The tag of every page below the root reaches it first, so L2 holds about this many
+    /// pages; each costs its tags' indexes about 100 bytes of Redis memory per tag.
+    pub max_tag_members: usize,
+}
+
 pub struct L2 {
     connection: ConnectionManager,
-    /// Keys of entries and of tag sets: the prefix, then the entry's key or the tag.
+    /// Keys of entries and of tag sets: the prefix, then the entry's key digest or the tag.
     entry_prefix: String,
     tag_prefix: String,
     seq_key: String,
     horizon_key: String,
     horizon: WriteHorizon,
     ttl_secs: u64,
+    max_tag_members: usize,
     skip_until_ms: AtomicI64,
     fill_script: Script,
     invalidate_script: Script,
 }
 
 impl L2 {
-    /// L2 over `link`, entries living `ttl`.
-    pub fn new(link: &RedisLink, horizon: WriteHorizon, ttl: Duration) -> Self {
+    /// L2 over `link`, within `limits`.
+    pub fn new(link: &RedisLink, horizon: WriteHorizon, limits: Limits) -> Self {
         Self {
             connection: link.connection.clone(),
             entry_prefix: link.key("l2:"),
@@ -87,7 +112,8 @@ impl L2 {
             seq_key: link.key(INVALIDATION_SEQ),
             horizon_key: link.key(WRITE_HORIZON),
             horizon,
-            ttl_secs: ttl.as_secs().max(1),
+            ttl_secs: limits.ttl.as_secs().max(1),
+            max_tag_members: limits.max_tag_members,
             skip_until_ms: AtomicI64::new(0),
             fill_script: Script::new(FILL),
             invalidate_script: Script::new(INVALIDATE),
@@ -95,7 +121,7 @@ impl L2 {
     }
 
     fn entry_key(&self, key: &str) -> String {
-        format!("{}{key}", self.entry_prefix)
+        format!("{}{}", self.entry_prefix, digest(key))
     }
 
     fn tag_key(&self, tag: &str) -> String {
@@ -161,7 +187,8 @@ impl L2 {
         }
     }
 
-    /// Stores `stored` under `key` unless an invalidation happened since `sequence`.
+    /// Stores `stored` under `key` unless an invalidation happened since `sequence` or one of
+    /// its tags indexes the most live entries it may already.
     pub async fn fill(&self, key: &str, stored: &Stored, sequence: &str) {
         let mut invocation = self.fill_script.prepare_invoke();
         invocation.key(&self.seq_key).key(self.entry_key(key));
@@ -171,10 +198,14 @@ impl L2 {
         invocation
             .arg(sequence)
             .arg(serde_json::to_string(stored).expect("entries serialize"))
-            .arg(self.ttl_secs);
+            .arg(self.ttl_secs)
+            .arg(digest(key))
+            .arg(self.max_tag_members);
         let mut connection = self.connection.clone();
-        if let Err(err) = invocation.invoke_async::<i64>(&mut connection).await {
-            self.failed(&err);
+        match invocation.invoke_async::<i64>(&mut connection).await {
+            Ok(-1) => ::metrics::counter!(metrics::L2_FULL_TAGS).increment(1),
+            Ok(_) => {}
+            Err(err) => self.failed(&err),
         }
     }
 
@@ -197,13 +228,27 @@ impl L2 {
             }
             return Ok(());
         }
-        let mut invocation = self.invalidate_script.prepare_invoke();
         for tag in tags {
-            invocation.key(self.tag_key(tag));
+            let index = self.tag_key(tag);
+            loop {
+                let taken: usize = self
+                    .invalidate_script
+                    .key(&index)
+                    .arg(&self.entry_prefix)
+                    .arg(INVALIDATE_BATCH)
+                    .invoke_async(&mut connection)
+                    .await?;
+                if taken < INVALIDATE_BATCH {
+                    break;
+                }
+            }
         }
-        invocation
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map(|_| ())
+        Ok(())
     }
+}
+
+/// The fixed-size name of an entry in Redis: the first 128 bits of its key's SHA-256.
+fn digest(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }

@@ -95,10 +95,13 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     // L2 is cleared by every instance with Redis, and read by those with an L2 TTL.
     let (bus, l2) = match &redis {
         Some(link) => {
-            let l2_ttl = std::time::Duration::from_secs(cluster.l2_ttl_secs);
-            let l2 = Arc::new(L2::new(link, horizon.clone(), l2_ttl));
+            let limits = l2::Limits {
+                ttl: std::time::Duration::from_secs(cluster.l2_ttl_secs),
+                max_tag_members: cluster.l2_max_tag_members,
+            };
+            let l2 = Arc::new(L2::new(link, horizon.clone(), limits));
             let bus = Bus::redis(link.clone(), instance_id, disconnected_ttl, horizon);
-            (bus, Some((l2, !l2_ttl.is_zero())))
+            (bus, Some((l2, !limits.ttl.is_zero())))
         }
         None => (Bus::in_process(instance_id, disconnected_ttl), None),
     };
