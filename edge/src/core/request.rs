@@ -3,7 +3,7 @@
 use forecastin_shared::{
     headers::{REQUEST_ID, TRACEPARENT},
     request_id,
-    routes::OPERATIONAL_PATHS,
+    routes::{EVENTS_PATH, OPERATIONAL_PATHS},
 };
 use http::{header, HeaderMap, HeaderName, Method};
 
@@ -37,7 +37,7 @@ pub enum RequestKind {
 pub enum BypassReason {
     /// Neither GET nor HEAD.
     Method,
-    /// A WebSocket upgrade.
+    /// A WebSocket upgrade of the origin's event stream.
     Upgrade,
     /// The admin API.
     Private,
@@ -62,7 +62,8 @@ pub fn classify(
     if method != Method::GET && method != Method::HEAD {
         return RequestKind::Bypass(BypassReason::Method);
     }
-    if headers.contains_key(header::UPGRADE) {
+    // Any other upgrade is a way around the cache: the request is served as a plain GET.
+    if path == EVENTS_PATH && upgrades_to_websocket(headers) {
         return RequestKind::Bypass(BypassReason::Upgrade);
     }
     if path.starts_with(ADMIN_PREFIX) {
@@ -71,6 +72,14 @@ pub fn classify(
     let credentialed =
         headers.contains_key(header::AUTHORIZATION) || has_session_cookie(headers, session_cookies);
     RequestKind::Cacheable { credentialed }
+}
+
+fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|value| {
+        text(value)
+            .split(',')
+            .any(|protocol| protocol.trim().eq_ignore_ascii_case("websocket"))
+    })
 }
 
 fn has_session_cookie(headers: &HeaderMap, session_cookies: &[String]) -> bool {
@@ -287,8 +296,24 @@ mod tests {
             (
                 Method::GET,
                 "/ws",
-                &[("upgrade", "websocket")],
+                &[("upgrade", "WebSocket")],
                 RequestKind::Bypass(BypassReason::Upgrade),
+            ),
+            (
+                Method::GET,
+                "/api/v1/entities/FR",
+                &[("upgrade", "websocket")],
+                RequestKind::Cacheable {
+                    credentialed: false,
+                },
+            ),
+            (
+                Method::GET,
+                "/ws",
+                &[("upgrade", "h2c")],
+                RequestKind::Cacheable {
+                    credentialed: false,
+                },
             ),
             (
                 Method::GET,
