@@ -68,17 +68,24 @@ pub async fn signed_purge(
     nonce: &str,
 ) -> reqwest::Response {
     let body = body.to_string();
-    signing::signed_headers(secret.as_bytes(), timestamp, nonce, body.as_bytes())
-        .into_iter()
-        .fold(
-            client().post(format!("{}/__edge/purge", edge.url)),
-            |call, (name, value)| call.header(name, value),
-        )
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("the edge answers")
+    let url = format!("{}/__edge/purge", edge.url);
+    let destination = signing::Destination::new("POST", &url.parse().expect("the edge's URL"));
+    signing::signed_headers(
+        secret.as_bytes(),
+        timestamp,
+        nonce,
+        &destination,
+        body.as_bytes(),
+    )
+    .into_iter()
+    .fold(client().post(&url), |call, (name, value)| {
+        call.header(name, value)
+    })
+    .header("content-type", "application/json")
+    .body(body)
+    .send()
+    .await
+    .expect("the edge answers")
 }
 
 /// The `Cache-Status` of a response ("" when absent).

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use forecastin_shared::{
     dto::PurgeRequest,
     headers::{CACHE_TAG, SURROGATE_KEY},
-    purges, signing,
+    purges,
+    signing::{self, Destination, Legacy},
 };
 
 use serde::{Deserialize, Serialize};
@@ -54,14 +55,16 @@ pub struct Signed<'a> {
     pub signature: Option<&'a str>,
 }
 
-/// Checks the signature headers against the body with each configured secret (the current
-/// one and, during a rotation, the previous one); returns the nonce, which identifies the
-/// request for replay detection.
+/// Checks the signature headers against the destination and body with each configured
+/// secret (the current one and, during a rotation, the previous one); returns the nonce,
+/// which identifies the request for replay detection.
 pub fn authenticate(
     secrets: &[&str],
     signed: Signed<'_>,
+    destination: &Destination,
     body: &[u8],
     now_secs: u64,
+    legacy: Legacy,
 ) -> Result<String, PurgeError> {
     let mut secrets = secrets.iter().filter(|secret| !secret.is_empty());
     let Some(current) = secrets.next() else {
@@ -76,14 +79,19 @@ pub fn authenticate(
             "the purge must be signed: timestamp, nonce and signature headers".into(),
         ));
     };
+    let headers = signing::Headers {
+        timestamp,
+        nonce,
+        signature,
+    };
     let verify = |secret: &str| {
         signing::verify(
             secret.as_bytes(),
-            timestamp,
-            nonce,
-            signature,
+            headers,
+            destination,
             body,
             now_secs,
+            legacy,
         )
     };
     // The current secret's verdict is the one reported when no secret accepts the request.
@@ -220,6 +228,16 @@ mod tests {
     use super::*;
     use forecastin_shared::signing::sign;
 
+    fn auth(
+        secrets: &[&str],
+        signed: Signed<'_>,
+        body: &[u8],
+        now: u64,
+    ) -> Result<String, PurgeError> {
+        let destination = Destination::new("POST", &edge());
+        authenticate(secrets, signed, &destination, body, now, Legacy::Refused)
+    }
+
     fn edge() -> Url {
         Url::parse("http://127.0.0.1:8787/__edge/purge").unwrap()
     }
@@ -229,7 +247,13 @@ mod tests {
         let body = br#"{"urls":["/a"]}"#;
         let now = 1_800_000_000;
         let nonce = "nonce-0123456789";
-        let good = sign(b"s3cret", now, nonce, body);
+        let good = sign(
+            b"s3cret",
+            now,
+            nonce,
+            &Destination::new("POST", &edge()),
+            body,
+        );
         let ts = now.to_string();
         let signed = |timestamp, nonce, signature| Signed {
             timestamp,
@@ -237,7 +261,7 @@ mod tests {
             signature,
         };
         assert_eq!(
-            authenticate(
+            auth(
                 &["s3cret"],
                 signed(Some(&ts), Some(nonce), Some(&good)),
                 body,
@@ -247,7 +271,7 @@ mod tests {
         );
         // During a rotation the previous secret is accepted too, and only then.
         assert_eq!(
-            authenticate(
+            auth(
                 &["n3w", "s3cret"],
                 signed(Some(&ts), Some(nonce), Some(&good)),
                 body,
@@ -255,7 +279,7 @@ mod tests {
             ),
             Ok(nonce.to_owned())
         );
-        assert!(authenticate(
+        assert!(auth(
             &["n3w", ""],
             signed(Some(&ts), Some(nonce), Some(&good)),
             body,
@@ -288,7 +312,7 @@ mod tests {
         for (secret, headers, at) in cases {
             assert!(
                 matches!(
-                    authenticate(&[secret], headers, body, at),
+                    auth(&[secret], headers, body, at),
                     Err(PurgeError::Unauthenticated(_))
                 ),
                 "{secret} {headers:?} {at}"

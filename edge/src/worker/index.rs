@@ -11,6 +11,7 @@
 //! One instance (named `index`) serves the Worker; its single-threaded execution is what
 //! orders registrations against purges.
 
+use forecastin_shared::signing;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 use worker::{
@@ -22,9 +23,9 @@ use super::now_ms;
 use crate::core::purge::{locator, Purge};
 
 const BINDING: &str = "EDGE_INDEX";
-/// How long purges and nonces are remembered: longer than any origin fetch, and than the
-/// signature window.
-const MEMORY_MS: u64 = 10 * 60 * 1000;
+/// How long purges and nonces are remembered: longer than any origin fetch, and than any
+/// window a signature is valid in.
+const MEMORY_MS: u64 = signing::NONCE_MEMORY_SECS * 1000;
 
 #[derive(Serialize, Deserialize)]
 struct Registration {

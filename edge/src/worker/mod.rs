@@ -13,7 +13,10 @@ mod serve;
 
 use std::time::Duration;
 
-use forecastin_shared::headers::{CACHE_STATUS, REQUEST_ID};
+use forecastin_shared::{
+    headers::{CACHE_STATUS, REQUEST_ID},
+    signing::Legacy,
+};
 use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
 use worker::{event, js_sys::Math, web_sys, Context, Date, Env, Result};
@@ -35,6 +38,9 @@ pub struct Settings {
     /// The current purge secret, then the previous one while a rotation is under way. Empty:
     /// no edge-direct purging, and no index to keep.
     purge_secrets: Vec<String>,
+    /// Whether purges signed in the first format are taken (`PURGE_LEGACY_SIGNATURES =
+    /// "accept"`), for the one rotation that moves origins to the current one.
+    purge_legacy: Legacy,
     session_cookies: Vec<String>,
     /// The request log keeps one hit in this many (see [`crate::core::request::logged`]).
     hit_log_one_in: u32,
@@ -56,6 +62,10 @@ impl Settings {
                 .filter_map(|name| env.secret(name).ok().map(|s| s.to_string()))
                 .filter(|secret| !secret.is_empty())
                 .collect(),
+            purge_legacy: match var("PURGE_LEGACY_SIGNATURES").as_deref() {
+                Some("accept") => Legacy::Accepted,
+                _ => Legacy::Refused,
+            },
             hit_log_one_in: var("HIT_LOG_ONE_IN").map_or(DEFAULT_HIT_LOG_ONE_IN, |n| {
                 n.trim().parse().unwrap_or_else(|_| {
                     // A logging knob is not worth failing every request over.

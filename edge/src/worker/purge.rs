@@ -16,6 +16,7 @@
 use forecastin_shared::{
     dto::PurgeResult,
     headers::{PURGE_NONCE, PURGE_SIGNATURE, PURGE_TIMESTAMP},
+    signing::Destination,
 };
 use std::time::Duration;
 
@@ -98,7 +99,15 @@ pub async fn handle(
         signature: signature.as_deref(),
     };
     let secrets: Vec<&str> = settings.purge_secrets.iter().map(String::as_str).collect();
-    let nonce = match purge::authenticate(&secrets, signed, &body, now_ms() / 1000) {
+    let destination = Destination::new("POST", url);
+    let nonce = match purge::authenticate(
+        &secrets,
+        signed,
+        &destination,
+        &body,
+        now_ms() / 1000,
+        settings.purge_legacy,
+    ) {
         Ok(nonce) => nonce,
         Err(PurgeError::Unauthenticated(message)) => {
             return Ok(error(401, "unauthenticated", message))

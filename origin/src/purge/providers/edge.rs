@@ -1,14 +1,18 @@
 //! The edge Worker's own purge endpoint (`POST /__edge/purge`): the batch as a purge request,
 //! signed with the shared secret (`forecastin_shared::signing`) and a fresh nonce.
 
-use forecastin_shared::{dto::PurgeRequest, signing};
+use forecastin_shared::{
+    dto::PurgeRequest,
+    signing::{self, Destination},
+};
 use reqwest::Client;
+use url::Url;
 
 use super::{outcome_of, Outcome};
 use crate::purge::coalesce::{Batch, ItemKind};
 
 pub struct Edge {
-    pub url: String,
+    pub url: Url,
     pub secret: String,
 }
 
@@ -29,13 +33,20 @@ impl Edge {
         let timestamp = (crate::clock::now_ms() / 1000) as u64;
         // A new nonce per attempt: a retry is a new request, not a replay.
         let nonce = crate::token::random_hex();
-        let call = signing::signed_headers(self.secret.as_bytes(), timestamp, &nonce[..32], &body)
-            .into_iter()
-            .fold(client.post(&self.url), |call, (name, value)| {
-                call.header(name, value)
-            })
-            .header("content-type", "application/json")
-            .body(body);
+        let destination = Destination::new("POST", &self.url);
+        let call = signing::signed_headers(
+            self.secret.as_bytes(),
+            timestamp,
+            &nonce[..32],
+            &destination,
+            &body,
+        )
+        .into_iter()
+        .fold(client.post(self.url.clone()), |call, (name, value)| {
+            call.header(name, value)
+        })
+        .header("content-type", "application/json")
+        .body(body);
         outcome_of(call, |_| Ok(())).await
     }
 }

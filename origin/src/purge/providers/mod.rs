@@ -75,7 +75,8 @@ impl Provider {
                         batch_limit: 1_000,
                         rate: (config.edge_per_minute, config.edge_burst),
                         target: Target::Edge(edge::Edge {
-                            url: config.edge_purge_url.clone(),
+                            url: Url::parse(&config.edge_purge_url)
+                                .map_err(|e| anyhow::anyhow!("EDGE_PURGE_URL: {e}"))?,
                             secret: config
                                 .purge_secret
                                 .clone()
