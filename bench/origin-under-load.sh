@@ -18,13 +18,13 @@ fi
 DATABASE_URL="$server/$database" RUST_LOG=warn ./target/release/forecastin-origin generate --entities 1000000
 status=0
 for l1 in 50000 0; do
-  LISTEN_ADDR=127.0.0.1:18095 DATABASE_URL="$server/$database" L1_CAPACITY=$l1 ADMIN_TOKEN=bench \
+  LISTEN_ADDR=127.0.0.1:18095 DATABASE_URL="$server/$database" L1_CAPACITY=$l1 ADMIN_TOKEN=bench-admin-token-of-at-least-32-bytes \
     RUST_LOG=warn ./target/release/forecastin-origin &
   origin=$!
   for _ in $(seq 120); do curl -fs http://127.0.0.1:18095/readyz >/dev/null && break; sleep 0.5; done
   log "L1_CAPACITY=$l1: 50 analysts for 60 s straight at the origin"
   "$TOOLS/venv/bin/locust" -f load/locustfile.py --headless --only-summary \
-    --host http://127.0.0.1:18095 --origin-url http://127.0.0.1:18095 --admin-token bench \
+    --host http://127.0.0.1:18095 --origin-url http://127.0.0.1:18095 --admin-token bench-admin-token-of-at-least-32-bytes \
     -u 50 -r 50 -t 60s --think-min 0.01 --think-max 0.1 --catalogue-size 20000 --warm-entities 0 \
     --slo-file load/slo-origin.yaml --report ".bench/origin-load-l1-$l1.json" 2>/dev/null \
     | grep -E "^(origin|purges|PASS|FAIL|SLO)" || status=1

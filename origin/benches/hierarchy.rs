@@ -75,7 +75,7 @@ async fn app(url: &str, l1_capacity: &str) -> Router {
         "--database-url",
         url,
         "--admin-token",
-        "bench",
+        "bench-admin-token-of-at-least-32-bytes",
         "--l1-capacity",
         l1_capacity,
     ])

@@ -52,6 +52,43 @@ pub struct Config {
     pub cluster: ClusterConfig,
 }
 
+/// Shortest `ADMIN_TOKEN` and `PURGE_SECRET` outside the demo: 256 bits of a random hex or
+/// base64 string are more than this, a guessable word is not.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// The zero-configuration demo: the embedded database, as `./scripts/run` starts it.
+    pub fn is_demo(&self) -> bool {
+        self.db.database_url.is_none()
+    }
+
+    /// Refuses secrets short enough to guess, except in the demo (where they are warned of).
+    pub fn check_secrets(&self) -> anyhow::Result<()> {
+        let secrets = [
+            ("ADMIN_TOKEN", &self.admin_token),
+            ("PURGE_SECRET", &self.purge.purge_secret),
+        ];
+        for (name, secret) in secrets {
+            let Some(secret) = secret.as_deref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            if secret.len() >= MIN_SECRET_BYTES {
+                continue;
+            }
+            let problem = format!(
+                "{name} is {} bytes; at least {MIN_SECRET_BYTES} are needed \
+                 (e.g. `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`)",
+                secret.len()
+            );
+            if !self.is_demo() {
+                anyhow::bail!(problem);
+            }
+            tracing::warn!("{problem}; accepted for the demo on the embedded database only");
+        }
+        Ok(())
+    }
+}
+
 /// Coordination of several origin instances (see `crate::bus`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClusterConfig {
@@ -283,5 +320,42 @@ impl PurgeConfig {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn config(args: &[&str]) -> Config {
+        Args::try_parse_from(std::iter::once("origin").chain(args.iter().copied()))
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn short_secrets_are_refused_outside_the_demo() {
+        let long = "x".repeat(MIN_SECRET_BYTES);
+        let postgres = ["--database-url", "postgres://db/forecastin"];
+        for secret in ["--admin-token", "--purge-secret"] {
+            let short = config(&[postgres[0], postgres[1], secret, "dev"]);
+            let message = short.check_secrets().unwrap_err().to_string();
+            assert!(message.contains("at least 32"), "{message}");
+            assert!(config(&[postgres[0], postgres[1], secret, &long])
+                .check_secrets()
+                .is_ok());
+            assert!(
+                config(&[secret, "dev"]).check_secrets().is_ok(),
+                "the demo on the embedded database takes it"
+            );
+        }
+        assert!(config(&postgres).check_secrets().is_ok(), "unset is fine");
     }
 }

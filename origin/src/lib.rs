@@ -66,6 +66,7 @@ pub fn http_client() -> reqwest::ClientBuilder {
 /// Connects to the database, loads the demo data if asked and the database is empty, and
 /// builds the application.
 pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
+    config.check_secrets()?;
     let metrics = metrics::handle();
     let horizon = WriteHorizon::default();
     let db = Db::connect(&config.db, horizon.clone()).await?;

@@ -23,9 +23,9 @@ pub use process::{free_port, postgres_server, psql, query, repo_root, Backend, E
 use forecastin_shared::{headers, signing};
 
 /// The purge secret the edge is started with.
-pub const PURGE_SECRET: &str = "e2e-purge-secret";
+pub const PURGE_SECRET: &str = "e2e-purge-secret-of-at-least-32-bytes";
 /// The origin's admin token in these tests.
-pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-of-at-least-32-bytes";
 
 /// The HTTP client of these tests; build every client here. The workspace builds one reqwest,
 /// with the origin's TLS (rustls without a default crypto provider), and such a client panics

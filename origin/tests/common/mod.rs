@@ -21,7 +21,7 @@ use serde_json::Value;
 use sqlx::{postgres::PgConnection, AssertSqlSafe, Connection, Executor};
 use tower::ServiceExt;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
 
 #[derive(Parser)]
 struct Args {
