@@ -36,6 +36,10 @@ pub const MAX_URI_BYTES: usize = 256;
 /// Tags kept per page, the most general first (as the origin lists them): enough to match the
 /// purges of the page itself and of its subtree.
 const MAX_TAGS: usize = 16;
+/// Pages a purge renders again of each family that readers can make up at will (search
+/// results, and pages past a cursor): a thousand made-up searches must not ride every purge of
+/// a search tag. The others are one page per real entity and need no cap.
+pub const MAX_MADE_UP: usize = 64;
 
 /// A page, its score now, and the tags that purge it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,9 +161,18 @@ impl HotKeys {
             .filter(|page| all || page.tags.iter().any(|tag| purged.contains(tag.as_str())))
             .cloned()
             .collect();
+        let mut made_up: HashMap<&'static str, usize> = HashMap::new();
         merged(local.into_iter().chain(cluster), usize::MAX)
             .into_iter()
             .filter(|page| page.score >= min_score)
+            .filter(|page| match made_up_family(&page.uri) {
+                Some(family) => {
+                    let taken = made_up.entry(family).or_default();
+                    *taken += 1;
+                    *taken <= MAX_MADE_UP
+                }
+                None => true,
+            })
             .take(n)
             .map(|page| page.uri)
             .collect()
@@ -222,6 +235,14 @@ impl HotKeys {
         let _: () = connection.pset_ex(key, mine, SHARED_TTL_MS).await?;
         self.read_cluster(link, registry).await
     }
+}
+
+/// The route of a page readers can make up at will: a search, or any page past a cursor.
+fn made_up_family(uri: &str) -> Option<&'static str> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let route = forecastin_shared::routes::public_route(path)?;
+    let past_cursor = query.split('&').any(|pair| pair.starts_with("cursor="));
+    (route.pattern == "/api/v1/search" || past_cursor).then_some(route.pattern)
 }
 
 /// The `n` highest-scored pages, hottest first, with the scores of one page's copies (from
@@ -291,6 +312,28 @@ mod tests {
         );
         assert_eq!(hot.covered_by(&[], true, 10, 2.0), ["/de", "/fr"]);
         assert_eq!(hot.covered_by(&[], true, 1, 0.0).len(), 1);
+    }
+
+    #[test]
+    fn made_up_pages_ride_a_purge_only_up_to_their_cap() {
+        let hot = HotKeys::default();
+        for n in 0..MAX_MADE_UP * 3 {
+            hot.record(&format!("/api/v1/search?q=junk{n}"), &tags(&["search"]));
+            hot.record(
+                &format!("/api/v1/entities/FR/children?cursor=AA{n}"),
+                &tags(&["search"]),
+            );
+            hot.record(&format!("/api/v1/entities/E{n}"), &tags(&["search"]));
+        }
+        let covered = hot.covered_by(&["search".into()], false, usize::MAX, 0.0);
+        let count = |prefix: &str| covered.iter().filter(|uri| uri.starts_with(prefix)).count();
+        assert_eq!(count("/api/v1/search"), MAX_MADE_UP);
+        assert_eq!(count("/api/v1/entities/FR/children"), MAX_MADE_UP);
+        assert_eq!(
+            covered.len(),
+            2 * MAX_MADE_UP + MAX_MADE_UP * 3,
+            "one page per real entity is not capped"
+        );
     }
 
     #[test]
