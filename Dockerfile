@@ -24,7 +24,7 @@ COPY --from=build --chown=10001:10001 /out/data /var/lib/forecastin
 USER 10001:10001
 WORKDIR /var/lib/forecastin
 ENV LISTEN_ADDR=0.0.0.0:8080 \
-    METRICS_ADDR=0.0.0.0:9091 \
+    ADMIN_ADDR=0.0.0.0:9091 \
     DATA_DIR=/var/lib/forecastin
 EXPOSE 8080 9091
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

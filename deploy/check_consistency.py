@@ -171,19 +171,27 @@ def check(root):
     repo.expect(ports.get("http") == listen_port,
                 f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
                 f"{deploy_where} containerPort http is {ports.get('http')}")
+    # Admin API, metrics and probes: on ADMIN_ADDR when set (kept off the public port), else
+    # on LISTEN_ADDR.
+    admin_addr = config["data"].get("ADMIN_ADDR")
+    metrics_port = int(admin_addr.rsplit(":", 1)[1]) if admin_addr else listen_port
+    metrics_source = "ADMIN_ADDR" if admin_addr else "LISTEN_ADDR"
+    admin_port_name = "admin" if admin_addr else "http"
+    if admin_addr:
+        repo.expect(ports.get("admin") == metrics_port,
+                    f"Admin port: {config_where} ADMIN_ADDR listens on {metrics_port} but "
+                    f"{deploy_where} containerPort admin is {ports.get('admin')}")
     headless_where, headless = find(documents, "Service", "forecastin-origin-headless")
     service_port = headless["spec"]["ports"][0]["port"]
-    repo.expect(service_port == listen_port,
-                f"Origin port: {config_where} LISTEN_ADDR listens on {listen_port} but "
+    repo.expect(service_port == metrics_port,
+                f"Metrics port: {config_where} {metrics_source} listens on {metrics_port} but "
                 f"{headless_where} Service forecastin-origin-headless port is {service_port}")
-    # Metrics: on METRICS_ADDR when set (kept off the public port), else on LISTEN_ADDR.
-    metrics_addr = config["data"].get("METRICS_ADDR")
-    metrics_port = int(metrics_addr.rsplit(":", 1)[1]) if metrics_addr else listen_port
-    metrics_source = "METRICS_ADDR" if metrics_addr else "LISTEN_ADDR"
-    if metrics_addr:
-        repo.expect(ports.get("metrics") == metrics_port,
-                    f"Metrics port: {config_where} METRICS_ADDR listens on {metrics_port} but "
-                    f"{deploy_where} containerPort metrics is {ports.get('metrics')}")
+    # The public Service and the Ingress expose the public port only.
+    public_where, public = find(documents, "Service", "forecastin-origin")
+    exposed = {p["targetPort"] for p in public["spec"]["ports"]}
+    repo.expect(exposed == {"http"},
+                f"Exposure: {public_where} Service forecastin-origin exposes {sorted(exposed)}; "
+                f"only the public port `http` may leave the cluster")
     prometheus = yaml.safe_load(repo.text("deploy/prometheus/prometheus.yml"))
     job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "forecastin-origin")
     discovery = job["dns_sd_configs"][0]
@@ -205,11 +213,15 @@ def check(root):
     # Probes hit routes the origin serves.
     routes = repo.origin_routes()
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        path = container.get(probe, {}).get("httpGet", {}).get("path")
+        request = container.get(probe, {}).get("httpGet", {})
+        path = request.get("path")
         if path:
             repo.expect(path in routes,
                         f"Probe: {deploy_where} {probe} asks {path}, which "
                         f"origin/src/http/ops.rs does not route ({sorted(routes)})")
+            repo.expect(request.get("port") == admin_port_name,
+                        f"Probe: {deploy_where} {probe} asks port {request.get('port')}, but "
+                        f"the probes are served on `{admin_port_name}` ({metrics_source})")
 
     # PgBouncer: its listen port, container port, Service and the origin's egress agree.
     ini_where, ini = find(documents, "ConfigMap", "pgbouncer")

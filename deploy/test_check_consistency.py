@@ -41,18 +41,30 @@ class CheckConsistency(unittest.TestCase):
     def test_moving_the_origin_port_in_one_place_names_both_places(self):
         self.edit("deploy/k8s/origin.yaml", 'LISTEN_ADDR: "0.0.0.0:8080"', 'LISTEN_ADDR: "0.0.0.0:9090"')
         problems = check(self.root)
-        service = [p for p in problems if "forecastin-origin-headless" in p]
-        self.assertEqual(len(service), 1, problems)
-        self.assertIn("deploy/k8s/origin.yaml LISTEN_ADDR listens on 9090", service[0])
-        self.assertIn("port is 8080", service[0])
+        container = [p for p in problems if "containerPort http" in p]
+        self.assertEqual(len(container), 1, problems)
+        self.assertIn("deploy/k8s/origin.yaml LISTEN_ADDR listens on 9090", container[0])
+        self.assertIn("containerPort http is 8080", container[0])
 
-    def test_moving_the_metrics_port_in_one_place_names_both_places(self):
-        self.edit("deploy/k8s/origin.yaml", 'METRICS_ADDR: "0.0.0.0:9091"', 'METRICS_ADDR: "0.0.0.0:9092"')
+    def test_moving_the_admin_port_in_one_place_names_both_places(self):
+        self.edit("deploy/k8s/origin.yaml", 'ADMIN_ADDR: "0.0.0.0:9091"', 'ADMIN_ADDR: "0.0.0.0:9092"')
         problems = check(self.root)
         scrape = [p for p in problems if "prometheus.yml" in p]
         self.assertEqual(len(scrape), 1, problems)
-        self.assertIn("deploy/k8s/origin.yaml METRICS_ADDR listens on 9092", scrape[0])
+        self.assertIn("deploy/k8s/origin.yaml ADMIN_ADDR listens on 9092", scrape[0])
         self.assertIn("deploy/prometheus/prometheus.yml scrapes port 9091", scrape[0])
+
+    def test_exposing_the_admin_port_publicly_fails(self):
+        self.edit("deploy/k8s/origin.yaml", "      port: 8080\n      targetPort: http",
+                  "      port: 9091\n      targetPort: admin")
+        problems = check(self.root)
+        self.assertTrue(any("only the public port" in p for p in problems), problems)
+
+    def test_a_probe_on_the_public_port_fails(self):
+        self.edit("deploy/k8s/origin.yaml", "httpGet: {path: /readyz, port: admin}",
+                  "httpGet: {path: /readyz, port: http}")
+        problems = check(self.root)
+        self.assertTrue(any("readinessProbe asks port http" in p for p in problems), problems)
 
     def test_renaming_an_env_var_in_the_origin_fails(self):
         self.edit("origin/src/config.rs", 'env = "REDIS_NAMESPACE"', 'env = "REDIS_PREFIX"')

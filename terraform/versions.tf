@@ -8,6 +8,10 @@ terraform {
       source  = "cloudflare/cloudflare"
       version = "= 5.12.0"
     }
+    tls = {
+      source  = "hashicorp/tls"
+      version = "= 4.1.0"
+    }
   }
 
   backend "s3" {}

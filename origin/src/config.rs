@@ -22,10 +22,17 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// A separate address for `/metrics`, kept off the public listener (unset: `/metrics` is
-    /// served on `LISTEN_ADDR`, as in development).
-    #[arg(long, env = "METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
+    /// The admin API, `/metrics`, `/healthz` and `/readyz` on a listener of their own, which
+    /// the public load balancer does not expose (unset: all on `LISTEN_ADDR`, as in
+    /// development).
+    #[arg(long, env = "ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// The edge's credentials, comma-separated: the current one, then the previous one while
+    /// it is rotated. Set, the public routes answer only requests that carry one of them in
+    /// `x-forecastin-edge-auth` (403 otherwise). Unset: anyone, as in development.
+    #[arg(long, env = "EDGE_AUTH", hide_env_values = true, value_delimiter = ',')]
+    pub edge_auth: Vec<String>,
 
     /// Kernel send buffer of each connection, bytes (unset: the kernel tunes it).
     #[arg(long, env = "TCP_SEND_BUFFER_BYTES")]
@@ -63,13 +70,20 @@ impl Config {
     }
 
     /// Refuses secrets short enough to guess, except in the demo (where they are warned of).
+    /// Each `EDGE_AUTH` credential counts on its own.
     pub fn check_secrets(&self) -> anyhow::Result<()> {
         let secrets = [
-            ("ADMIN_TOKEN", &self.admin_token),
-            ("PURGE_SECRET", &self.purge.purge_secret),
-        ];
+            ("ADMIN_TOKEN", self.admin_token.as_deref()),
+            ("PURGE_SECRET", self.purge.purge_secret.as_deref()),
+        ]
+        .into_iter()
+        .chain(
+            self.edge_auth
+                .iter()
+                .map(|secret| ("EDGE_AUTH", Some(secret.as_str()))),
+        );
         for (name, secret) in secrets {
-            let Some(secret) = secret.as_deref().filter(|s| !s.is_empty()) else {
+            let Some(secret) = secret.filter(|s| !s.is_empty()) else {
                 continue;
             };
             if secret.len() >= MIN_SECRET_BYTES {
@@ -344,7 +358,7 @@ mod tests {
     fn short_secrets_are_refused_outside_the_demo() {
         let long = "x".repeat(MIN_SECRET_BYTES);
         let postgres = ["--database-url", "postgres://db/forecastin"];
-        for secret in ["--admin-token", "--purge-secret"] {
+        for secret in ["--admin-token", "--purge-secret", "--edge-auth"] {
             let short = config(&[postgres[0], postgres[1], secret, "dev"]);
             let message = short.check_secrets().unwrap_err().to_string();
             assert!(message.contains("at least 32"), "{message}");

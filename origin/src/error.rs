@@ -42,6 +42,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("the bearer token is not valid")]
     Forbidden,
+    /// A public route asked without the edge's credential, where one is configured.
+    #[error("this origin answers its edge only")]
+    NotThroughEdge,
     /// The instance is at a configured limit (503); another instance may take the request.
     #[error("{0}")]
     Overloaded(String),
@@ -78,7 +81,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::NotThroughEdge => StatusCode::FORBIDDEN,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
@@ -102,6 +105,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::NotThroughEdge => "edge_only",
             Self::Overloaded(_) => "overloaded",
             Self::Database(_) => "database_unavailable",
         }

@@ -24,6 +24,7 @@ pub mod l1;
 pub mod l2;
 pub mod metrics;
 pub mod purge;
+pub mod readiness;
 pub mod registry;
 pub mod seed;
 pub mod token;
@@ -51,6 +52,7 @@ use crate::{
         tiers::Tiers,
         Outbox, PurgeLog,
     },
+    readiness::Readiness,
     registry::Registry,
     warm::Warmer,
 };
@@ -160,6 +162,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         config.purge.timeout(),
         config.purge.retry_max_ms,
     ));
+    let readiness = Readiness::start(db.clone()).await;
     let state = Arc::new(AppState {
         purges: PurgeLog { db },
         hierarchy,
@@ -168,6 +171,8 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         cache_control: HeaderValue::try_from(config.cache.cache_control())
             .context("building Cache-Control")?,
         admin_token,
+        edge_auth: config.edge_auth.clone(),
+        readiness,
         metrics,
         bus,
         registry: registry.clone(),
@@ -179,7 +184,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         flights: Default::default(),
         warmer: warmer.clone(),
     });
-    let app = http::router(state.clone(), config.metrics_addr.is_some());
+    let app = http::router(state.clone(), config.admin_addr.is_some());
     warmer.attach(app.clone());
     if let Some(link) = &redis {
         warmer.hot.spawn_sharing(link.clone(), registry.clone());
@@ -198,15 +203,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, state) = build(&config).await?;
     let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!("origin listening on http://{}", listener.local_addr()?);
-    if let Some(addr) = config.metrics_addr {
-        let metrics = tokio::net::TcpListener::bind(addr)
+    if let Some(addr) = config.admin_addr {
+        let admin = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding METRICS_ADDR {addr}"))?;
-        tracing::info!("metrics on http://{addr}/metrics");
-        let router = http::metrics_router(state);
+            .with_context(|| format!("binding ADMIN_ADDR {addr}"))?;
+        tracing::info!("admin API, metrics and probes on http://{addr}");
+        let router = http::admin_router(state);
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(metrics, router).await {
-                tracing::error!(%err, "the metrics listener stopped");
+            if let Err(err) = axum::serve(admin, router).await {
+                tracing::error!(%err, "the admin listener stopped");
             }
         });
     }

@@ -35,8 +35,8 @@ enum Command {
         #[arg(long)]
         entities: u64,
     },
-    /// Ask the server listening on `LISTEN_ADDR` for `/healthz`; fails unless it answers 200
-    /// (the container's HEALTHCHECK: the image has no shell and no curl).
+    /// Ask the server for `/healthz` (on `ADMIN_ADDR` when set, else `LISTEN_ADDR`); fails
+    /// unless it answers 200 (the container's HEALTHCHECK: the image has no shell and no curl).
     Healthcheck,
 }
 
@@ -63,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
             println!("the database holds {total} entities");
             Ok(())
         }
-        Command::Healthcheck => healthcheck(cli.config.listen_addr).await,
+        Command::Healthcheck => {
+            healthcheck(cli.config.admin_addr.unwrap_or(cli.config.listen_addr)).await
+        }
     }
 }
 

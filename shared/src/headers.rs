@@ -21,6 +21,9 @@ pub const PURGE_TIMESTAMP: &str = "x-forecastin-timestamp";
 pub const PURGE_NONCE: &str = "x-forecastin-nonce";
 /// Hex HMAC-SHA256 of a purge request (see [`crate::signing`]).
 pub const PURGE_SIGNATURE: &str = "x-forecastin-signature";
+/// The edge's credential on every request it sends the origin (`EDGE_AUTH` on both sides):
+/// an origin that has one configured answers its public routes to the edge only.
+pub const EDGE_AUTH: &str = "x-forecastin-edge-auth";
 
 /// Headers that only the CDN may see: the edge removes them before answering a client.
 pub const EDGE_ONLY: [&str; 4] = [

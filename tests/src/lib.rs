@@ -26,6 +26,9 @@ use forecastin_shared::{headers, signing};
 pub const PURGE_SECRET: &str = "e2e-purge-secret-of-at-least-32-bytes";
 /// The origin's admin token in these tests.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-of-at-least-32-bytes";
+/// The edge's credential at the origin; origins started with `EDGE_AUTH` set to it answer
+/// their public routes to the edge only.
+pub const EDGE_AUTH: &str = "e2e-edge-credential-of-at-least-32-bytes";
 
 /// The HTTP client of these tests; build every client here. The workspace builds one reqwest,
 /// with the origin's TLS (rustls without a default crypto provider), and such a client panics

@@ -10,7 +10,7 @@ use std::{
 
 use tokio::process::{Child, Command};
 
-use crate::{client, ADMIN_TOKEN, PURGE_SECRET};
+use crate::{client, ADMIN_TOKEN, EDGE_AUTH, PURGE_SECRET};
 
 /// A free loopback port below Linux's ephemeral range (32768+), so that no socket the
 /// runtimes open meanwhile with port 0 can take it before the process we start binds it.
@@ -156,6 +156,14 @@ impl Origin {
             .map(|(_, url)| url.as_str())
     }
 
+    /// Where its admin API, metrics and probes answer: `ADMIN_ADDR` when it has one.
+    pub fn admin_url(&self) -> String {
+        self.env
+            .iter()
+            .find(|(name, _)| name == "ADMIN_ADDR")
+            .map_or_else(|| self.url.clone(), |(_, addr)| format!("http://{addr}"))
+    }
+
     /// The origin binary the tests run (`FORECASTIN_ORIGIN_BIN`, or the debug build).
     pub fn binary() -> PathBuf {
         std::env::var_os("FORECASTIN_ORIGIN_BIN")
@@ -184,7 +192,7 @@ impl Origin {
             .expect("the origin starts");
         self.child = Some(child);
         wait_until_ready(
-            &format!("{}/readyz", self.url),
+            &format!("{}/readyz", self.admin_url()),
             Duration::from_secs(30),
             "the origin",
         )
@@ -215,7 +223,7 @@ impl Origin {
     /// The origin's Prometheus metrics, as text.
     pub async fn metrics(&self) -> String {
         client()
-            .get(format!("{}/metrics", self.url))
+            .get(format!("{}/metrics", self.admin_url()))
             .send()
             .await
             .expect("the origin answers")
@@ -240,6 +248,18 @@ impl Origin {
     }
 
     /// How many requests the origin served on `route` (a route template), from its metrics.
+    /// The first sample of the metric `name` (any labels), if it is exported.
+    pub async fn sample(&self, name: &str) -> Option<f64> {
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+    }
+
     pub async fn served(&self, route: &str) -> u64 {
         let metrics = self.metrics().await;
         let prefix = format!("http_requests_total{{route=\"{route}\"");
@@ -336,6 +356,7 @@ impl Edge {
             .env("WRANGLER_SEND_METRICS", "false")
             // A secret, declared in wrangler.toml's [secrets]; local dev reads it from the env.
             .env("PURGE_SECRET", PURGE_SECRET)
+            .env("EDGE_AUTH", EDGE_AUTH)
             .env("EDGE_SKIP_BUILD", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("a log handle"))

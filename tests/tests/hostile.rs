@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use forecastin_e2e::{cache_status, client, fixture, Edge, Origin};
+use forecastin_e2e::{
+    cache_status, client, fixture, free_port, Edge, Origin, ADMIN_TOKEN, EDGE_AUTH,
+};
 use futures_util::future::join_all;
 use reqwest::header::HeaderValue;
 use tokio::{
@@ -234,4 +236,117 @@ async fn junk_parameters_make_no_new_entries() {
         }
     }
     assert_eq!(origin.served(route).await, 1, "one entry, filled once");
+}
+
+#[tokio::test]
+async fn padded_parameters_share_one_entry_and_bad_ones_never_reach_the_origin() {
+    let origin = Origin::start(&[]).await;
+    let edge = Edge::start(&origin.url).await;
+    let route = "/api/v1/entities/{id}/children";
+    for zeros in [0, 10, 20, 30] {
+        let response = client()
+            .get(format!(
+                "{}/api/v1/entities/FR/children?limit={}5",
+                edge.url,
+                "0".repeat(zeros)
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        if zeros > 0 {
+            assert!(cache_status(&response).contains("hit"), "{zeros} zeros");
+        }
+    }
+    for (query, field) in [
+        ("limit=501", "limit"),
+        ("limit=5&limit=6", "limit"),
+        ("cursor=", "cursor"),
+        ("cursor=%2B%2F%3D%3D", "cursor"),
+    ] {
+        let response = client()
+            .get(format!("{}/api/v1/entities/FR/children?{query}", edge.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["field"], field, "{query}");
+    }
+    let cursor = "A".repeat(forecastin_shared::params::MAX_CURSOR_CHARS + 4);
+    let long = client()
+        .get(format!(
+            "{}/api/v1/entities/world/descendants?cursor={cursor}",
+            edge.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 400);
+    assert_eq!(
+        origin.served(route).await,
+        1,
+        "one fill for every spelling, none for the refused"
+    );
+    edge.assert_no_panic();
+}
+
+#[tokio::test]
+async fn the_origin_answers_only_its_edge_and_keeps_admin_apart() {
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    // The edge's credential is the previous one: a rotation under way.
+    let credentials = format!("a-newer-edge-credential-of-32-bytes,{EDGE_AUTH}");
+    let origin = Origin::start(&[
+        ("EDGE_AUTH", credentials.as_str()),
+        ("ADMIN_ADDR", admin_addr.as_str()),
+    ])
+    .await;
+    let edge = Edge::start(&origin.url).await;
+    let page = "/api/v1/entities/FR";
+
+    let through_edge = client()
+        .get(format!("{}{page}", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through_edge.status(), 200);
+    for credential in [None, Some("guessed"), Some(&EDGE_AUTH[1..])] {
+        let mut request = client().get(format!("{}{page}", origin.url));
+        if let Some(credential) = credential {
+            request = request.header("x-forecastin-edge-auth", credential);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 403, "{credential:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "edge_only");
+    }
+    let current = client()
+        .get(format!("{}{page}", origin.url))
+        .header(
+            "x-forecastin-edge-auth",
+            "a-newer-edge-credential-of-32-bytes",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.status(), 200, "the new credential is taken too");
+
+    // Admin, metrics and probes are on their own listener only.
+    for path in ["/admin/v1/instances", "/metrics", "/readyz", "/healthz"] {
+        let public = client()
+            .get(format!("{}{path}", origin.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(public.status(), 404, "{path} on the public listener");
+        let private = client()
+            .get(format!("{}{path}", origin.admin_url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(private.status(), 200, "{path} on ADMIN_ADDR");
+    }
+    edge.assert_no_panic();
 }

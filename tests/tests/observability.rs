@@ -33,7 +33,7 @@ async fn every_dashboard_and_rule_query_names_an_exported_metric() {
     ])
     .await;
     let started = Instant::now();
-    while get_json(&format!("{}/readyz", origin.url)).await["replicas"][0]["in_rotation"] != true {
+    while origin.sample("db_replica_in_rotation").await != Some(1.0) {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the replica never joined"
@@ -65,29 +65,32 @@ async fn every_dashboard_and_rule_query_names_an_exported_metric() {
     );
 }
 
-/// With `METRICS_ADDR`, `/metrics` is served there and nowhere on the public listener.
+/// As the image runs it (`ADMIN_ADDR` set), the container's HEALTHCHECK asks the admin
+/// listener, where `/healthz` is; `/metrics` is there too, and not on the public listener.
 #[tokio::test]
-async fn metrics_can_have_a_listener_of_their_own() {
-    let port = forecastin_e2e::free_port();
-    let metrics_addr = format!("127.0.0.1:{port}");
-    let origin = Origin::start(&[("METRICS_ADDR", metrics_addr.as_str())]).await;
+async fn the_health_check_follows_the_admin_listener() {
+    let admin_addr = format!("127.0.0.1:{}", forecastin_e2e::free_port());
+    let origin = Origin::start(&[("ADMIN_ADDR", admin_addr.as_str())]).await;
+    let listen = origin.url.trim_start_matches("http://").to_owned();
+    let output = tokio::process::Command::new(Origin::binary())
+        .arg("healthcheck")
+        .env("LISTEN_ADDR", &listen)
+        .env("ADMIN_ADDR", &admin_addr)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let public = forecastin_e2e::client()
         .get(format!("{}/metrics", origin.url))
         .send()
         .await
         .unwrap();
     assert_eq!(public.status(), 404, "not on the public listener");
-    let private = forecastin_e2e::client()
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(private.status(), 200);
-    assert!(private
-        .text()
-        .await
-        .unwrap()
-        .contains("http_requests_total"));
+    assert!(origin.metrics().await.contains("http_requests_total"));
 }
 
 /// The container's HEALTHCHECK (Dockerfile) runs `forecastin-origin healthcheck`: it passes

@@ -370,7 +370,7 @@ async fn a_purge_secret_rotation_delays_purges_but_loses_none() {
     let old = Origin::start_with(
         Backend::Postgres,
         &[
-            ("PURGE_SECRET", "the-secret-before-rotation"),
+            ("PURGE_SECRET", "the-secret-before-rotation-of-32-bytes"),
             ("EDGE_PURGE_URL", &purge_url),
             ("PURGE_RETRY_MAX_MS", "400"),
         ],
@@ -416,14 +416,17 @@ async fn with_the_previous_secret_kept_a_rotation_delays_nothing() {
     let edge_port = free_port();
     let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
     let old = Origin::start(&[
-        ("PURGE_SECRET", "the-secret-before-rotation"),
+        ("PURGE_SECRET", "the-secret-before-rotation-of-32-bytes"),
         ("EDGE_PURGE_URL", &purge_url),
     ])
     .await;
     let _edge = Edge::start_with_vars(
         edge_port,
         &old.url,
-        &[("PURGE_SECRET_PREVIOUS", "the-secret-before-rotation")],
+        &[(
+            "PURGE_SECRET_PREVIOUS",
+            "the-secret-before-rotation-of-32-bytes",
+        )],
     )
     .await;
     let purge_id = rename(&old.url, "FR", "France (rotating)").await;

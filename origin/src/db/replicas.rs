@@ -25,7 +25,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
 
 use super::pool::Pool;
 use crate::metrics;
@@ -57,15 +56,6 @@ struct Replica {
     in_rotation: AtomicBool,
     /// Highest position seen replayed (replay only moves forward).
     replayed: AtomicU64,
-    lag_ms: AtomicU64,
-}
-
-/// A replica's state, for `/readyz`.
-#[derive(Debug, Serialize)]
-pub struct ReplicaStatus {
-    pub name: String,
-    pub in_rotation: bool,
-    pub lag_ms: u64,
 }
 
 pub struct Replicas {
@@ -95,7 +85,6 @@ impl Replicas {
                 pool,
                 in_rotation: AtomicBool::new(false),
                 replayed: AtomicU64::new(0),
-                lag_ms: AtomicU64::new(0),
             })
             .collect();
         Self {
@@ -125,18 +114,6 @@ impl Replicas {
             })
             .map(|replica| &replica.pool)
     }
-
-    pub fn status(&self) -> Vec<ReplicaStatus> {
-        self.members
-            .iter()
-            .map(|replica| ReplicaStatus {
-                name: replica.pool.name().to_owned(),
-                in_rotation: replica.in_rotation.load(Ordering::Acquire),
-                lag_ms: replica.lag_ms.load(Ordering::Relaxed),
-            })
-            .collect()
-    }
-
     /// The primary's WAL position now.
     pub async fn primary_position(&self) -> Result<u64, sqlx::Error> {
         let position: i64 = sqlx::query_scalar(PRIMARY_POSITION)
@@ -205,9 +182,6 @@ impl Replicas {
         let verdict = match self.replay_position(replica).await {
             Ok((true, _)) => {
                 let lag = self.lag(replica.replayed.load(Ordering::Acquire), now);
-                replica
-                    .lag_ms
-                    .store(lag.as_millis() as u64, Ordering::Relaxed);
                 ::metrics::gauge!(metrics::DB_REPLICA_LAG, "pool" => replica.pool.name().to_owned())
                     .set(lag.as_secs_f64());
                 if lag <= self.max_lag {

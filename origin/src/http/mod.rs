@@ -23,7 +23,7 @@ use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderValue, StatusCode},
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
     Router,
 };
 use forecastin_shared::{
@@ -32,6 +32,7 @@ use forecastin_shared::{
     request_id,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
+use subtle::ConstantTimeEq;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
@@ -46,6 +47,7 @@ use crate::{
     l2::L2,
     metrics,
     purge::PurgeLog,
+    readiness::Readiness,
     registry::Registry,
     warm::{warming, Warmer},
 };
@@ -60,6 +62,10 @@ pub struct AppState {
     /// The `Cache-Control` value of public GET responses.
     pub cache_control: HeaderValue,
     pub admin_token: String,
+    /// The edge's credentials (`EDGE_AUTH`); empty: the public routes answer anyone.
+    pub edge_auth: Vec<String>,
+    /// The last background check of the primary database (`/readyz`).
+    pub readiness: Arc<Readiness>,
     pub metrics: PrometheusHandle,
     /// Coordination with the other instances.
     pub bus: Bus,
@@ -78,9 +84,29 @@ pub struct AppState {
     pub warmer: Arc<Warmer>,
 }
 
-/// The application. `/metrics` is part of it unless `metrics_apart` (see [`metrics_router`]).
-pub fn router(state: Arc<AppState>, metrics_apart: bool) -> Router {
-    Router::from(routes(!metrics_apart))
+/// The public routes, answered to the edge only when `EDGE_AUTH` is set, with the private
+/// ones beside them unless they have a listener of their own (`admin_apart`, see
+/// [`admin_router`]).
+pub fn router(state: Arc<AppState>, admin_apart: bool) -> Router {
+    let public = Router::from(public_routes())
+        .layer(middleware::from_fn_with_state(state.clone(), edge_only));
+    if admin_apart {
+        served(public, state)
+    } else {
+        served(public.merge(Router::from(private_routes())), state)
+    }
+}
+
+/// The admin API, metrics and probes, for a listener that operators, Prometheus and the
+/// kubelet reach but the public load balancer does not (`ADMIN_ADDR`).
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    served(Router::from(private_routes()), state)
+}
+
+/// `routes` with what every listener does around them: 404 and body limit, heat, metrics,
+/// logs and request ids.
+fn served(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), track_heat))
@@ -108,27 +134,52 @@ pub fn router(state: Arc<AppState>, metrics_apart: bool) -> Router {
         .with_state(state)
 }
 
-/// Every route of the application, each with its OpenAPI description.
-fn routes(with_metrics: bool) -> OpenApiRouter<Arc<AppState>> {
-    openapi::described(
-        OpenApiRouter::new()
-            .merge(entities::routes())
-            .merge(admin::routes())
-            .merge(purges::routes())
-            .merge(flags::routes())
-            .merge(ws::routes())
-            .merge(ops::routes(with_metrics))
-            .merge(assets::routes())
-            .merge(openapi::routes()),
-    )
+/// What the public reach through the edge, each route with its OpenAPI description.
+fn public_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .merge(entities::routes())
+        .merge(ws::routes())
+        .merge(assets::routes())
+        .merge(openapi::routes())
 }
 
-/// The OpenAPI description of every route (`/metrics` included, though it is served on its
-/// own listener when `METRICS_ADDR` is set).
+/// What admins and operators use: the admin API, metrics and probes.
+fn private_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .merge(admin::routes())
+        .merge(purges::routes())
+        .merge(flags::routes())
+        .merge(ops::routes())
+}
+
+/// The OpenAPI description of every route, whichever listener serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut description = routes(true).into_openapi();
+    let mut description =
+        openapi::described(public_routes().merge(private_routes())).into_openapi();
     openapi::add_caching_headers(&mut description);
     description
+}
+
+/// With `EDGE_AUTH` set, a public route answers only requests carrying one of the edge's
+/// credentials (compared in constant time), and this instance's own preloading.
+async fn edge_only(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(forecastin_shared::headers::EDGE_AUTH)
+        .map(HeaderValue::as_bytes);
+    let from_edge = || {
+        given.is_some_and(|given| {
+            state
+                .edge_auth
+                .iter()
+                .any(|secret| bool::from(given.ct_eq(secret.as_bytes())))
+        })
+    };
+    if state.edge_auth.is_empty() || warming() || from_edge() {
+        next.run(request).await
+    } else {
+        ApiError::NotThroughEdge.into_response()
+    }
 }
 
 /// Gives every request an id: the one the client or the edge gave, if acceptable (see
@@ -148,12 +199,6 @@ async fn identify(mut request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     response.headers_mut().insert(REQUEST_ID, id);
     response
-}
-
-/// `/metrics` on its own, for a listener operators and Prometheus reach but the public does
-/// not (`METRICS_ADDR`).
-pub fn metrics_router(state: Arc<AppState>) -> Router {
-    Router::from(ops::metrics_routes()).with_state(state)
 }
 
 /// Counts requests and times them per route template and known method (not per URL or per

@@ -1,6 +1,6 @@
 //! Operational endpoints: liveness, readiness and Prometheus metrics.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     extract::State,
@@ -14,24 +14,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use crate::{flags, metrics};
 
-/// How long `/readyz` waits for the database.
-const READY_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// The probes, and `/metrics` unless it has a listener of its own ([`metrics_routes`]).
-pub fn routes(with_metrics: bool) -> OpenApiRouter<Arc<AppState>> {
-    let probes = OpenApiRouter::new()
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
         .routes(routes!(healthz))
-        .routes(routes!(readyz));
-    if with_metrics {
-        probes.merge(metrics_routes())
-    } else {
-        probes
-    }
-}
-
-/// `/metrics` alone, for the `METRICS_ADDR` listener.
-pub fn metrics_routes() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::new().routes(routes!(prometheus))
+        .routes(routes!(readyz))
+        .routes(routes!(prometheus))
 }
 
 #[utoipa::path(
@@ -39,47 +26,34 @@ pub fn metrics_routes() -> OpenApiRouter<Arc<AppState>> {
     path = "/healthz",
     operation_id = "healthz",
     tag = "operations",
-    summary = "Liveness: the process serves (never through the edge)",
+    summary = "Liveness: the process serves (on `ADMIN_ADDR` when it is set; never through the edge)",
     responses((status = 200, description = "`{\"status\": \"ok\"}`")),
 )]
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the primary pool hands out a connection within its acquire timeout and that
-/// connection answers; the replicas' state is reported beside (they are optional for reads).
+/// Ready when the last background check of the primary database passed (see
+/// [`crate::readiness`]): answering costs nothing and says nothing more.
 #[utoipa::path(
     get,
     path = "/readyz",
     operation_id = "readyz",
     tag = "operations",
-    summary = "Readiness: the primary database answers; the replicas' state beside",
+    summary = "Readiness: the primary database answered the last check",
     responses(
-        (status = 200, description = "`{\"status\": \"ready\", \"replicas\": …}`"),
-        (status = 503, description = "The primary pool gave no working connection in time"),
+        (status = 200, description = "`{\"status\": \"ready\"}`"),
+        (status = 503, description = "`{\"status\": \"unavailable\"}`"),
     ),
 )]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let db = &state.hierarchy.db;
-    let probe = async {
-        let mut connection = db.primary.acquire().await?;
-        tokio::time::timeout(
-            READY_TIMEOUT,
-            sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&mut *connection),
-        )
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)?
-    };
-    let replicas = db.replicas.as_ref().map(|replicas| replicas.status());
-    match probe.await {
-        Ok(_) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "replicas": replicas })),
-        ),
-        Err(err) => (
+    if state.readiness.is_ready() {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "reason": err.to_string() })),
-        ),
+            Json(json!({ "status": "unavailable" })),
+        )
     }
 }
 
@@ -88,7 +62,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     path = "/metrics",
     operation_id = "metrics",
     tag = "operations",
-    summary = "Prometheus metrics (on `METRICS_ADDR` instead when it is set)",
+    summary = "Prometheus metrics (on `ADMIN_ADDR` when it is set)",
     responses((status = 200, description = "The Prometheus text format", content_type = "text/plain")),
 )]
 async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
