@@ -130,14 +130,15 @@ start_bench_origin() {
 }
 
 # Starts a Worker in `wrangler dev --local` in front of that origin and waits until it answers:
-# port, inspector port, wrangler config. Fills register in the purge index (a purge secret is
-# set) unless BENCH_PURGE_INDEX=0.
+# port, inspector port, wrangler config. Fills register in the purge index (as wrangler.toml's
+# default environment sets it) unless BENCH_PURGE_INDEX=0.
 start_bench_worker() {
-  local secret=(PURGE_SECRET=bench)
-  if [ "${BENCH_PURGE_INDEX:-1}" = 0 ]; then secret=(); fi
-  env "${secret[@]}" EDGE_SKIP_BUILD=1 setsid wrangler dev --local --ip 127.0.0.1 --port "$1" \
+  local index=()
+  if [ "${BENCH_PURGE_INDEX:-1}" = 0 ]; then index=(--var PURGE_INDEX_SHARDS:0); fi
+  PURGE_SECRET=bench-purge-secret-of-at-least-32-bytes EDGE_SKIP_BUILD=1 setsid wrangler dev \
+    --local --ip 127.0.0.1 --port "$1" \
     --inspector-port "$2" --config "$3" --show-interactive-dev-session=false --log-level error \
-    --persist-to "$BENCH_STATE/$1" --var ORIGIN_URL:http://127.0.0.1:18080 >/dev/null &
+    --persist-to "$BENCH_STATE/$1" --var ORIGIN_URL:http://127.0.0.1:18080 "${index[@]}" >/dev/null &
   BENCH_PIDS+=(-$!)
   for _ in $(seq 120); do curl -fs "http://127.0.0.1:$1/" >/dev/null && break; sleep 0.5; done
 }

@@ -171,3 +171,42 @@ async fn unsigned_stale_replayed_and_malformed_purges_are_refused_and_purge_noth
         "replayed"
     );
 }
+
+/// An index that fails every call (here: every call outlasts a timeout of 0 ms) turns no
+/// caching off: fills are stored and hits served, each entry for the brief while an unindexed
+/// one is kept; then it is fetched again.
+#[tokio::test]
+async fn with_the_index_failing_every_call_hits_and_fills_still_work() {
+    let origin = Origin::start(&[]).await;
+    set_rollout(&origin.url, "ff.predictive_preload", 0).await;
+    let edge = Edge::start_with_vars(
+        forecastin_e2e::free_port(),
+        &origin.url,
+        &[("PURGE_INDEX_TIMEOUT_MS", "0")],
+    )
+    .await;
+    let paths = [
+        "/api/v1/entities/FR",
+        "/api/v1/entities/DE/ancestors",
+        "/api/v1/entities/IT/children",
+        "/api/v1/search?q=rom",
+    ];
+    let url = |path: &str| format!("{}{path}", edge.url);
+    for path in paths {
+        let first = status_of(&url(path)).await;
+        assert!(first.contains("stored"), "{path}: {first}");
+    }
+    for _ in 0..3 {
+        for path in paths {
+            let again = status_of(&url(path)).await;
+            assert!(again.contains("hit"), "{path}: {again}");
+        }
+    }
+    // Kept 10 s, not the hour the origin allows: a purge by tag would have missed them.
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    for path in paths {
+        let later = status_of(&url(path)).await;
+        assert!(later.contains("fwd=uri-miss"), "{path}: {later}");
+    }
+    edge.assert_no_panic();
+}

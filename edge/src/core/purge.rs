@@ -47,6 +47,32 @@ pub struct Purge {
 /// (some 300, measured in BENCHMARKS.md).
 pub const REFRESHED_BY_SOFT_PURGE: usize = purges::MAX_REFRESH;
 
+/// Longest cache key the index registers: the longest path a public route has with the
+/// longest canonical query (a 3,072-character cursor), on any host.
+pub const MAX_INDEXED_KEY_BYTES: usize = 4_096;
+/// Most tags one registration carries: a page of descendants tags itself, its 32 ancestors
+/// and at most 100 items (`forecastin_shared::tags::MAX_ITEM_TAGS`).
+pub const MAX_INDEXED_TAGS: usize = 160;
+/// Longest tag registered (the origin's are an id of at most 64 bytes and a prefix).
+pub const MAX_INDEXED_TAG_BYTES: usize = 128;
+
+/// Whether the index takes an entry: within the bounds above. One that is not is kept for a
+/// short while only, as an entry whose registration failed.
+pub fn indexable(key: &str, tags: &[String]) -> bool {
+    key.len() <= MAX_INDEXED_KEY_BYTES
+        && tags.len() <= MAX_INDEXED_TAGS
+        && tags.iter().all(|tag| tag.len() <= MAX_INDEXED_TAG_BYTES)
+}
+
+/// The index object that holds `key`, of `shards` (FNV-1a of the key: stable across
+/// isolates and releases, so a purge finds what a fill registered).
+pub fn shard_of(key: &str, shards: u32) -> u32 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % u64::from(shards.max(1))) as u32
+}
+
 /// The signature headers of a purge request, as received.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Signed<'a> {
@@ -318,6 +344,38 @@ mod tests {
                 "{secret} {headers:?} {at}"
             );
         }
+    }
+
+    #[test]
+    fn keys_spread_over_the_shards_and_stay_put() {
+        let mut counts = [0u32; 4];
+        for n in 0..4_000 {
+            counts[shard_of(&format!("https://e.x/api/v1/entities/E{n}"), 4) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&count| (800..1_200).contains(&count)),
+            "{counts:?}"
+        );
+        assert_eq!(
+            shard_of("https://e.x/api/v1/entities/FR", 4),
+            3,
+            "FNV-1a, as deployed"
+        );
+        assert_eq!(shard_of("anything", 1), 0);
+        assert_eq!(shard_of("anything", 0), 0);
+    }
+
+    #[test]
+    fn registrations_past_the_bounds_are_not_indexed() {
+        let tag = |n: usize| format!("e:{n}");
+        let many: Vec<String> = (0..MAX_INDEXED_TAGS + 1).map(tag).collect();
+        assert!(indexable("https://e.x/a", &many[..MAX_INDEXED_TAGS]));
+        assert!(!indexable("https://e.x/a", &many));
+        assert!(!indexable(&"k".repeat(MAX_INDEXED_KEY_BYTES + 1), &[]));
+        assert!(!indexable(
+            "https://e.x/a",
+            &["t".repeat(MAX_INDEXED_TAG_BYTES + 1)]
+        ));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What to do with a client request, and which of its headers reach the origin.
 
 use forecastin_shared::{
-    headers::{REQUEST_ID, TRACEPARENT},
+    headers::{EDGE_AUTH, REQUEST_ID, TRACEPARENT},
     request_id,
     routes::{EVENTS_PATH, OPERATIONAL_PATHS},
 };
@@ -137,7 +137,8 @@ pub fn origin_headers(client: &HeaderMap, kind: RequestKind) -> HeaderMap {
         | RequestKind::NotFound => {
             forwarded = client.clone();
             strip_hop_by_hop(&mut forwarded);
-            for name in HOST_OVERRIDES.iter().chain(&["host"]) {
+            // The edge's credential at the origin is the edge's to send, never a client's.
+            for name in HOST_OVERRIDES.iter().chain(&["host", EDGE_AUTH]) {
                 forwarded.remove(*name);
             }
             if kind == RequestKind::Bypass(BypassReason::Upgrade) {
@@ -371,18 +372,23 @@ mod tests {
     }
 
     #[test]
-    fn bypassed_requests_keep_their_headers_but_not_host_overrides() {
+    fn bypassed_requests_keep_their_headers_but_not_host_overrides_or_credentials() {
         let client = headers(&[
             ("authorization", "Bearer t"),
             ("content-type", "application/json"),
             ("if-match", "\"v1\""),
             ("x-forwarded-host", "evil.example"),
+            ("x-forecastin-edge-auth", "guessed"),
             ("connection", "keep-alive"),
         ]);
         let sent = origin_headers(&client, RequestKind::Bypass(BypassReason::Method));
         assert_eq!(sent.len(), 3);
         assert!(sent.contains_key("if-match"));
         assert!(!sent.contains_key("x-forwarded-host"));
+        assert!(
+            !sent.contains_key(EDGE_AUTH),
+            "a client's credential is not passed on"
+        );
     }
 
     #[test]

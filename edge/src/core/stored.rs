@@ -116,6 +116,18 @@ pub fn read_stored(headers: &mut HeaderMap) -> Option<Meta> {
     Some(meta)
 }
 
+/// Headers to store (as [`headers_to_store`] made them) that storage keeps for at most
+/// `seconds`: for an entry the purge index could not take, which a purge by tag would miss.
+pub fn kept_briefly(headers: &HeaderMap, seconds: u64) -> HeaderMap {
+    let mut headers = headers.clone();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={seconds}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=1")),
+    );
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +142,25 @@ mod tests {
             must_revalidate: false,
             vary: vec![("accept-language".into(), Some("fr".into()))],
         }
+    }
+
+    #[test]
+    fn an_entry_kept_briefly_keeps_its_bookkeeping() {
+        let mut response = HeaderMap::new();
+        response.insert(
+            header::CACHE_CONTROL,
+            "public, s-maxage=600".parse().unwrap(),
+        );
+        let headers = headers_to_store(&response, 200, &stored(), "/a", 2).unwrap();
+        let mut brief = kept_briefly(&headers, 10);
+        assert_eq!(brief[header::CACHE_CONTROL], "public, max-age=10");
+        assert_eq!(brief.len(), headers.len());
+        let meta = read_stored(&mut brief).unwrap();
+        assert_eq!(
+            meta.stored,
+            stored(),
+            "freshness is the origin's, only storage is brief"
+        );
     }
 
     #[test]

@@ -4,23 +4,29 @@
 //! is taken back out; and which signed purges were already used, to refuse replays.
 //!
 //! It serves the edge-direct purge only (development and single-location deployments:
-//! `cache.delete` clears one data centre). It is off the hot path: a fill registers from
-//! `waitUntil`, after the client has its answer, and only when a purge secret is configured.
-//! Rows expire with their entries, so the index holds live entries only.
+//! `cache.delete` clears one data centre), and is on only where that is configured
+//! (`PURGE_INDEX_SHARDS`; production purges through the zone API and has none). It is off the
+//! hot path: a fill registers from `waitUntil`, after the client has its answer. Rows expire
+//! with their entries, so the index holds live entries only.
 //!
-//! One instance (named `index`) serves the Worker; its single-threaded execution is what
-//! orders registrations against purges.
+//! Keys are spread over several objects by a hash of the key (`index-0` …), so no one object
+//! takes every fill. Each object's single-threaded execution orders the registrations of its
+//! keys against purges; a purge is resolved by every object. A call that fails or outlasts
+//! `PURGE_INDEX_TIMEOUT_MS` fails alone: the entry it registered is kept briefly instead.
+
+use std::time::Duration;
 
 use forecastin_shared::signing;
+use futures_util::future::{select, Either};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 use worker::{
-    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, SqlStorage,
-    SqlStorageValue, State,
+    durable_object, Delay, DurableObject, Env, Method, Request, RequestInit, Response, Result,
+    SqlStorage, SqlStorageValue, State,
 };
 
 use super::now_ms;
-use crate::core::purge::{locator, Purge};
+use crate::core::purge::{indexable, locator, shard_of, Purge};
 
 const BINDING: &str = "EDGE_INDEX";
 /// How long purges and nonces are remembered: longer than any origin fetch, and than any
@@ -47,11 +53,25 @@ struct PurgeCommand {
     purge: Purge,
 }
 
-/// The keys a purge covers, and when the index recorded it.
+/// The keys one object found a purge to cover, and when it recorded the purge.
 #[derive(Serialize, Deserialize)]
-pub struct Resolved {
+struct Resolved {
+    keys: Vec<String>,
+    at_ms: u64,
+}
+
+/// The keys a purge covers, and when each object recorded it.
+pub struct Resolution {
     pub keys: Vec<String>,
-    pub at_ms: u64,
+    at_ms: Vec<u64>,
+}
+
+impl Resolution {
+    /// When the last object recorded the purge: a fetch started after it postdates the purge
+    /// in every object.
+    pub fn recorded_ms(&self) -> u64 {
+        self.at_ms.iter().copied().max().unwrap_or_default()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,54 +85,152 @@ struct Completion {
     purged_at_ms: u64,
 }
 
-/// Sends a command to the index instance.
-async fn call<T: Serialize>(env: &Env, path: &str, body: &T) -> Result<Response> {
-    let stub = env.durable_object(BINDING)?.get_by_name("index")?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&serde_json::to_string(body)?)));
-    stub.fetch_with_request(Request::new_with_init(
-        &format!("https://index{path}"),
-        &init,
-    )?)
-    .await
+/// Most objects the index is spread over.
+const MAX_SHARDS: u32 = 64;
+/// How long a call to an object may take, unless `PURGE_INDEX_TIMEOUT_MS` says otherwise.
+const DEFAULT_TIMEOUT_MS: u64 = 2_000;
+
+/// The index as configured: how many objects, and how long a call to one may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Index {
+    shards: u32,
+    timeout_ms: u64,
 }
 
-/// Records that `key` is stored with `tags` until `expires_at_ms`; `false` means a purge
-/// covering it ran after its fetch started, and it must be deleted.
-pub async fn register(
-    env: &Env,
-    key: &str,
-    tags: Vec<String>,
-    fetch_started_ms: u64,
-    expires_at_ms: u64,
-) -> Result<bool> {
-    let registration = Registration {
-        key: key.to_owned(),
-        tags,
-        fetch_started_ms,
-        expires_at_ms,
-    };
-    let mut response = call(env, "/register", &registration).await?;
-    Ok(response.json::<Registered>().await?.keep)
-}
-
-/// Resolves a purge to the keys to delete, spends its nonce, and remembers it so that fills
-/// racing it are taken back out; `None` if `nonce` was used before. Forgets no entry: a purge
-/// interrupted before [`complete`] finds the same keys when the origin retries it.
-pub async fn resolve(env: &Env, nonce: String, purge: Purge) -> Result<Option<Resolved>> {
-    let mut response = call(env, "/resolve", &PurgeCommand { nonce, purge }).await?;
-    if response.status_code() == 409 {
-        return Ok(None);
+impl Index {
+    /// From `PURGE_INDEX_SHARDS` (unset or 0: no index) and `PURGE_INDEX_TIMEOUT_MS`.
+    pub fn configured(
+        shards: Option<String>,
+        timeout_ms: Option<String>,
+    ) -> std::result::Result<Option<Index>, String> {
+        let shards = match shards.as_deref().map(str::trim) {
+            None | Some("" | "0") => return Ok(None),
+            Some(n) => n
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_SHARDS).contains(n))
+                .ok_or(format!("PURGE_INDEX_SHARDS must be 0 to {MAX_SHARDS}"))?,
+        };
+        let timeout_ms = match timeout_ms {
+            None => DEFAULT_TIMEOUT_MS,
+            Some(ms) => ms
+                .trim()
+                .parse()
+                .map_err(|_| "PURGE_INDEX_TIMEOUT_MS must be a number of milliseconds")?,
+        };
+        Ok(Some(Index { shards, timeout_ms }))
     }
-    Ok(Some(response.json::<Resolved>().await?))
-}
 
-/// Marks a purge resolved at `purged_at_ms` done once its keys are deleted from the cache:
-/// forgets their rows, but not those registered again since (see [`Completion`]).
-pub async fn complete(env: &Env, keys: Vec<String>, purged_at_ms: u64) -> Result<()> {
-    call(env, "/complete", &Completion { keys, purged_at_ms }).await?;
-    Ok(())
+    /// Sends a command to object `shard`, within the timeout.
+    async fn call<T: Serialize>(
+        &self,
+        env: &Env,
+        shard: u32,
+        path: &str,
+        body: &T,
+    ) -> Result<Response> {
+        // No call takes no time: with a timeout of 0 every call fails, without being made.
+        let too_slow =
+            || worker::Error::RustError(format!("index-{shard} took over {} ms", self.timeout_ms));
+        if self.timeout_ms == 0 {
+            return Err(too_slow());
+        }
+        let stub = env
+            .durable_object(BINDING)?
+            .get_by_name(&format!("index-{shard}"))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_body(Some(JsValue::from_str(&serde_json::to_string(body)?)));
+        let request = Request::new_with_init(&format!("https://index{path}"), &init)?;
+        let call = std::pin::pin!(stub.fetch_with_request(request));
+        let delay = std::pin::pin!(Delay::from(Duration::from_millis(self.timeout_ms)));
+        match select(call, delay).await {
+            Either::Left((response, _)) => response,
+            Either::Right(_) => Err(too_slow()),
+        }
+    }
+
+    /// Records that `key` is stored with `tags` until `expires_at_ms`; `false` means a purge
+    /// covering it ran after its fetch started, and it must be deleted. An error (the object
+    /// failed or was slow, or the entry is past the bounds of [`indexable`]) leaves it
+    /// unindexed.
+    pub async fn register(
+        &self,
+        env: &Env,
+        key: &str,
+        tags: Vec<String>,
+        fetch_started_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool> {
+        if !indexable(key, &tags) {
+            return Err(worker::Error::RustError(
+                "the entry is past the index's bounds".into(),
+            ));
+        }
+        let registration = Registration {
+            key: key.to_owned(),
+            tags,
+            fetch_started_ms,
+            expires_at_ms,
+        };
+        let shard = shard_of(key, self.shards);
+        let mut response = self.call(env, shard, "/register", &registration).await?;
+        Ok(response.json::<Registered>().await?.keep)
+    }
+
+    /// Resolves a purge to the keys to delete in every object, spends its nonce there, and
+    /// has each remember it so that fills racing it are taken back out; `None` if `nonce` was
+    /// used before. Forgets no entry: a purge interrupted before [`Index::complete`] finds
+    /// the same keys when the origin retries it.
+    pub async fn resolve(
+        &self,
+        env: &Env,
+        nonce: String,
+        purge: Purge,
+    ) -> Result<Option<Resolution>> {
+        let command = PurgeCommand { nonce, purge };
+        let mut resolution = Resolution {
+            keys: Vec::new(),
+            at_ms: Vec::new(),
+        };
+        // One object after another: purges are rare beside fills, and `join_all` would add
+        // 12 KB to the Worker.
+        for shard in 0..self.shards {
+            let mut response = self.call(env, shard, "/resolve", &command).await?;
+            if response.status_code() == 409 {
+                return Ok(None);
+            }
+            let resolved: Resolved = response.json().await?;
+            resolution.keys.extend(resolved.keys);
+            resolution.at_ms.push(resolved.at_ms);
+        }
+        Ok(Some(resolution))
+    }
+
+    /// Marks a purge done once `keys` are deleted from the cache: each object forgets its
+    /// rows of them, but not those registered again since it recorded the purge (see
+    /// [`Completion`]).
+    pub async fn complete(
+        &self,
+        env: &Env,
+        keys: Vec<String>,
+        resolution: &Resolution,
+    ) -> Result<()> {
+        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); self.shards as usize];
+        for key in keys {
+            by_shard[shard_of(&key, self.shards) as usize].push(key);
+        }
+        for (shard, (keys, &purged_at_ms)) in
+            by_shard.into_iter().zip(&resolution.at_ms).enumerate()
+        {
+            if !keys.is_empty() {
+                let completion = Completion { keys, purged_at_ms };
+                self.call(env, shard as u32, "/complete", &completion)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[durable_object]

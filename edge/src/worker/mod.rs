@@ -21,6 +21,8 @@ use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
 use worker::{event, js_sys::Math, web_sys, Context, Date, Env, Result};
 
+use index::Index;
+
 use crate::core::{
     cache::{
         error, invalid_parameter, invalidated_by_unsafe, json, Answer, Body, CacheableRequest,
@@ -36,12 +38,18 @@ pub struct Settings {
     origin: Url,
     timeout: Duration,
     /// The current purge secret, then the previous one while a rotation is under way. Empty:
-    /// no edge-direct purging, and no index to keep.
+    /// no edge-direct purging.
     purge_secrets: Vec<String>,
+    /// The index of stored entries that edge-direct purges by tag and prefix read
+    /// (`PURGE_INDEX_SHARDS`); none where purges go through the CDN's API.
+    index: Option<Index>,
     /// Whether purges signed in the first format are taken (`PURGE_LEGACY_SIGNATURES =
     /// "accept"`), for the one rotation that moves origins to the current one.
     purge_legacy: Legacy,
     session_cookies: Vec<String>,
+    /// The credential sent with every request to the origin (the secret `EDGE_AUTH`), which
+    /// an origin configured with it requires on its public routes.
+    edge_auth: Option<String>,
     /// The request log keeps one hit in this many (see [`crate::core::request::logged`]).
     hit_log_one_in: u32,
 }
@@ -62,6 +70,12 @@ impl Settings {
                 .filter_map(|name| env.secret(name).ok().map(|s| s.to_string()))
                 .filter(|secret| !secret.is_empty())
                 .collect(),
+            edge_auth: env
+                .secret("EDGE_AUTH")
+                .ok()
+                .map(|secret| secret.to_string())
+                .filter(|secret| !secret.is_empty()),
+            index: Index::configured(var("PURGE_INDEX_SHARDS"), var("PURGE_INDEX_TIMEOUT_MS"))?,
             purge_legacy: match var("PURGE_LEGACY_SIGNATURES").as_deref() {
                 Some("accept") => Legacy::Accepted,
                 _ => Legacy::Refused,
@@ -349,7 +363,11 @@ async fn forward(
         headers: forwarded,
         reason,
     } = forwarding;
-    let response = match origin::forward(&req, &origin_url, &forwarded, settings.timeout).await {
+    let to = origin::Address {
+        url: &origin_url,
+        credential: settings.edge_auth.as_deref(),
+    };
+    let response = match origin::forward(&req, to, &forwarded, settings.timeout).await {
         Ok(response) => response,
         Err(failure) => return Ok(crate::core::cache::failure_answer(&failure).into()),
     };

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use forecastin_shared::headers::EDGE_AUTH;
 use futures_util::future::{select, Either};
 use http::HeaderMap;
 use url::Url;
@@ -13,6 +14,14 @@ use worker::{
 
 use super::runtime::{bytes, header_map, js_headers};
 use crate::core::cache::Failure;
+
+/// Where a request goes at the origin, and the credential the origin knows the edge by
+/// (`EDGE_AUTH`), when the edge has one.
+#[derive(Clone, Copy)]
+pub struct Address<'a> {
+    pub url: &'a Url,
+    pub credential: Option<&'a str>,
+}
 
 /// A whole origin response, body read.
 pub struct Fetched {
@@ -48,9 +57,9 @@ async fn within<T>(
 }
 
 /// Fetches `url` with the client's method spelled as it came (workers-rs's `Method` would
-/// turn an unknown one into GET), never following redirects.
+/// turn an unknown one into GET), never following redirects, with the edge's credential.
 async fn send(
-    url: &Url,
+    Address { url, credential }: Address<'_>,
     method: &str,
     headers: &HeaderMap,
     body: Option<JsValue>,
@@ -58,7 +67,11 @@ async fn send(
 ) -> Result<web_sys::Response, JsValue> {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
-    init.set_headers(&js_headers(headers).0);
+    let headers = js_headers(headers);
+    if let Some(credential) = credential {
+        headers.0.set(EDGE_AUTH, credential)?;
+    }
+    init.set_headers(&headers.0);
     init.set_redirect(web_sys::RequestRedirect::Manual);
     init.set_signal(Some(signal));
     if let Some(body) = body {
@@ -73,14 +86,14 @@ async fn send(
 /// GETs `url` and reads the whole body; a body that fails mid-stream is an error, so a
 /// truncated response is never stored or served as complete.
 pub async fn fetch_whole(
-    url: &Url,
+    to: Address<'_>,
     headers: &HeaderMap,
     timeout: Duration,
 ) -> Result<Fetched, Failure> {
     let controller = web_sys::AbortController::new().map_err(unreachable)?;
     let signal = controller.signal();
     within(timeout, controller, async move {
-        let response = send(url, "GET", headers, None, &signal).await?;
+        let response = send(to, "GET", headers, None, &signal).await?;
         let body = bytes(&response)
             .await
             .map_err(|e| JsValue::from_str(&e.to_string()))?;
@@ -97,7 +110,7 @@ pub async fn fetch_whole(
 /// returns the origin's answer, its body still streaming.
 pub async fn forward(
     req: &web_sys::Request,
-    url: &Url,
+    to: Address<'_>,
     headers: &HeaderMap,
     timeout: Duration,
 ) -> Result<web_sys::Response, Failure> {
@@ -107,7 +120,7 @@ pub async fn forward(
     within(
         timeout,
         controller,
-        send(url, &req.method(), headers, body, &signal),
+        send(to, &req.method(), headers, body, &signal),
     )
     .await
 }

@@ -25,7 +25,7 @@ use http::{header, HeaderMap};
 use url::Url;
 use worker::{web_sys, Env, Request};
 
-use super::{index, now_ms, runtime, serve, Settings};
+use super::{now_ms, runtime, serve, Settings};
 use crate::core::{
     cache::{error, json, Answer},
     fields::text,
@@ -120,18 +120,27 @@ pub async fn handle(
             return Ok(error(400, "invalid_purge", message))
         }
     };
-    let Some(index::Resolved { keys, at_ms }) = index::resolve(env, nonce, request.clone()).await?
-    else {
+    let Some(index) = settings.index else {
+        return Ok(error(
+            501,
+            "purge_index_off",
+            "this edge keeps no purge index (PURGE_INDEX_SHARDS): purge through the CDN's API"
+                .into(),
+        ));
+    };
+    let Some(resolution) = index.resolve(env, nonce, request.clone()).await? else {
         return Ok(error(
             401,
             "replayed",
             "this signed purge was already used".into(),
         ));
     };
-    let (refreshed, mut deleted) = request.split_for_refresh(keys, serve::reads_of);
+    let recorded_ms = resolution.recorded_ms();
+    let (refreshed, mut deleted) =
+        request.split_for_refresh(resolution.keys.clone(), serve::reads_of);
     let timeout = settings.timeout.min(REFRESH_TIMEOUT);
     let tried = refreshed.len();
-    let unrefreshed = serve::refresh(env, settings, refreshed, (at_ms, timeout)).await;
+    let unrefreshed = serve::refresh(env, settings, refreshed, (recorded_ms, timeout)).await;
     let mut purged = (tried - unrefreshed.len()) as u64;
     deleted.extend(unrefreshed);
     for key in &deleted {
@@ -142,7 +151,7 @@ pub async fn handle(
         }
     }
     if !deleted.is_empty() {
-        index::complete(env, deleted, at_ms).await?;
+        index.complete(env, deleted, &resolution).await?;
     }
     Ok(json(200, serde_json::to_vec(&PurgeResult { purged })?))
 }

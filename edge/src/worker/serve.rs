@@ -17,7 +17,8 @@ use worker::{
 
 use super::{
     collapse::{self, Leader, Turn},
-    index, now_ms, origin, runtime, Bodies, Handled, Settings, StoredResponse,
+    index::Index,
+    now_ms, origin, runtime, Bodies, Handled, Settings, StoredResponse,
 };
 use crate::core::{
     cache::{
@@ -28,7 +29,7 @@ use crate::core::{
     heat::Heat,
     purge::tags_of,
     status::Forward,
-    stored::{hit_fields, STORAGE_STATUS},
+    stored::{hit_fields, kept_briefly, STORAGE_STATUS},
     target::Target,
 };
 
@@ -55,10 +56,12 @@ struct Job {
     request: CacheableRequest,
     key: String,
     origin_url: Url,
+    /// The edge's credential at the origin (see `Settings`).
+    credential: Option<String>,
     env: Env,
     timeout: std::time::Duration,
-    /// Whether stored entries are indexed for edge-direct purges.
-    indexed: bool,
+    /// Where stored entries are indexed for edge-direct purges, if anywhere.
+    index: Option<Index>,
     /// A floor for when its fetch started, as the index is told.
     fetched_after_ms: u64,
 }
@@ -75,9 +78,10 @@ pub async fn serve(
         request,
         key,
         origin_url,
+        credential: settings.edge_auth.clone(),
         env: env.clone(),
         timeout: settings.timeout,
-        indexed: !settings.purge_secrets.is_empty(),
+        index: settings.index,
         fetched_after_ms: 0,
     };
     HEAT.with(|heat| heat.borrow_mut().count(&job.key, now_ms()));
@@ -270,7 +274,11 @@ async fn exchange(
     // Twice at most: a 304 about another representation is asked again unconditionally.
     for _ in 0..2 {
         let request_ms = now_ms();
-        let fetched = match origin::fetch_whole(&job.origin_url, &headers, job.timeout).await {
+        let to = origin::Address {
+            url: &job.origin_url,
+            credential: job.credential.as_deref(),
+        };
+        let fetched = match origin::fetch_whole(to, &headers, job.timeout).await {
             Ok(fetched) => fetched,
             Err(failure) => {
                 return Exchanged {
@@ -332,6 +340,23 @@ async fn stored_bytes(stored: &StoredResponse) -> Option<Vec<u8>> {
     runtime::bytes(&copy.response).await.ok()
 }
 
+/// How long storage keeps an entry the index could not take: a purge by tag or prefix misses
+/// it for this long at most.
+const UNINDEXED_SECS: u64 = 10;
+
+/// Stores an entry again for [`UNINDEXED_SECS`] only; deletes it if even that fails.
+async fn keep_briefly(key: &str, headers: &HeaderMap, body: &[u8]) {
+    let brief = kept_briefly(headers, UNINDEXED_SECS);
+    let stored = match runtime::response(STORAGE_STATUS, &brief, Some(body)) {
+        Ok(response) => runtime::cache_put(key, &response).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = stored {
+        worker::console_warn!("keeping {key} briefly failed: {err}");
+        let _ = runtime::cache_delete(key).await;
+    }
+}
+
 /// Writes an entry to storage, then registers it with the index (see [`exchange`]); returns
 /// whether storage took it.
 async fn write(
@@ -354,24 +379,30 @@ async fn write(
         worker::console_warn!("cache put failed for {}: {err}", job.key);
         return false;
     }
-    if !job.indexed {
+    let Some(index) = job.index else {
         return true;
-    }
+    };
     let (env, key) = (job.env.clone(), job.key.clone());
     let fetch_started_ms = fetch_started_ms.max(job.fetched_after_ms);
     let registration = async move {
         let expires_at_ms = now_ms() + retention_ms;
-        let keep = index::register(&env, &key, tags, fetch_started_ms, expires_at_ms).await;
-        let delete = match keep {
-            Ok(keep) => !keep, // a purge ran during the fetch: what was fetched may predate it
-            Err(err) => {
-                // Unindexed, it could not be purged by tag or prefix: do not keep it.
-                worker::console_warn!("index registration failed for {key}: {err}");
-                true
+        match index
+            .register(&env, &key, tags, fetch_started_ms, expires_at_ms)
+            .await
+        {
+            Ok(true) => {}
+            // A purge ran during the fetch: what was fetched may predate it.
+            Ok(false) => {
+                let _ = runtime::cache_delete(&key).await;
             }
-        };
-        if delete {
-            let _ = runtime::cache_delete(&key).await;
+            // Unindexed, a purge by tag or prefix would miss it: kept briefly, not dropped, so
+            // an index in trouble does not turn caching off.
+            Err(err) => {
+                worker::console_warn!(
+                    "index registration failed for {key}: {err}; kept {UNINDEXED_SECS} s"
+                );
+                keep_briefly(&key, &store.headers, &body).await;
+            }
         }
         drop(lead);
     };
@@ -398,10 +429,11 @@ pub async fn refresh(
             Some(Job {
                 request: CacheableRequest::anonymous(target.path.clone()),
                 origin_url: target.origin_url(&settings.origin),
+                credential: settings.edge_auth.clone(),
                 key: key.clone(),
                 env: env.clone(),
                 timeout,
-                indexed: !settings.purge_secrets.is_empty(),
+                index: settings.index,
                 // Started after the purge, whatever the clocks say: the index must keep it.
                 fetched_after_ms: purged_at_ms + 1,
             })
