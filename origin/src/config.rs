@@ -135,6 +135,16 @@ pub struct ClusterConfig {
     #[arg(long, env = "WS_MAX_CLIENTS", default_value_t = 10_000)]
     pub ws_max_clients: usize,
 
+    /// Websocket clients one address may hold on an instance; more are refused with 429.
+    #[arg(long, env = "WS_MAX_PER_ADDRESS", default_value_t = 32)]
+    pub ws_max_per_address: usize,
+
+    /// Page origins (`https://host[:port]`, comma-separated) whose scripts may open the event
+    /// stream; a browser's handshake from another is refused with 403. Unset: any, as in
+    /// development (the manifests set the public site's).
+    #[arg(long, env = "WS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub ws_allowed_origins: Vec<String>,
+
     /// Interval of the instance heartbeat in Redis; an instance is gone after three missed.
     #[arg(long, env = "HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,

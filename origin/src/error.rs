@@ -42,6 +42,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("the bearer token is not valid")]
     Forbidden,
+    /// A WebSocket handshake from a page whose origin is not allowed (403).
+    #[error("pages from `{0}` may not open the event stream")]
+    ForeignOrigin(String),
+    /// An address holding the most event streams it may (429).
+    #[error("this address holds {0} event streams already")]
+    TooManyConnections(usize),
     /// A public route asked without the edge's credential, where one is configured.
     #[error("this origin answers its edge only")]
     NotThroughEdge,
@@ -81,7 +87,10 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::NotThroughEdge => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::NotThroughEdge | Self::ForeignOrigin(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
@@ -106,6 +115,8 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotThroughEdge => "edge_only",
+            Self::ForeignOrigin(_) => "foreign_origin",
+            Self::TooManyConnections(_) => "too_many_connections",
             Self::Overloaded(_) => "overloaded",
             Self::Database(_) => "database_unavailable",
         }

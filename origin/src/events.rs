@@ -1,22 +1,53 @@
 //! Entity change events for websocket clients: published by the instance that committed a
 //! write, carried to every instance by the bus, kept in a bounded replay buffer and fanned out
 //! to each instance's clients.
+//!
+//! Each event is serialised once, as it arrives; every client is sent the same frame, and
+//! the replay buffer holds frames too, bounded in count and in bytes (an event carries the
+//! entity, whose attributes may be large).
 
 use std::{collections::VecDeque, sync::Arc};
 
-use forecastin_shared::dto::EntityEvent;
+use axum::extract::ws::Utf8Bytes;
+use forecastin_shared::dto::{EntityEvent, StreamMessage};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
-/// Events kept for clients that reconnect (at 200 writes a second, five seconds' worth).
+/// Events kept for clients that reconnect (at 200 writes a second, five seconds' worth)...
 const REPLAY: usize = 1_024;
+/// ...and the bytes their frames may take at most.
+const REPLAY_BYTES: usize = 8 * 1024 * 1024;
 /// Events in flight to this instance's clients before a lagging client is dropped.
 const FAN_OUT: usize = 4_096;
 
+/// An event with the frame every client is sent for it.
+#[derive(Debug)]
+pub struct Delivered {
+    pub event: EntityEvent,
+    pub frame: Utf8Bytes,
+}
+
+impl Delivered {
+    fn new(event: EntityEvent) -> Self {
+        let frame = serde_json::to_string(&StreamMessage::Event(event.clone()))
+            .expect("stream messages serialize");
+        Self {
+            event,
+            frame: Utf8Bytes::from(frame),
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Replay {
+    events: VecDeque<Arc<Delivered>>,
+    bytes: usize,
+}
+
 #[derive(Clone)]
 pub struct Events {
-    fan_out: broadcast::Sender<Arc<EntityEvent>>,
-    replay: Arc<Mutex<VecDeque<Arc<EntityEvent>>>>,
+    fan_out: broadcast::Sender<Arc<Delivered>>,
+    replay: Arc<Mutex<Replay>>,
 }
 
 impl Default for Events {
@@ -31,7 +62,7 @@ impl Default for Events {
 /// What a reconnecting client missed.
 pub enum Missed {
     /// These events, in order.
-    Events(Vec<Arc<EntityEvent>>),
+    Events(Vec<Arc<Delivered>>),
     /// More than the replay buffer holds.
     TooMany,
 }
@@ -39,38 +70,51 @@ pub enum Missed {
 impl Events {
     /// Takes an event the bus delivered (from any instance, this one included).
     pub fn deliver(&self, event: EntityEvent) {
-        let event = Arc::new(event);
-        {
-            let mut replay = self.replay.lock();
-            // The publishing instance delivers its own event at once and again from Pub/Sub.
-            if replay
+        let id = event.id;
+        // The publishing instance delivers its own event at once and again from Pub/Sub.
+        let known = |replay: &Replay| {
+            replay
+                .events
                 .iter()
                 .rev()
                 .take(64)
-                .any(|known| known.id == event.id)
-            {
+                .any(|known| known.event.id == id)
+        };
+        if known(&self.replay.lock()) {
+            return;
+        }
+        // Serialised outside the lock; checked again in case the other copy came meanwhile.
+        let delivered = Arc::new(Delivered::new(event));
+        {
+            let mut replay = self.replay.lock();
+            if known(&replay) {
                 return;
             }
-            if replay.back().is_some_and(|last| last.id >= event.id) {
+            if replay.events.back().is_some_and(|last| last.event.id >= id) {
                 // Ids can arrive out of order from two publishers: keep the buffer sorted.
-                let at = replay.partition_point(|e| e.id < event.id);
-                replay.insert(at, event.clone());
+                let at = replay.events.partition_point(|e| e.event.id < id);
+                replay.events.insert(at, delivered.clone());
             } else {
-                replay.push_back(event.clone());
+                replay.events.push_back(delivered.clone());
             }
-            while replay.len() > REPLAY {
-                replay.pop_front();
+            replay.bytes += delivered.frame.len();
+            while replay.events.len() > REPLAY || replay.bytes > REPLAY_BYTES {
+                let Some(oldest) = replay.events.pop_front() else {
+                    break;
+                };
+                replay.bytes -= oldest.frame.len();
             }
         }
-        let _ = self.fan_out.send(event);
+        let _ = self.fan_out.send(delivered);
     }
 
     /// A receiver of every event from now on, and what was missed after `last_seen`.
     pub fn subscribe(
         &self,
         last_seen: Option<u64>,
-    ) -> (broadcast::Receiver<Arc<EntityEvent>>, Missed) {
+    ) -> (broadcast::Receiver<Arc<Delivered>>, Missed) {
         let replay = self.replay.lock();
+        let replay = &replay.events;
         let receiver = self.fan_out.subscribe();
         let missed = match last_seen {
             None => Missed::Events(Vec::new()),
@@ -82,14 +126,20 @@ impl Events {
                 if replay.is_empty()
                     || replay
                         .front()
-                        .is_some_and(|first| first.id > last.saturating_add(1))
-                    || replay
-                        .back()
-                        .is_some_and(|newest| last > newest.id.saturating_add(REPLAY as u64)) =>
+                        .is_some_and(|first| first.event.id > last.saturating_add(1))
+                    || replay.back().is_some_and(|newest| {
+                        last > newest.event.id.saturating_add(REPLAY as u64)
+                    }) =>
             {
                 Missed::TooMany
             }
-            Some(last) => Missed::Events(replay.iter().filter(|e| e.id > last).cloned().collect()),
+            Some(last) => Missed::Events(
+                replay
+                    .iter()
+                    .filter(|e| e.event.id > last)
+                    .cloned()
+                    .collect(),
+            ),
         };
         (receiver, missed)
     }
@@ -142,7 +192,10 @@ mod tests {
         let Missed::Events(missed) = missed else {
             panic!("expected a replay")
         };
-        assert_eq!(missed.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(
+            missed.iter().map(|e| e.event.id).collect::<Vec<_>>(),
+            [3, 4]
+        );
     }
 
     #[test]
@@ -154,7 +207,45 @@ mod tests {
         let Missed::Events(all) = events.subscribe(Some(0)).1 else {
             panic!("expected a replay")
         };
-        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            all.iter().map(|e| e.event.id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn every_client_gets_one_shared_frame_and_the_replay_is_bounded_in_bytes() {
+        let events = Events::default();
+        let (mut first, _) = events.subscribe(None);
+        let (mut second, _) = events.subscribe(None);
+        events.deliver(event(1));
+        let (a, b) = (first.try_recv().unwrap(), second.try_recv().unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "one delivery, shared");
+        assert!(
+            a.frame.as_str().starts_with(r#"{"type":"event""#),
+            "{}",
+            a.frame.as_str()
+        );
+
+        let big = |id| EntityEvent {
+            entity: Some(forecastin_shared::dto::EntitySummary {
+                id: "FR".into(),
+                parent_id: Some("world".into()),
+                kind: forecastin_shared::dto::EntityKind::Country,
+                name: "x".repeat(512 * 1024),
+                depth: 1,
+            }),
+            ..event(id)
+        };
+        for id in 2..=40 {
+            events.deliver(big(id));
+        }
+        let replay = events.replay.lock();
+        assert!(replay.bytes <= REPLAY_BYTES, "{}", replay.bytes);
+        assert!(replay.events.len() < 20, "{} kept", replay.events.len());
+        assert_eq!(replay.events.back().unwrap().event.id, 40);
+        let counted: usize = replay.events.iter().map(|e| e.frame.len()).sum();
+        assert_eq!(counted, replay.bytes);
     }
 
     #[test]

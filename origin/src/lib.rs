@@ -180,6 +180,9 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         ws_client_queue: config.cluster.ws_client_queue.max(1),
         ws_clients: Default::default(),
         ws_max_clients: config.cluster.ws_max_clients,
+        ws_per_address: Default::default(),
+        ws_max_per_address: config.cluster.ws_max_per_address,
+        ws_allowed_origins: config.cluster.ws_allowed_origins.clone(),
         max_cached_body: config.cache.max_body_bytes,
         flights: Default::default(),
         warmer: warmer.clone(),
@@ -215,9 +218,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Peers' addresses, for the websocket limit per address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

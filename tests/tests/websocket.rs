@@ -152,7 +152,7 @@ async fn a_slow_client_is_dropped_without_delaying_a_fast_one() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
     let stream = socket.connect(address).await.unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{address}/ws"), stream)
+    let (slow, _) = tokio_tungstenite::client_async(format!("ws://{address}/ws"), stream)
         .await
         .unwrap();
     let mut fast = connect(&b, "").await;
@@ -176,27 +176,24 @@ async fn a_slow_client_is_dropped_without_delaying_a_fast_one() {
     );
 
     // The slow client, reading at last, finds the close frame (or the dropped connection).
-    let mut closed_by_server = false;
-    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(3), slow.next()).await {
-        match frame {
-            Ok(Message::Close(Some(close))) => {
-                assert_eq!(u16::from(close.code), 4008);
-                closed_by_server = true;
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                closed_by_server = true;
-                break;
-            }
+    // The instance dropped the slow client and let go of its connection: with the fast one
+    // gone too, none is left. (Whether the slow client sees the close frame or the cut
+    // depends on what its tiny buffers held when it came; the instance is what must not wait.)
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = b.metrics().await;
+        let dropped = metrics.contains("websocket_clients_dropped_total 1");
+        let none_left = metrics.contains("websocket_clients_connected 0");
+        if dropped && none_left {
+            break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the slow client was never dropped:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(closed_by_server, "the slow client was never dropped");
-    let metrics = b.metrics().await;
-    assert!(
-        metrics.contains("websocket_clients_dropped_total 1"),
-        "{metrics}"
-    );
 }
 
 /// The bounds of one instance: clients beyond `WS_MAX_CLIENTS` are refused with 503 and the

@@ -12,6 +12,8 @@ mod purges;
 mod ws;
 
 use std::{
+    collections::HashMap,
+    net::IpAddr,
     sync::{
         atomic::{AtomicI64, AtomicUsize, Ordering},
         Arc,
@@ -76,6 +78,11 @@ pub struct AppState {
     /// Websocket clients served at once, and the most allowed.
     pub ws_clients: AtomicUsize,
     pub ws_max_clients: usize,
+    /// Websocket clients per address, and the most one address may hold.
+    pub ws_per_address: parking_lot::Mutex<HashMap<IpAddr, usize>>,
+    pub ws_max_per_address: usize,
+    /// The page origins that may open the event stream (empty: any).
+    pub ws_allowed_origins: Vec<String>,
     /// Largest body kept in L1 or L2.
     pub max_cached_body: usize,
     /// L1 misses being computed, which concurrent misses for the same key wait for.

@@ -4,11 +4,15 @@
 //! Each client has a bounded queue: a client that does not keep up is closed with code 4008
 //! and can resume with the last id it saw, so a slow client never holds up the others. The
 //! server pings every 15 seconds and drops a client it has not heard from (no pong, no frame)
-//! for two pings. A client's own messages are capped at 64 KiB (it only sends pongs), and an
-//! instance serves at most `WS_MAX_CLIENTS` clients: more are refused with 503 before the
-//! upgrade.
+//! for two pings. A client's own messages are capped at 64 KiB (it only sends pongs). An
+//! instance serves at most `WS_MAX_CLIENTS` clients, and at most `WS_MAX_PER_ADDRESS` from
+//! one address (the edge's `CF-Connecting-IP` behind an authenticated edge, else the peer's):
+//! more are refused before the upgrade (503, 429), so idle sockets of one address cannot keep
+//! others out. A browser's handshake from an `Origin` outside `WS_ALLOWED_ORIGINS` (when set)
+//! is refused with 403.
 
 use std::{
+    net::{IpAddr, SocketAddr},
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -16,12 +20,13 @@ use std::{
 use axum::{
     extract::{
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket},
-        State, WebSocketUpgrade,
+        ConnectInfo, FromRequestParts, State, WebSocketUpgrade,
     },
+    http::{header, request::Parts},
     response::Response,
 };
 use forecastin_shared::{
-    dto::{EntityEvent, StreamMessage},
+    dto::{EntityEvent, ErrorBody, StreamMessage},
     ids::is_valid_id,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -63,14 +68,23 @@ struct StreamQuery {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; each text frame is a `StreamMessage`", body = StreamMessage),
         (status = 400, description = "A malformed parameter (a JSON error body), or not a WebSocket handshake (plain text)"),
+        (status = 403, description = "A page from an origin outside `WS_ALLOWED_ORIGINS` (`foreign_origin`), or no edge credential where one is required (`edge_only`)", body = ErrorBody),
+        (status = 429, description = "This address holds `WS_MAX_PER_ADDRESS` streams already (`too_many_connections`)", body = ErrorBody),
         Overloaded,
     ),
 )]
 async fn stream(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<StreamQuery>,
+    Handshake { address, origin }: Handshake,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    if let Some(origin) = origin {
+        let allowed = &state.ws_allowed_origins;
+        if !allowed.is_empty() && !allowed.iter().any(|known| known == &origin) {
+            return Err(ApiError::ForeignOrigin(origin));
+        }
+    }
     if let Some(subtree) = &query.subtree {
         if !is_valid_id(subtree) {
             return Err(ApiError::bad_parameter(
@@ -88,40 +102,120 @@ async fn stream(
             })
         })
         .transpose()?;
-    let client = ConnectedClient::admit(state.clone()).ok_or_else(|| {
-        ApiError::Overloaded(format!(
-            "this instance serves {} websocket clients already; retry, or another instance",
-            state.ws_max_clients
-        ))
-    })?;
+    let client = ConnectedClient::admit(state.clone(), address)?;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve(socket, client, query.subtree, last_seen)))
 }
 
-/// A client admitted under the instance's limit, counted (and in
+/// What the handshake says of its client: the address it counts against (see the module's
+/// doc) and the page's `Origin`, if a browser sent one.
+struct Handshake {
+    address: Option<IpAddr>,
+    origin: Option<String>,
+}
+
+impl FromRequestParts<Arc<AppState>> for Handshake {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        // Only an authenticated edge's word is taken for the client's address.
+        let relayed = (!state.edge_auth.is_empty())
+            .then(|| header("cf-connecting-ip")?.trim().parse::<IpAddr>().ok())
+            .flatten();
+        Ok(Handshake {
+            address: relayed.or(peer),
+            origin: header(header::ORIGIN.as_str()).map(str::to_owned),
+        })
+    }
+}
+
+/// A client admitted under the instance's limits, counted (and in
 /// `websocket_clients_connected`) for as long as it is held.
-struct ConnectedClient(Arc<AppState>);
+struct ConnectedClient {
+    state: Arc<AppState>,
+    _address: Option<AddressSlot>,
+}
 
 impl ConnectedClient {
-    fn admit(state: Arc<AppState>) -> Option<Self> {
+    fn admit(state: Arc<AppState>, address: Option<IpAddr>) -> Result<Self, ApiError> {
+        let slot = address
+            .map(|address| AddressSlot::take(state.clone(), address))
+            .transpose()?;
         let limit = state.ws_max_clients;
         state
             .ws_clients
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)
             })
-            .ok()?;
+            .map_err(|_| {
+                ApiError::Overloaded(format!(
+                    "this instance serves {limit} websocket clients already; retry, or another \
+                     instance"
+                ))
+            })?;
         ::metrics::gauge!(crate::metrics::WS_CLIENTS).increment(1.0);
-        Some(ConnectedClient(state))
+        Ok(ConnectedClient {
+            state,
+            _address: slot,
+        })
     }
 }
 
 impl Drop for ConnectedClient {
     fn drop(&mut self) {
-        self.0.ws_clients.fetch_sub(1, Ordering::SeqCst);
+        self.state.ws_clients.fetch_sub(1, Ordering::SeqCst);
         ::metrics::gauge!(crate::metrics::WS_CLIENTS).decrement(1.0);
+    }
+}
+
+/// One of an address's `WS_MAX_PER_ADDRESS` connections, given back when dropped.
+struct AddressSlot {
+    state: Arc<AppState>,
+    address: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(state: Arc<AppState>, address: IpAddr) -> Result<Self, ApiError> {
+        let most = state.ws_max_per_address;
+        {
+            let mut per_address = state.ws_per_address.lock();
+            let count = per_address.entry(address).or_default();
+            if *count >= most {
+                if *count == 0 {
+                    per_address.remove(&address);
+                }
+                return Err(ApiError::TooManyConnections(most));
+            }
+            *count += 1;
+        }
+        Ok(AddressSlot { state, address })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut per_address = self.state.ws_per_address.lock();
+        if let Some(count) = per_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                per_address.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -137,7 +231,7 @@ async fn serve(
     subtree: Option<String>,
     last_seen: Option<u64>,
 ) {
-    let state = client.0.clone();
+    let state = client.state.clone();
     let wanted = move |event: &EntityEvent| {
         subtree
             .as_ref()
@@ -181,11 +275,11 @@ async fn serve(
             Vec::new()
         }
     };
-    backlog.retain(|event| wanted(event));
+    backlog.retain(|delivered| wanted(&delivered.event));
     let mut open = true;
-    for event in backlog {
+    for delivered in backlog {
         if queue
-            .try_send(message(&StreamMessage::Event((*event).clone())))
+            .try_send(Message::Text(delivered.frame.clone()))
             .is_err()
         {
             open = false;
@@ -199,8 +293,8 @@ async fn serve(
     while open {
         tokio::select! {
             received = events.recv() => match received {
-                Ok(event) if wanted(&event) => {
-                    if queue.try_send(message(&StreamMessage::Event((*event).clone()))).is_err() {
+                Ok(delivered) if wanted(&delivered.event) => {
+                    if queue.try_send(Message::Text(delivered.frame.clone())).is_err() {
                         too_slow = true;
                         open = false;
                     }
