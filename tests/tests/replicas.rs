@@ -35,7 +35,10 @@ fn replica_env<'a>(pair: &'a StreamingPair, max_lag_ms: &'a str) -> Vec<(&'stati
 /// `(in rotation, lag in ms)` of the origin's only replica, from its metrics.
 async fn replica_state(origin: &Origin) -> (bool, u64) {
     let in_rotation = origin.sample("db_replica_in_rotation").await == Some(1.0);
-    let lag_seconds = origin.sample("db_replica_lag_seconds").await.unwrap_or_default();
+    let lag_seconds = origin
+        .sample("db_replica_lag_seconds")
+        .await
+        .unwrap_or_default();
     (in_rotation, (lag_seconds * 1000.0) as u64)
 }
 

@@ -25,7 +25,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-
 use super::pool::Pool;
 use crate::metrics;
 
