@@ -11,6 +11,7 @@ on_both_backends!(
     children_pages_cover_every_child_once_in_name_order,
     descendants_go_level_by_level_and_respect_max_depth,
     search_finds_by_substring_and_treats_sql_as_data,
+    search_pages_are_every_match_in_order_whichever_index_finds_them,
     a_second_read_is_served_from_l1,
 );
 
@@ -164,6 +165,51 @@ async fn search_finds_by_substring_and_treats_sql_as_data(app: TestApp) {
     assert!(pages.len() > 10, "several pages of places named Saint…");
     let unique: std::collections::HashSet<_> = pages.iter().collect();
     assert_eq!(unique.len(), pages.len());
+}
+
+/// Whichever way a search finds its rows (the name index walked in order, or trigrams), its
+/// pages are every match in `(search_name, id)` order, as a scan of the table finds them.
+async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: TestApp) {
+    let every_match = |q: &'static str| {
+        let pattern = forecastin_origin::hierarchy::search_pattern(q);
+        let pool = app.state.hierarchy.db.primary.sqlx().clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT id FROM entities WHERE search_name LIKE $1 ESCAPE '\\' \
+                 ORDER BY search_name, id",
+            )
+            .bind(pattern)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // Common (a walk fills each page), rare (trigrams), none, quotes and FTS5 syntax.
+    for q in ["ain", "saint", "paris", "île", "zzq", "a\"b", "or*", "de-"] {
+        let expected = every_match(q).await;
+        for limit in [3, 100] {
+            let encoded: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+            let pages = app
+                .all_pages(&format!("/api/v1/search?q={encoded}&limit={limit}"))
+                .await;
+            assert_eq!(pages, expected, "q={q} limit={limit}");
+        }
+    }
+    // A rename reaches the trigram index (on SQLite, through its triggers): the new name is
+    // found, the old one no longer.
+    let renamed = app
+        .admin(
+            axum::http::Method::PATCH,
+            "/admin/v1/entities/FR-75",
+            Some(serde_json::json!({ "name": "Zyzzyva" })),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    let found = app.get("/api/v1/search?q=zyzzy").await.json();
+    assert_eq!(TestApp::ids(&found), ["FR-75"]);
+    let paris = app.all_pages("/api/v1/search?q=paris&limit=100").await;
+    assert!(!paris.contains(&"FR-75".to_owned()), "{paris:?}");
+    assert_eq!(paris, every_match("paris").await);
 }
 
 async fn a_second_read_is_served_from_l1(app: TestApp) {

@@ -99,6 +99,26 @@ pub fn search_pattern(query: &str) -> String {
     pattern
 }
 
+/// Names a substring search walks in order before it turns to the trigram index (see
+/// [`Hierarchy::search`]): a substring one name in 250 shares fills a page of 20 there.
+const WALK_AHEAD: i64 = 5_000;
+
+/// How a search finds its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// A range of the `(search_name, id)` index.
+    Prefix,
+    /// The next names of that index, in order, filtered.
+    Walk,
+    /// The trigram index, then sorted.
+    Trigrams,
+}
+
+/// An FTS5 phrase of `query`'s lowercased characters: the names that contain it.
+fn trigram_phrase(query: &str) -> String {
+    format!("\"{}\"", query.to_lowercase().replace('"', "\"\""))
+}
+
 /// The reads and writes of the hierarchy.
 #[derive(Clone)]
 pub struct Hierarchy {
@@ -243,25 +263,81 @@ impl Hierarchy {
 
     /// Up to `limit` entities whose name contains `query` (case-insensitively; starts with it,
     /// for a query of one or two characters), ordered by `(search_name, id)` (the lowercased
-    /// name: a prefix's matches are then one range of its index, however common the prefix),
-    /// after the given position.
+    /// name), after the given position.
+    ///
+    /// A prefix is one range of the `(search_name, id)` index. A substring is looked for first
+    /// in the next [`WALK_AHEAD`] names of that index: one common enough to fill the page there
+    /// costs that walk, however many names share it (a third of them, say); a rarer one is
+    /// found through the trigram index (pg_trgm; FTS5's trigram tokenizer on SQLite), which
+    /// then has few enough rows to sort. Either way the page is the first `limit` matches in
+    /// order.
     pub async fn search(
         &self,
         query: &str,
         after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<EntityRow>, sqlx::Error> {
+        if query.chars().count() < SUBSTRING_MIN_CHARS {
+            return self.search_with(Lookup::Prefix, query, after, limit).await;
+        }
+        let walked = self.search_with(Lookup::Walk, query, after, limit).await?;
+        if walked.len() as i64 >= limit {
+            return Ok(walked);
+        }
+        self.search_with(Lookup::Trigrams, query, after, limit)
+            .await
+    }
+
+    async fn search_with(
+        &self,
+        lookup: Lookup,
+        query: &str,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<EntityRow>, sqlx::Error> {
         let pattern = search_pattern(query);
-        // The first page has no position: PostgreSQL would start a scan of the prefix index
-        // at `('', '')` rather than at the prefix (100 ms at 1,000,000 entities).
-        let (position, limit_param) = match after {
-            Some(_) => ("AND (search_name, id) > ($2, $3)", "$4"),
-            None => ("", "$2"),
+        // Parameters: the pattern, the position (two) if any, the limit, the trigram phrase.
+        // The first page has no position: PostgreSQL would start a scan of the index at
+        // `('', '')` rather than at the prefix (100 ms at 1,000,000 entities).
+        let (position, limit_param, phrase_param) = match after {
+            Some(_) => ("(search_name, id) > ($2, $3)", "$4", "$5"),
+            None => ("", "$2", "$3"),
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM entities WHERE search_name LIKE $1 ESCAPE '\\' {position} \
-             ORDER BY search_name, id LIMIT {limit_param}"
-        );
+        let and_position = if after.is_some() {
+            format!("AND {position}")
+        } else {
+            String::new()
+        };
+        let matching = "search_name LIKE $1 ESCAPE '\\'";
+        let order = "ORDER BY search_name, id";
+        let sql = match (lookup, self.db.backend) {
+            (Lookup::Prefix, _) | (Lookup::Trigrams, Backend::Postgres) => format!(
+                "SELECT {COLUMNS} FROM entities WHERE {matching} {and_position} \
+                 {order} LIMIT {limit_param}"
+            ),
+            (Lookup::Walk, _) => {
+                let from_position = if after.is_some() {
+                    format!("WHERE {position}")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "SELECT {COLUMNS} FROM entities WHERE id IN (\
+                       SELECT id FROM (\
+                         SELECT search_name, id FROM entities {from_position} \
+                         {order} LIMIT {WALK_AHEAD}) ahead \
+                       WHERE {matching} {order} LIMIT {limit_param}) \
+                     {order} LIMIT {limit_param}"
+                )
+            }
+            (Lookup::Trigrams, Backend::Sqlite) => format!(
+                "SELECT {COLUMNS} FROM entities WHERE rowid IN (\
+                   SELECT rowid FROM entities_trigrams WHERE entities_trigrams MATCH {phrase_param}) \
+                 AND {matching} {and_position} {order} LIMIT {limit_param}"
+            ),
+        };
+        let phrase = (lookup == Lookup::Trigrams && self.db.backend == Backend::Sqlite)
+            .then(|| trigram_phrase(query));
         retry(|| async {
             // Unprepared, so PostgreSQL plans each search for its own pattern: a generic plan
             // cannot tell that the trigram index fits it.
@@ -272,8 +348,12 @@ impl Hierarchy {
                 Some((search_name, id)) => query.bind(search_name).bind(id),
                 None => query,
             };
+            let query = query.bind(limit);
+            let query = match &phrase {
+                Some(phrase) => query.bind(phrase),
+                None => query,
+            };
             query
-                .bind(limit)
                 .fetch_all(&mut *self.db.reader().acquire().await?)
                 .await
         })
