@@ -19,7 +19,8 @@ pub struct Param {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// An integer from `min` to `max` written in decimal digits (at most
-    /// [`MAX_INTEGER_CHARS`]); canonical: without leading zeros.
+    /// [`MAX_INTEGER_CHARS`]); canonical: without leading zeros, and absent when it is the
+    /// default (`limit=50` is the page without `limit`).
     Integer { min: i64, max: i64, default: i64 },
     /// Text of 1 to `max_chars` characters with no control character, not blank; canonical:
     /// without leading and trailing white space.
@@ -209,8 +210,9 @@ fn integer(value: &str) -> Option<i64> {
 }
 
 /// The parameters of `declared` found in `pairs`, each once and in canonical form, in the
-/// order of `declared`; the names nobody declared are dropped. A required parameter that is
-/// missing, one given twice, or a value out of bounds is refused.
+/// order of `declared`; the names nobody declared are dropped, and so are integers equal to
+/// their default. A required parameter that is missing, one given twice, or a value out of
+/// bounds is refused.
 pub fn canonical_query<'a>(
     declared: &'static [Param],
     pairs: impl IntoIterator<Item = (Cow<'a, str>, Cow<'a, str>)>,
@@ -228,6 +230,12 @@ pub fn canonical_query<'a>(
             });
         }
         values[index] = Some(param.canonical(&value)?);
+    }
+    for (param, value) in declared.iter().zip(values.iter_mut()) {
+        let default = param.default_integer().map(|default| default.to_string());
+        if default.is_some() && *value == default {
+            *value = None;
+        }
     }
     declared
         .iter()
@@ -346,6 +354,12 @@ mod tests {
         .unwrap();
         let named: Vec<(&str, &str)> = query.iter().map(|(p, v)| (p.name, v.as_str())).collect();
         assert_eq!(named, [("q", "x"), ("limit", "5")]);
+        let default = canonical_query(SEARCH, pairs(&[("limit", "0020"), ("q", "x")])).unwrap();
+        assert_eq!(
+            default.len(),
+            1,
+            "the default limit is the page without one"
+        );
         let twice = canonical_query(SEARCH, pairs(&[("q", "a"), ("q", "b")])).unwrap_err();
         assert_eq!(twice.field, "q");
         let missing = canonical_query(SEARCH, pairs(&[("limit", "5")])).unwrap_err();

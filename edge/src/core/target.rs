@@ -6,8 +6,8 @@
 //!   are collapsed, so `//other.host/x` is the path `/other.host/x` and never an authority.
 //! - The query keeps only the parameters its public route declares
 //!   (`forecastin_shared::routes`), each in its canonical form, sorted: `?junk=1` and
-//!   `utm_source` neither make new cache entries nor reach the origin, and `limit=050` is
-//!   `limit=50`. A declared parameter out of its bounds makes the target invalid (a 400 that
+//!   `utm_source` neither make new cache entries nor reach the origin, `limit=051` is
+//!   `limit=51` and `limit=050` no limit (50 is the default). A declared parameter out of its bounds makes the target invalid (a 400 that
 //!   the origin would give too). Other paths keep no query.
 //! - The origin URL is the configured origin's scheme, host and port with this path and
 //!   query set on it: never a relative reference resolved against it.
@@ -211,7 +211,11 @@ mod tests {
             ("https://e.x/api/v1/search?q=a+b", "/api/v1/search?q=a+b"),
             (
                 "https://e.x/api/v1/entities/FR/children?limit=0000000050",
-                "/api/v1/entities/FR/children?limit=50",
+                "/api/v1/entities/FR/children",
+            ),
+            (
+                "https://e.x/api/v1/entities/FR/children?limit=0000000051",
+                "/api/v1/entities/FR/children?limit=51",
             ),
             ("https://e.x/unknown?q=1", "/unknown"),
             ("https://e.x/a#fragment", "/a"),

@@ -318,9 +318,10 @@ mod tests {
     fn only_pages_as_the_edge_asks_them_are_scored() {
         for (uri, canonical) in [
             ("/api/v1/entities/FR", true),
-            ("/api/v1/entities/FR/children?cursor=xy&limit=50", true),
-            ("/api/v1/entities/FR/children?limit=50&cursor=xy", false),
-            ("/api/v1/entities/FR/children?limit=050", false),
+            ("/api/v1/entities/FR/children?cursor=xy&limit=51", true),
+            ("/api/v1/entities/FR/children?limit=51&cursor=xy", false),
+            ("/api/v1/entities/FR/children?limit=051", false),
+            ("/api/v1/entities/FR/children?limit=50", false),
             ("/api/v1/search?q=fr", true),
             ("/api/v1/entities/FR?pad=xxxx", false),
             ("/api/v1/search?q=fr&q=de", false),
