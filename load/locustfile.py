@@ -11,6 +11,13 @@
   is a stale read after a completed purge.
 - `StreamWatcher` users hold a websocket open on an origin and time each change event from
   the write's commit to its arrival.
+- `Attacker` users (`--attackers N`, `HOSTILE=1 ./scripts/load`) send what an attacker of a
+  public CDN-fronted API sends, beside the analysts: cursors of 11 KB, padded parameters,
+  control bytes, made-up ids, a flood of junk searches, `Upgrade` headers on pages, idle
+  websockets, and requests straight at the origin without the edge's credential. Each is
+  expected to be answered with a 4xx or from the edge's cache; the report's `hostile` section
+  counts what was not, the share of requests they made, and how much the origin's memory and
+  Redis's grew over the run.
 - A purge storm (`--storm-at`): the hottest sub-region (one whose children are countries, the
   most visited pages after the regions) is moved under another region and back,
   `--storm-moves` times, which purges the breadcrumbs of its whole subtree, both regions' lists
@@ -24,11 +31,13 @@ is written (see `slo.py`) and the process exits non-zero if an SLO is violated, 
 Run it with `./scripts/load` (the local stack) or `locust -f load/locustfile.py --host <edge>`.
 """
 
+import base64
 import collections
 import itertools
 import json
 import random
 import re
+import subprocess
 import threading
 import time
 from urllib.parse import quote
@@ -67,6 +76,12 @@ def _options(parser):
                         help="seconds into the measured run to start a purge storm (0: none)")
     parser.add_argument("--storm-moves", type=int, default=6)
     parser.add_argument("--storm-interval", type=float, default=2.0)
+    parser.add_argument("--attackers", type=int, default=0,
+                        help="Attacker users beside the analysts (0: none)")
+    parser.add_argument("--origin-pid", type=int, default=0,
+                        help="the origin's process, whose memory the hostile report follows")
+    parser.add_argument("--stream-url", default="",
+                        help="where StreamWatchers open /ws (default: --origin-url)")
     parser.add_argument("--slo-file", default="load/slo.yaml")
     parser.add_argument("--report", default="slo_report.json")
 
@@ -101,6 +116,11 @@ class Run:
         self.edge_missed = []
         self.origin_samples = []
         self.storm = None  # (started, ended) once the storm ran
+        # Attackers' requests: how each was answered, the URLs seen, idle sockets held.
+        self.hostile = collections.Counter()
+        self.hostile_seen = set()
+        self.hostile_sockets = 0
+        self.memory_before = None
 
     def pick(self, population=None):
         """An entity of `population` (default: the catalogue), Zipf-weighted by popularity."""
@@ -135,7 +155,8 @@ def origin_counters(origin_url):
     histogram per entity route (`(route, le)` -> count), from its /metrics."""
     wanted = ("l1_cache_hits_total", "l1_cache_misses_total", "l2_cache_hits_total",
               "l2_cache_misses_total", "db_public_reads_total",
-              'origin_renders_total{cause="request"}', 'origin_renders_total{cause="preload"}')
+              'origin_renders_total{cause="request"}', 'origin_renders_total{cause="preload"}',
+              "websocket_clients_connected")
     counters = dict.fromkeys(wanted, 0.0)
     for line in requests.get(f"{origin_url}/metrics", timeout=10).text.splitlines():
         series = line.rsplit(" ", 1)[0]
@@ -213,9 +234,32 @@ def _prepare(environment, **_):
     print(f"catalogue of {len(catalogue)} entities; warmed {len(paths)} pages in "
           f"{time.time() - started:.1f} s")
     RUN.origin_before = origin_counters(options.origin_url)
+    RUN.memory_before = memory(options.origin_pid)
     gevent.spawn(_sample_origin, options.origin_url)
     if options.storm_at > 0:
         gevent.spawn_later(options.storm_at, _storm, host, options)
+
+
+def memory(origin_pid):
+    """The origin's resident memory and Redis's `used_memory`, in MB (None: not known)."""
+    rss = None
+    if origin_pid:
+        try:
+            with open(f"/proc/{origin_pid}/status", encoding="utf-8") as status:
+                kb = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+            rss = int(kb) / 1024
+        except (OSError, StopIteration):
+            pass
+    redis = None
+    try:
+        info = subprocess.run(["redis-cli", "-p", "6379", "info", "memory"], check=True,
+                              capture_output=True, text=True, timeout=10).stdout
+        used = next(line.split(":")[1] for line in info.splitlines()
+                    if line.startswith("used_memory:"))
+        redis = int(used) / (1024 * 1024)
+    except (OSError, subprocess.SubprocessError, StopIteration, ValueError):
+        pass
+    return {"origin_rss_mb": rss, "redis_used_mb": redis}
 
 
 def _sample_origin(origin_url):
@@ -287,9 +331,22 @@ def follow_purge(purge_status, read_entity, version):
         RUN.undelivered_purges += 1
 
 
+@events.init.add_listener
+def _choose_users(environment, **_):
+    """Attackers take part only when asked for, with their own fixed count."""
+    attackers = environment.parsed_options.attackers
+    if attackers > 0:
+        Attacker.fixed_count = attackers
+    else:
+        environment.user_classes = [user for user in environment.user_classes
+                                    if user is not Attacker]
+
+
 @events.request.add_listener
 def _cache_status(request_type, name, response_time, exception, response=None, **_):
     if request_type != "GET" or exception is not None or response is None:
+        return
+    if name.startswith("hostile"):
         return
     status = response.headers.get("Cache-Status", "")
     if not status or name.startswith("admin") or name == "check after purge":
@@ -451,8 +508,9 @@ class StreamWatcher(User):
     fixed_count = 2
 
     def on_start(self):
-        origin = self.environment.parsed_options.origin_url.replace("http", "ws", 1)
-        self.socket = websocket.create_connection(f"{origin}/ws", timeout=60)
+        options = self.environment.parsed_options
+        base = (options.stream_url or options.origin_url).replace("http", "ws", 1)
+        self.socket = websocket.create_connection(f"{base}/ws", timeout=60)
 
     @task
     def listen(self):
@@ -474,6 +532,146 @@ class StreamWatcher(User):
         self.socket.close()
 
     wait_time = between(0, 0)
+
+
+# What attackers search for, over and over: made-up words, so each is one page to cache.
+JUNK_SEARCHES = [f"zq{n}xv" for n in range(16)]
+# The address an attacker's sockets come from, as Cloudflare names it to the Worker
+# (`CF-Connecting-IP`; sent by the attacker here, as nothing in front of the local edge sets it).
+ATTACKER_ADDRESS = "203.0.113.66"
+
+
+class Attacker(HttpUser):
+    """Hostile traffic: each task is one request an attacker sends, named `hostile …`, judged
+    by how it was answered (see the module's doc)."""
+
+    fixed_count = 0
+    wait_time = between(0.02, 0.1)
+
+    def on_start(self):
+        self.sockets = []
+
+    def on_stop(self):
+        for socket in self.sockets:
+            socket.close()
+
+    def attack(self, name, path, expected, headers=None, url=None):
+        """Sends one GET; `expected` is the status it must get (2xx: and from the cache, but
+        the first time this URL is asked)."""
+        target = url or f"{self.host}{path}"
+        with self.client.get(target, name=f"hostile {name}", headers=headers or {},
+                             catch_response=True) as response:
+            hit = "; hit" in response.headers.get("Cache-Status", "")
+            with RUN.lock:
+                first = target not in RUN.hostile_seen
+                RUN.hostile_seen.add(target)
+                RUN.hostile["requests"] += 1
+                if 400 <= response.status_code < 500:
+                    RUN.hostile["answered_4xx"] += 1
+                elif hit:
+                    RUN.hostile["from_cache"] += 1
+                elif first:
+                    RUN.hostile["first_asks"] += 1
+                else:
+                    RUN.hostile["unabsorbed"] += 1
+            if response.status_code != expected:
+                response.failure(f"expected {expected}, got {response.status_code}")
+            else:
+                response.success()
+
+    @task
+    def long_cursor(self):
+        key = f"1\x1f/world/{'!' * 11_000}{random.random()}".encode()
+        cursor = base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+        self.attack("long cursor", f"{API}/entities/world/descendants?limit=100&cursor={cursor}",
+                    400)
+
+    @task
+    def padded_parameters(self):
+        """The default page size padded with zeros: the analysts' page, until the value is
+        longer than any integer may be."""
+        entity = RUN.pick()
+        limit = "0" * random.randint(1, 40) + "50"
+        self.attack("padded parameters", f"{API}/entities/{entity}/children?limit={limit}",
+                    200 if len(limit) <= 32 else 400)
+
+    @task
+    def control_bytes(self):
+        byte = random.choice(["%00", "%0A", "%1F", "%7F"])
+        self.attack("control bytes", f"{API}/search?q=par{byte}is", 400)
+
+    @task
+    def made_up_ids(self):
+        self.attack("made-up ids", f"{API}/entities/zz-{random.getrandbits(64):x}", 404)
+
+    @task
+    def search_flood(self):
+        self.attack("search flood", f"{API}/search?q={random.choice(JUNK_SEARCHES)}", 200)
+
+    @task
+    def upgrade_header(self):
+        entity = RUN.pick()
+        self.attack("upgrade header", f"{API}/entities/{entity}", 200,
+                    headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+
+    @task
+    def straight_at_the_origin(self):
+        origin = self.environment.parsed_options.origin_url
+        self.attack("straight at the origin", "", 403,
+                    url=f"{origin}{API}/entities/{RUN.pick()}")
+
+    @task
+    def idle_socket(self):
+        """Opens a websocket through the edge and never reads it; refused (429) once the
+        address holds its share."""
+        base = self.host.replace("http", "ws", 1)
+        started = time.time()
+        try:
+            socket = websocket.create_connection(
+                f"{base}/ws", timeout=10, header=[f"CF-Connecting-IP: {ATTACKER_ADDRESS}"])
+        except websocket.WebSocketBadStatusException as refused:
+            status, exception = refused.status_code, None
+        except (websocket.WebSocketException, OSError) as error:
+            status, exception = 0, error
+        else:
+            status, exception = 101, None
+            self.sockets.append(socket)
+            with RUN.lock:
+                RUN.hostile_sockets += 1
+        with RUN.lock:
+            RUN.hostile["requests"] += 1
+            if 400 <= status < 500:
+                RUN.hostile["answered_4xx"] += 1
+        if exception is None and status not in (101, 429):
+            exception = RuntimeError(f"expected 101 or 429, got {status}")
+        self.environment.events.request.fire(
+            request_type="WS", name="hostile idle socket",
+            response_time=(time.time() - started) * 1000, response_length=0,
+            exception=exception, context={})
+
+
+def hostile_report(total_requests, memory_before, memory_after):
+    """How the attackers' requests were answered, and what the run cost the origin's memory
+    and Redis's."""
+    if not RUN.hostile["requests"]:
+        return None
+    report = {key: RUN.hostile[key]
+              for key in ("requests", "answered_4xx", "from_cache", "first_asks", "unabsorbed")}
+    report["share"] = round(RUN.hostile["requests"] / total_requests, 4) \
+        if total_requests else None
+    report["idle_sockets_opened"] = RUN.hostile_sockets
+    # At once, on the origin: the attackers' address holds WS_MAX_PER_ADDRESS at most (the
+    # instance drops idle ones after two unanswered pings, and they open others).
+    report["streams_connected_peak"] = max(
+        (sample.get("websocket_clients_connected", 0) for _, sample in RUN.origin_samples),
+        default=None)
+    for key, name in (("origin_rss_mb", "origin_rss_growth_mb"),
+                      ("redis_used_mb", "redis_memory_growth_mb")):
+        before, after = (memory_before or {}).get(key), memory_after.get(key)
+        report[key.replace("_mb", "_before_mb")] = _round(before)
+        report[key.replace("_mb", "_after_mb")] = _round(after)
+        report[name] = _round(after - before) if None not in (before, after) else None
+    return report
 
 
 def _operation(entry, duration):
@@ -498,6 +696,8 @@ def _report(environment, **_):
     duration = total.last_request_timestamp - total.start_time \
         if total.last_request_timestamp else 0.0
     operations = {entry.name: _operation(entry, duration) for entry in stats.entries.values()}
+    analyst_errors = sum(entry.num_failures for entry in stats.entries.values()
+                         if not entry.name.startswith("hostile"))
     after = origin_counters(options.origin_url)
     delta = {name: after[name] - RUN.origin_before.get(name, 0.0) for name in after}
     origin = {
@@ -512,7 +712,8 @@ def _report(environment, **_):
         "overall": {"count": total.num_requests, "rps": round(total.total_rps, 2),
                     "errors": total.num_failures,
                     "error_rate": total.num_failures / total.num_requests
-                    if total.num_requests else None},
+                    if total.num_requests else None,
+                    "analyst_errors": analyst_errors},
         "operations": operations,
         "edge": {"hits": RUN.edge_hits, "misses": RUN.edge_misses,
                  "hit_ratio": _ratio(RUN.edge_hits, RUN.edge_misses),
@@ -527,6 +728,8 @@ def _report(environment, **_):
                       "p50_ms": _round(slo.percentile(RUN.ws_ms, 0.50)),
                       "p95_ms": _round(slo.percentile(RUN.ws_ms, 0.95)),
                       "p99_ms": _round(slo.percentile(RUN.ws_ms, 0.99))},
+        "hostile": hostile_report(total.num_requests, RUN.memory_before,
+                                  memory(options.origin_pid)),
         "storm": storm_report(RUN.edge_by_second, RUN.edge_ms_by_second, RUN.edge_missed,
                               RUN.origin_samples, RUN.storm, time.time())
         if RUN.storm else None,

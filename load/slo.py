@@ -94,6 +94,17 @@ def summary(report):
             f"{window.get('read_p99_ms')} ms; database queries/s {window.get('db_queries_per_s')}, "
             f"refill renders {window.get('refill_renders')}, preload renders "
             f"{window.get('preload_renders')}")
+    hostile = report.get("hostile")
+    if hostile:
+        lines.append(
+            f"hostile: {hostile['requests']} requests ({hostile['share']} of all): "
+            f"{hostile.get('answered_4xx', 0)} answered 4xx, {hostile.get('from_cache', 0)} from "
+            f"the edge's cache, {hostile.get('first_asks', 0)} first asks, "
+            f"{hostile.get('unabsorbed', 0)} repeats the origin answered; "
+            f"{hostile['idle_sockets_opened']} idle sockets opened, "
+            f"{hostile['streams_connected_peak']} streams at once at most; origin RSS "
+            f"{hostile['origin_rss_before_mb']} -> {hostile['origin_rss_after_mb']} MB, Redis "
+            f"{hostile['redis_used_before_mb']} -> {hostile['redis_used_after_mb']} MB")
     ws = report["websocket"]
     lines.append(f"websocket events {ws['events']} (p50 {ws['p50_ms']} ms, p95 {ws['p95_ms']} ms)")
     for verdict in report["slos"]:

@@ -171,7 +171,13 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         cache_control: HeaderValue::try_from(config.cache.cache_control())
             .context("building Cache-Control")?,
         admin_token,
-        edge_auth: config.edge_auth.clone(),
+        // An empty credential (`EDGE_AUTH=`) is none.
+        edge_auth: config
+            .edge_auth
+            .iter()
+            .filter(|credential| !credential.is_empty())
+            .cloned()
+            .collect(),
         readiness,
         metrics,
         bus,

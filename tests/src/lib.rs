@@ -6,12 +6,14 @@
 //! - [`replica::StreamingPair`]: a private PostgreSQL primary with a streaming replica.
 //! - [`pgbouncer::PgBouncer`]: Debian's PgBouncer in front of the machine's PostgreSQL.
 //! - [`redis::PrivateRedis`]: a Redis server of one test's own, to stop, restart or pause.
+//! - [`load::run_locust`]: the analyst load test, for the smoke runs.
 //! - [`fixture`]: a deliberately misbehaving HTTP origin (cache-poisoning echo, broken bodies,
 //!   contradictory headers), to prove the edge survives bad origin input.
 //!
 //! The Worker must be built first (`./scripts/build-edge`, which `./scripts/test` runs).
 
 pub mod fixture;
+pub mod load;
 pub mod pgbouncer;
 mod process;
 pub mod redis;

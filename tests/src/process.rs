@@ -156,6 +156,11 @@ impl Origin {
             .map(|(_, url)| url.as_str())
     }
 
+    /// The process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Where its admin API, metrics and probes answer: `ADMIN_ADDR` when it has one.
     pub fn admin_url(&self) -> String {
         self.env

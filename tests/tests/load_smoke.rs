@@ -3,17 +3,12 @@
 //! judged by `load/slo-smoke.yaml` (no errors, edge hit ratio at least 99 % on the read mix,
 //! no stale read after a completed purge).
 
-use forecastin_e2e::{free_port, repo_root, Backend, Edge, Origin, ADMIN_TOKEN, PURGE_SECRET};
+use forecastin_e2e::{
+    free_port, load::run_locust, Backend, Edge, Origin, ADMIN_TOKEN, PURGE_SECRET,
+};
 
 #[tokio::test]
 async fn the_analyst_mix_meets_the_smoke_slos() {
-    let root = repo_root();
-    let locust = root.join(".tools/venv/bin/locust");
-    assert!(
-        locust.exists(),
-        "{} is missing: ./scripts/test installs it",
-        locust.display()
-    );
     let namespace = format!("smoke-{}-{}", std::process::id(), free_port());
     let edge_port = free_port();
     let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
@@ -30,44 +25,38 @@ async fn the_analyst_mix_meets_the_smoke_slos() {
     )
     .await;
     let edge = Edge::start_on(edge_port, &origin.url).await;
-    let report = tempfile::NamedTempFile::new().unwrap();
-
-    let status = tokio::process::Command::new(&locust)
-        .current_dir(&root)
-        .args(["-f", "load/locustfile.py", "--headless", "--only-summary"])
-        .args(["--host", &edge.url, "--origin-url", &origin.url])
-        .args([
-            "--admin-token",
-            ADMIN_TOKEN,
-            "-u",
-            "20",
-            "-r",
-            "20",
-            "-t",
-            "90s",
-        ])
+    let run = run_locust(&[
+        "--host",
+        &edge.url,
+        "--origin-url",
+        &origin.url,
+        "--admin-token",
+        ADMIN_TOKEN,
+        "-u",
+        "20",
+        "-r",
+        "20",
+        "-t",
+        "90s",
         // Locust's clock runs through the warm-up (some 1,800 misses through the edge: 10 s
         // on 2026-11-28, 35 s and more on 2026-11-30), so the run leaves room for it. The run
         // sees a small working set: the 500 most popular entities, warmed first.
-        .args(["--catalogue-size", "500", "--edits-per-minute", "6"])
-        .args(["--think-min", "0.02", "--think-max", "0.2"])
-        .args(["--slo-file", "load/slo-smoke.yaml"])
-        .arg("--report")
-        .arg(report.path())
-        .status()
-        .await
-        .expect("locust runs");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report.path()).unwrap()).expect("a JSON report");
-    let failed: Vec<&str> = report["slos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|slo| slo["ok"] != true)
-        .map(|slo| slo["name"].as_str().unwrap())
-        .collect();
+        "--catalogue-size",
+        "500",
+        "--edits-per-minute",
+        "6",
+        "--think-min",
+        "0.02",
+        "--think-max",
+        "0.2",
+        "--slo-file",
+        "load/slo-smoke.yaml",
+    ])
+    .await;
+    let report = &run.report;
+    let failed = run.failed_slos();
     assert!(
-        status.success() && failed.is_empty(),
+        run.succeeded && failed.is_empty(),
         "SLOs violated: {failed:?}"
     );
     assert!(
