@@ -195,6 +195,34 @@ async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: T
             assert_eq!(pages, expected, "q={q} limit={limit}");
         }
     }
+    // A substring more names share than a search sorts: found walking the name index.
+    let names: Vec<String> = (0..2_100)
+        .map(|n| {
+            let name = if n % 2 == 0 {
+                format!("Walkway {n:04}")
+            } else {
+                format!("Old walkway {n:04}")
+            };
+            format!(
+                "('walk-{n}', 'world', 'topic', '{name}', '{}', '/world/walk-{n}/', 1, '{{}}', 1, \
+                 '2026-12-07T00:00:00Z')",
+                name.to_lowercase()
+            )
+        })
+        .collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO entities (id, parent_id, kind, name, search_name, path, depth, attributes, \
+         version, updated_at) VALUES {}",
+        names.join(", ")
+    )))
+    .execute(app.state.hierarchy.db.primary.sqlx())
+    .await
+    .unwrap();
+    let expected = every_match("walkway").await;
+    assert_eq!(expected.len(), 2_100);
+    let pages = app.all_pages("/api/v1/search?q=walkway&limit=100").await;
+    assert_eq!(pages, expected);
+
     // A rename reaches the trigram index (on SQLite, through its triggers): the new name is
     // found, the old one no longer.
     let renamed = app

@@ -99,16 +99,17 @@ pub fn search_pattern(query: &str) -> String {
     pattern
 }
 
-/// Names a substring search walks in order before it turns to the trigram index (see
-/// [`Hierarchy::search`]): a substring one name in 250 shares fills a page of 20 there.
-const WALK_AHEAD: i64 = 5_000;
+/// Matches of a substring, at most, that a search sorts (found through the trigram index);
+/// a substring with more is searched by walking the name index in order instead (see
+/// [`Hierarchy::search`]).
+const SORTED_AT_MOST: i64 = 2_000;
 
 /// How a search finds its rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lookup {
     /// A range of the `(search_name, id)` index.
     Prefix,
-    /// The next names of that index, in order, filtered.
+    /// That index from the position on, in order, filtered: the first matches come first.
     Walk,
     /// The trigram index, then sorted.
     Trigrams,
@@ -265,11 +266,12 @@ impl Hierarchy {
     /// for a query of one or two characters), ordered by `(search_name, id)` (the lowercased
     /// name), after the given position.
     ///
-    /// A prefix is one range of the `(search_name, id)` index. A substring is looked for first
-    /// in the next [`WALK_AHEAD`] names of that index: one common enough to fill the page there
-    /// costs that walk, however many names share it (a third of them, say); a rarer one is
-    /// found through the trigram index (pg_trgm; FTS5's trigram tokenizer on SQLite), which
-    /// then has few enough rows to sort. Either way the page is the first `limit` matches in
+    /// A prefix is one range of the `(search_name, id)` index. A substring is counted first,
+    /// through the trigram index (pg_trgm; FTS5's trigram tokenizer on SQLite), up to
+    /// [`SORTED_AT_MOST`]: a rare one is found there and its few matches sorted; a common one
+    /// (a third of the names, say, whose sort took 783 ms at 1,000,000 entities) is found
+    /// walking the name index in order from the position, reading the index alone, so the
+    /// walk ends at the page's last match. Either way the page is the first `limit` matches in
     /// order.
     pub async fn search(
         &self,
@@ -277,15 +279,42 @@ impl Hierarchy {
         after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<EntityRow>, sqlx::Error> {
-        if query.chars().count() < SUBSTRING_MIN_CHARS {
-            return self.search_with(Lookup::Prefix, query, after, limit).await;
-        }
-        let walked = self.search_with(Lookup::Walk, query, after, limit).await?;
-        if walked.len() as i64 >= limit {
-            return Ok(walked);
-        }
-        self.search_with(Lookup::Trigrams, query, after, limit)
-            .await
+        let lookup = if query.chars().count() < SUBSTRING_MIN_CHARS {
+            Lookup::Prefix
+        } else if self.is_common(query).await? {
+            Lookup::Walk
+        } else {
+            Lookup::Trigrams
+        };
+        self.search_with(lookup, query, after, limit).await
+    }
+
+    /// Whether more than [`SORTED_AT_MOST`] names contain `query`.
+    async fn is_common(&self, query: &str) -> Result<bool, sqlx::Error> {
+        let (sql, argument) = match self.db.backend {
+            // LIMIT lets the planner stop at the cap: a common substring is counted by the
+            // first rows of a scan, a rare one through the trigram index.
+            Backend::Postgres => (
+                "SELECT COUNT(*) FROM (SELECT 1 FROM entities \
+                 WHERE search_name LIKE $1 ESCAPE '\\' LIMIT $2) matches",
+                search_pattern(query),
+            ),
+            Backend::Sqlite => (
+                "SELECT COUNT(*) FROM (SELECT rowid FROM entities_trigrams \
+                 WHERE entities_trigrams MATCH $1 LIMIT $2) matches",
+                trigram_phrase(query),
+            ),
+        };
+        let count: i64 = retry(|| async {
+            sqlx::query_scalar(sql)
+                .persistent(false)
+                .bind(&argument)
+                .bind(SORTED_AT_MOST + 1)
+                .fetch_one(&mut *self.db.reader().acquire().await?)
+                .await
+        })
+        .await?;
+        Ok(count > SORTED_AT_MOST)
     }
 
     async fn search_with(
@@ -315,21 +344,13 @@ impl Hierarchy {
                 "SELECT {COLUMNS} FROM entities WHERE {matching} {and_position} \
                  {order} LIMIT {limit_param}"
             ),
-            (Lookup::Walk, _) => {
-                let from_position = if after.is_some() {
-                    format!("WHERE {position}")
-                } else {
-                    String::new()
-                };
-                format!(
-                    "SELECT {COLUMNS} FROM entities WHERE id IN (\
-                       SELECT id FROM (\
-                         SELECT search_name, id FROM entities {from_position} \
-                         {order} LIMIT {WALK_AHEAD}) ahead \
-                       WHERE {matching} {order} LIMIT {limit_param}) \
-                     {order} LIMIT {limit_param}"
-                )
-            }
+            // The subquery reads `(search_name, id)` only: the index alone, in order.
+            (Lookup::Walk, _) => format!(
+                "SELECT {COLUMNS} FROM entities WHERE id IN (\
+                   SELECT id FROM entities WHERE {matching} {and_position} \
+                   {order} LIMIT {limit_param}) \
+                 {order} LIMIT {limit_param}"
+            ),
             (Lookup::Trigrams, Backend::Sqlite) => format!(
                 "SELECT {COLUMNS} FROM entities WHERE rowid IN (\
                    SELECT rowid FROM entities_trigrams WHERE entities_trigrams MATCH {phrase_param}) \
