@@ -185,7 +185,9 @@ async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: T
         }
     };
     // Common (a walk fills each page), rare (trigrams), none, quotes and FTS5 syntax.
-    for q in ["ain", "saint", "paris", "île", "zzq", "a\"b", "or*", "de-"] {
+    for q in [
+        "fr", "î", "ain", "saint", "paris", "île", "zzq", "a\"b", "or*", "de-",
+    ] {
         let expected = every_match(q).await;
         for limit in [3, 100] {
             let encoded: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();

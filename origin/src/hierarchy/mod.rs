@@ -328,9 +328,9 @@ impl Hierarchy {
         // Parameters: the pattern, the position (two) if any, the limit, the trigram phrase.
         // The first page has no position: PostgreSQL would start a scan of the index at
         // `('', '')` rather than at the prefix (100 ms at 1,000,000 entities).
-        let (position, limit_param, phrase_param) = match after {
-            Some(_) => ("(search_name, id) > ($2, $3)", "$4", "$5"),
-            None => ("", "$2", "$3"),
+        let (position, limit_param, extra) = match after {
+            Some(_) => ("(search_name, id) > ($2, $3)", "$4", 5),
+            None => ("", "$2", 3),
         };
         let and_position = if after.is_some() {
             format!("AND {position}")
@@ -340,7 +340,14 @@ impl Hierarchy {
         let matching = "search_name LIKE $1 ESCAPE '\\'";
         let order = "ORDER BY search_name, id";
         let sql = match (lookup, self.db.backend) {
-            (Lookup::Prefix, _) | (Lookup::Trigrams, Backend::Postgres) => format!(
+            // The prefix as a range too: SQLite does not make one of `LIKE … ESCAPE`.
+            (Lookup::Prefix, _) => format!(
+                "SELECT {COLUMNS} FROM entities WHERE {matching} \
+                 AND search_name >= ${extra} AND search_name < ${} {and_position} \
+                 {order} LIMIT {limit_param}",
+                extra + 1
+            ),
+            (Lookup::Trigrams, Backend::Postgres) => format!(
                 "SELECT {COLUMNS} FROM entities WHERE {matching} {and_position} \
                  {order} LIMIT {limit_param}"
             ),
@@ -353,12 +360,21 @@ impl Hierarchy {
             ),
             (Lookup::Trigrams, Backend::Sqlite) => format!(
                 "SELECT {COLUMNS} FROM entities WHERE rowid IN (\
-                   SELECT rowid FROM entities_trigrams WHERE entities_trigrams MATCH {phrase_param}) \
+                   SELECT rowid FROM entities_trigrams WHERE entities_trigrams MATCH ${extra}) \
                  AND {matching} {and_position} {order} LIMIT {limit_param}"
             ),
         };
-        let phrase = (lookup == Lookup::Trigrams && self.db.backend == Backend::Sqlite)
-            .then(|| trigram_phrase(query));
+        let extra: Vec<String> = match (lookup, self.db.backend) {
+            (Lookup::Prefix, _) => {
+                let prefix = query.to_lowercase();
+                // Every name that starts with the prefix sorts below the prefix and the last
+                // code point (UTF-8 and "C" order alike).
+                let end = format!("{prefix}\u{10FFFF}");
+                vec![prefix, end]
+            }
+            (Lookup::Trigrams, Backend::Sqlite) => vec![trigram_phrase(query)],
+            _ => Vec::new(),
+        };
         retry(|| async {
             // Unprepared, so PostgreSQL plans each search for its own pattern: a generic plan
             // cannot tell that the trigram index fits it.
@@ -370,10 +386,7 @@ impl Hierarchy {
                 None => query,
             };
             let query = query.bind(limit);
-            let query = match &phrase {
-                Some(phrase) => query.bind(phrase),
-                None => query,
-            };
+            let query = extra.iter().fold(query, |query, value| query.bind(value));
             query
                 .fetch_all(&mut *self.db.reader().acquire().await?)
                 .await
