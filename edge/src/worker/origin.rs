@@ -116,11 +116,17 @@ pub async fn forward(
 ) -> Result<web_sys::Response, Failure> {
     let controller = web_sys::AbortController::new().map_err(unreachable)?;
     let signal = controller.signal();
-    let body = req.body().map(JsValue::from);
+    // A body on GET or HEAD means nothing (RFC 9110 §9.3.1), and the runtime refuses to send
+    // one: the origin gets the request without it, as it would ignore it.
+    let method = req.method();
+    let body = req
+        .body()
+        .filter(|_| method != "GET" && method != "HEAD")
+        .map(JsValue::from);
     within(
         timeout,
         controller,
-        send(to, &req.method(), headers, body, &signal),
+        send(to, &method, headers, body, &signal),
     )
     .await
 }
