@@ -47,6 +47,12 @@ ensure_load_tools() {
   ensure_venv venv load/requirements.lock
 }
 
+# Schemathesis (tests/contract/requirements.lock) in .tools/contract-venv, for the API
+# contract test (tests/tests/contract.rs).
+ensure_contract_tools() {
+  ensure_venv contract-venv tests/contract/requirements.lock
+}
+
 # The deploy checks' tools: promtool from Debian's prometheus package; python-hcl2, checkov,
 # kubernetes-validate and hadolint (deploy/requirements.lock) in .tools/deploy-venv.
 ensure_ops_tools() {

@@ -91,9 +91,22 @@ pub struct Page<T> {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewEntity {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")
+    )]
     pub id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")
+    )]
     pub parent_id: String,
     pub kind: EntityKind,
+    /// 1 to 200 characters, not all white space.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = "\\S")
+    )]
     pub name: String,
     #[serde(default)]
     pub attributes: Map<String, Value>,
@@ -104,10 +117,27 @@ pub struct NewEntity {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", schema(min_properties = 1))]
 pub struct EntityPatch {
+    /// 1 to 200 characters, not all white space.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, min_length = 1, max_length = 200, pattern = "\\S")
+    )]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub kind: Option<EntityKind>,
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub attributes: Option<Map<String, Value>>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            nullable = false,
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[A-Za-z0-9._-]+$"
+        )
+    )]
     pub parent_id: Option<String>,
 }
 
@@ -257,7 +287,22 @@ pub struct FeatureFlag {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FlagUpdate {
+    /// A whole number, 0 to 100 (`14.0` is 14, as JSON Schema counts it).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
+    #[serde(deserialize_with = "whole_number")]
     pub rollout_percent: u8,
+}
+
+/// A whole JSON number that fits a `u8`, however it is written (`14` or `14.0`).
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    let number = f64::deserialize(deserializer)?;
+    if number.fract() == 0.0 && (0.0..=255.0).contains(&number) {
+        Ok(number as u8)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected a whole number from 0 to 255, got {number}"
+        )))
+    }
 }
 
 /// What happened to an entity, as `GET /ws` streams it.

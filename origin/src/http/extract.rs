@@ -8,7 +8,7 @@ use axum::{
     http::{header, request::Parts, StatusCode},
 };
 use forecastin_shared::{
-    ids::is_valid_id,
+    ids::{is_valid_id, MAX_ID_LEN},
     params::{canonical_query, Param},
 };
 use serde::de::DeserializeOwned;
@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use utoipa::{
     openapi::{
         path::{Parameter, ParameterBuilder, ParameterIn},
-        schema::{Object, Type},
+        schema::{ObjectBuilder, Type},
         Required,
     },
     IntoParams,
@@ -102,6 +102,8 @@ pub struct EntityId(pub String);
 
 /// What an entity id may be, as the 400 and the OpenAPI description say it.
 const ID_RULE: &str = "an id is 1 to 64 characters from A-Z a-z 0-9 . _ -";
+/// The same, as a pattern (`forecastin_shared::ids::is_valid_id`).
+const ID_PATTERN: &str = "^[A-Za-z0-9._-]+$";
 
 /// Describes the parameter it extracts, for `params(EntityId)` in `#[utoipa::path]`.
 impl IntoParams for EntityId {
@@ -111,7 +113,14 @@ impl IntoParams for EntityId {
             .parameter_in(ParameterIn::Path)
             .required(Required::True)
             .description(Some(ID_RULE))
-            .schema(Some(Object::with_type(Type::String)))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_ID_LEN))
+                    .pattern(Some(ID_PATTERN))
+                    .build(),
+            ))
             .build()]
     }
 }

@@ -129,9 +129,9 @@ struct ListQuery {
     summary = "Purges by delivery status, newest first",
     security(("admin_token" = [])),
     params(
-        ("status" = Option<String>, Query, description = "`pending`, `delivered` or `failed` (default)"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("status" = Option<String>, Query, description = "`pending`, `delivered` or `failed` (default)", pattern = "^(pending|delivered|failed)$"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page", min_length = 2, pattern = "^[A-Za-z0-9_-]+$"),
     ),
     responses(
         (status = 200, body = Page<PurgeStatus>),

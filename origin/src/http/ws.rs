@@ -62,8 +62,8 @@ struct StreamQuery {
     tag = "hierarchy",
     summary = "A WebSocket stream of entity changes (`StreamMessage` frames)",
     params(
-        ("subtree" = Option<String>, Query, description = "Only the changes under this entity"),
-        ("last_event_id" = Option<String>, Query, description = "Resume after this event id (replayed, or a `reset` message)"),
+        ("subtree" = Option<String>, Query, description = "Only the changes under this entity", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this event id (replayed, or a `reset` message)", pattern = "^[0-9]{1,20}$"),
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; each text frame is a `StreamMessage`", body = StreamMessage),
