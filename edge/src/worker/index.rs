@@ -7,7 +7,8 @@
 //! `cache.delete` clears one data centre), and is on only where that is configured
 //! (`PURGE_INDEX_SHARDS`; production purges through the zone API and has none). It is off the
 //! hot path: a fill registers from `waitUntil`, after the client has its answer. Rows expire
-//! with their entries, so the index holds live entries only.
+//! with their entries (one kept briefly after a registration that timed out may leave a row
+//! that outlives it, harmless: a purge deletes what is no longer there).
 //!
 //! Keys are spread over several objects by a hash of the key (`index-0` …), so no one object
 //! takes every fill. Each object's single-threaded execution orders the registrations of its
@@ -204,6 +205,9 @@ impl Index {
             resolution.keys.extend(resolved.keys);
             resolution.at_ms.push(resolved.at_ms);
         }
+        // Every object answers the purge's URLs too: each key once.
+        resolution.keys.sort_unstable();
+        resolution.keys.dedup();
         Ok(Some(resolution))
     }
 

@@ -29,7 +29,7 @@ use crate::core::{
     heat::Heat,
     purge::tags_of,
     status::Forward,
-    stored::{hit_fields, kept_briefly, STORAGE_STATUS},
+    stored::{hit_fields, kept_briefly, META_HEADER, STORAGE_STATUS},
     target::Target,
 };
 
@@ -344,8 +344,23 @@ async fn stored_bytes(stored: &StoredResponse) -> Option<Vec<u8>> {
 /// it for this long at most.
 const UNINDEXED_SECS: u64 = 10;
 
-/// Stores an entry again for [`UNINDEXED_SECS`] only; deletes it if even that fails.
+/// Stores an entry again for [`UNINDEXED_SECS`] only, if storage still holds this very entry
+/// (its bookkeeping, which carries the moment it was stored, unchanged): one a purge deleted
+/// meanwhile stays deleted, and a newer fill is not overwritten. Deletes it if even that fails.
 async fn keep_briefly(key: &str, headers: &HeaderMap, body: &[u8]) {
+    let ours = headers.get(META_HEADER);
+    let still_ours = match runtime::cache_match(key).await {
+        Ok(Some(stored)) => stored
+            .headers()
+            .get(META_HEADER)
+            .ok()
+            .flatten()
+            .is_some_and(|meta| ours.is_some_and(|ours| ours.as_bytes() == meta.as_bytes())),
+        _ => false,
+    };
+    if !still_ours {
+        return;
+    }
     let brief = kept_briefly(headers, UNINDEXED_SECS);
     let stored = match runtime::response(STORAGE_STATUS, &brief, Some(body)) {
         Ok(response) => runtime::cache_put(key, &response).await,
