@@ -143,12 +143,15 @@ pub fn parse(body: &[u8], edge_url: &Url) -> Result<Purge, PurgeError> {
     request.refresh = purges::refreshable(&request.refresh);
     purges::validate(&request).map_err(|invalid| PurgeError::BadRequest(invalid.message))?;
     let bad = |item: &str| PurgeError::BadRequest(format!("`{item}` is not a purgeable URL"));
+    // A URL whose declared parameters are out of bounds names no stored page: nothing to do.
     let cache_keys = |urls: &[String]| {
         urls.iter()
-            .map(|url| {
-                let absolute = purges::url_on(url, edge_url).ok_or_else(|| bad(url))?;
-                let target = Target::parse(&absolute).map_err(|_| bad(url))?;
-                Ok(target.cache_key(&absolute))
+            .filter_map(|url| {
+                let Some(absolute) = purges::url_on(url, edge_url) else {
+                    return Some(Err(bad(url)));
+                };
+                let target = Target::parse(&absolute).ok()?;
+                Some(Ok(target.cache_key(&absolute)))
             })
             .collect::<Result<Vec<_>, _>>()
     };
@@ -398,6 +401,16 @@ mod tests {
         }
         let too_many = serde_json::json!({ "tags": vec!["t"; purges::MAX_ITEMS + 1] }).to_string();
         assert!(parse(too_many.as_bytes(), &edge()).is_err());
+    }
+
+    #[test]
+    fn a_url_out_of_its_parameters_bounds_names_nothing() {
+        let purge = parse(
+            br#"{"urls":["/api/v1/entities/FR/children?limit=0","/api/v1/entities/FR"]}"#,
+            &edge(),
+        )
+        .unwrap();
+        assert_eq!(purge.keys, ["http://127.0.0.1:8787/api/v1/entities/FR"]);
     }
 
     #[test]
