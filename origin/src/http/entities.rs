@@ -21,7 +21,10 @@ use super::{
     openapi::{DatabaseErrors, NotModified, ReadErrors},
     AppState,
 };
-use crate::{error::ApiError, hierarchy::EntityRow};
+use crate::{
+    error::ApiError,
+    hierarchy::{search_pattern, EntityRow},
+};
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -321,7 +324,9 @@ async fn search(
     // Required, so given: the extractor refused the request otherwise.
     let q = query.get(&QUERY).unwrap_or_default();
     let page_params = PageParams::parse(&query, &SEARCH_LIMIT)?;
-    let key = format!("search?q={}&{}", q.to_lowercase(), page_params.key());
+    // The pattern, not the lowercased text: `İs` (two characters, a prefix) and `i̇s` (three, a
+    // substring) lowercase alike but search differently.
+    let key = format!("search?q={}&{}", search_pattern(q), page_params.key());
     Ok(serve_cached(&state, key, &headers, || async {
         let rows = state
             .hierarchy
