@@ -153,7 +153,8 @@ pub struct ClusterConfig {
     #[arg(long, env = "L2_TTL_SECS", default_value_t = 300)]
     pub l2_ttl_secs: u64,
 
-    /// Most live L2 entries one cache tag indexes; a fill past it is not stored in L2.
+    /// Most live L2 entries one cache tag indexes; a fill past it evicts the entry that would
+    /// expire first.
     #[arg(long, env = "L2_MAX_TAG_MEMBERS", default_value_t = 100_000)]
     pub l2_max_tag_members: usize,
 }

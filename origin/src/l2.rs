@@ -14,8 +14,12 @@
 //! Nothing a reader sends makes Redis hold or do unbounded work: entries are stored under a
 //! fixed-size digest of their key; each tag's index is a sorted set of those digests scored by
 //! expiry, trimmed of expired members at every fill and held to a bound
-//! ([`Limits::max_tag_members`]; a fill that would pass it is not stored); and an invalidation empties a set in batches of
-//! [`INVALIDATE_BATCH`], so no one script blocks Redis for long.
+//! ([`Limits::max_tag_members`]; a fill into a full index evicts the entry that would expire
+//! first, so readers who fill it can churn L2 but not turn it off), and an invalidation
+//! empties a set in batches of [`INVALIDATE_BATCH`], so no one script blocks Redis for long.
+//! The key names carry the format's version (`l2v2`): instances of the release before keep to
+//! their own entries and tag sets during a rollout (every instance clears L2, so each clears
+//! its own).
 
 use std::{
     sync::atomic::{AtomicI64, Ordering},
@@ -38,25 +42,29 @@ const BACKOFF_MS: i64 = 1_000;
 /// Entries deleted by one call while a tag is invalidated.
 pub const INVALIDATE_BATCH: usize = 1_000;
 
-/// Stores an entry and indexes it under its tags, only if the sequence is unchanged and no
-/// tag's index is full (0: raced an invalidation, -1: an index is full, 1: stored).
-/// KEYS: sequence, entry, tag sets…; ARGV: expected sequence, value, TTL seconds, digest,
-/// most members.
+/// Stores an entry and indexes it under its tags, only if the sequence is unchanged; a tag
+/// whose index is full gives up the entry that would expire first (-1: raced an
+/// invalidation; otherwise how many entries were evicted). KEYS: sequence, entry, tag sets…;
+/// ARGV: expected sequence, value, TTL seconds, digest, most members, entry key prefix.
 const FILL: &str = r"
-if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return -1 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local ttl = tonumber(ARGV[3])
-for i = 3, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[5]) then return -1 end
-end
+local evicted = 0
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ttl)
 for i = 3, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  redis.call('ZREM', KEYS[i], ARGV[4])
+  while redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[5]) do
+    local first = redis.call('ZPOPMIN', KEYS[i])
+    redis.call('UNLINK', ARGV[6] .. first[1])
+    evicted = evicted + 1
+  end
   redis.call('ZADD', KEYS[i], now + ttl * 1000, ARGV[4])
   redis.call('EXPIRE', KEYS[i], ttl)
 end
-return 1
+return evicted
 ";
 
 /// Deletes up to a batch of the entries indexed under a tag, taking them out of its index;
@@ -107,13 +115,13 @@ impl L2 {
     pub fn new(link: &RedisLink, horizon: WriteHorizon, limits: Limits) -> Self {
         Self {
             connection: link.connection.clone(),
-            entry_prefix: link.key("l2:"),
-            tag_prefix: link.key("l2-tag:"),
+            entry_prefix: link.key("l2v2:"),
+            tag_prefix: link.key("l2v2-tag:"),
             seq_key: link.key(INVALIDATION_SEQ),
             horizon_key: link.key(WRITE_HORIZON),
             horizon,
             ttl_secs: limits.ttl.as_secs().max(1),
-            max_tag_members: limits.max_tag_members,
+            max_tag_members: limits.max_tag_members.max(1),
             skip_until_ms: AtomicI64::new(0),
             fill_script: Script::new(FILL),
             invalidate_script: Script::new(INVALIDATE),
@@ -187,8 +195,8 @@ impl L2 {
         }
     }
 
-    /// Stores `stored` under `key` unless an invalidation happened since `sequence` or one of
-    /// its tags indexes the most live entries it may already.
+    /// Stores `stored` under `key` unless an invalidation happened since `sequence`; a tag that
+    /// indexes the most live entries it may gives up the one that would expire first.
     pub async fn fill(&self, key: &str, stored: &Stored, sequence: &str) {
         let mut invocation = self.fill_script.prepare_invoke();
         invocation.key(&self.seq_key).key(self.entry_key(key));
@@ -200,10 +208,13 @@ impl L2 {
             .arg(serde_json::to_string(stored).expect("entries serialize"))
             .arg(self.ttl_secs)
             .arg(digest(key))
-            .arg(self.max_tag_members);
+            .arg(self.max_tag_members)
+            .arg(&self.entry_prefix);
         let mut connection = self.connection.clone();
         match invocation.invoke_async::<i64>(&mut connection).await {
-            Ok(-1) => ::metrics::counter!(metrics::L2_FULL_TAGS).increment(1),
+            Ok(evicted) if evicted > 0 => {
+                ::metrics::counter!(metrics::L2_TAG_EVICTIONS).increment(evicted as u64)
+            }
             Ok(_) => {}
             Err(err) => self.failed(&err),
         }
@@ -213,7 +224,7 @@ impl L2 {
     pub async fn invalidate(&self, tags: &[String], all: bool) -> redis::RedisResult<()> {
         let mut connection = self.connection.clone();
         if all {
-            // Entries and tag sets alike (`…:l2:` and `…:l2-tag:`).
+            // Entries and tag sets alike (`…:l2v2:` and `…:l2v2-tag:`).
             let pattern = format!("{}*", self.entry_prefix.trim_end_matches(':'));
             let keys: Vec<String> = {
                 let mut iter = connection.scan_match::<_, String>(&pattern).await?;

@@ -34,8 +34,8 @@ pub const INFLIGHT: &str = "instance_inflight_requests";
 pub const L2_HITS: &str = "l2_cache_hits_total";
 pub const L2_MISSES: &str = "l2_cache_misses_total";
 pub const L2_ERRORS: &str = "l2_cache_errors_total";
-/// L2 fills not stored because a tag already indexed the most entries it may.
-pub const L2_FULL_TAGS: &str = "l2_cache_full_tag_skips_total";
+/// L2 entries evicted because a fill's tag already indexed the most entries it may.
+pub const L2_TAG_EVICTIONS: &str = "l2_cache_tag_evictions_total";
 pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
 pub const DB_POOL_WAITERS: &str = "db_pool_waiters";
 /// Connections in use over the pool's maximum ("connection pool health").
@@ -93,7 +93,7 @@ pub fn handle() -> PrometheusHandle {
                 L2_HITS,
                 L2_MISSES,
                 L2_ERRORS,
-                L2_FULL_TAGS,
+                L2_TAG_EVICTIONS,
                 WS_DROPPED,
                 L1_SEQUENCE_FLUSHES,
                 COLLAPSED,
