@@ -6,13 +6,14 @@
 //! server pings every 15 seconds and drops a client it has not heard from (no pong, no frame)
 //! for two pings. A client's own messages are capped at 64 KiB (it only sends pongs). An
 //! instance serves at most `WS_MAX_CLIENTS` clients, and at most `WS_MAX_PER_ADDRESS` from
-//! one address (the edge's `CF-Connecting-IP` behind an authenticated edge, else the peer's):
+//! one address, an IPv6 one's /64 (the edge's `CF-Connecting-IP` behind an authenticated edge,
+//! which Cloudflare sets, else the peer's):
 //! more are refused before the upgrade (503, 429), so idle sockets of one address cannot keep
 //! others out. A browser's handshake from an `Origin` outside `WS_ALLOWED_ORIGINS` (when set)
 //! is refused with 403.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -138,9 +139,18 @@ impl FromRequestParts<Arc<AppState>> for Handshake {
             .then(|| header("cf-connecting-ip")?.trim().parse::<IpAddr>().ok())
             .flatten();
         Ok(Handshake {
-            address: relayed.or(peer),
+            address: relayed.or(peer).map(network_of),
             origin: header(header::ORIGIN.as_str()).map(str::to_owned),
         })
+    }
+}
+
+/// The address a client counts against: an IPv6 client's /64, which one subscriber holds
+/// whole (so counting its single addresses would count nothing).
+fn network_of(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        v4 => v4,
     }
 }
 
