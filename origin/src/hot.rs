@@ -37,8 +37,9 @@ pub const MAX_URI_BYTES: usize = 256;
 /// purges of the page itself and of its subtree.
 const MAX_TAGS: usize = 16;
 /// Pages a purge renders again of each family that readers can make up at will (search
-/// results, and pages past a cursor): a thousand made-up searches must not ride every purge of
-/// a search tag. The others are one page per real entity and need no cap.
+/// results, and any page with a parameter: a cursor, a page size, a depth): a thousand made-up
+/// searches must not ride every purge of a search tag. The others, without parameters, are one
+/// page per real entity and need no cap.
 pub const MAX_MADE_UP: usize = 64;
 
 /// A page, its score now, and the tags that purge it.
@@ -237,12 +238,12 @@ impl HotKeys {
     }
 }
 
-/// The route of a page readers can make up at will: a search, or any page past a cursor.
+/// The route of a page readers can make up at will: a search, or any page with a parameter
+/// (canonical pages carry only the parameters that differ from their defaults).
 fn made_up_family(uri: &str) -> Option<&'static str> {
     let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
     let route = forecastin_shared::routes::public_route(path)?;
-    let past_cursor = query.split('&').any(|pair| pair.starts_with("cursor="));
-    (route.pattern == "/api/v1/search" || past_cursor).then_some(route.pattern)
+    (route.pattern == "/api/v1/search" || !query.is_empty()).then_some(route.pattern)
 }
 
 /// The `n` highest-scored pages, hottest first, with the scores of one page's copies (from
@@ -324,14 +325,19 @@ mod tests {
                 &tags(&["search"]),
             );
             hot.record(&format!("/api/v1/entities/E{n}"), &tags(&["search"]));
+            hot.record(
+                &format!("/api/v1/entities/FR/descendants?limit={}", n + 1),
+                &tags(&["search"]),
+            );
         }
         let covered = hot.covered_by(&["search".into()], false, usize::MAX, 0.0);
         let count = |prefix: &str| covered.iter().filter(|uri| uri.starts_with(prefix)).count();
         assert_eq!(count("/api/v1/search"), MAX_MADE_UP);
         assert_eq!(count("/api/v1/entities/FR/children"), MAX_MADE_UP);
+        assert_eq!(count("/api/v1/entities/FR/descendants"), MAX_MADE_UP);
         assert_eq!(
             covered.len(),
-            2 * MAX_MADE_UP + MAX_MADE_UP * 3,
+            3 * MAX_MADE_UP + MAX_MADE_UP * 3,
             "one page per real entity is not capped"
         );
     }
