@@ -131,6 +131,11 @@ impl L1 {
         if inner.epoch != seen.0 || added > inner.max_bytes {
             return false;
         }
+        // An entry it replaces goes first, with its tags: the new one may carry others.
+        if let Some((replaced_key, (_, replaced))) = inner.entries.pop_entry(key.as_str()) {
+            inner.bytes -= weight(&replaced_key, &replaced);
+            inner.forget_tags(&replaced_key, &replaced);
+        }
         let key: Key = Arc::from(key);
         for tag in &value.tags {
             match inner.keys_by_tag.get_mut(tag.as_str()) {
@@ -148,9 +153,7 @@ impl L1 {
             inner.entries.push(key.clone(), (Instant::now(), value))
         {
             inner.bytes -= weight(&evicted_key, &evicted);
-            if evicted_key != key {
-                inner.forget_tags(&evicted_key, &evicted);
-            }
+            inner.forget_tags(&evicted_key, &evicted);
         }
         inner.bytes += added;
         while inner.bytes > inner.max_bytes {
@@ -296,6 +299,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(cache.get("/fr", Some(Duration::from_millis(1))).is_none());
         assert!(cache.get("/fr", None).is_some());
+    }
+
+    #[test]
+    fn a_replaced_entry_leaves_no_tag_behind() {
+        let cache = l1(10);
+        let epoch = cache.epoch();
+        cache.insert_if_current("/fr".into(), rendered(&["e:FR", "s:old"]), epoch);
+        cache.insert_if_current("/fr".into(), rendered(&["e:FR", "s:new"]), epoch);
+        assert!(!cache.inner.lock().keys_by_tag.contains_key("s:old"));
+        assert_eq!(cache.invalidate(&["s:old".to_string()]), 0);
+        assert_eq!(cache.bytes(), weight("/fr", &rendered(&["e:FR", "s:new"])));
     }
 
     #[test]
