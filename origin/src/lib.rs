@@ -212,6 +212,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, state) = build(&config).await?;
     let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!("origin listening on http://{}", listener.local_addr()?);
+    if config.admin_addr.is_none() && config.edge_auth.iter().any(|c| !c.is_empty()) {
+        tracing::warn!(
+            "EDGE_AUTH is set but ADMIN_ADDR is not: the admin API, /metrics and the probes \
+             answer on the public listener (bearer token only); give them ADMIN_ADDR"
+        );
+    }
     if let Some(addr) = config.admin_addr {
         let admin = tokio::net::TcpListener::bind(addr)
             .await

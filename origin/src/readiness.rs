@@ -1,4 +1,4 @@
-//! Readiness, kept by a background check: the primary database is asked once a second, and
+//! Readiness, kept by a background check: the primary database is asked twice a second, and
 //! `/readyz` reads the last verdict. A flood of probes then costs nothing, and cannot take the
 //! primary's connections from the requests it would be checking on.
 

@@ -176,10 +176,10 @@ async fn a_slow_client_is_dropped_without_delaying_a_fast_one() {
     );
 
     // The slow client, reading at last, finds the close frame (or the dropped connection).
-    // The instance dropped the slow client and let go of its connection: with the fast one
-    // gone too, none is left. (Whether the slow client sees the close frame or the cut
-    // depends on what its tiny buffers held when it came; the instance is what must not wait.)
-    drop(slow);
+    // The instance dropped the slow client and let go of its connection, which the client
+    // still holds open: with the fast one gone, none is left. (Whether the slow client sees
+    // the close frame or the cut depends on what its tiny buffers held when it came; the
+    // instance is what must not wait.)
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let metrics = b.metrics().await;
@@ -194,6 +194,7 @@ async fn a_slow_client_is_dropped_without_delaying_a_fast_one() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(slow);
 }
 
 /// The bounds of one instance: clients beyond `WS_MAX_CLIENTS` are refused with 503 and the
