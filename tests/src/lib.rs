@@ -6,7 +6,7 @@
 //! - [`replica::StreamingPair`]: a private PostgreSQL primary with a streaming replica.
 //! - [`pgbouncer::PgBouncer`]: Debian's PgBouncer in front of the machine's PostgreSQL.
 //! - [`redis::PrivateRedis`]: a Redis server of one test's own, to stop, restart or pause.
-//! - [`load::run_locust`]: the analyst load test, for the smoke runs.
+//! - [`load::run_locust`]: the analyst load test, for the smoke runs; [`stream`]: a `/ws` client.
 //! - [`fixture`]: a deliberately misbehaving HTTP origin (cache-poisoning echo, broken bodies,
 //!   contradictory headers), to prove the edge survives bad origin input.
 //!
@@ -19,6 +19,7 @@ mod process;
 pub mod redis;
 pub mod replica;
 pub mod standins;
+pub mod stream;
 
 pub use process::{free_port, postgres_server, psql, query, repo_root, Backend, Edge, Origin};
 

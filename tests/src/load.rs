@@ -1,7 +1,43 @@
 //! The analyst load test (`load/locustfile.py`) run by Locust from the project's venv, for the
 //! smoke runs in the test command.
 
-use crate::repo_root;
+use crate::{free_port, repo_root, Backend, Edge, Origin, PURGE_SECRET};
+
+/// The stack a load run drives: an origin on PostgreSQL and Redis (a namespace of its own)
+/// that purges the edge in workerd in front of it, where purges, not TTLs, keep the edge fresh
+/// (as deployed); `env` on top.
+pub async fn stack(env: &[(&str, &str)]) -> (Origin, Edge) {
+    let namespace = format!("load-{}-{}", std::process::id(), free_port());
+    let edge_port = free_port();
+    let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
+    let mut all = vec![
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_NAMESPACE", namespace.as_str()),
+        ("PURGE_SECRET", PURGE_SECRET),
+        ("EDGE_PURGE_URL", purge_url.as_str()),
+        ("CACHE_S_MAXAGE", "3600"),
+    ];
+    all.extend_from_slice(env);
+    let origin = Origin::start_with(Backend::Postgres, &all).await;
+    let edge = Edge::start_on(edge_port, &origin.url).await;
+    (origin, edge)
+}
+
+/// The smoke runs' mix: 90 s of Locust's clock, which runs through the warm-up (some 1,800
+/// misses through the edge: 10 s on 2026-11-28, 35 s and more on 2026-11-30); a small working
+/// set (the 500 most popular entities, warmed first), short think times, an edit every 10 s.
+pub const SMOKE_MIX: [&str; 10] = [
+    "-t",
+    "90s",
+    "--catalogue-size",
+    "500",
+    "--edits-per-minute",
+    "6",
+    "--think-min",
+    "0.02",
+    "--think-max",
+    "0.2",
+];
 
 /// What a run left: whether Locust exited well, and its JSON report.
 pub struct LoadRun {

@@ -7,59 +7,40 @@
 //! with the analysts' smoke run.
 
 use forecastin_e2e::{
-    free_port, load::run_locust, Backend, Edge, Origin, ADMIN_TOKEN, EDGE_AUTH, PURGE_SECRET,
+    load::{run_locust, stack, SMOKE_MIX},
+    ADMIN_TOKEN, EDGE_AUTH,
 };
 
 #[tokio::test]
 async fn attackers_beside_the_analysts_meet_the_hostile_slos() {
-    let namespace = format!("hostile-{}-{}", std::process::id(), free_port());
-    let edge_port = free_port();
-    let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
-    let origin = Origin::start_with(
-        Backend::Postgres,
-        &[
-            ("REDIS_URL", "redis://127.0.0.1:6379"),
-            ("REDIS_NAMESPACE", &namespace),
-            ("PURGE_SECRET", PURGE_SECRET),
-            ("EDGE_PURGE_URL", &purge_url),
-            ("EDGE_AUTH", EDGE_AUTH),
-            ("CACHE_S_MAXAGE", "3600"),
-        ],
-    )
-    .await;
-    let edge = Edge::start_on(edge_port, &origin.url).await;
+    let (origin, edge) = stack(&[("EDGE_AUTH", EDGE_AUTH)]).await;
     let pid = origin.pid().expect("the origin runs").to_string();
-    let run = run_locust(&[
-        "--host",
-        &edge.url,
-        "--origin-url",
-        &origin.url,
-        "--stream-url",
-        &edge.url,
-        "--origin-pid",
-        &pid,
-        "--admin-token",
-        ADMIN_TOKEN,
-        "-u",
-        "25",
-        "-r",
-        "25",
-        "-t",
-        "90s",
-        // Some 24 % of the requests (20.6 % with 6 of 24 on 2026-12-07).
-        "--attackers",
-        "7",
-        "--catalogue-size",
-        "500",
-        "--edits-per-minute",
-        "6",
-        "--think-min",
-        "0.02",
-        "--think-max",
-        "0.2",
-        "--slo-file",
-        "load/slo-hostile.yaml",
-    ])
+    let run = run_locust(
+        &[
+            "--host",
+            &edge.url,
+            "--origin-url",
+            &origin.url,
+            "--stream-url",
+            &edge.url,
+            "--origin-pid",
+            &pid,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "-u",
+            "25",
+            "-r",
+            "25",
+            // Some 24 % of the requests (20.6 % with 6 of 24 on 2026-12-07).
+            "--attackers",
+            "7",
+            "--slo-file",
+            "load/slo-hostile.yaml",
+        ]
+        .into_iter()
+        .chain(SMOKE_MIX)
+        .collect::<Vec<_>>(),
+    )
     .await;
     let failed = run.failed_slos();
     assert!(

@@ -3,13 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use forecastin_e2e::{admin, rename, Backend, Origin};
+use forecastin_e2e::{
+    admin, rename,
+    stream::{next_event, Client},
+    Backend, Origin,
+};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio_tungstenite::{connect_async, tungstenite::Message, MaybeTlsStream, WebSocketStream};
-
-type Client = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+use tokio_tungstenite::{connect_async, tungstenite::Message};
 
 async fn two_instances() -> (Origin, Origin) {
     let namespace = format!(
@@ -42,22 +44,6 @@ async fn upgrade_over_http(origin: &Origin, query: &str) -> reqwest::Response {
         .send()
         .await
         .expect("the origin answers")
-}
-
-/// The next event message, skipping pings.
-async fn next_event(client: &mut Client) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(3), client.next())
-            .await
-            .expect("an event within 3 s")
-            .expect("the stream is open")
-            .expect("a valid frame");
-        if let Message::Text(text) = frame {
-            let message: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(message["type"], "event", "{message}");
-            return message;
-        }
-    }
 }
 
 #[tokio::test]

@@ -4,26 +4,13 @@
 
 use std::time::Duration;
 
-use forecastin_e2e::{rename, Origin};
-use futures_util::StreamExt;
+use forecastin_e2e::{
+    rename,
+    stream::{next_event, Client},
+    Origin,
+};
 use serde_json::Value;
-use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
-
-type Client = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next event message, skipping pings.
-async fn next_event(client: &mut Client) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(3), client.next())
-            .await
-            .expect("an event within 3 s")
-            .expect("the stream is open")
-            .expect("a valid frame");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
-}
+use tokio_tungstenite::MaybeTlsStream;
 
 /// Opens `/ws` from the local address `from` (any of 127/8 reaches the loopback).
 async fn connect_from(origin: &Origin, from: [u8; 4]) -> Result<Client, u16> {
