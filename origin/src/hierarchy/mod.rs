@@ -115,6 +115,28 @@ enum Lookup {
     Trigrams,
 }
 
+/// The least string above every string that starts with `prefix`, in code point order (which
+/// UTF-8 bytes and PostgreSQL's "C" collation share): the prefix with its last character
+/// that can grow grown by one, and what follows it cut.
+fn prefix_end(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            last => char::from_u32(u32::from(last) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return chars.into_iter().collect();
+        }
+    }
+    // Nothing can grow (every character is the last code point): above any name there is.
+    char::MAX.to_string().repeat(MAX_NAME_CHARS + 1)
+}
+
+/// Longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
 /// An FTS5 phrase of `query`'s lowercased characters: the names that contain it.
 fn trigram_phrase(query: &str) -> String {
     format!("\"{}\"", query.to_lowercase().replace('"', "\"\""))
@@ -367,9 +389,7 @@ impl Hierarchy {
         let extra: Vec<String> = match (lookup, self.db.backend) {
             (Lookup::Prefix, _) => {
                 let prefix = query.to_lowercase();
-                // Every name that starts with the prefix sorts below the prefix and the last
-                // code point (UTF-8 and "C" order alike).
-                let end = format!("{prefix}\u{10FFFF}");
+                let end = prefix_end(&prefix);
                 vec![prefix, end]
             }
             (Lookup::Trigrams, Backend::Sqlite) => vec![trigram_phrase(query)],
@@ -407,6 +427,17 @@ impl Hierarchy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_end_of_a_prefix_range_is_the_least_string_above_it() {
+        assert_eq!(prefix_end("fr"), "fs");
+        assert_eq!(prefix_end("a\u{10FFFF}"), "b");
+        assert_eq!(prefix_end("\u{D7FF}"), "\u{E000}");
+        for name in ["fr", "fr\u{10FFFF}x", "frzzz"] {
+            assert!(name < prefix_end("fr").as_str(), "{name}");
+        }
+        assert!(prefix_end("\u{10FFFF}").chars().count() > MAX_NAME_CHARS);
+    }
 
     #[test]
     fn search_patterns_escape_wildcards() {

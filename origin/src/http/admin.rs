@@ -26,14 +26,11 @@ use super::{
 };
 use crate::{
     error::ApiError,
-    hierarchy::{write::Written, EntityRow},
+    hierarchy::{write::Written, EntityRow, MAX_NAME_CHARS},
 };
 
 /// The response header naming the purge a write recorded (see `GET /admin/v1/purge/{id}`).
 pub const PURGE_ID_HEADER: &str = "forecastin-purge-id";
-
-/// Longest entity name, in characters.
-const MAX_NAME_CHARS: usize = 200;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
