@@ -71,6 +71,14 @@ impl Config {
 
     /// Refuses secrets short enough to guess, except in the demo (where they are warned of).
     /// Each `EDGE_AUTH` credential counts on its own.
+    /// The edge's credentials given (an empty one, `EDGE_AUTH=`, is none).
+    pub fn edge_credentials(&self) -> impl Iterator<Item = &str> {
+        self.edge_auth
+            .iter()
+            .map(String::as_str)
+            .filter(|credential| !credential.is_empty())
+    }
+
     pub fn check_secrets(&self) -> anyhow::Result<()> {
         let secrets = [
             ("ADMIN_TOKEN", self.admin_token.as_deref()),
@@ -78,9 +86,8 @@ impl Config {
         ]
         .into_iter()
         .chain(
-            self.edge_auth
-                .iter()
-                .map(|secret| ("EDGE_AUTH", Some(secret.as_str()))),
+            self.edge_credentials()
+                .map(|secret| ("EDGE_AUTH", Some(secret))),
         );
         for (name, secret) in secrets {
             let Some(secret) = secret.filter(|s| !s.is_empty()) else {

@@ -199,7 +199,10 @@ impl L2 {
     /// indexes the most live entries it may gives up the one that would expire first.
     pub async fn fill(&self, key: &str, stored: &Stored, sequence: &str) {
         let mut invocation = self.fill_script.prepare_invoke();
-        invocation.key(&self.seq_key).key(self.entry_key(key));
+        let id = digest(key);
+        invocation
+            .key(&self.seq_key)
+            .key(format!("{}{id}", self.entry_prefix));
         for tag in &stored.tags {
             invocation.key(self.tag_key(tag));
         }
@@ -207,7 +210,7 @@ impl L2 {
             .arg(sequence)
             .arg(serde_json::to_string(stored).expect("entries serialize"))
             .arg(self.ttl_secs)
-            .arg(digest(key))
+            .arg(&id)
             .arg(self.max_tag_members)
             .arg(&self.entry_prefix);
         let mut connection = self.connection.clone();

@@ -171,13 +171,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         cache_control: HeaderValue::try_from(config.cache.cache_control())
             .context("building Cache-Control")?,
         admin_token,
-        // An empty credential (`EDGE_AUTH=`) is none.
-        edge_auth: config
-            .edge_auth
-            .iter()
-            .filter(|credential| !credential.is_empty())
-            .cloned()
-            .collect(),
+        edge_auth: config.edge_credentials().map(str::to_owned).collect(),
         readiness,
         metrics,
         bus,
@@ -212,7 +206,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, state) = build(&config).await?;
     let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!("origin listening on http://{}", listener.local_addr()?);
-    if config.admin_addr.is_none() && config.edge_auth.iter().any(|c| !c.is_empty()) {
+    if config.admin_addr.is_none() && !state.edge_auth.is_empty() {
         tracing::warn!(
             "EDGE_AUTH is set but ADMIN_ADDR is not: the admin API, /metrics and the probes \
              answer on the public listener (bearer token only); give them ADMIN_ADDR"
