@@ -21,7 +21,9 @@ pub mod replica;
 pub mod standins;
 pub mod stream;
 
-pub use process::{free_port, postgres_server, psql, query, repo_root, Backend, Edge, Origin};
+pub use process::{
+    free_port, postgres_server, psql, query, repo_root, tool, Backend, Edge, Origin,
+};
 
 use forecastin_shared::{headers, signing};
 

@@ -1,7 +1,7 @@
 //! The analyst load test (`load/locustfile.py`) run by Locust from the project's venv, for the
 //! smoke runs in the test command.
 
-use crate::{free_port, repo_root, Backend, Edge, Origin, PURGE_SECRET};
+use crate::{free_port, repo_root, tool, Backend, Edge, Origin, PURGE_SECRET};
 
 /// The stack a load run drives: an origin on PostgreSQL and Redis (a namespace of its own)
 /// that purges the edge in workerd in front of it, where purges, not TTLs, keep the edge fresh
@@ -61,16 +61,9 @@ impl LoadRun {
 
 /// Runs Locust headless with `args` (host, users, run time, SLO file …) and reads its report.
 pub async fn run_locust(args: &[&str]) -> LoadRun {
-    let root = repo_root();
-    let locust = root.join(".tools/venv/bin/locust");
-    assert!(
-        locust.exists(),
-        "{} is missing: ./scripts/test installs it",
-        locust.display()
-    );
     let report = tempfile::NamedTempFile::new().unwrap();
-    let status = tokio::process::Command::new(&locust)
-        .current_dir(&root)
+    let status = tokio::process::Command::new(tool("venv/bin/locust"))
+        .current_dir(repo_root())
         .args(["-f", "load/locustfile.py", "--headless", "--only-summary"])
         .args(args)
         .arg("--report")

@@ -33,6 +33,18 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
+/// A program the test command installs under `.tools/` (`venv/bin/locust`, say); fails
+/// naming it when it is missing.
+pub fn tool(path: &str) -> PathBuf {
+    let tool = repo_root().join(".tools").join(path);
+    assert!(
+        tool.exists(),
+        "{} is missing: ./scripts/test installs it",
+        tool.display()
+    );
+    tool
+}
+
 /// Polls `url` until it answers 200 or `limit` passes.
 async fn wait_until_ready(url: &str, limit: Duration, what: &str) {
     let started = Instant::now();

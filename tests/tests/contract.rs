@@ -4,19 +4,12 @@
 //! passes; through the edge in workerd, nothing is answered with a 5xx. `/ws` is a WebSocket,
 //! which Schemathesis does not speak.
 
-use forecastin_e2e::{repo_root, Edge, Origin, ADMIN_TOKEN};
+use forecastin_e2e::{repo_root, tool, Edge, Origin, ADMIN_TOKEN};
 
 /// Runs Schemathesis on the description at `base` with `checks`; its exit status and output.
 async fn schemathesis(base: &str, checks: &str) -> (bool, String) {
-    let root = repo_root();
-    let st = root.join(".tools/contract-venv/bin/st");
-    assert!(
-        st.exists(),
-        "{} is missing: ./scripts/test installs it",
-        st.display()
-    );
-    let output = tokio::process::Command::new(st)
-        .current_dir(&root)
+    let output = tokio::process::Command::new(tool("contract-venv/bin/st"))
+        .current_dir(repo_root())
         .args([
             "--no-color",
             "--config-file",
