@@ -270,10 +270,23 @@ pub fn composed(sql: &str) -> SqlStr {
     AssertSqlSafe(sql).into_sql_str()
 }
 
+/// `$first, $first+1, …` for `count` parameters.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn placeholders_are_numbered_from_the_first() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn transient_errors_are_retried_after_half_a_second_one_and_two() {

@@ -12,7 +12,7 @@ use forecastin_shared::dto::{Entity, EntityKind, EntitySummary};
 use serde_json::{Map, Value};
 
 use crate::{
-    db::{composed, retry, Backend, Db},
+    db::{composed, placeholders, retry, Backend, Db},
     purge::Outbox,
 };
 
@@ -67,14 +67,6 @@ impl EntityRow {
             depth: self.depth as u32,
         }
     }
-}
-
-/// `$first, $first+1, …` for `count` parameters.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Queries shorter than this match names that start with them, not names that contain them:
@@ -446,10 +438,5 @@ mod tests {
         assert_eq!(search_pattern("_"), "\\_%");
         assert_eq!(search_pattern("Fr"), "fr%");
         assert_eq!(search_pattern("Fra"), "%fra%");
-    }
-
-    #[test]
-    fn placeholders_are_numbered_from_the_first() {
-        assert_eq!(placeholders(2, 3), "$2, $3, $4");
     }
 }

@@ -14,7 +14,7 @@ use rand::RngExt;
 use super::{providers::Outcome, tiers};
 use crate::{
     clock::now_ms,
-    db::{composed, retry, Backend, Db},
+    db::{composed, placeholders, retry, Backend, Db},
     metrics,
 };
 
@@ -25,21 +25,25 @@ const BASE_RETRY_MS: u64 = 250;
 
 /// Which deliveries a loop drains.
 #[derive(Debug, Clone, Copy)]
-pub enum Due {
+pub enum Due<'a> {
     /// Clearing the origin's own tiers.
     Tiers,
-    /// The CDN providers, each purge only once its tiers are clear: the CDN refetches from them.
-    Cdn,
+    /// These CDN providers' (the ones this instance is configured for: an instance never holds
+    /// a delivery it cannot make), each purge only once its tiers are clear: the CDN refetches
+    /// from them.
+    Cdn(&'a [&'static str]),
 }
 
-impl Due {
+impl Due<'_> {
+    /// The condition on the deliveries, its parameters numbered from `$4`.
     fn filter(self) -> String {
         match self {
             Due::Tiers => format!("provider = '{}'", tiers::PROVIDER),
-            Due::Cdn => format!(
-                "provider <> '{0}' AND NOT EXISTS (SELECT 1 FROM purge_deliveries t \
-                 WHERE t.purge_id = purge_deliveries.purge_id AND t.provider = '{0}' \
+            Due::Cdn(providers) => format!(
+                "provider IN ({}) AND NOT EXISTS (SELECT 1 FROM purge_deliveries t \
+                 WHERE t.purge_id = purge_deliveries.purge_id AND t.provider = '{}' \
                  AND t.status = 'pending')",
+                placeholders(4, providers.len()),
                 tiers::PROVIDER
             ),
         }
@@ -81,7 +85,7 @@ pub fn backoff(attempts: i64, max_ms: u64) -> Duration {
 }
 
 /// Claims up to [`CLAIM_LIMIT`] due deliveries of `due` for `lease`.
-pub async fn claim(db: &Db, due: Due, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
+pub async fn claim(db: &Db, due: Due<'_>, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
     let skip_locked = match db.backend {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
@@ -94,11 +98,18 @@ pub async fn claim(db: &Db, due: Due, lease: Duration) -> Result<Vec<Claimed>, s
          RETURNING purge_id, provider, attempts",
         due.filter()
     );
+    let providers = match due {
+        Due::Tiers => &[][..],
+        Due::Cdn(providers) => providers,
+    };
     retry(|| async {
-        sqlx::query_as(composed(&sql))
+        let query = sqlx::query_as(composed(&sql))
             .bind(now_ms())
             .bind(lease.as_millis() as i64)
-            .bind(CLAIM_LIMIT)
+            .bind(CLAIM_LIMIT);
+        providers
+            .iter()
+            .fold(query, |query, provider| query.bind(*provider))
             .fetch_all(&mut *db.primary.acquire().await?)
             .await
     })
@@ -147,10 +158,7 @@ pub async fn load(db: &Db, claimed: &[Claimed]) -> Result<HashMap<String, Stored
     ids.dedup();
     let mut stored = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let placeholders = (1..=chunk.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let placeholders = placeholders(1, chunk.len());
         let sql = format!(
             "SELECT id, request, event, created_at_ms FROM purges WHERE id IN ({placeholders})"
         );

@@ -89,7 +89,8 @@ impl Dispatcher {
 
     /// One round: claim, deliver, record. Returns how many deliveries it settled.
     pub async fn round(&self) -> Result<usize, sqlx::Error> {
-        let claimed = deliveries::claim(&self.db, Due::Cdn, LEASE).await?;
+        let names: Vec<&'static str> = self.providers.iter().map(|(p, _)| p.name()).collect();
+        let claimed = deliveries::claim(&self.db, Due::Cdn(&names), LEASE).await?;
         if claimed.is_empty() {
             return Ok(0);
         }
