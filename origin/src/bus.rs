@@ -54,18 +54,57 @@ pub const SEQUENCE_CHECK: Duration = Duration::from_millis(250);
 /// trusting its L1 (or dies), and waiting for it stops.
 const ACK_TTL: Duration = Duration::from_secs(1);
 
-/// The next event id: one more than the counter, and than `ARGV[1]`, the highest id this
-/// instance has seen (a Redis that lost its counter must not hand out ids clients have seen).
-const NEXT_EVENT_ID: &str = r"
-local id = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[1])
-if id <= floor then
-  id = floor + 1
-  -- As an integer: Lua would write a number this large as `1.8e+15`, which INCR refuses.
-  redis.call('SET', KEYS[1], string.format('%d', id))
+/// Numbers and publishes an event once per announcement. KEYS: the event counter, the
+/// announcement's key. ARGV: the highest id this instance has seen, where a counter that Redis
+/// lost starts again ([`first_event_id`]), how long the announcement's key lives (ms), the
+/// channel, and the event's JSON after its id ([`after_id`]).
+///
+/// The id is one more than the counter, and than the highest id this instance has seen. A
+/// missing counter (a new deployment, or a Redis that lost its data) starts again past any id
+/// issued before, so that a client resuming with an old id is told to refetch rather than
+/// given nothing; an existing one just counts on, so ids stay consecutive across a rolling
+/// deploy and a client resumes on a new instance without a needless reset. The id is kept
+/// under the announcement's key, so that a retried announcement (a tiers clear that failed
+/// after it, say) returns the same id and publishes nothing.
+const ANNOUNCE: &str = r#"
+local known = redis.call('GET', KEYS[2])
+if known then
+  return tonumber(known)
 end
+local id
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  id = redis.call('INCR', KEYS[1])
+else
+  id = tonumber(ARGV[2]) + 1
+end
+local seen = tonumber(ARGV[1])
+if id <= seen then
+  id = seen + 1
+end
+-- As an integer: Lua would write a number this large as `1.8e+15`.
+local written = string.format('%d', id)
+redis.call('SET', KEYS[1], written)
+redis.call('SET', KEYS[2], written, 'PX', ARGV[3])
+redis.call('PUBLISH', ARGV[4], '{"id":' .. written .. ARGV[5])
 return id
-";
+"#;
+
+/// How long an announcement's id is kept: far longer than the tiers clear that made it is
+/// retried for (a few hundred milliseconds apart while Redis is up).
+const ANNOUNCED_FOR: Duration = Duration::from_secs(3_600);
+
+/// An event's JSON without its leading `{"id":N`, which [`ANNOUNCE`] writes with the id it
+/// assigns: the message stays an [`EntityEvent`], as instances of every version read it.
+fn after_id(event: &EntityEvent) -> String {
+    let json = serde_json::to_string(&EntityEvent {
+        id: 0,
+        ..event.clone()
+    })
+    .expect("events serialize");
+    json.strip_prefix(r#"{"id":0"#)
+        .expect("an event's JSON starts with its id")
+        .to_owned()
+}
 
 /// Raises the shared write horizon to a write's WAL position (if any) and moves the
 /// invalidation sequence, atomically: an L2 filler that reads the new sequence also reads the
@@ -98,9 +137,11 @@ struct RedisBus {
     advance_script: redis::Script,
     events_channel: String,
     event_seq_key: String,
-    next_event_script: redis::Script,
+    announce_script: redis::Script,
     /// Acknowledgement keys: the prefix, then the instance id.
     ack_prefix: String,
+    /// Where the event counter starts again if Redis lost it.
+    restart_ids_at: u64,
 }
 
 struct Inner {
@@ -117,13 +158,15 @@ struct Inner {
     trusted_until_ms: AtomicI64,
     disconnected_ttl: Duration,
     horizon: WriteHorizon,
+    /// Set when the instance departs: it no longer vouches for its L1.
+    departed: AtomicBool,
 }
 
 #[derive(Clone)]
 pub struct Bus(Arc<Inner>);
 
-/// Where this instance's event ids start: past any id issued before a restart that lost the
-/// count (the in-process bus's, or Redis's), so that a client resuming with an old id is told
+/// Where the event ids start again after a restart that lost the count (the in-process bus's,
+/// or Redis's): past any id issued before, so that a client resuming with an old id is told
 /// to refetch rather than given nothing: the start time in microseconds (fewer than a million
 /// events a second are made), which stays below 2^53, the integers JavaScript holds exactly.
 fn first_event_id() -> u64 {
@@ -146,6 +189,7 @@ impl Bus {
             trusted_until_ms: AtomicI64::new(i64::MAX),
             disconnected_ttl,
             horizon: WriteHorizon::default(),
+            departed: AtomicBool::new(false),
         }))
     }
 
@@ -165,18 +209,20 @@ impl Bus {
                 advance_script: redis::Script::new(ADVANCE),
                 events_channel: link.key("events"),
                 event_seq_key: link.key("event-seq"),
-                next_event_script: redis::Script::new(NEXT_EVENT_ID),
+                announce_script: redis::Script::new(ANNOUNCE),
                 ack_prefix: link.key("applied:"),
+                restart_ids_at: first_event_id(),
                 link,
             }),
             events: Events::default(),
-            local_event_seq: AtomicU64::new(first_event_id()),
+            local_event_seq: AtomicU64::new(0),
             applied: tokio::sync::Notify::new(),
             subscribed: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             trusted_until_ms: AtomicI64::new(0),
             disconnected_ttl,
             horizon,
+            departed: AtomicBool::new(false),
         }))
     }
 
@@ -189,26 +235,32 @@ impl Bus {
         &self.0.events
     }
 
-    /// Publishes an entity change to the websocket clients of every instance. With Redis the
-    /// event id comes from a shared counter and the event reaches this instance's own clients
-    /// at once and the others' through Pub/Sub.
-    pub async fn announce(&self, mut event: EntityEvent) -> redis::RedisResult<()> {
+    /// Publishes an entity change to the websocket clients of every instance, once per
+    /// `announcement` (the purge that carries it): a retry gets the first call's id and
+    /// publishes nothing. With Redis the event id comes from a shared counter and the event
+    /// reaches this instance's own clients at once and the others' through Pub/Sub.
+    pub async fn announce(
+        &self,
+        announcement: &str,
+        mut event: EntityEvent,
+    ) -> redis::RedisResult<()> {
         let Some(redis) = &self.0.redis else {
             event.id = self.0.local_event_seq.fetch_add(1, Ordering::AcqRel) + 1;
             self.0.events.deliver(event);
             return Ok(());
         };
-        let mut connection = redis.link.connection.clone();
         event.id = redis
-            .next_event_script
+            .announce_script
             .key(&redis.event_seq_key)
+            .key(redis.link.key(&format!("announced:{announcement}")))
             .arg(self.0.local_event_seq.load(Ordering::Acquire))
-            .invoke_async(&mut connection)
+            .arg(redis.restart_ids_at)
+            .arg(ANNOUNCED_FOR.as_millis() as u64)
+            .arg(&redis.events_channel)
+            .arg(after_id(&event))
+            .invoke_async(&mut redis.link.connection.clone())
             .await?;
-        let payload = serde_json::to_string(&event).expect("events serialize");
-        connection
-            .publish::<_, _, ()>(&redis.events_channel, payload)
-            .await?;
+        // Delivered again if an earlier attempt delivered it: the events skip a known id.
         self.deliver(event);
         Ok(())
     }
@@ -262,6 +314,9 @@ impl Bus {
     /// sequence check recent and this instance `coordinated` (`ff.horizontal_scaling`); the
     /// disconnected bound otherwise.
     pub fn l1_max_age(&self, coordinated: bool) -> Option<Duration> {
+        if self.0.departed.load(Ordering::Acquire) {
+            return Some(Duration::ZERO);
+        }
         let trusted = coordinated
             && self.0.subscribed.load(Ordering::Acquire)
             && now_ms() < self.0.trusted_until_ms.load(Ordering::Acquire);
@@ -397,6 +452,21 @@ impl Bus {
         });
     }
 
+    /// Stops vouching for this instance's L1 and withdraws its acknowledgement, so purges stop
+    /// waiting for it: a departing instance may still get requests while the load balancer
+    /// catches up, and those must not be served from an L1 that no purge waits for.
+    pub async fn depart(&self) {
+        self.0.departed.store(true, Ordering::Release);
+        let Some(redis) = &self.0.redis else {
+            return;
+        };
+        let key = format!("{}{}", redis.ack_prefix, self.0.instance_id);
+        let mut connection = redis.link.connection.clone();
+        if let Err(err) = connection.del::<_, ()>(&key).await {
+            tracing::warn!(%err, "could not withdraw the acknowledgement; it lapses by itself");
+        }
+    }
+
     /// Tells the others (see [`Bus::wait_until_applied`]) which invalidation this instance has
     /// applied, while it trusts its L1: an instance that does not lets its acknowledgement lapse.
     async fn acknowledge(&self) {
@@ -476,5 +546,28 @@ impl Bus {
         // Applied, then acknowledged: never the other way round.
         self.0.last_seq.fetch_max(message.seq, Ordering::AcqRel);
         self.0.applied.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use forecastin_shared::dto::ChangeKind;
+
+    use super::*;
+
+    #[test]
+    fn an_announced_event_is_its_json_with_the_assigned_id_in_front() {
+        let event = EntityEvent {
+            id: 17,
+            change: ChangeKind::Updated,
+            entity_id: "FR".to_owned(),
+            path: vec!["world".to_owned(), "FR".to_owned()],
+            entity: None,
+            at_ms: 5,
+        };
+        let published = format!(r#"{{"id":{}{}"#, 1_800_000_000_000_000u64, after_id(&event));
+        let read: EntityEvent = serde_json::from_str(&published).unwrap();
+        assert_eq!(read.id, 1_800_000_000_000_000);
+        assert_eq!(EntityEvent { id: 17, ..read }, event);
     }
 }

@@ -119,7 +119,7 @@ impl Tiers {
         } else {
             self.warmer.claim(self.warmer.covered(&tags, false))
         };
-        match self.clear([(request, event)], position).await {
+        match self.clear([(purge_id, request, event)], position).await {
             Ok(()) => {
                 if !claimed.is_empty() {
                     let warmer = self.warmer.clone();
@@ -150,18 +150,18 @@ impl Tiers {
         self.warmer.rewarm(self.warmer.covered(&tags, all)).await
     }
 
-    /// Drops what `purges` cover from every tier and announces their events. Every step may be
-    /// repeated.
-    async fn clear(
+    /// Drops what `purges` (by id) cover from every tier and announces their events. Every
+    /// step may be repeated; an event goes out once whatever the repeats.
+    async fn clear<'a>(
         &self,
-        purges: impl IntoIterator<Item = (&PurgeRequest, Option<EntityEvent>)>,
+        purges: impl IntoIterator<Item = (&'a str, &'a PurgeRequest, Option<EntityEvent>)>,
         position: Option<u64>,
     ) -> Result<(), String> {
         let mut requests = Vec::new();
         let mut events = Vec::new();
-        for (request, event) in purges {
+        for (purge_id, request, event) in purges {
             requests.push(request);
-            events.extend(event);
+            events.extend(event.map(|event| (purge_id, event)));
         }
         let (tags, all) = covered(requests);
         let cleared = self.clear_now(&tags, all, events, position);
@@ -178,7 +178,7 @@ impl Tiers {
         &self,
         tags: &[String],
         all: bool,
-        events: Vec<EntityEvent>,
+        events: Vec<(&str, EntityEvent)>,
         position: Option<u64>,
     ) -> redis::RedisResult<()> {
         self.clear_l1(tags, all);
@@ -189,8 +189,8 @@ impl Tiers {
         }
         self.bus.publish(seq, tags, all, position).await?;
         self.clear_l1(tags, all);
-        for event in events {
-            self.bus.announce(event).await?;
+        for (purge_id, event) in events {
+            self.bus.announce(purge_id, event).await?;
         }
         Ok(())
     }
@@ -239,7 +239,7 @@ impl Tiers {
         readable.sort_unstable_by_key(|&(created, id, ..)| (created, id));
         let readable = readable
             .into_iter()
-            .map(|(_, _, request, event)| (request, event.clone()));
+            .map(|(_, id, request, event)| (id.as_str(), request, event.clone()));
         // The primary's position now is at or past every claimed write's.
         let position = self.db.note_write().await;
         let cleared = match self.clear(readable, position).await {
