@@ -34,6 +34,7 @@ use std::{num::NonZeroUsize, sync::Arc};
 
 use anyhow::Context;
 use axum::{http::HeaderValue, Router};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     bus::Bus,
@@ -155,13 +156,19 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
             token
         }
     };
-    dispatcher::spawn(Dispatcher::new(
-        db.clone(),
-        providers,
-        outbox,
-        config.purge.timeout(),
-        config.purge.retry_max_ms,
-    ));
+    let departing = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    dispatcher::spawn(
+        Dispatcher::new(
+            db.clone(),
+            providers,
+            outbox,
+            config.purge.timeout(),
+            config.purge.retry_max_ms,
+        ),
+        &tasks,
+        departing.clone(),
+    );
     let readiness = Readiness::start(db.clone()).await;
     let state = Arc::new(AppState {
         purges: PurgeLog { db },
@@ -186,6 +193,8 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         max_cached_body: config.cache.max_body_bytes,
         flights: Default::default(),
         warmer: warmer.clone(),
+        departing,
+        tasks,
     });
     let app = http::router(state.clone(), config.admin_addr.is_some());
     warmer.attach(app.clone());
@@ -201,7 +210,23 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     Ok((app, state))
 }
 
-/// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
+/// What an instance does when told to stop, before it finishes the requests in flight: it
+/// leaves the registry and withdraws its acknowledgement, so purges stop waiting for it; it
+/// stops trusting its L1, as the load balancer may still send it requests for a while; and it
+/// closes its websocket streams with 1001, so their clients resume on another instance at once.
+pub async fn depart(state: &AppState) {
+    state.departing.cancel();
+    state.bus.depart().await;
+    state.registry.depart().await;
+    tracing::info!("departed: left the registry and closed the event streams");
+}
+
+/// Longest an instance that stops waits for its purge dispatcher to finish the round under
+/// way (within Kubernetes' 30 s grace period).
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Serves until Ctrl-C or SIGTERM, then departs ([`depart`]), finishes the requests in flight
+/// and the dispatcher's round under way.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, state) = build(&config).await?;
     let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;
@@ -217,7 +242,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding ADMIN_ADDR {addr}"))?;
         tracing::info!("admin API, metrics and probes on http://{addr}");
-        let router = http::admin_router(state);
+        let router = http::admin_router(state.clone());
         tokio::spawn(async move {
             if let Err(err) = axum::serve(admin, router).await {
                 tracing::error!(%err, "the admin listener stopped");
@@ -229,8 +254,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown({
+        let state = state.clone();
+        async move {
+            shutdown_signal().await;
+            depart(&state).await;
+        }
+    })
     .await?;
+    state.tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the purge dispatcher did not finish its round; its claims lapse by themselves"
+        );
+    }
     Ok(())
 }
 

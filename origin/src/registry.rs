@@ -1,7 +1,10 @@
 //! The instance registry: every instance announces itself in Redis with a TTL of three
 //! heartbeats and refreshes it every heartbeat, so `GET /admin/v1/instances` lists the live
-//! ones and a dead instance disappears within three heartbeats. Without Redis the registry
-//! is this instance alone.
+//! ones and a dead instance disappears within three heartbeats; a stopping one leaves at once
+//! ([`Registry::depart`]). Without Redis the registry is this instance alone.
+//!
+//! The live ids are one sorted set scored by when each heartbeat lapses, so listing them (every
+//! dispatcher round) reads that set, not the keyspace, which holds every L2 entry too.
 
 use std::{
     sync::{
@@ -12,8 +15,8 @@ use std::{
 };
 
 use forecastin_shared::dto::InstanceInfo;
-use futures_util::TryStreamExt;
 use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
 
 use crate::{clock::now_ms, cluster::RedisLink, l1::L1};
 
@@ -25,6 +28,9 @@ pub struct Registry {
     l1: Option<Arc<L1>>,
     redis: Option<RedisLink>,
     interval: Duration,
+    /// Cancelled when the instance departs: the heartbeat stops and takes the instance out.
+    departed: CancellationToken,
+    heartbeat: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Registry {
@@ -50,6 +56,8 @@ impl Registry {
             l1,
             redis,
             interval,
+            departed: CancellationToken::new(),
+            heartbeat: Default::default(),
         }
     }
 
@@ -66,6 +74,11 @@ impl Registry {
         link.key(&format!("instance:{id}"))
     }
 
+    /// The set of live ids, scored by when their heartbeat lapses (ms since the epoch).
+    fn live_key(link: &RedisLink) -> String {
+        link.key("instances")
+    }
+
     /// This instance, now.
     fn current(&self) -> InstanceInfo {
         InstanceInfo {
@@ -76,25 +89,68 @@ impl Registry {
         }
     }
 
-    /// Heartbeats for as long as the process runs.
+    /// Heartbeats until the instance departs, then takes it out of the registry: in the same
+    /// task, so that no heartbeat under way can put it back.
     pub fn spawn_heartbeat(self: &Arc<Self>) {
         let Some(link) = self.redis.clone() else {
             return;
         };
         let registry = self.clone();
-        tokio::spawn(async move {
-            let ttl_ms = (registry.interval.as_millis() as u64 * 3).max(1);
-            let key = Self::key(&link, &registry.me.id);
+        let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(registry.interval);
             loop {
-                ticks.tick().await;
-                let info = serde_json::to_string(&registry.current()).expect("instances serialize");
-                let mut connection = link.connection.clone();
-                if let Err(err) = connection.pset_ex::<_, _, ()>(&key, info, ttl_ms).await {
+                tokio::select! {
+                    () = registry.departed.cancelled() => break,
+                    _ = ticks.tick() => {}
+                }
+                if let Err(err) = registry.beat(&link).await {
                     tracing::warn!(%err, "heartbeat failed");
                 }
             }
+            if let Err(err) = registry.leave(&link).await {
+                tracing::warn!(%err, "could not leave the registry; it lapses in three heartbeats");
+            }
         });
+        *self.heartbeat.lock() = Some(task);
+    }
+
+    /// Announces this instance for three heartbeats, and forgets the ids whose heartbeat
+    /// lapsed.
+    async fn beat(&self, link: &RedisLink) -> redis::RedisResult<()> {
+        let ttl_ms = (self.interval.as_millis() as u64 * 3).max(1);
+        let info = serde_json::to_string(&self.current()).expect("instances serialize");
+        let now = now_ms();
+        redis::pipe()
+            .atomic()
+            .pset_ex(Self::key(link, &self.me.id), info, ttl_ms)
+            .ignore()
+            .zadd(Self::live_key(link), &self.me.id, now + ttl_ms as i64)
+            .ignore()
+            .zrembyscore(Self::live_key(link), "-inf", now)
+            .ignore()
+            .query_async(&mut link.connection.clone())
+            .await
+    }
+
+    async fn leave(&self, link: &RedisLink) -> redis::RedisResult<()> {
+        redis::pipe()
+            .atomic()
+            .zrem(Self::live_key(link), &self.me.id)
+            .ignore()
+            .del(Self::key(link, &self.me.id))
+            .ignore()
+            .query_async(&mut link.connection.clone())
+            .await
+    }
+
+    /// Leaves the registry at once: the others stop counting this instance (a purge no
+    /// longer waits for it).
+    pub async fn depart(&self) {
+        self.departed.cancel();
+        let heartbeat = self.heartbeat.lock().take();
+        if let Some(heartbeat) = heartbeat {
+            let _ = heartbeat.await;
+        }
     }
 
     /// The live instances, by id.
@@ -103,26 +159,26 @@ impl Registry {
             return vec![self.current()];
         };
         let mut connection = link.connection.clone();
-        let pattern = Self::key(link, "*");
-        let scanned = match connection.scan_match::<_, String>(&pattern).await {
-            Ok(iter) => iter.try_collect().await,
-            Err(err) => Err(err),
-        };
-        let keys: Vec<String> = match scanned {
-            Ok(keys) => keys,
+        let ids: Vec<String> = match connection
+            .zrangebyscore(Self::live_key(link), now_ms(), "+inf")
+            .await
+        {
+            Ok(ids) => ids,
             Err(err) => {
                 tracing::warn!(%err, "could not list instances");
                 return vec![self.current()];
             }
         };
-        let mut instances = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Ok(Some(value)) = connection.get::<_, Option<String>>(&key).await {
-                if let Ok(info) = serde_json::from_str::<InstanceInfo>(&value) {
-                    instances.push(info);
-                }
-            }
+        if ids.is_empty() {
+            return Vec::new();
         }
+        let keys: Vec<String> = ids.iter().map(|id| Self::key(link, id)).collect();
+        let values: Vec<Option<String>> = connection.mget(&keys).await.unwrap_or_default();
+        let mut instances: Vec<InstanceInfo> = values
+            .iter()
+            .flatten()
+            .filter_map(|value| serde_json::from_str(value).ok())
+            .collect();
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         instances
     }

@@ -230,6 +230,25 @@ impl Origin {
         std::fs::read_to_string(self.data.path().join("origin.log")).unwrap_or_default()
     }
 
+    /// Stops the process as an orchestrator does (SIGTERM), and waits until it exits; returns
+    /// how long that took.
+    pub async fn stop(&mut self) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().expect("a running origin has a pid");
+            let signalled = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(signalled.success(), "SIGTERM reaches the origin");
+            tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .expect("the origin exits within 30 s of SIGTERM")
+                .expect("the origin's exit status");
+        }
+        started.elapsed()
+    }
+
     /// Kills the process (SIGKILL): the port stops answering at once.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -35,6 +35,7 @@ use forecastin_shared::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
@@ -89,6 +90,11 @@ pub struct AppState {
     pub flights: Flights,
     /// What is hot, and the preloading it drives.
     pub warmer: Arc<Warmer>,
+    /// Cancelled when the instance starts to stop: its websocket streams close with 1001 and
+    /// the purge dispatcher finishes its round.
+    pub departing: CancellationToken,
+    /// The background work the instance waits for when it stops (the purge dispatcher).
+    pub tasks: TaskTracker,
 }
 
 /// The public routes, answered to the edge only when `EDGE_AUTH` is set, with the private

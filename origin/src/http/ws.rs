@@ -41,6 +41,9 @@ use crate::{error::ApiError, events::Missed};
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// Close code of a client that fell behind (application range).
 pub const TOO_SLOW: u16 = 4008;
+/// Close code of the streams of an instance that is stopping (RFC 6455's "going away"): the
+/// client resumes on another at once.
+pub const GOING_AWAY: u16 = 1001;
 /// How long a slow client is given to take its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Largest message or frame a client may send: it sends pongs and close frames only.
@@ -163,6 +166,11 @@ struct ConnectedClient {
 
 impl ConnectedClient {
     fn admit(state: Arc<AppState>, address: Option<IpAddr>) -> Result<Self, ApiError> {
+        if state.departing.is_cancelled() {
+            return Err(ApiError::Overloaded(
+                "this instance is stopping; connect to another".to_owned(),
+            ));
+        }
         let slot = address
             .map(|address| AddressSlot::take(state.clone(), address))
             .transpose()?;
@@ -269,9 +277,9 @@ async fn serve(
         }
     });
 
-    let close = |reason: &str| {
+    let close = |code: u16, reason: &str| {
         Message::Close(Some(CloseFrame {
-            code: TOO_SLOW,
+            code,
             reason: Utf8Bytes::from(reason.to_owned()),
         }))
     };
@@ -298,6 +306,7 @@ async fn serve(
     }
     // Fan-out: never waits on the client; a full queue closes it.
     let mut too_slow = !open;
+    let mut going_away = false;
     let mut heard_at = tokio::time::Instant::now();
     let mut liveness = tokio::time::interval(PING_EVERY);
     while open {
@@ -320,6 +329,10 @@ async fn serve(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => open = false,
                 Some(Ok(_)) => heard_at = tokio::time::Instant::now(),
             },
+            () = state.departing.cancelled() => {
+                going_away = true;
+                open = false;
+            }
             _ = liveness.tick() => {
                 // Pongs (and any other frame) prove the peer alive; two missed pings do not.
                 if heard_at.elapsed() > 2 * PING_EVERY + Duration::from_secs(5) {
@@ -328,10 +341,22 @@ async fn serve(
             }
         }
     }
-    if too_slow {
+    let farewell = if too_slow {
         ::metrics::counter!(crate::metrics::WS_DROPPED).increment(1);
-        let reason = close("client too slow; reconnect with last_event_id");
-        let _ = tokio::time::timeout(CLOSE_GRACE, queue.send(reason)).await;
+        Some(close(
+            TOO_SLOW,
+            "client too slow; reconnect with last_event_id",
+        ))
+    } else if going_away {
+        Some(close(
+            GOING_AWAY,
+            "instance stopping; reconnect with last_event_id",
+        ))
+    } else {
+        None
+    };
+    if let Some(farewell) = farewell {
+        let _ = tokio::time::timeout(CLOSE_GRACE, queue.send(farewell)).await;
     }
     drop(queue);
     // A client that reads nothing cannot even take the close frame: drop the connection.

@@ -13,6 +13,7 @@ use std::{
 use forecastin_shared::{dto::PurgeRequest, purges::refreshable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Client;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     coalesce::{batches, Batch},
@@ -69,13 +70,17 @@ impl Dispatcher {
         }
     }
 
-    /// Runs forever (until the task is dropped).
-    pub async fn run(self) {
+    /// Runs rounds until `departing` is cancelled, finishing the round under way: a round
+    /// left half done would hold its deliveries for a whole lease.
+    pub async fn run(self, departing: CancellationToken) {
         let wake = self.outbox.waker();
-        loop {
+        while !departing.is_cancelled() {
             match self.round().await {
                 Ok(0) => {
-                    let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(IDLE_POLL, wake.notified()) => {}
+                        () = departing.cancelled() => {}
+                    }
                 }
                 Ok(_) => {}
                 Err(err) => {
@@ -198,10 +203,11 @@ fn worse(previous: Option<Outcome>, new: &Outcome) -> Outcome {
     }
 }
 
-/// Starts the dispatcher for the configured providers, if there are any.
-pub fn spawn(dispatcher: Dispatcher) -> Option<tokio::task::JoinHandle<()>> {
+/// Starts the dispatcher for the configured providers, if there are any, on `tasks` (which
+/// the instance waits for when it stops), until `departing` is cancelled.
+pub fn spawn(dispatcher: Dispatcher, tasks: &TaskTracker, departing: CancellationToken) {
     if dispatcher.providers.is_empty() {
-        return None;
+        return;
     }
-    Some(tokio::spawn(dispatcher.run()))
+    tasks.spawn(dispatcher.run(departing));
 }
