@@ -22,9 +22,9 @@ pub(super) const REVALIDATE: &str = "public, max-age=0, s-maxage=60, must-revali
 /// (name, content type, bytes).
 const FILES: [(&str, &str, &[u8]); 2] = [
     (
-        "app.566b4ccd07.js",
+        "app.f4668858b6.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../../static/app.566b4ccd07.js"),
+        include_bytes!("../../static/app.f4668858b6.js"),
     ),
     (
         "app.b4b2d2b7a0.css",
