@@ -1,4 +1,5 @@
-//! Feature flags through the admin API, and `ff.cdn_integration` gating the CDN deliveries.
+//! Feature flags through the admin API, and `ff.cdn_integration` rolling out what the CDN may
+//! store while every change is purged.
 
 mod common;
 
@@ -38,7 +39,29 @@ async fn deliveries_of(app: &TestApp, purge_id: &str) -> i64 {
     .unwrap()
 }
 
-async fn flags_gate_cdn_deliveries_and_are_validated(app: TestApp) {
+/// What a page tells the CDN about storing it, if anything.
+async fn told_the_cdn(app: &TestApp, uri: &str) -> Option<String> {
+    let page = app.get(uri).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.header("cache-control").contains("s-maxage"),
+        "browsers and the CDN still get Cache-Control"
+    );
+    let told = page
+        .headers
+        .get("cdn-cache-control")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        told.as_deref(),
+        page.headers
+            .get("surrogate-control")
+            .map(|v| v.to_str().unwrap()),
+        "Cloudflare and Fastly are told the same"
+    );
+    told
+}
+
+async fn flags_roll_out_what_the_cdn_stores_and_are_validated(app: TestApp) {
     let flags = app.admin(Method::GET, "/admin/v1/flags", None).await.json();
     let names: Vec<&str> = flags["items"]
         .as_array()
@@ -67,6 +90,7 @@ async fn flags_gate_cdn_deliveries_and_are_validated(app: TestApp) {
         deliveries_of(&app, on.header("forecastin-purge-id")).await,
         1
     );
+    assert_eq!(told_the_cdn(&app, "/api/v1/entities/AT").await, None);
 
     let off = app
         .admin(
@@ -87,9 +111,16 @@ async fn flags_gate_cdn_deliveries_and_are_validated(app: TestApp) {
     assert_eq!(gated.status, StatusCode::OK);
     assert_eq!(
         deliveries_of(&app, gated.header("forecastin-purge-id")).await,
-        0,
-        "no CDN delivery at 0 %"
+        1,
+        "every change is purged, whatever the rollout"
     );
+    for uri in ["/api/v1/entities/AT", "/api/v1/entities/AT/children"] {
+        assert_eq!(
+            told_the_cdn(&app, uri).await.as_deref(),
+            Some("no-store"),
+            "{uri} outside the rollout"
+        );
+    }
 
     for (uri, body, status, field) in [
         (
@@ -131,18 +162,18 @@ async fn flags_gate_cdn_deliveries_and_are_validated(app: TestApp) {
 }
 
 #[tokio::test]
-async fn sqlite_flags_gate_cdn_deliveries_and_are_validated() {
+async fn sqlite_flags_roll_out_what_the_cdn_stores_and_are_validated() {
     let _turn = FLAG_METRICS.lock().await;
-    flags_gate_cdn_deliveries_and_are_validated(
+    flags_roll_out_what_the_cdn_stores_and_are_validated(
         TestApp::sqlite_with(&UNREACHABLE_CLOUDFLARE).await,
     )
     .await;
 }
 
 #[tokio::test]
-async fn postgres_flags_gate_cdn_deliveries_and_are_validated() {
+async fn postgres_flags_roll_out_what_the_cdn_stores_and_are_validated() {
     let _turn = FLAG_METRICS.lock().await;
-    flags_gate_cdn_deliveries_and_are_validated(
+    flags_roll_out_what_the_cdn_stores_and_are_validated(
         TestApp::postgres_with(&UNREACHABLE_CLOUDFLARE).await,
     )
     .await;

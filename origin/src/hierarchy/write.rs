@@ -425,7 +425,7 @@ impl Hierarchy {
         };
         let purge_id = self
             .outbox
-            .record(&mut tx, Source::Write, &request, Some(id), Some(&event))
+            .record(&mut tx, Source::Write, &request, Some(&event))
             .await?;
         tx.commit().await?;
         // Before any invalidation: reads that refill the caches must see this write.

@@ -101,7 +101,7 @@ where
     if let Some(l1) = &state.l1 {
         if let Some(hit) = l1.get(&key, state.bus.l1_max_age(coordinated)) {
             ::metrics::counter!(metrics::L1_HITS).increment(1);
-            return respond(&hit, request, state);
+            return respond(&hit, &key, request, state);
         }
         ::metrics::counter!(metrics::L1_MISSES).increment(1);
         // A leader that ends without a response (an error, its client gone) hands the read to
@@ -112,18 +112,18 @@ where
                 Turn::Follow(outcome) => {
                     if let Some(rendered) = follow(outcome).await {
                         ::metrics::counter!(metrics::COLLAPSED).increment(1);
-                        return respond(&rendered, request, state);
+                        return respond(&rendered, &key, request, state);
                     }
                 }
             }
         }
     }
-    match compute(state, key, coordinated, produce).await {
+    match compute(state, key.clone(), coordinated, produce).await {
         Ok(rendered) => {
             if let Some(leader) = leader {
                 leader.land(rendered.clone());
             }
-            respond(&rendered, request, state)
+            respond(&rendered, &key, request, state)
         }
         Err(response) => response,
     }
@@ -205,7 +205,12 @@ fn remember(
     rendered
 }
 
-fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Response {
+/// What a response outside `ff.cdn_integration`'s rollout tells the CDN: not to store it
+/// (RFC 9213 for Cloudflare, `Surrogate-Control` for Fastly); browsers still follow
+/// `Cache-Control`.
+const NOT_FOR_THE_CDN: HeaderValue = HeaderValue::from_static("no-store");
+
+fn respond(rendered: &Rendered, key: &str, request: &HeaderMap, state: &AppState) -> Response {
     // A cache keeps the fields a 304 does not repeat: a page served without the preloads it
     // names (preloading off) is another representation, with another validator, so that a
     // copy stored with them is replaced rather than revalidated.
@@ -238,6 +243,10 @@ fn respond(rendered: &Rendered, request: &HeaderMap, state: &AppState) -> Respon
     headers.insert(header::CACHE_CONTROL, state.cache_control.clone());
     headers.insert(headers::CACHE_TAG, rendered.cache_tag.clone());
     headers.insert(headers::SURROGATE_KEY, rendered.surrogate_key.clone());
+    if !state.flags.enabled(flags::CDN_INTEGRATION, key) {
+        headers.insert(headers::CDN_CACHE_CONTROL, NOT_FOR_THE_CDN);
+        headers.insert(headers::SURROGATE_CONTROL, NOT_FOR_THE_CDN);
+    }
     if let Some(link) = link {
         headers.insert(header::LINK, link.clone());
     }

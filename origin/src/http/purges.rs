@@ -73,7 +73,7 @@ async fn create(
     let outbox = &state.hierarchy.outbox;
     let mut tx = state.hierarchy.db.primary.begin(None).await?;
     let id = outbox
-        .record(&mut tx, Source::Admin, &request, None, None)
+        .record(&mut tx, Source::Admin, &request, None)
         .await?;
     tx.commit().await?;
     outbox.committed(&id, &request, None, None).await;

@@ -57,23 +57,18 @@ impl Outbox {
     }
 
     /// Stores `request` (with a data write's change `event`) and a pending delivery per
-    /// target inside `tx`; returns its id. The CDN providers are left out when
-    /// `ff.cdn_integration` is off for `key` (the entity the write changed; the purge itself
-    /// for admin purges): the CDN then relies on expiry.
+    /// target inside `tx`; returns its id. Every purge goes to every provider, whatever the
+    /// flags: `ff.cdn_integration` rolls out what the CDN may store, and a page it stored
+    /// before the rollout shrank must still be purged.
     pub async fn record(
         &self,
         tx: &mut Transaction<'static, Any>,
         source: Source,
         request: &PurgeRequest,
-        key: Option<&str>,
         event: Option<&EntityEvent>,
     ) -> Result<String, sqlx::Error> {
         let id = crate::token::random_hex()[..24].to_owned();
         let now = now_ms();
-        let to_cdn = self
-            .flags
-            .as_ref()
-            .is_none_or(|flags| flags.enabled(flags::CDN_INTEGRATION, key.unwrap_or(&id)));
         sqlx::query(
             "INSERT INTO purges (id, source, request, event, created_at_ms) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -92,7 +87,7 @@ impl Outbox {
             .tiers
             .as_ref()
             .map(|_| (tiers::PROVIDER, tiers::COMMITTER_GRACE.as_millis()));
-        let cdn = self.providers.iter().filter(|_| to_cdn).map(|p| (*p, 0));
+        let cdn = self.providers.iter().map(|p| (*p, 0));
         for (provider, delay) in tiers.into_iter().chain(cdn) {
             sqlx::query(
                 "INSERT INTO purge_deliveries (purge_id, provider, status, next_attempt_at_ms) \
