@@ -46,6 +46,12 @@ pub struct Config {
     #[arg(long, env = "SEED_DEMO_DATA", default_value_t = true, action = clap::ArgAction::Set)]
     pub seed_demo_data: bool,
 
+    /// The rollout, in percent, of every feature flag that no operator has set yet: the seed's
+    /// first step (10) in a new deployment (deploy/k8s), everything on for the demo.
+    #[arg(long, env = "FLAG_ROLLOUT_START", default_value_t = 100,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub flag_rollout_start: u8,
+
     #[command(flatten)]
     pub db: DbConfig,
 

@@ -69,7 +69,16 @@ pub struct Flags {
 }
 
 impl Flags {
-    pub async fn load(db: Db, instance_id: &str) -> Result<Self, sqlx::Error> {
+    /// Reads the flags, first setting those no operator has set yet to `start` percent (a new
+    /// deployment begins its rollouts at their first step).
+    pub async fn load(db: Db, instance_id: &str, start: u8) -> Result<Self, sqlx::Error> {
+        retry(|| async {
+            sqlx::query("UPDATE feature_flags SET rollout_percent = $1 WHERE updated_at_ms = 0")
+                .bind(i64::from(start))
+                .execute(&mut *db.primary.acquire().await?)
+                .await
+        })
+        .await?;
         let flags = Flags {
             db,
             current: Arc::default(),

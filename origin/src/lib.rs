@@ -119,7 +119,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     registry.spawn_heartbeat();
     bus.spawn_subscriber(l1.clone());
     bus.spawn_sequence_check(l1.clone());
-    let flags = Flags::load(db.clone(), bus.instance_id())
+    let flags = Flags::load(db.clone(), bus.instance_id(), config.flag_rollout_start)
         .await
         .context("loading the feature flags")?;
     flags.spawn_reload();

@@ -255,3 +255,44 @@ async fn with_preloading_off_a_page_stored_with_its_preloads_is_replaced_not_rev
         StatusCode::PRECONDITION_FAILED
     );
 }
+
+#[tokio::test]
+async fn a_new_deployment_starts_the_flags_no_operator_set_at_the_first_step() {
+    let _turn = FLAG_METRICS.lock().await;
+    let app = TestApp::sqlite_with(&["--flag-rollout-start", "10"]).await;
+    let rollouts = |app: &TestApp| {
+        let flags = app.state.flags.all();
+        flags
+            .into_iter()
+            .map(|f| (f.name, f.rollout_percent))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        rollouts(&app).iter().all(|(_, percent)| *percent == 10),
+        "{:?}",
+        rollouts(&app)
+    );
+    let set = app
+        .admin(
+            Method::PUT,
+            "/admin/v1/flags/ff.auto_scaling",
+            Some(json!({"rollout_percent": 25})),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK);
+    // Another instance starting later (or this one restarting) keeps what the operator set.
+    let db = app.state.hierarchy.db.clone();
+    let later = forecastin_origin::flags::Flags::load(db, "another", 10)
+        .await
+        .unwrap();
+    let flags = later.all();
+    let percent = |name: &str| {
+        flags
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap()
+            .rollout_percent
+    };
+    assert_eq!(percent("ff.auto_scaling"), 25);
+    assert_eq!(percent("ff.cdn_integration"), 10);
+}
