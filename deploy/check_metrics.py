@@ -1,6 +1,6 @@
 """Checks that every PromQL query of the dashboard and the rules names a metric that exists.
 
-    python deploy/check_metrics.py <scrape.txt> deploy/grafana/forecastin.json deploy/prometheus/rules.yml
+    python deploy/check_metrics.py <scrape.txt> deploy/grafana/forecastin.json deploy/prometheus/rules.yml [deploy/k8s/prometheus-adapter.yaml]
 
 A name must be exported by the origin (present in the live `/metrics` scrape given, a
 histogram by its base name or its `_bucket`/`_count`/`_sum` series), be a recording rule of the
@@ -46,31 +46,46 @@ def exported(scrape):
     return names
 
 
-def queries(dashboard, rules):
+def queries(dashboard, rules, adapter=()):
     for panel in dashboard.get("panels", []):
         for target in panel.get("targets", []):
             yield f"dashboard panel {panel['title']!r}", target["expr"]
     for group in rules["groups"]:
         for rule in group["rules"]:
             yield f"rule {rule.get('record') or rule.get('alert')!r}", rule["expr"]
+    for rule in adapter:
+        # The series the autoscaler's custom metric is made of.
+        yield f"adapter metric {rule['name']['as']!r}", rule["seriesQuery"]
 
 
-def problems(scrape, dashboard, rules):
+def adapter_rules(manifest):
+    """The Prometheus adapter's rules from its ConfigMap manifest."""
+    for document in yaml.safe_load_all(manifest):
+        if document and "config.yaml" in document.get("data", {}):
+            return yaml.safe_load(document["data"]["config.yaml"])["rules"]
+    return []
+
+
+def problems(scrape, dashboard, rules, adapter=()):
     known = exported(scrape) | EXTERNAL
     known |= {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
     found = []
-    for where, expr in queries(dashboard, rules):
+    for where, expr in queries(dashboard, rules, adapter):
         for name in sorted(names_in(expr) - known):
             found.append(f"{where}: `{name}` is neither exported by the origin nor recorded "
                          f"nor external (query: {expr.strip()})")
     return found
 
 
-def main(scrape_path, dashboard_path, rules_path):
+def main(scrape_path, dashboard_path, rules_path, adapter_path=None):
+    adapter = []
+    if adapter_path:
+        with open(adapter_path, encoding="utf-8") as manifest:
+            adapter = adapter_rules(manifest.read())
     with open(scrape_path, encoding="utf-8") as scrape, \
             open(dashboard_path, encoding="utf-8") as dashboard, \
             open(rules_path, encoding="utf-8") as rules:
-        found = problems(scrape.read(), json.load(dashboard), yaml.safe_load(rules))
+        found = problems(scrape.read(), json.load(dashboard), yaml.safe_load(rules), adapter)
     for problem in found:
         print(problem)
     return 1 if found else 0

@@ -38,6 +38,13 @@ class CheckMetrics(unittest.TestCase):
         self.assertIn("db_pool_utilisation_ratio", found[0])
         self.assertIn("dashboard panel 'p'", found[0])
 
+    def test_an_adapter_series_the_origin_does_not_export_is_reported(self):
+        adapter = [{"seriesQuery": 'instance_inflight_requests{namespace!=""}',
+                    "name": {"as": "forecastin_inflight_requests"}}]
+        found = problems(SCRAPE, dashboard(), RULES, adapter)
+        self.assertEqual(len(found), 1)
+        self.assertIn("adapter metric 'forecastin_inflight_requests'", found[0])
+
 
 if __name__ == "__main__":
     unittest.main()

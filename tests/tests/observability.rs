@@ -56,6 +56,7 @@ async fn every_dashboard_and_rule_query_names_an_exported_metric() {
         .arg(scrape.path())
         .arg(root.join("deploy/grafana/forecastin.json"))
         .arg(root.join("deploy/prometheus/rules.yml"))
+        .arg(root.join("deploy/k8s/prometheus-adapter.yaml"))
         .output()
         .expect("the checker runs (./scripts/test installs its Python)");
     assert!(
