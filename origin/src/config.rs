@@ -190,6 +190,16 @@ pub struct DbConfig {
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
     pub acquire_timeout_ms: u64,
 
+    /// `DATABASE_URL` leads to a pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`), which may hand each transaction another server
+    /// connection: no statement is kept prepared, and every query runs in a transaction of
+    /// its own, so that its parse and its execution reach the same server. The pooler must
+    /// reset the server after every transaction (PgBouncer's `server_reset_query_always = 1`),
+    /// or a statement prepared in one transaction collides with another client's. (Replicas
+    /// are reached directly.)
+    #[arg(long, env = "DB_TRANSACTION_POOLER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub transaction_pooler: bool,
+
     /// Read replicas of the PostgreSQL primary, comma-separated `postgres://…` URLs; public
     /// reads go to them (see `crate::db::replicas`).
     #[arg(

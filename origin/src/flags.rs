@@ -73,10 +73,12 @@ impl Flags {
     /// deployment begins its rollouts at their first step).
     pub async fn load(db: Db, instance_id: &str, start: u8) -> Result<Self, sqlx::Error> {
         retry(|| async {
+            let mut connection = db.primary.acquire().await?;
             sqlx::query("UPDATE feature_flags SET rollout_percent = $1 WHERE updated_at_ms = 0")
                 .bind(i64::from(start))
-                .execute(&mut *db.primary.acquire().await?)
-                .await
+                .execute(&mut *connection)
+                .await?;
+            connection.commit().await
         })
         .await?;
         let flags = Flags {
@@ -138,14 +140,16 @@ impl Flags {
     /// Sets a flag's rollout; `None` if there is no such flag.
     pub async fn set(&self, name: &str, percent: u8) -> Result<Option<FeatureFlag>, sqlx::Error> {
         let updated = retry(|| async {
-            sqlx::query(
+            let query = sqlx::query(
                 "UPDATE feature_flags SET rollout_percent = $1, updated_at_ms = $2 WHERE name = $3",
             )
             .bind(i64::from(percent))
             .bind(now_ms())
-            .bind(name)
-            .execute(&mut *self.db.primary.acquire().await?)
-            .await
+            .bind(name);
+            let mut connection = self.db.primary.acquire().await?;
+            let updated = query.execute(&mut *connection).await?;
+            connection.commit().await?;
+            Ok::<_, sqlx::Error>(updated)
         })
         .await?;
         if updated.rows_affected() == 0 {

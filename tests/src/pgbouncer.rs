@@ -1,8 +1,6 @@
 //! PgBouncer, Debian's, in front of the machine's PostgreSQL, private to one test: a config
-//! in a temporary directory, one process on a free port, killed on drop.
-//!
-//! Session pooling: the installed 1.18 cannot keep sqlx's prepared statements under
-//! transaction pooling (that needs 1.21's `max_prepared_statements`; see the README).
+//! in a temporary directory, one process on a free port, killed on drop. Session pooling, or
+//! transaction pooling (the origin with `DB_TRANSACTION_POOLER`), with the deployed keepalives.
 
 use std::process::{Child, Command, Stdio};
 
@@ -15,8 +13,14 @@ pub struct PgBouncer {
 }
 
 impl PgBouncer {
-    /// Starts PgBouncer in front of the server at `127.0.0.1:server_port`.
+    /// Starts PgBouncer in session pooling in front of the server at `127.0.0.1:server_port`.
     pub fn start(server_port: u16) -> PgBouncer {
+        Self::start_pooling(server_port, "session", 8)
+    }
+
+    /// Starts PgBouncer in front of the server at `127.0.0.1:server_port`, pooling `mode`
+    /// (`session` or `transaction`) over at most `servers` server connections.
+    pub fn start_pooling(server_port: u16, mode: &str, servers: u32) -> PgBouncer {
         let dir = tempfile::Builder::new()
             .prefix("forecastin-pgbouncer-")
             .tempdir()
@@ -30,7 +34,9 @@ impl PgBouncer {
                 "[databases]\n* = host=127.0.0.1 port={server_port}\n\
                  [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
                  unix_socket_dir =\nauth_type = trust\nauth_file = {users}\n\
-                 admin_users = postgres\npool_mode = session\ndefault_pool_size = 8\n\
+                 admin_users = postgres\npool_mode = {mode}\ndefault_pool_size = {servers}\n\
+                 max_client_conn = 500\nserver_reset_query_always = 1\n\
+                 tcp_keepalive = 1\ntcp_keepidle = 30\ntcp_keepintvl = 10\ntcp_keepcnt = 5\n\
                  ignore_startup_parameters = extra_float_digits, options\n",
                 users = path("users.txt"),
             ),
@@ -78,6 +84,27 @@ impl PgBouncer {
             .output()
             .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
             .unwrap_or_default()
+    }
+
+    /// Runs a command on the admin console; its rows, by column name.
+    pub fn admin_rows(&self, command: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let output = Command::new("psql")
+            .args([&self.url("pgbouncer"), "-XAq", "-c", command])
+            .output()
+            .expect("psql runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split('|').collect();
+        lines
+            .filter(|line| line.contains('|'))
+            .map(|line| {
+                header
+                    .iter()
+                    .zip(line.split('|'))
+                    .map(|(name, value)| (name.to_string(), value.to_owned()))
+                    .collect()
+            })
+            .collect()
     }
 }
 

@@ -15,10 +15,11 @@ use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
-    Any, AssertSqlSafe, ConnectOptions, SqlSafeStr, SqlStr, Transaction,
+    migrate::MigrateError,
+    Any, AnyPool, AssertSqlSafe, ConnectOptions, SqlSafeStr, SqlStr, Transaction,
 };
 
-pub use pool::Pool;
+pub use pool::{Conn, Pool};
 use replicas::{Replicas, WriteHorizon};
 
 use crate::config::DbConfig;
@@ -71,19 +72,15 @@ impl Db {
             }
         };
         let backend = Backend::of(&url).context("DATABASE_URL")?;
+        let pooled = backend == Backend::Postgres && config.transaction_pooler;
         let primary = pool_options(backend, config.max_connections, config)
-            .connect_with(connect_options(backend, &url).context("parsing DATABASE_URL")?)
+            .connect_with(connect_options(backend, &url, pooled).context("parsing DATABASE_URL")?)
             .await
             .context("connecting to the database")?;
-        let migrator = match backend {
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-        };
-        migrator
-            .run(&primary)
+        migrate(&primary, backend, pooled)
             .await
             .context("applying migrations")?;
-        let primary = Pool::new(primary, "primary", config.max_connections);
+        let primary = Pool::new(primary, "primary", config.max_connections, pooled);
         let replicas = if config.replica_urls.is_empty() {
             None
         } else {
@@ -97,7 +94,7 @@ impl Db {
                     Backend::of(url)? == Backend::Postgres,
                     "DATABASE_REPLICA_URLS: replica {index} is not a postgres:// URL"
                 );
-                let options = connect_options(backend, url)
+                let options = connect_options(backend, url, false)
                     .with_context(|| format!("parsing DATABASE_REPLICA_URLS (replica {index})"))?;
                 let pool = pool_options(backend, config.replica_max_connections, config)
                     .connect_lazy_with(options);
@@ -105,6 +102,7 @@ impl Db {
                     pool,
                     &format!("replica-{index}"),
                     config.replica_max_connections,
+                    false,
                 ));
             }
             let replicas = Arc::new(Replicas::new(
@@ -176,8 +174,32 @@ impl Db {
     }
 }
 
-fn connect_options(backend: Backend, url: &str) -> Result<AnyConnectOptions, sqlx::Error> {
+/// Applies the migrations. Behind a transaction pooler they run in one transaction (each in a
+/// savepoint): the migrator's session lock and its queries then stay on one server.
+async fn migrate(pool: &AnyPool, backend: Backend, pooled: bool) -> Result<(), MigrateError> {
+    let migrator = match backend {
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+    };
+    if !pooled {
+        return migrator.run(pool).await;
+    }
+    let mut transaction = pool.begin().await?;
+    migrator.run(&mut *transaction).await?;
+    Ok(transaction.commit().await?)
+}
+
+/// The options of `url`. Behind a transaction pooler (`pooled`) no statement is kept prepared:
+/// the next transaction may run on a server that never saw it.
+fn connect_options(
+    backend: Backend,
+    url: &str,
+    pooled: bool,
+) -> Result<AnyConnectOptions, sqlx::Error> {
     let url = match backend {
+        Backend::Postgres if pooled => {
+            with_param(&with_tcp_keepalives(url), "statement-cache-capacity=0")
+        }
         Backend::Postgres => with_tcp_keepalives(url),
         Backend::Sqlite => url.to_owned(),
     };
@@ -235,11 +257,17 @@ fn with_tcp_keepalives(url: &str) -> String {
     if url.contains("tcp_keepalives") {
         return url.to_owned();
     }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!(
-        "{url}{separator}options[tcp_keepalives_idle]=30&options[tcp_keepalives_interval]=10\
-         &options[tcp_keepalives_count]=5"
+    with_param(
+        url,
+        "options[tcp_keepalives_idle]=30&options[tcp_keepalives_interval]=10\
+         &options[tcp_keepalives_count]=5",
     )
+}
+
+/// `url` with `param` added to its query.
+fn with_param(url: &str, param: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{param}")
 }
 
 /// Errors that may go away if the operation is tried again.

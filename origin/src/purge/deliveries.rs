@@ -107,11 +107,14 @@ pub async fn claim(db: &Db, due: Due<'_>, lease: Duration) -> Result<Vec<Claimed
             .bind(now_ms())
             .bind(lease.as_millis() as i64)
             .bind(CLAIM_LIMIT);
-        providers
+        let mut connection = db.primary.acquire().await?;
+        let claimed = providers
             .iter()
             .fold(query, |query, provider| query.bind(*provider))
-            .fetch_all(&mut *db.primary.acquire().await?)
-            .await
+            .fetch_all(&mut *connection)
+            .await?;
+        connection.commit().await?;
+        Ok::<_, sqlx::Error>(claimed)
     })
     .await
 }
@@ -138,13 +141,15 @@ pub async fn renew(db: &Db, claimed: &[&Claimed], lease: Duration) -> Result<(),
         );
         let until = now_ms() + lease.as_millis() as i64;
         retry(|| async {
+            let mut connection = db.primary.acquire().await?;
             chunk
                 .iter()
                 .fold(sqlx::query(composed(&sql)).bind(until), |q, c| {
                     q.bind(&c.purge_id).bind(&c.provider).bind(c.attempts)
                 })
-                .execute(&mut *db.primary.acquire().await?)
-                .await
+                .execute(&mut *connection)
+                .await?;
+            connection.commit().await
         })
         .await?;
     }
@@ -250,16 +255,17 @@ pub async fn settle(
     };
     ::metrics::counter!(metrics::PURGE_DELIVERIES, "provider" => provider.to_owned(), "outcome" => outcome.label()).increment(1);
     retry(|| async {
+        let mut connection = db.primary.acquire().await?;
         sqlx::query(sql)
             .bind(error.as_deref())
             .bind(at)
             .bind(&delivery.purge_id)
             .bind(provider)
-            .execute(&mut *db.primary.acquire().await?)
-            .await
+            .execute(&mut *connection)
+            .await?;
+        connection.commit().await
     })
     .await
-    .map(|_| ())
 }
 
 /// Reports the outbox's depth and the age of its oldest pending delivery.
