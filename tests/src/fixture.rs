@@ -192,6 +192,70 @@ fn conformance_routes() -> Router<()> {
                 "changed"
             }),
         )
+        // As the independent conformance suite's origin does: a 200 the first time, a 304
+        // to every later request, conditional or not, with fields that update the stored ones.
+        .route(
+            "/rfc/last-modified",
+            get(first_then_not_modified(
+                &[
+                    ("cache-control", b"max-age=2"),
+                    ("last-modified", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+                    ("test-header", b"A"),
+                ],
+                &[
+                    ("last-modified", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+                    ("test-header", b"B"),
+                ],
+            )),
+        )
+        .route(
+            "/rfc/must-revalidate",
+            get(first_then_not_modified(
+                &[
+                    ("cache-control", b"max-age=2, must-revalidate"),
+                    ("etag", b"\"m1\""),
+                ],
+                &[
+                    ("etag", b"\"m1\""),
+                    ("cache-control", b"max-age=2, must-revalidate"),
+                ],
+            )),
+        )
+        .route(
+            "/rfc/age-lines",
+            get(|| async {
+                let headers: &[(&str, &[u8])] = &[
+                    ("cache-control", b"max-age=60"),
+                    ("age", b"3600"),
+                    ("age", b"0"),
+                ];
+                raw(StatusCode::OK, headers, "old")
+            }),
+        )
+        .route(
+            "/rfc/age-members",
+            get(|| async {
+                let headers: &[(&str, &[u8])] =
+                    &[("cache-control", b"max-age=60"), ("age", b"3600, 0")];
+                raw(StatusCode::OK, headers, "old")
+            }),
+        )
+}
+
+/// A handler that answers 200 with `first` (and a body) once, then 304 with `then`.
+fn first_then_not_modified(
+    first: &'static [(&'static str, &'static [u8])],
+    then: &'static [(&'static str, &'static [u8])],
+) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    let served = Arc::new(AtomicU64::new(0));
+    move || {
+        let response = if served.fetch_add(1, Ordering::SeqCst) == 0 {
+            raw(StatusCode::OK, first, "first body")
+        } else {
+            raw(StatusCode::NOT_MODIFIED, then, "")
+        };
+        std::future::ready(response)
+    }
 }
 
 fn cached(cache_control: &'static str, body: String) -> Response {

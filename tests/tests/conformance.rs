@@ -242,3 +242,74 @@ async fn vary_matches_on_normalised_values() {
         cache_status(&other)
     );
 }
+
+#[tokio::test]
+async fn a_stale_response_is_revalidated_with_its_validators_and_freshened_by_a_304() {
+    // RFC 9111 §4.3.1, §4.3.4, §3.2: the conformance suite's case that the edge answered 502:
+    // the stored response was gone when it went stale, and the 304 to the unconditional
+    // request that replaced the revalidation could not be used.
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    let first = get(&edge, "/rfc/last-modified").await;
+    assert_eq!(first.text().await.unwrap(), "first body");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let second = client()
+        .get(format!("{}/rfc/last-modified", edge.url))
+        .header("pragma", "foo")
+        .header("cache-control", "nothing-to-see-here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let status = cache_status(&second);
+    assert!(
+        status.contains("fwd=stale") && status.contains("fwd-status=304"),
+        "{status}"
+    );
+    assert_eq!(
+        header(&second, "test-header").unwrap(),
+        b"B",
+        "the 304's fields win"
+    );
+    assert_eq!(second.text().await.unwrap(), "first body");
+    let seen = origin.seen("/rfc/last-modified");
+    assert_eq!(
+        seen[1]["if-modified-since"],
+        "Mon, 01 Jan 2024 00:00:00 GMT"
+    );
+    edge.assert_no_panic();
+}
+
+#[tokio::test]
+async fn a_stale_must_revalidate_response_is_revalidated_with_its_etag() {
+    // RFC 9111 §4.3.1, §5.2.2.2
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    assert_eq!(get(&edge, "/rfc/must-revalidate").await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let second = get(&edge, "/rfc/must-revalidate").await;
+    assert_eq!(second.status(), 200, "{}", cache_status(&second));
+    assert_eq!(second.text().await.unwrap(), "first body");
+    let seen = origin.seen("/rfc/must-revalidate");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1]["if-none-match"], "\"m1\"");
+    edge.assert_no_panic();
+}
+
+#[tokio::test]
+async fn the_first_member_of_a_list_age_counts() {
+    // RFC 9111 §5.1: an Age of 3600 (then 0) on a 60 s lifetime is stale on arrival, whether
+    // the members come on two lines or one.
+    let origin = fixture::start().await;
+    let edge = Edge::start(&origin.url).await;
+    for path in ["/rfc/age-lines", "/rfc/age-members"] {
+        get(&edge, path).await;
+        let second = get(&edge, path).await;
+        let status = cache_status(&second);
+        assert!(
+            !status.contains("hit"),
+            "{path} was served as fresh: {status}"
+        );
+        assert_eq!(origin.seen(path).len(), 2, "{path}");
+    }
+}

@@ -25,7 +25,7 @@ use super::{
 
 /// Longest freshness lifetime or stale window honoured, in seconds.
 pub const MAX_TTL: u64 = 365 * 24 * 3600;
-/// How long a response that must be revalidated every time is kept for its validators.
+/// How long past its freshness a response with a validator is kept, to be revalidated.
 const VALIDATOR_RETENTION: u64 = 600;
 /// Header bytes above which a response is not stored.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -62,6 +62,9 @@ pub struct Stored {
     pub must_revalidate: bool,
     /// The request's values of the headers the response varies on (`None`: absent).
     pub vary: Vec<(String, Option<String>)>,
+    /// It has a validator (`ETag`, `Last-Modified`): once stale it can still be revalidated.
+    #[serde(default)]
+    pub revalidatable: bool,
 }
 
 /// What to do with a stored response at a given moment.
@@ -239,15 +242,10 @@ pub fn plan(
         stale_if_error: stale(directives.stale_if_error.get()),
         must_revalidate,
         vary,
+        revalidatable: response.contains_key(header::ETAG)
+            || response.contains_key(header::LAST_MODIFIED),
     };
-    let has_validator =
-        response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
-    if stored.retention() == 0
-        || (stored.lifetime == 0
-            && stored.stale_while_revalidate == 0
-            && stored.stale_if_error == 0
-            && !has_validator)
-    {
+    if stored.retention() == 0 {
         return Err(NotStored::Useless);
     }
     Ok(stored)
@@ -263,10 +261,12 @@ pub fn corrected_initial_age(response: &HeaderMap, exchange: Exchange) -> u64 {
     apparent.max(corrected).min(MAX_TTL)
 }
 
-/// The `Age` a response arrived with (RFC 9111 §5.1); an invalid one counts as absent.
+/// The `Age` a response arrived with (RFC 9111 §5.1): the first member of the field, however
+/// its lines were joined (the runtime joins them with commas); an invalid one counts as
+/// absent.
 pub fn age_header(response: &HeaderMap) -> Option<u64> {
     let value = values(response, header::AGE.as_str()).next()?;
-    let digits = value.trim();
+    let digits = value.split(',').next().unwrap_or_default().trim();
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse::<u64>().unwrap_or(u64::MAX))
 }
@@ -293,14 +293,16 @@ impl Stored {
     }
 
     /// How long the storage must keep the response (seconds from storing): as long as it
-    /// can be served fresh or stale, or revalidated with its validators.
+    /// can be served fresh or stale, and with a validator [`VALIDATOR_RETENTION`] past its
+    /// freshness, so that a stale response is revalidated rather than fetched whole (a
+    /// response gone from storage when it went stale was asked for without its validators).
     /// Storage may count the response's `Date` against it too, so the age is not taken off.
     pub fn retention(&self) -> u64 {
         let usable = self.lifetime + self.stale_while_revalidate.max(self.stale_if_error);
-        if usable > 0 {
-            usable
+        if self.revalidatable {
+            usable.max(self.lifetime + VALIDATOR_RETENTION)
         } else {
-            VALIDATOR_RETENTION
+            usable
         }
     }
 
@@ -794,6 +796,53 @@ mod tests {
         assert_eq!(stored.initial_age, 0, "no Age: the delay alone is no age");
         assert_eq!(age_header(&headers(&[("age", "x")])), None);
         assert_eq!(age_header(&headers(&[("age", " 7 ")])), Some(7));
+    }
+
+    #[test]
+    fn the_first_member_of_a_list_age_counts() {
+        assert_eq!(age_header(&headers(&[("age", "3600, 0")])), Some(3600));
+        assert_eq!(
+            age_header(&headers(&[("age", "3600"), ("age", "0")])),
+            Some(3600)
+        );
+        assert_eq!(age_header(&headers(&[("age", "1.5, 2")])), None);
+        let stale = plan_of(200, &[("cache-control", "max-age=60"), ("age", "3600, 0")]).unwrap();
+        assert!(matches!(stale.verdict(NOW_MS), Verdict::Revalidate { .. }));
+    }
+
+    #[test]
+    fn a_response_with_a_validator_is_kept_to_be_revalidated_once_stale() {
+        let validated = plan_of(
+            200,
+            &[
+                ("cache-control", "max-age=2"),
+                ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(validated.retention(), 2 + VALIDATOR_RETENTION);
+        let tagged = plan_of(
+            200,
+            &[
+                ("cache-control", "max-age=2, must-revalidate"),
+                ("etag", "\"m\""),
+            ],
+        );
+        assert_eq!(tagged.unwrap().retention(), 2 + VALIDATOR_RETENTION);
+        let bare = plan_of(200, &[("cache-control", "max-age=2")]).unwrap();
+        assert_eq!(
+            bare.retention(),
+            2,
+            "without a validator it could only be fetched whole"
+        );
+        let long = plan_of(
+            200,
+            &[
+                ("cache-control", "max-age=60, stale-if-error=86400"),
+                ("etag", "\"e\""),
+            ],
+        );
+        assert_eq!(long.unwrap().retention(), 60 + 86_400);
     }
 
     #[test]

@@ -141,6 +141,7 @@ mod tests {
             stale_if_error: 600,
             must_revalidate: false,
             vary: vec![("accept-language".into(), Some("fr".into()))],
+            revalidatable: true,
         }
     }
 
