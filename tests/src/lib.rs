@@ -205,6 +205,20 @@ pub async fn set_rollout(base: &str, flag: &str, percent: u8) {
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
 }
 
+/// Posts an admin purge to `base` (the origin's admin API); returns its id once accepted.
+pub async fn admin_purge(base: &str, body: serde_json::Value) -> String {
+    let accepted = admin(reqwest::Method::POST, base, "/admin/v1/purge")
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(accepted.status(), 202, "purging {body}");
+    accepted.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .expect("an accepted purge has an id")
+        .to_owned()
+}
+
 /// Renames entity `id` through the admin API of `base` (the origin, or the edge that forwards
 /// it); returns the id of the purge the write recorded.
 pub async fn rename(base: &str, id: &str, name: &str) -> String {

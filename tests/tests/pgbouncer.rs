@@ -6,11 +6,10 @@
 use std::time::Duration;
 
 use forecastin_e2e::{
-    admin, admin_json, get_json, pgbouncer::PgBouncer, postgres_server, psql, rename, wait_settled,
-    Origin,
+    admin_json, admin_purge, get_json, pgbouncer::PgBouncer, postgres_server, psql, rename,
+    wait_settled, Origin,
 };
 use futures_util::future::join_all;
-use reqwest::Method;
 use serde_json::json;
 
 /// A database on the machine's server, dropped at the end even if the test fails.
@@ -121,16 +120,7 @@ async fn four_origins_share_ten_server_connections_in_transaction_pooling() {
         let base = origins[n % origins.len()].url.clone();
         async move {
             if n % 3 == 0 {
-                let accepted = admin(Method::POST, &base, "/admin/v1/purge")
-                    .json(&json!({ "tags": [format!("e:FR-{n}")] }))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(accepted.status(), 202);
-                accepted.json::<serde_json::Value>().await.unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
+                admin_purge(&base, json!({ "tags": [format!("e:FR-{n}")] })).await
             } else {
                 let id = ["SE", "NO", "DK", "FI"][n % 4];
                 rename(&base, id, &format!("Pooled {n}")).await

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use forecastin_e2e::{
-    admin, cache_status, client, free_port, fresh_nonce, rename, set_rollout, signed_purge,
-    standins, unix_now, wait_settled, Edge, Origin, PURGE_SECRET,
+    admin, admin_purge, cache_status, client, free_port, fresh_nonce, rename, set_rollout,
+    signed_purge, standins, unix_now, wait_settled, Edge, Origin, PURGE_SECRET,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -329,16 +329,7 @@ async fn a_soft_admin_purge_is_soft_at_fastly_and_hard_at_cloudflare() {
     ])
     .await;
     for (tag, soft) in [("e:FR", true), ("e:DE", false)] {
-        let accepted = admin(Method::POST, &origin.url, "/admin/v1/purge")
-            .json(&json!({"tags": [tag], "soft": soft}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(accepted.status(), 202);
-        let id = accepted.json::<serde_json::Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = admin_purge(&origin.url, json!({"tags": [tag], "soft": soft})).await;
         let status = wait_settled(&origin, &id, Duration::from_secs(10)).await;
         for delivery in status["deliveries"].as_array().unwrap() {
             assert_eq!(delivery["status"], "delivered", "{status}");

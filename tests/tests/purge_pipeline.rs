@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use forecastin_e2e::{
-    admin, admin_json, cache_status, client, free_port, rename,
+    admin, admin_json, admin_purge, cache_status, client, free_port, rename,
     standins::{self, Fault},
     wait_settled, Backend, Edge, Origin, PURGE_SECRET,
 };
@@ -51,20 +51,6 @@ async fn until_fresh(url: &str, fresh: impl Fn(&serde_json::Value) -> bool) -> D
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Posts an admin purge to `origin`; returns its id once accepted.
-async fn admin_purge(origin: &Origin, body: serde_json::Value) -> String {
-    let accepted = admin(Method::POST, &origin.url, "/admin/v1/purge")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), 202);
-    accepted.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn edge_and_origin(backend: Backend) -> (Origin, Edge) {
@@ -204,7 +190,7 @@ async fn one_refused_item_in_a_merged_batch_fails_only_its_own_purge() {
     // The first purge's request hangs past the timeout: the next three wait for the round and
     // are claimed, merged and sent together.
     cloudflare.script(&[Fault::Hang(Duration::from_millis(1_500))]);
-    let purge = |tags: &[&str]| admin_purge(&origin, json!({ "tags": tags }));
+    let purge = |tags: &[&str]| admin_purge(&origin.url, json!({ "tags": tags }));
     let first = purge(&["t:first"]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let good = purge(&["t:a", "t:b"]).await;
@@ -321,7 +307,7 @@ async fn fastly_gets_surrogate_keys_and_urls_and_refusals_are_kept_as_failed() {
     ])
     .await;
     let delivered = admin_purge(
-        &origin,
+        &origin.url,
         json!({"tags": ["e:FR", "search"], "urls": ["/api/v1/entities/FR"]}),
     )
     .await;
@@ -335,7 +321,7 @@ async fn fastly_gets_surrogate_keys_and_urls_and_refusals_are_kept_as_failed() {
         .iter()
         .any(|a| a.kind == "url" && a.items == ["forecastin.example/api/v1/entities/FR"]));
 
-    let refused = admin_purge(&origin, json!({"prefixes": ["/api/"]})).await;
+    let refused = admin_purge(&origin.url, json!({"prefixes": ["/api/"]})).await;
     let status = wait_settled(&origin, &refused, Duration::from_secs(10)).await;
     assert_eq!(status["deliveries"][0]["status"], "failed");
     assert!(status["deliveries"][0]["last_error"]
