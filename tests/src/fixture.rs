@@ -382,3 +382,30 @@ pub async fn start() -> Fixture {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Fixture { url, counts }
 }
+
+/// An origin that writes the given raw HTTP/1.1 responses, one per request in order (the last
+/// one again after that), whatever is asked: framings that axum will not produce, such as a
+/// `Transfer-Encoding: chunked` on a 304. Returns its URL.
+pub async fn raw_origin(responses: &'static [&'static str]) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answered = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = vec![0u8; 64 * 1024];
+                // One read a request: the edge sends small GETs without bodies.
+                while let Ok(1..) = socket.read(&mut request).await {
+                    let n = answered.fetch_add(1, Ordering::SeqCst) as usize;
+                    let response = responses[n.min(responses.len() - 1)];
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}

@@ -313,3 +313,35 @@ async fn the_first_member_of_a_list_age_counts() {
         assert_eq!(origin.seen(path).len(), 2, "{path}");
     }
 }
+
+#[tokio::test]
+async fn chunked_responses_are_read_to_their_end_and_stored() {
+    // RFC 9112 §6.1, §6.3: a chunked 200 is read to its last chunk, a 304 that names a
+    // chunked coding has no body all the same; neither waits for the origin timeout. (The
+    // suite saw a 504 on a chunked response; these framings do not reproduce it.)
+    let origin = fixture::raw_origin(&[
+        "HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nETag: \"c\"\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "HTTP/1.1 304 Not Modified\r\nETag: \"c\"\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ])
+    .await;
+    let edge = Edge::start(&origin).await;
+    let first = get(&edge, "/rfc/chunked").await;
+    assert_eq!(first.status(), 200, "{}", cache_status(&first));
+    assert_eq!(first.text().await.unwrap(), "hello");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    let second = get(&edge, "/rfc/chunked").await;
+    let status = cache_status(&second);
+    assert!(
+        status.contains("fwd=stale") && status.contains("fwd-status=304"),
+        "{status}"
+    );
+    assert_eq!(second.text().await.unwrap(), "hello");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    edge.assert_no_panic();
+}
