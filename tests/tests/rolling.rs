@@ -6,7 +6,10 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -26,6 +29,21 @@ const PURGE_DELAY_MAX_MS: i64 = 2_500;
 const RESUMED_WITHIN: Duration = Duration::from_secs(5);
 const ENTITIES: [&str; 5] = ["SE", "NO", "DK", "FI", "IS"];
 const WRITE_EVERY: Duration = Duration::from_millis(100);
+/// Writes that land before each instance departs, and after the last.
+const WRITES_A_PHASE: usize = 10;
+
+/// Waits until [`WRITES_A_PHASE`] more writes have landed, however slow the machine.
+async fn more_writes(count: &AtomicUsize) {
+    let target = count.load(Ordering::SeqCst) + WRITES_A_PHASE;
+    let started = Instant::now();
+    while count.load(Ordering::SeqCst) < target {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the writes stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// The load balancer's view: the instances that get new requests.
 type Live = Arc<Mutex<Vec<String>>>;
@@ -90,10 +108,14 @@ async fn follow(live: Live, start: String, mut stop: watch::Receiver<bool>) -> S
     }
 }
 
-/// Renames entities through the live instances until told to stop; returns the names written
-/// and their purges, in order. A write that cannot reach its instance (it left meanwhile) goes
-/// to another.
-async fn write(live: Live, stop: watch::Receiver<bool>) -> Vec<(String, String)> {
+/// Renames entities through the live instances until told to stop, counting them in `count`;
+/// returns the names written and their purges, in order. A write that cannot reach its
+/// instance (it left meanwhile) goes to another.
+async fn write(
+    live: Live,
+    stop: watch::Receiver<bool>,
+    count: Arc<AtomicUsize>,
+) -> Vec<(String, String)> {
     let mut written = Vec::new();
     let mut n = 0;
     while !*stop.borrow() {
@@ -116,6 +138,7 @@ async fn write(live: Live, stop: watch::Receiver<bool>) -> Vec<(String, String)>
                 assert_eq!(response.status(), 200, "renaming {entity} through {base}");
                 let purge = response.headers()["forecastin-purge-id"].to_str().unwrap();
                 written.push((name, purge.to_owned()));
+                count.fetch_add(1, Ordering::SeqCst);
                 n += 1;
             }
             Err(err) => assert!(err.is_connect(), "{base}: {err}"),
@@ -160,11 +183,12 @@ async fn a_rolling_deploy_delays_no_purge_and_loses_no_event() {
     // The streams are open before the first write.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (stop_writes, writes_stop) = watch::channel(false);
-    let writer = tokio::spawn(write(live.clone(), writes_stop));
+    let count = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write(live.clone(), writes_stop, count.clone()));
 
     let mut new = Vec::new();
     for departing in &mut old {
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        more_writes(&count).await;
         let replacement = departing.start_sibling(&[]).await;
         live.lock().unwrap().push(replacement.url.clone());
         live.lock().unwrap().retain(|url| *url != departing.url);
@@ -172,10 +196,14 @@ async fn a_rolling_deploy_delays_no_purge_and_loses_no_event() {
         eprintln!("{} stopped {took:?} after SIGTERM", departing.url);
         new.push(replacement);
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    more_writes(&count).await;
     stop_writes.send(true).unwrap();
     let written = writer.await.unwrap();
-    assert!(written.len() >= 40, "{} writes", written.len());
+    assert!(
+        written.len() >= 4 * WRITES_A_PHASE,
+        "{} writes",
+        written.len()
+    );
 
     let mut slowest = 0;
     for (_, purge) in &written {
