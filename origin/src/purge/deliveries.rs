@@ -34,17 +34,20 @@ pub enum Due<'a> {
     Cdn(&'a [&'static str]),
 }
 
-impl Due<'_> {
-    /// The condition on the deliveries, its parameters numbered from `$4`.
-    fn filter(self) -> String {
+impl<'a> Due<'a> {
+    /// The condition on the deliveries, and the values of its parameters (numbered from `$4`).
+    fn filter(self) -> (String, &'a [&'static str]) {
         match self {
-            Due::Tiers => format!("provider = '{}'", tiers::PROVIDER),
-            Due::Cdn(providers) => format!(
-                "provider IN ({}) AND NOT EXISTS (SELECT 1 FROM purge_deliveries t \
-                 WHERE t.purge_id = purge_deliveries.purge_id AND t.provider = '{}' \
-                 AND t.status = 'pending')",
-                placeholders(4, providers.len()),
-                tiers::PROVIDER
+            Due::Tiers => (format!("provider = '{}'", tiers::PROVIDER), &[]),
+            Due::Cdn(providers) => (
+                format!(
+                    "provider IN ({}) AND NOT EXISTS (SELECT 1 FROM purge_deliveries t \
+                     WHERE t.purge_id = purge_deliveries.purge_id AND t.provider = '{}' \
+                     AND t.status = 'pending')",
+                    placeholders(4, providers.len()),
+                    tiers::PROVIDER
+                ),
+                providers,
             ),
         }
     }
@@ -90,18 +93,14 @@ pub async fn claim(db: &Db, due: Due<'_>, lease: Duration) -> Result<Vec<Claimed
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    let (condition, providers) = due.filter();
     let sql = format!(
         "UPDATE purge_deliveries SET next_attempt_at_ms = $1 + $2 \
          WHERE (purge_id, provider) IN (SELECT purge_id, provider FROM purge_deliveries \
-         WHERE status = 'pending' AND next_attempt_at_ms <= $1 AND {} \
+         WHERE status = 'pending' AND next_attempt_at_ms <= $1 AND {condition} \
          ORDER BY next_attempt_at_ms LIMIT $3{skip_locked}) \
-         RETURNING purge_id, provider, attempts",
-        due.filter()
+         RETURNING purge_id, provider, attempts"
     );
-    let providers = match due {
-        Due::Tiers => &[][..],
-        Due::Cdn(providers) => providers,
-    };
     retry(|| async {
         let query = sqlx::query_as(composed(&sql))
             .bind(now_ms())
