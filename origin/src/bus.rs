@@ -44,6 +44,7 @@ use crate::{
     events::Events,
     l1::L1,
     metrics,
+    registry::Registry,
 };
 
 /// Wait before resubscribing after the subscription dropped.
@@ -270,13 +271,14 @@ impl Bus {
         self.0.events.deliver(event);
     }
 
-    /// Waits until every instance in `instances` has acknowledged the invalidations published
+    /// Waits until every live instance (read from `registry` at each look, so that one that
+    /// departs meanwhile is no longer waited for) has acknowledged the invalidations published
     /// so far, at most as long as an instance that missed one can go on serving it: after
     /// that it has flushed its L1 (a sequence check found the gap) or no longer serves the
     /// entries (`L1_DISCONNECTED_TTL_MS`). Returns how long it waited.
-    pub async fn wait_until_applied(&self, instances: &[String]) -> Duration {
+    pub async fn wait_until_applied(&self, registry: &Registry) -> Duration {
         let started = tokio::time::Instant::now();
-        let Some(redis) = self.0.redis.as_ref().filter(|_| !instances.is_empty()) else {
+        let Some(redis) = &self.0.redis else {
             return Duration::ZERO;
         };
         let bound = self.0.disconnected_ttl + 3 * SEQUENCE_CHECK;
@@ -287,11 +289,16 @@ impl Bus {
             return started.elapsed();
         };
         let target = target.unwrap_or(0);
-        let keys: Vec<String> = instances
-            .iter()
-            .map(|id| format!("{}{id}", redis.ack_prefix))
-            .collect();
         loop {
+            let keys: Vec<String> = registry
+                .live_ids()
+                .await
+                .iter()
+                .map(|id| format!("{}{id}", redis.ack_prefix))
+                .collect();
+            if keys.is_empty() {
+                return started.elapsed();
+            }
             let acks = connection
                 .mget::<_, Vec<Option<u64>>>(&keys)
                 .await

@@ -153,27 +153,39 @@ impl Registry {
         }
     }
 
+    /// The ids of the live instances, read each time: an instance that departs drops out at
+    /// once.
+    pub async fn live_ids(&self) -> Vec<String> {
+        let Some(link) = &self.redis else {
+            return vec![self.me.id.clone()];
+        };
+        let live: redis::RedisResult<Vec<String>> = link
+            .connection
+            .clone()
+            .zrangebyscore(Self::live_key(link), now_ms(), "+inf")
+            .await;
+        live.unwrap_or_else(|err| {
+            tracing::warn!(%err, "could not list instances");
+            vec![self.me.id.clone()]
+        })
+    }
+
     /// The live instances, by id.
     pub async fn live(&self) -> Vec<InstanceInfo> {
         let Some(link) = &self.redis else {
             return vec![self.current()];
         };
-        let mut connection = link.connection.clone();
-        let ids: Vec<String> = match connection
-            .zrangebyscore(Self::live_key(link), now_ms(), "+inf")
-            .await
-        {
-            Ok(ids) => ids,
-            Err(err) => {
-                tracing::warn!(%err, "could not list instances");
-                return vec![self.current()];
-            }
-        };
+        let ids = self.live_ids().await;
         if ids.is_empty() {
             return Vec::new();
         }
         let keys: Vec<String> = ids.iter().map(|id| Self::key(link, id)).collect();
-        let values: Vec<Option<String>> = connection.mget(&keys).await.unwrap_or_default();
+        let values: Vec<Option<String>> = link
+            .connection
+            .clone()
+            .mget(&keys)
+            .await
+            .unwrap_or_default();
         let mut instances: Vec<InstanceInfo> = values
             .iter()
             .flatten()

@@ -85,14 +85,7 @@ impl Tiers {
     /// Waits until every live instance has applied the invalidations published so far (see
     /// `Bus::wait_until_applied`); the CDN refetches from them as soon as it is purged.
     pub async fn wait_until_applied(&self) {
-        let instances: Vec<String> = self
-            .registry
-            .live()
-            .await
-            .into_iter()
-            .map(|i| i.id)
-            .collect();
-        let waited = self.bus.wait_until_applied(&instances).await;
+        let waited = self.bus.wait_until_applied(&self.registry).await;
         ::metrics::histogram!(metrics::PURGE_TIERS_WAIT).record(waited.as_secs_f64());
     }
 
