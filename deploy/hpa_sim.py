@@ -98,9 +98,7 @@ class Cluster:
             self.scraped = {
                 "cpu": served * CPU_MS_PER_REQUEST / 1_000 * 100,
                 "inflight_per_pod": inflight,
-                "served_total": sum(s for _, s in self.served),
                 "at": t,
-                "history": list(self.served),
             }
 
 
@@ -121,7 +119,7 @@ def metric_values(spec, rules, cluster):
         if name == "forecastin_http_requests_per_second":
             # rate() over the adapter's window, up to the last scrape.
             window, at = rate_window_s(rules[name]), scraped["at"]
-            points = [s for t, s in scraped["history"] if at - window < t <= at]
+            points = [s for t, s in cluster.served if at - window < t <= at]
             value = sum(points) / max(len(points), 1)
         elif name == "forecastin_inflight_requests":
             value = scraped["inflight_per_pod"] * len(cluster.ready(scraped["at"]))
