@@ -40,26 +40,29 @@ import re
 import subprocess
 import threading
 import time
-from urllib.parse import quote
 
 import gevent
 import gevent.pool
 import websocket
 from locust import HttpUser, User, between, events, task
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+from locust.util.timespan import parse_timespan
 
 # After locust, which monkey-patches the standard library for gevent before requests loads it.
 import requests  # noqa: E402
 
+import mix
 import slo
 
-API = "/api/v1"
+API = mix.API
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser):
     parser.add_argument("--origin-url", default="http://127.0.0.1:8080",
-                        help="an origin instance: its /metrics and /ws")
+                        help="an origin instance: its /metrics, admin API and /ws (empty: "
+                             "none; the report then has no origin section)")
     parser.add_argument("--admin-token", default="", env_var="ADMIN_TOKEN",
                         help="bearer token of the admin API (edits are skipped without it)")
     parser.add_argument("--zipf-exponent", type=float, default=1.1)
@@ -82,6 +85,8 @@ def _options(parser):
                         help="the origin's process, whose memory the hostile report follows")
     parser.add_argument("--stream-url", default="",
                         help="where StreamWatchers open /ws (default: --origin-url)")
+    parser.add_argument("--measure", default="3m",
+                        help="how long the measured run lasts, after the warm-up (e.g. 90s, 5m)")
     parser.add_argument("--slo-file", default="load/slo.yaml")
     parser.add_argument("--report", default="slo_report.json")
 
@@ -89,54 +94,70 @@ def _options(parser):
 class Run:
     """What the run measures beside Locust's own request statistics."""
 
+    # What the users measure, in whichever process they run: a worker sends its tallies to
+    # the master with each stats report (`drain`), the master adds them up (`absorb`).
+    # - edge_by_second: per second of the run, the edge's [hits, misses, stale hits];
+    # - edge_ms_by_second: per second, how long each read through the edge took, in ms;
+    # - edge_missed: every edge miss, [second, operation, path, why the edge forwarded it];
+    # - purges: [when it was delivered, ms from the write];
+    # - hostile: attackers' requests, by how each was answered.
+    TALLIES = {"edge_hits": int, "edge_misses": int, "edge_by_operation": dict,
+               "edge_by_second": dict, "edge_ms_by_second": dict, "edge_missed": list,
+               "purges": list, "undelivered_purges": int, "stale_reads": int, "ws_ms": list,
+               "hostile": collections.Counter, "hostile_sockets": int}
+
     def __init__(self):
         self.lock = threading.Lock()
-        self.catalogue = []  # entity ids, most popular first
-        self.by_parent = {}  # parent id -> child ids
-        self.parents = []  # ids with children, most popular first
-        self.names = {}
-        self.kinds = {}
-        self.rank = {}
-        self.weights = []
-        self.cum_weights = []
-        self.edge_hits = 0
-        self.edge_misses = 0
-        self.edge_by_operation = {}
-        self.purge_ms = []
-        self.undelivered_purges = 0
-        self.stale_reads = 0
-        self.ws_ms = []
+        self.catalogue = None  # a mix.Catalogue, read before the run
+        for name, kind in self.TALLIES.items():
+            setattr(self, name, kind())
         self.origin_before = {}
         self.edits = itertools.count()
-        # Per second of the run: edge [hits, misses], and samples of the origin's counters.
-        self.edge_by_second = {}
-        # Per second of the run: how long each read through the edge took, in ms.
-        self.edge_ms_by_second = {}
-        # Every edge miss: (second, operation, path, why the edge forwarded it).
-        self.edge_missed = []
-        self.origin_samples = []
+        self.measured = None  # (start, end) of the measured run, after the warm-up
+        self.origin_samples = []  # (time, the origin's counters), once a second
         self.storm = None  # (started, ended) once the storm ran
-        # Attackers' requests: how each was answered, the URLs seen, idle sockets held.
-        self.hostile = collections.Counter()
-        self.hostile_seen = set()
-        self.hostile_sockets = 0
+        self.hostile_seen = set()  # the URLs attackers asked for, in this process
         self.memory_before = None
 
-    def pick(self, population=None):
-        """An entity of `population` (default: the catalogue), Zipf-weighted by popularity."""
-        if population is None:
-            return random.choices(self.catalogue, cum_weights=self.cum_weights)[0]
-        ranked = sorted(population, key=self.rank.get)
-        weights = self.weights[: len(ranked)]
-        return random.choices(ranked, weights=weights)[0]
+    def drain(self):
+        """The tallies since the last call, reset (msgpack-safe: string keys)."""
+        with self.lock:
+            data = {name: getattr(self, name) for name in self.TALLIES}
+            for name, kind in self.TALLIES.items():
+                setattr(self, name, kind())
+        for name in ("edge_by_second", "edge_ms_by_second"):
+            data[name] = {str(second): value for second, value in data[name].items()}
+        data["hostile"] = dict(data["hostile"])
+        return data
+
+    def absorb(self, data):
+        """Adds a worker's tallies."""
+        with self.lock:
+            for name, value in data.items():
+                current = getattr(self, name)
+                if name == "hostile":
+                    current.update(value)
+                elif isinstance(current, int):
+                    setattr(self, name, current + value)
+                elif isinstance(current, list):
+                    current.extend(value)
+                elif name == "edge_by_operation":
+                    for operation, counts in value.items():
+                        mine = current.setdefault(operation, {"hits": 0, "misses": 0})
+                        for key in mine:
+                            mine[key] += counts[key]
+                elif name == "edge_by_second":
+                    for second, counts in value.items():
+                        mine = current.setdefault(int(second), [0, 0, 0])
+                        for index, count in enumerate(counts):
+                            mine[index] += count
+                else:
+                    for second, values in value.items():
+                        current.setdefault(int(second), []).extend(values)
+
 
 
 RUN = Run()
-
-
-def search_path(name):
-    """What an analyst types for `name`: its first four letters."""
-    return f"{API}/search?q={quote(name[:4].lower())}"
 
 
 def _get_json(session, url):
@@ -192,52 +213,68 @@ def origin_latency(delta):
 @events.test_start.add_listener
 def _prepare(environment, **_):
     """Reads the catalogue (breadth first from the root, so popularity follows the tree:
-    regions and countries are the hottest pages) and warms the edge. Locust's clock runs
-    meanwhile: `--run-time` must cover the warm-up (about 3 pages per entity)."""
+    regions and countries are the hottest pages), hands it to the workers, warms the edge, and
+    starts the measured run's clock (`--measure`): Locust's own `--run-time` would count the
+    warm-up too. On the master, or the only process; the users spawn when it returns."""
+    if isinstance(environment.runner, WorkerRunner):
+        return
     options, host = environment.parsed_options, environment.host
     session = requests.Session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
-    catalogue, queue = ["world"], ["world"]
-    wanted = options.catalogue_size
-    while queue and (wanted < 0 or len(catalogue) < wanted):
-        parent = queue.pop(0)
+
+    def children_of(parent):
         url = f"{host}{API}/entities/{parent}/children?limit=500"
         while url:
             page = _get_json(session, url)
             for item in page["items"]:
-                RUN.by_parent.setdefault(parent, []).append(item["id"])
-                RUN.names[item["id"]] = item["name"]
-                RUN.kinds[item["id"]] = item["kind"]
-                catalogue.append(item["id"])
-                if item["kind"] in ("region", "country"):
-                    queue.append(item["id"])
+                yield item["id"], item["name"], item["kind"]
             cursor = page.get("next_cursor")
             url = f"{host}{API}/entities/{parent}/children?limit=500&cursor={cursor}" \
                 if cursor else None
-    if options.catalogue_size > 0:
-        catalogue = catalogue[: options.catalogue_size]
-        kept = set(catalogue)
-        RUN.by_parent = {parent: [c for c in children if c in kept]
-                         for parent, children in RUN.by_parent.items() if parent in kept}
-    RUN.catalogue = catalogue
-    RUN.parents = [entity for entity in catalogue if RUN.by_parent.get(entity)]
-    RUN.rank = {entity: n for n, entity in enumerate(catalogue)}
-    RUN.weights = [1.0 / (n + 1) ** options.zipf_exponent for n in range(len(catalogue))]
-    RUN.cum_weights = list(itertools.accumulate(RUN.weights))
+    RUN.catalogue = mix.Catalogue(*mix.breadth_first(children_of, limit=options.catalogue_size),
+                                  options.zipf_exponent)
+    catalogue = RUN.catalogue.entities
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.send_message("catalogue", {
+            "order": catalogue, "by_parent": RUN.catalogue.by_parent,
+            "names": RUN.catalogue.names, "kinds": RUN.catalogue.kinds,
+            "exponent": options.zipf_exponent})
     # A CDN in service has seen the popular pages before: warm the edge with them, 32 at a time.
     warm = catalogue if options.warm_entities < 0 else catalogue[: options.warm_entities]
     paths = [f"{API}/entities/{entity}{suffix}" for entity in warm
              for suffix in ("", "/ancestors", "/children")]
-    paths += sorted({search_path(RUN.names.get(entity, entity)) for entity in warm})
+    names = RUN.catalogue.names
+    paths += sorted({mix.path(("search", mix.search_query(names.get(entity, entity))))
+                     for entity in warm})
     started = time.time()
     gevent.pool.Pool(32).map(lambda path: session.get(f"{host}{path}", timeout=30), paths)
     print(f"catalogue of {len(catalogue)} entities; warmed {len(paths)} pages in "
           f"{time.time() - started:.1f} s")
-    RUN.origin_before = origin_counters(options.origin_url)
+    if options.origin_url:
+        RUN.origin_before = origin_counters(options.origin_url)
+        gevent.spawn(_sample_origin, options.origin_url)
     RUN.memory_before = memory(options.origin_pid)
-    gevent.spawn(_sample_origin, options.origin_url)
     if options.storm_at > 0:
         gevent.spawn_later(options.storm_at, _storm, host, options)
+    RUN.measured = (time.time(), None)
+    gevent.spawn_later(parse_timespan(options.measure), environment.runner.quit)
+
+
+@events.init.add_listener
+def _distribute(environment, **_):
+    """Workers take the master's catalogue and send their tallies with each stats report."""
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        def take_catalogue(msg, **_):
+            data = msg.data
+            RUN.catalogue = mix.Catalogue(data["order"], data["by_parent"], data["names"],
+                                          data["kinds"], data["exponent"])
+        runner.register_message("catalogue", take_catalogue)
+        environment.events.report_to_master.add_listener(
+            lambda data, **_: data.update(forecastin=RUN.drain()))
+    elif isinstance(runner, MasterRunner):
+        environment.events.worker_report.add_listener(
+            lambda data, **_: RUN.absorb(data["forecastin"]) if "forecastin" in data else None)
 
 
 def memory(origin_pid):
@@ -278,11 +315,13 @@ def _storm(host, options):
     session = requests.Session()
     headers = {"Authorization": f"Bearer {options.admin_token}", "If-Match": "*"}
     origin = options.origin_url
-    regions = [r for r in RUN.catalogue if RUN.kinds.get(r) == "region"]
+    catalogue = RUN.catalogue
+    by_parent, kinds = catalogue.by_parent, catalogue.kinds
+    regions = [r for r in catalogue.entities if kinds.get(r) == "region"]
     subtree = next(r for r in regions
-                   if RUN.by_parent.get(r) and RUN.kinds.get(RUN.by_parent[r][0]) == "country")
-    home = next(p for p, children in RUN.by_parent.items() if subtree in children)
-    away = next(r for r in RUN.by_parent.get("world", []) if r != home)
+                   if by_parent.get(r) and kinds.get(by_parent[r][0]) == "country")
+    home = next(p for p, children in by_parent.items() if subtree in children)
+    away = next(r for r in by_parent.get("world", []) if r != home)
     print(f"purge storm: {subtree} moves between {home} and {away}, "
           f"{options.storm_moves} times")
     started = time.time()
@@ -320,7 +359,7 @@ def follow_purge(purge_status, read_entity, version):
             delivered = max((d.get("delivered_at_ms") or 0 for d in deliveries),
                             default=status["created_at_ms"])
             with RUN.lock:
-                RUN.purge_ms.append(delivered - status["created_at_ms"])
+                RUN.purges.append([delivered / 1000, delivered - status["created_at_ms"]])
             served = read_entity()
             if served is not None and served["version"] < version:
                 with RUN.lock:
@@ -367,8 +406,8 @@ def _cache_status(request_type, name, response_time, exception, response=None, *
         counts["hits" if hit else "misses"] += 1
         if not hit:
             forwarded = re.search(r"fwd=([a-z-]+)", status)
-            RUN.edge_missed.append((now, name, response.request.path_url,
-                                    forwarded.group(1) if forwarded else "none"))
+            RUN.edge_missed.append([now, name, response.request.path_url,
+                                    forwarded.group(1) if forwarded else "none"])
 
 
 class ApiUser(HttpUser):
@@ -383,7 +422,9 @@ class ApiUser(HttpUser):
 
 
 class Analyst(ApiUser):
-    """An analyst's session: each step is one of the workflows below."""
+    """An analyst's session: each task is one workflow of the analyst mix (`mix.py`), whose
+    pages it reads in order, stopping at a failure. The clicks' pages (`next children`,
+    `next entity`, `next breadcrumb`) are what likely-next preloading fetches ahead."""
 
     weight = 10
 
@@ -391,55 +432,27 @@ class Analyst(ApiUser):
         options = self.environment.parsed_options
         return random.uniform(options.think_min, options.think_max)
 
-    @task(3)
-    def browse_top_down(self):
-        """world -> region -> country -> subdivision, reading each level's children."""
-        entity = "world"
-        for _ in range(4):
-            if self.get(f"{API}/entities/{entity}/children", "children") is None:
+    def read(self, steps):
+        for step in steps:
+            if step is mix.THINK:
+                gevent.sleep(self.wait_time())
+                continue
+            operation, page = step
+            body = self.get(mix.path(page), operation)
+            if body is None:
                 return
-            children = RUN.by_parent.get(entity)
-            if not children:
-                break
-            entity = RUN.pick(children)
-        self.open_entity(entity)
+            if page[0] == "descendants":
+                self.follow_cursors(page[1], body)
 
-    @task(5)
-    def open_entity_page(self):
-        self.open_entity(RUN.pick())
-
-    def open_entity(self, entity):
-        self.get(f"{API}/entities/{entity}", "entity")
-        self.get(f"{API}/entities/{entity}/ancestors", "ancestors")
-
-    @task(2)
-    def drill_down(self):
-        """An entity with children opened, read, then a click into them: their first page,
-        then one child (those near the top of the list are the likelier clicks) with its
-        breadcrumb. The click's pages are what likely-next preloading fetches ahead: the
-        operations `next children` and `next breadcrumb` measure it."""
-        entity = RUN.pick(RUN.parents)
-        self.open_entity(entity)
-        gevent.sleep(self.wait_time())
-        if self.get(f"{API}/entities/{entity}/children", "next children") is None:
-            return
-        child = RUN.pick(RUN.by_parent[entity])
-        self.get(f"{API}/entities/{child}", "next entity")
-        self.get(f"{API}/entities/{child}/ancestors", "next breadcrumb")
-
-    @task(1)
-    def page_descendants(self):
-        entity = RUN.pick(RUN.by_parent.get("world", ["world"]))
-        path = f"{API}/entities/{entity}/descendants?limit=50"
-        for _ in range(3):
-            page = self.get(path, "descendants")
+    def follow_cursors(self, entity, page):
+        for _ in range(mix.DESCENDANT_PAGES - 1):
             if not page or not page.get("next_cursor"):
                 return
-            path = f"{API}/entities/{entity}/descendants?limit=50&cursor={page['next_cursor']}"
+            page = self.get(f"{mix.path(('descendants', entity))}&cursor={page['next_cursor']}",
+                            "descendants")
 
-    @task(1)
-    def search_by_name(self):
-        self.get(search_path(RUN.names.get(RUN.pick(), "world")), "search")
+    tasks = {(lambda user, workflow=workflow: user.read(mix.sample(workflow, RUN.catalogue))):
+             weight for workflow, weight in mix.WORKFLOWS.items()}
 
 
 class Editor(ApiUser):
@@ -460,22 +473,11 @@ class Editor(ApiUser):
     @task
     def edit(self):
         number = next(RUN.edits)
-        parent = None
-        leaves = [e for e in RUN.catalogue
-                  if RUN.kinds.get(e) == "subdivision" and not RUN.by_parent.get(e)]
-        if number % 3 == 2 and leaves:
-            # A move: a leaf subdivision goes under one of the most popular countries.
-            entity = random.choice(leaves)
-            countries = [c for c in RUN.catalogue if RUN.kinds.get(c) == "country"]
-            parent = random.choice(countries[:40])
-            body, name = {"parent_id": parent}, "admin move"
+        entity, change, value = mix.edit(RUN.catalogue, number)
+        if change == "move":
+            body, name = {"parent_id": value}, "admin move"
         else:
-            # Admins edit where the data changes, not where analysts look: uniformly among the
-            # entities below the countries (region and country names are ISO and UN standards).
-            editable = [e for e in RUN.catalogue
-                        if RUN.kinds.get(e) not in ("world", "region", "country")]
-            entity = random.choice(editable or RUN.catalogue[1:])
-            body, name = {"name": f"{RUN.names.get(entity, entity)} ({number})"}, "admin rename"
+            body, name = {"name": value}, "admin rename"
         # The one writer of the run overwrites whatever is there (`If-Match: *`): reading the
         # current ETag through the edge could see a copy a purge has yet to reach.
         with self.client.patch(f"/admin/v1/entities/{entity}", json=body,
@@ -486,11 +488,8 @@ class Editor(ApiUser):
                 return
             version = response.json()["version"]
             purge_id = response.headers.get("forecastin-purge-id")
-        if parent is not None:
-            for children in RUN.by_parent.values():
-                if entity in children:
-                    children.remove(entity)
-            RUN.by_parent.setdefault(parent, []).append(entity)
+        if change == "move":
+            RUN.catalogue.move(entity, value)
         gevent.spawn(self.follow_purge, entity, version, purge_id)
 
     def follow_purge(self, entity, version, purge_id):
@@ -544,7 +543,8 @@ ATTACKER_ADDRESS = "203.0.113.66"
 def stable_pages(*kinds):
     """Entities of `kinds` in the catalogue (regions and countries: the analysts' hottest
     pages, which no edit of the run purges)."""
-    return [entity for entity in RUN.catalogue if RUN.kinds.get(entity) in kinds] or ["world"]
+    catalogue = RUN.catalogue
+    return [e for e in catalogue.entities if catalogue.kinds.get(e) in kinds] or ["world"]
 
 
 class Attacker(HttpUser):
@@ -625,7 +625,7 @@ class Attacker(HttpUser):
     def straight_at_the_origin(self):
         origin = self.environment.parsed_options.origin_url
         self.attack("straight at the origin", "", 403,
-                    url=f"{origin}{API}/entities/{RUN.pick()}")
+                    url=f"{origin}{API}/entities/{RUN.catalogue.pick()}")
 
     @task
     def idle_socket(self):
@@ -698,22 +698,28 @@ def _ratio(hits, misses):
 
 @events.quitting.add_listener
 def _report(environment, **_):
+    if isinstance(environment.runner, WorkerRunner) or RUN.measured is None:
+        return
     options, stats = environment.parsed_options, environment.stats
     total = stats.total
-    duration = total.last_request_timestamp - total.start_time \
-        if total.last_request_timestamp else 0.0
+    RUN.measured = (RUN.measured[0], time.time())
+    duration = RUN.measured[1] - RUN.measured[0]
     operations = {entry.name: _operation(entry, duration) for entry in stats.entries.values()}
     analyst_errors = sum(entry.num_failures for entry in stats.entries.values()
                          if not entry.name.startswith("hostile"))
-    after = origin_counters(options.origin_url)
-    delta = {name: after[name] - RUN.origin_before.get(name, 0.0) for name in after}
-    origin = {
-        tier: {"hits": int(delta[f"{tier}_cache_hits_total"]),
-               "misses": int(delta[f"{tier}_cache_misses_total"]),
-               "hit_ratio": _ratio(delta[f"{tier}_cache_hits_total"],
-                                   delta[f"{tier}_cache_misses_total"])}
-        for tier in ("l1", "l2")
-    }
+    origin, database, delta = None, None, {}
+    if options.origin_url:
+        after = origin_counters(options.origin_url)
+        delta = {name: after[name] - RUN.origin_before.get(name, 0.0) for name in after}
+        origin = {
+            tier: {"hits": int(delta[f"{tier}_cache_hits_total"]),
+                   "misses": int(delta[f"{tier}_cache_misses_total"]),
+                   "hit_ratio": _ratio(delta[f"{tier}_cache_hits_total"],
+                                       delta[f"{tier}_cache_misses_total"])}
+            for tier in ("l1", "l2")
+        }
+        database = {"public_reads": int(delta["db_public_reads_total"])}
+    purge_ms = [ms for _, ms in RUN.purges]
     report = {
         "duration_s": round(duration, 1),
         "overall": {"count": total.num_requests, "rps": round(total.total_rps, 2),
@@ -727,16 +733,18 @@ def _report(environment, **_):
                  "by_operation": RUN.edge_by_operation},
         "origin": origin,
         "origin_latency": origin_latency(delta),
-        "purges": {"count": len(RUN.purge_ms), "undelivered": RUN.undelivered_purges,
+        "database": database,
+        "purges": {"count": len(purge_ms), "undelivered": RUN.undelivered_purges,
                    "stale_reads": RUN.stale_reads,
-                   "p50_ms": slo.percentile(RUN.purge_ms, 0.50),
-                   "p99_ms": slo.percentile(RUN.purge_ms, 0.99)},
+                   "p50_ms": slo.percentile(purge_ms, 0.50),
+                   "p99_ms": slo.percentile(purge_ms, 0.99)},
         "websocket": {"events": len(RUN.ws_ms),
                       "p50_ms": _round(slo.percentile(RUN.ws_ms, 0.50)),
                       "p95_ms": _round(slo.percentile(RUN.ws_ms, 0.95)),
                       "p99_ms": _round(slo.percentile(RUN.ws_ms, 0.99))},
         "hostile": hostile_report(total.num_requests, RUN.memory_before,
                                   memory(options.origin_pid)),
+        "timeline": timeline(*RUN.measured),
         "storm": storm_report(RUN.edge_by_second, RUN.edge_ms_by_second, RUN.edge_missed,
                               RUN.origin_samples, RUN.storm, time.time())
         if RUN.storm else None,
@@ -750,6 +758,21 @@ def _report(environment, **_):
     print(f"report: {options.report}")
     if not all(verdict["ok"] for verdict in report["slos"]):
         environment.process_exit_code = 1
+
+
+def timeline(start, end):
+    """Per second of the measured run: the edge's hits and misses and the reads' p95; and
+    each delivered purge, when and how long after its write (what `chart.py` draws)."""
+    seconds = sorted(s for s in RUN.edge_by_second if start - 1 < s <= end)
+    return {
+        "seconds": [round(s - start, 1) for s in seconds],
+        "edge_hits": [RUN.edge_by_second[s][0] for s in seconds],
+        "edge_misses": [RUN.edge_by_second[s][1] for s in seconds],
+        "read_p95_ms": [_round(slo.percentile(RUN.edge_ms_by_second.get(s, []), 0.95))
+                        for s in seconds],
+        "purges": [[round(at - start, 1), ms] for at, ms in sorted(RUN.purges)],
+        "storm": [round(t - start, 1) for t in RUN.storm] if RUN.storm else None,
+    }
 
 
 def storm_report(edge_by_second, edge_ms_by_second, missed, samples, storm, ended):

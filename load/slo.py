@@ -75,7 +75,7 @@ def summary(report):
     edge = report["edge"]
     lines.append(f"edge hit ratio {edge['hit_ratio']} ({edge['hits']} hits, "
                  f"{edge['misses']} misses)")
-    for tier, stats in report["origin"].items():
+    for tier, stats in (report.get("origin") or {}).items():
         lines.append(f"origin {tier} hit ratio {stats['hit_ratio']} ({stats['hits']} hits, "
                      f"{stats['misses']} misses)")
     for route, stats in sorted(report.get("origin_latency", {}).items()):
