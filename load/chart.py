@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-# Seconds the hit ratio and p95 are smoothed over: a second holds a few hundred reads.
+# Seconds the hit ratio is counted over: a second holds a few hundred reads and few misses.
 WINDOW = 5
 
 
@@ -21,7 +21,8 @@ def windows(seconds, *series):
     """`(window start, the values of each series in it)`, by WINDOW-second windows."""
     buckets = {}
     for index, second in enumerate(seconds):
-        bucket = buckets.setdefault(int(second // WINDOW) * WINDOW, [[] for _ in series])
+        bucket = buckets.setdefault(int(max(second, 0) // WINDOW) * WINDOW,
+                                    [[] for _ in series])
         for values, column in zip(bucket, series):
             values.append(column[index])
     return sorted(buckets.items())
@@ -29,19 +30,16 @@ def windows(seconds, *series):
 
 def draw(report, path):
     line = report["timeline"]
-    buckets = windows(line["seconds"], line["edge_hits"], line["edge_misses"],
-                      line["read_p95_ms"])
+    buckets = windows(line["seconds"], line["edge_hits"], line["edge_misses"])
     starts = [start for start, _ in buckets]
     ratios = [sum(hits) / (sum(hits) + sum(misses)) if sum(hits) + sum(misses) else None
-              for _, (hits, misses, _) in buckets]
-    p95 = [max((v for v in values if v is not None), default=None)
-           for _, (_, _, values) in buckets]
+              for _, (hits, misses) in buckets]
     figure, (top, middle, bottom) = plt.subplots(3, 1, sharex=True, figsize=(9, 7))
     top.plot(starts, ratios, drawstyle="steps-post")
     top.axhline(0.995, color="grey", linestyle="--", linewidth=0.8)
     top.set_ylabel(f"edge hit ratio\n({WINDOW} s windows)")
-    middle.plot(starts, p95, drawstyle="steps-post", color="tab:orange")
-    middle.set_ylabel("read p95, ms\n(worst second)")
+    middle.plot(line["seconds"], line["read_p95_ms"], color="tab:orange", linewidth=0.8)
+    middle.set_ylabel("read p95, ms\n(each second)")
     purges = line["purges"]
     bottom.scatter([at for at, _ in purges], [ms for _, ms in purges], s=8, color="tab:green")
     bottom.set_ylabel("purge delay, ms\n(write to delivered)")
