@@ -3,7 +3,9 @@ purge API and the Worker, over Cloudflare's locations, each with a cache of its 
 
 Run it with `bench/global.sh` (the 1,000,000-entity hierarchy, 300 locations, in full) or
 `python load/model.py --tree DB.sqlite3 …` (see `--help`); `--validate slo_report.json`
-checks it against a run of `./scripts/load` instead (one location, the run's own rates).
+checks it against a run of `PRELOAD=0 ./scripts/load` instead (one location, the run's own
+rates; with preloading off, the local edge drops what a purge names, as Cloudflare's purge API
+does, where with it on it refreshes the hot pages in place and misses fewer).
 
 How it counts:
 - **Pages and their rates.** Every run of every workflow of the analyst mix (`mix.py`, the
@@ -248,6 +250,7 @@ def steady_state(shares, mu, args):
         "origin_rps": float(origin.sum()),
         "db_renders_per_s": float(renders.sum()),
         "db_queries_per_s": float(renders.sum() * args.db_reads_per_render),
+        "origin_pods": pods_for(float(origin.sum())),
     }
 
 
@@ -288,6 +291,16 @@ def deployed(name, default):
     return type(default)(match.group(1)) if match else default
 
 
+def pods_for(origin_rps):
+    """The origin pods the HPA keeps for `origin_rps`: its per-pod request-rate target and its
+    floor, from deploy/k8s/origin.yaml."""
+    text = (ROOT / "deploy/k8s/origin.yaml").read_text(encoding="utf-8")
+    target = float(re.search(r'forecastin_http_requests_per_second\s+target: \{type: '
+                             r'AverageValue, averageValue: "(\d+)"', text).group(1))
+    floor = int(re.search(r"minReplicas: (\d+)", text).group(1))
+    return max(floor, math.ceil(origin_rps / target))
+
+
 def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", required=True,
@@ -308,7 +321,8 @@ def arguments(argv=None):
     parser.add_argument("--stale-while-revalidate", type=float,
                         default=deployed("CACHE_STALE_WHILE_REVALIDATE", 30.0))
     parser.add_argument("--l2-ttl", type=float, default=deployed("L2_TTL_SECS", 300.0))
-    parser.add_argument("--db-reads-per-render", type=float, default=1.0)
+    # ./scripts/load on 2026-12-07: 1,193 database reads for 604 L2 misses.
+    parser.add_argument("--db-reads-per-render", type=float, default=2.0)
     parser.add_argument("--cpu-ms-hit", type=float, default=2.31,
                         help="Worker CPU per hit (bench/edge-cpu.sh, without the purge index)")
     parser.add_argument("--cpu-ms-miss", type=float, default=7.17,
@@ -352,10 +366,12 @@ def model(args):
         result["validation"] = validate(args, catalogue, pages, share, mu)
     else:
         result["steady"] = steady_state(share, mu, args)
-        result["costs"] = [costs(rps, result["steady"]["edge_hit_ratio"],
-                                 result["steady"]["edge_fetches_per_s"] * rps / args.rps,
-                                 calls_per_s, args)
-                           for rps in map(float, args.cost_at.split(","))]
+        result["costs"] = []
+        for rps in map(float, args.cost_at.split(",")):
+            # Fewer reads a second find fewer copies alive: each rate has its own hit ratio.
+            at = steady_state(share, mu, argparse.Namespace(**{**vars(args), "rps": rps}))
+            result["costs"].append({**costs(rps, at["edge_hit_ratio"], at["edge_fetches_per_s"],
+                                            calls_per_s, args), **at})
     result["seconds"] = round(time.time() - started, 1)
     return result
 
@@ -393,12 +409,14 @@ def summary(result):
     lines.append(f"at {settings['rps']:,.0f} req/s over {settings['locations']} locations "
                  f"(upper tiers {settings['upper_tiers']}): edge hit ratio "
                  f"{s['edge_hit_ratio']:.5f}, {s['edge_fetches_per_s']:,.0f} fetches/s from "
-                 f"the locations, origin {s['origin_rps']:,.0f} req/s, database "
+                 f"the locations, origin {s['origin_rps']:,.0f} req/s ({s['origin_pods']} pods), "
+                 f"database "
                  f"{s['db_queries_per_s']:,.0f} queries/s; purge API "
                  f"{result['purge_api_calls_per_s']:.2f} calls/s at most")
     for cost in result["costs"]:
-        lines.append(f"  {cost['rps']:,.0f} req/s: ${cost['usd_per_month']:,.2f} a month "
-                     f"({cost['worker_requests_per_month'] / 1e9:,.1f} G requests, "
+        lines.append(f"  {cost['rps']:,.0f} req/s: edge hit ratio {cost['edge_hit_ratio']:.5f}, "
+                     f"origin {cost['origin_rps']:,.0f} req/s; ${cost['usd_per_month']:,.2f} a "
+                     f"month ({cost['worker_requests_per_month'] / 1e9:,.1f} G requests, "
                      f"{cost['worker_cpu_ms_per_month'] / 1e9:,.1f} G CPU ms)")
     return "\n".join(lines)
 
