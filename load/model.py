@@ -323,9 +323,9 @@ def arguments(argv=None):
     parser.add_argument("--l2-ttl", type=float, default=deployed("L2_TTL_SECS", 300.0))
     # ./scripts/load on 2026-12-07: 1,193 database reads for 604 L2 misses.
     parser.add_argument("--db-reads-per-render", type=float, default=2.0)
-    parser.add_argument("--cpu-ms-hit", type=float, default=2.31,
+    parser.add_argument("--cpu-ms-hit", type=float, default=1.81,
                         help="Worker CPU per hit (bench/edge-cpu.sh, without the purge index)")
-    parser.add_argument("--cpu-ms-miss", type=float, default=7.17,
+    parser.add_argument("--cpu-ms-miss", type=float, default=5.65,
                         help="Worker CPU per read that reaches the origin (same run)")
     parser.add_argument("--purge-index", action="store_true",
                         help="the edge's purge index on (a Durable Object call per fill)")
