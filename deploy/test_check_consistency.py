@@ -114,12 +114,21 @@ class CheckConsistency(unittest.TestCase):
                 self.assertIn(expected, problems[0])
                 (self.root / "Dockerfile").write_text(shipped, encoding="utf-8")
 
-    def test_a_route_in_wrangler_and_terraform_must_agree(self):
+    def test_the_routed_host_is_terraforms_public_host(self):
         self.edit("wrangler.toml", 'pattern = "forecastin.example/*"', 'pattern = "www.forecastin.example/*"')
         problems = check(self.root)
         self.assertEqual(len(problems), 1, problems)
-        self.assertIn("terraform/main.tf cloudflare_workers_route.edge", problems[0])
+        self.assertIn("terraform/main.tf's public hostname 'forecastin.example'", problems[0])
         self.assertIn("wrangler.toml [env.production]", problems[0])
+
+    def test_terraform_may_not_own_the_route_too(self):
+        self.edit("terraform/main.tf", 'resource "cloudflare_tiered_cache" "zone" {',
+                  'resource "cloudflare_workers_route" "edge" {\n  zone_id = var.zone_id\n'
+                  '  pattern = "${local.public_host}/*"\n  script  = local.worker_name\n}\n\n'
+                  'resource "cloudflare_tiered_cache" "zone" {')
+        problems = check(self.root)
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("wrangler.toml's routes own it", problems[0])
 
 
 if __name__ == "__main__":

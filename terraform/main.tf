@@ -1,7 +1,8 @@
-# Cloudflare in front of the origin: the origin's proxied DNS record, the Worker's route (the
-# same pattern as wrangler.toml's environment, which deploys the Worker itself), cache rules,
-# tiered cache, and an API token that can only purge this zone's cache, for the origin's
-# Cloudflare purge provider (CLOUDFLARE_API_TOKEN of deploy/k8s/origin.yaml's secret).
+# Cloudflare in front of the origin: the origin's proxied DNS record, the analysts' hostname
+# (whose route to the Worker wrangler.toml owns: `wrangler deploy` publishes it with the
+# Worker), cache rules, tiered cache, and an API token that can only purge this zone's cache,
+# for the origin's Cloudflare purge provider (CLOUDFLARE_API_TOKEN of deploy/k8s/origin.yaml's
+# secret).
 
 locals {
   worker_name = "forecastin-edge-${var.environment}"
@@ -29,12 +30,6 @@ resource "cloudflare_dns_record" "public" {
   proxied = true
   ttl     = 1
   comment = "Forecastin for analysts (${var.environment}); served by the Worker route"
-}
-
-resource "cloudflare_workers_route" "edge" {
-  zone_id = var.zone_id
-  pattern = "${local.public_host}/*"
-  script  = local.worker_name
 }
 
 # The Worker is the shared cache for the API (it honours the origin's Cache-Control and purges
