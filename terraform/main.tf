@@ -138,9 +138,10 @@ resource "cloudflare_api_token" "purge" {
     {
       effect            = "allow"
       permission_groups = [{ id = data.cloudflare_api_token_permission_groups_list.cache_purge.result[0].id }]
-      resources = {
+      # A JSON string since provider 5.13 (policies became a set, compared by value).
+      resources = jsonencode({
         "com.cloudflare.api.account.zone.${var.zone_id}" = "*"
-      }
+      })
     },
   ]
 }

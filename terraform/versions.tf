@@ -6,7 +6,7 @@ terraform {
   required_providers {
     cloudflare = {
       source  = "cloudflare/cloudflare"
-      version = "= 5.12.0"
+      version = "= 5.17.0"
     }
     tls = {
       source  = "hashicorp/tls"
