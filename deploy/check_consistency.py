@@ -46,6 +46,10 @@ class Repo:
                     merged.setdefault(key, []).extend(plain(blocks))
         return merged
 
+    def r2_backend(self):
+        with open(self.root / "terraform/r2.s3.tfbackend", encoding="utf-8") as file:
+            return plain(hcl2.load(file))
+
     def manifests(self):
         documents = []
         for path in sorted((self.root / "deploy/k8s").glob("*.yaml")):
@@ -112,10 +116,27 @@ def terraform_value(expression, environment, variables):
     return re.sub(r"\$\{var\.(\w+)\}", lambda m: str(values[m.group(1)]), expression)
 
 
+# What the S3 backend needs to keep its state in Cloudflare R2 (no AWS region, account id,
+# metadata API or checksums; addressed by path).
+R2_BACKEND = {"region": "auto", "skip_credentials_validation": True,
+              "skip_region_validation": True, "skip_requesting_account_id": True,
+              "skip_metadata_api_check": True, "skip_s3_checksum": True, "use_path_style": True}
+
+
 def check(root):
     repo = Repo(root)
     wrangler = repo.wrangler()
     terraform = repo.terraform()
+    backend = repo.r2_backend()
+    for key, wanted in R2_BACKEND.items():
+        repo.expect(backend.get(key) == wanted,
+                    f"State backend: terraform/r2.s3.tfbackend sets {key} = "
+                    f"{backend.get(key)!r}; R2 needs {wanted!r}")
+    endpoints = backend.get("endpoints") or [{}]  # an object: python-hcl2 lists it
+    endpoint = endpoints[0].get("s3", "") if isinstance(endpoints, list) else ""
+    repo.expect(endpoint.endswith(".r2.cloudflarestorage.com"),
+                f"State backend: terraform/r2.s3.tfbackend endpoints.s3 = {endpoint!r} is not "
+                "an R2 account endpoint")
     documents = repo.manifests()
     variables = {name: spec.get("default") for block in terraform["variable"]
                  for name, spec in block.items()}

@@ -121,6 +121,13 @@ class CheckConsistency(unittest.TestCase):
         self.assertIn("terraform/main.tf's public hostname 'forecastin.example'", problems[0])
         self.assertIn("wrangler.toml [env.production]", problems[0])
 
+    def test_the_r2_backend_keeps_what_r2_needs(self):
+        self.edit("terraform/r2.s3.tfbackend", "use_path_style              = true",
+                  "use_path_style              = false")
+        problems = check(self.root)
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("use_path_style = False; R2 needs True", problems[0])
+
     def test_terraform_may_not_own_the_route_too(self):
         self.edit("terraform/main.tf", 'resource "cloudflare_tiered_cache" "zone" {',
                   'resource "cloudflare_workers_route" "edge" {\n  zone_id = var.zone_id\n'

@@ -1,7 +1,9 @@
-# Providers and state. The backend is left to the operator: `terraform init
-# -backend-config=backend.hcl` with the bucket/key of their choice (see README.md).
+# Providers and state. The state lives in an S3-compatible bucket chosen at init: for
+# Cloudflare R2, `terraform init -backend-config=r2.s3.tfbackend` with its bucket, key and
+# account filled in (see README.md).
 terraform {
-  required_version = ">= 1.6.0"
+  # 1.6.3: the S3 backend's skip_s3_checksum, which R2 needs (r2.s3.tfbackend).
+  required_version = ">= 1.6.3"
 
   required_providers {
     cloudflare = {
