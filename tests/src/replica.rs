@@ -51,7 +51,26 @@ pub(crate) fn running_as_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
+/// Set by the test command: a test that would skip for want of something on the machine
+/// fails instead, so that `./scripts/test` never passes on what it did not run.
+pub const NO_SKIPS: &str = "FORECASTIN_NO_SKIPS";
+
 impl StreamingPair {
+    /// The pair, or `None` (the reason printed) on a machine without PostgreSQL's server
+    /// programs, where the test skips; under the test command ([`NO_SKIPS`]) that panics.
+    pub fn start_or_skip() -> Option<StreamingPair> {
+        match server_binaries() {
+            Ok(_) => Some(StreamingPair::start()),
+            Err(reason) if std::env::var_os(NO_SKIPS).is_some() => {
+                panic!("{reason}, and {NO_SKIPS} forbids skipping")
+            }
+            Err(reason) => {
+                eprintln!("SKIPPED: {reason}");
+                None
+            }
+        }
+    }
+
     /// Starts the primary and its replica and waits until the replica streams.
     pub fn start() -> StreamingPair {
         let bin = server_binaries().expect("PostgreSQL server binaries");

@@ -7,18 +7,14 @@
 use std::time::{Duration, Instant};
 
 use forecastin_e2e::{
-    get_json, rename,
-    replica::{server_binaries, StreamingPair},
-    repo_root, standins, wait_settled, Origin,
+    get_json, rename, replica::StreamingPair, repo_root, standins, wait_settled, Origin,
 };
 
 #[tokio::test]
 async fn every_dashboard_and_rule_query_names_an_exported_metric() {
-    if let Err(reason) = server_binaries() {
-        eprintln!("SKIPPED: {reason}");
+    let Some(pair) = StreamingPair::start_or_skip() else {
         return;
-    }
-    let pair = StreamingPair::start();
+    };
     let cloudflare = standins::cloudflare("zone-obs", "token-obs", 0).await;
     let namespace = format!("obs-{}", std::process::id());
     let origin = Origin::start(&[

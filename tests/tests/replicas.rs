@@ -6,21 +6,9 @@
 use std::time::{Duration, Instant};
 
 use forecastin_e2e::{
-    cache_status, client, free_port, get_json, rename,
-    replica::{server_binaries, StreamingPair},
-    wait_settled, Edge, Origin, PURGE_SECRET,
+    cache_status, client, free_port, get_json, rename, replica::StreamingPair, wait_settled, Edge,
+    Origin, PURGE_SECRET,
 };
-
-/// The pair, or `None` (with the reason printed) where the machine has no server binaries.
-fn streaming_pair() -> Option<StreamingPair> {
-    match server_binaries() {
-        Ok(_) => Some(StreamingPair::start()),
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-    }
-}
 
 fn replica_env<'a>(pair: &'a StreamingPair, max_lag_ms: &'a str) -> Vec<(&'static str, &'a str)> {
     vec![
@@ -108,7 +96,9 @@ async fn until_replayed_demo_data(origin: &Origin) {
 
 #[tokio::test]
 async fn public_reads_go_to_the_replica_and_writes_to_the_primary() {
-    let Some(pair) = streaming_pair() else { return };
+    let Some(pair) = StreamingPair::start_or_skip() else {
+        return;
+    };
     let origin = Origin::start(&replica_env(&pair, "1000")).await;
     until_in_rotation(&origin, true, Duration::from_secs(10)).await;
     until_replayed_demo_data(&origin).await;
@@ -137,7 +127,9 @@ async fn public_reads_go_to_the_replica_and_writes_to_the_primary() {
 
 #[tokio::test]
 async fn a_stopped_replica_leaves_the_rotation_and_returns_when_it_is_back() {
-    let Some(pair) = streaming_pair() else { return };
+    let Some(pair) = StreamingPair::start_or_skip() else {
+        return;
+    };
     let origin = Origin::start(&replica_env(&pair, "1000")).await;
     until_in_rotation(&origin, true, Duration::from_secs(10)).await;
 
@@ -170,7 +162,9 @@ async fn a_stopped_replica_leaves_the_rotation_and_returns_when_it_is_back() {
 
 #[tokio::test]
 async fn a_lagging_replica_serves_no_read_it_cannot_answer_and_leaves_the_rotation() {
-    let Some(pair) = streaming_pair() else { return };
+    let Some(pair) = StreamingPair::start_or_skip() else {
+        return;
+    };
     let origin = Origin::start(&replica_env(&pair, "600")).await;
     until_in_rotation(&origin, true, Duration::from_secs(10)).await;
     until_replayed_demo_data(&origin).await;
@@ -245,7 +239,9 @@ async fn until_edge_hit(edge: &Edge, id: &str, name: &str) {
 
 #[tokio::test]
 async fn a_purge_waits_for_the_replica_to_replay_the_write() {
-    let Some(pair) = streaming_pair() else { return };
+    let Some(pair) = StreamingPair::start_or_skip() else {
+        return;
+    };
     let edge_port = free_port();
     let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
     let origin = Origin::start(&purge_env(&pair, "10000", &purge_url)).await;
@@ -277,7 +273,9 @@ async fn a_purge_waits_for_the_replica_to_replay_the_write() {
 /// the write happens on another instance while the replica is paused for good.
 #[tokio::test]
 async fn the_edge_never_caches_the_old_value_from_a_paused_replica() {
-    let Some(pair) = streaming_pair() else { return };
+    let Some(pair) = StreamingPair::start_or_skip() else {
+        return;
+    };
     let edge_port = free_port();
     let purge_url = format!("http://127.0.0.1:{edge_port}/__edge/purge");
     let writer = Origin::start(&purge_env(&pair, "1500", &purge_url)).await;
