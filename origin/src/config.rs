@@ -34,6 +34,14 @@ pub struct Config {
     #[arg(long, env = "EDGE_AUTH", hide_env_values = true, value_delimiter = ',')]
     pub edge_auth: Vec<String>,
 
+    /// How long a request may run before the origin answers 503 and drops its work, with the
+    /// database connection it holds: a little less than the edge waits (`ORIGIN_TIMEOUT_MS`,
+    /// 5,000), so the edge gets an answer rather than giving up on one still running.
+    /// Websocket streams are not limited.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 4_500,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+
     /// Kernel send buffer of each connection, bytes (unset: the kernel tunes it).
     #[arg(long, env = "TCP_SEND_BUFFER_BYTES")]
     pub tcp_send_buffer_bytes: Option<u32>,
@@ -70,6 +78,10 @@ pub struct Config {
 pub const MIN_SECRET_BYTES: usize = 32;
 
 impl Config {
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_timeout_ms)
+    }
+
     /// The zero-configuration demo: the embedded database, as `./scripts/run` starts it.
     pub fn is_demo(&self) -> bool {
         self.db.database_url.is_none()

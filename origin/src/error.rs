@@ -56,6 +56,9 @@ pub enum ApiError {
     Overloaded(String),
     #[error("the database is unavailable")]
     Database(#[from] sqlx::Error),
+    /// A handler panicked; the panic is logged (500).
+    #[error("the origin failed to answer this request")]
+    Internal,
 }
 
 impl ApiError {
@@ -95,7 +98,7 @@ impl ApiError {
             Self::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
             ) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -119,6 +122,7 @@ impl ApiError {
             Self::TooManyConnections(_) => "too_many_connections",
             Self::Overloaded(_) => "overloaded",
             Self::Database(_) => "database_unavailable",
+            Self::Internal => "internal",
         }
     }
 

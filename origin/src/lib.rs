@@ -196,7 +196,11 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         departing,
         tasks,
     });
-    let app = http::router(state.clone(), config.admin_addr.is_some());
+    let app = http::router(
+        state.clone(),
+        config.admin_addr.is_some(),
+        config.request_timeout(),
+    );
     warmer.attach(app.clone());
     if let Some(link) = &redis {
         warmer.hot.spawn_sharing(link.clone(), registry.clone());
@@ -242,7 +246,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding ADMIN_ADDR {addr}"))?;
         tracing::info!("admin API, metrics and probes on http://{addr}");
-        let router = http::admin_router(state.clone());
+        let router = http::admin_router(state.clone(), config.request_timeout());
         tokio::spawn(async move {
             if let Err(err) = axum::serve(admin, router).await {
                 tracing::error!(%err, "the admin listener stopped");

@@ -18,7 +18,7 @@ use std::{
         atomic::{AtomicI64, AtomicUsize, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -36,7 +36,11 @@ use forecastin_shared::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    timeout::TimeoutLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
 use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -99,28 +103,57 @@ pub struct AppState {
 
 /// The public routes, answered to the edge only when `EDGE_AUTH` is set, with the private
 /// ones beside them unless they have a listener of their own (`admin_apart`, see
-/// [`admin_router`]).
-pub fn router(state: Arc<AppState>, admin_apart: bool) -> Router {
-    let public = Router::from(public_routes())
+/// [`admin_router`]). Every route but the event stream gives up after `timeout`.
+pub fn router(state: Arc<AppState>, admin_apart: bool, timeout: Duration) -> Router {
+    let public = time_limited(Router::from(public_routes()), timeout)
+        .merge(Router::from(ws::routes()))
         .layer(middleware::from_fn_with_state(state.clone(), edge_only));
     if admin_apart {
         served(public, state)
     } else {
-        served(public.merge(Router::from(private_routes())), state)
+        let private = time_limited(Router::from(private_routes()), timeout);
+        served(public.merge(private), state)
     }
 }
 
 /// The admin API, metrics and probes, for a listener that operators, Prometheus and the
 /// kubelet reach but the public load balancer does not (`ADMIN_ADDR`).
-pub fn admin_router(state: Arc<AppState>) -> Router {
-    served(Router::from(private_routes()), state)
+pub fn admin_router(state: Arc<AppState>, timeout: Duration) -> Router {
+    served(time_limited(Router::from(private_routes()), timeout), state)
 }
 
-/// `routes` with what every listener does around them: 404 and body limit, heat, metrics,
-/// logs and request ids.
+/// `routes` answered 503 after `timeout`: the handler's future is dropped with what it holds
+/// (a pooled database connection, say), where the edge would have given up on it anyway.
+fn time_limited<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    timeout: Duration,
+) -> Router<S> {
+    routes.layer(TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        timeout,
+    ))
+}
+
+/// `routes` with a handler's panic answered 500 with the error's JSON and logged: without
+/// it the connection drops, which the edge reads as the origin failing.
+fn panic_safe<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes.layer(CatchPanicLayer::custom(
+        |panic: Box<dyn std::any::Any + Send + 'static>| {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(not a string)");
+            tracing::error!(message, "a handler panicked");
+            ApiError::Internal.into_response()
+        },
+    ))
+}
+
+/// `routes` with what every listener does around them: 404 and body limit, panics caught,
+/// heat, metrics, logs and request ids.
 fn served(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
-    routes
-        .fallback(|| async { ApiError::RouteNotFound })
+    panic_safe(routes.fallback(|| async { ApiError::RouteNotFound }))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), track_heat))
         .layer(middleware::from_fn_with_state(
@@ -147,11 +180,11 @@ fn served(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// What the public reach through the edge, each route with its OpenAPI description.
+/// What the public reach through the edge, each route with its OpenAPI description; the
+/// event stream (`ws::routes`) apart, as it has no time limit.
 fn public_routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .merge(entities::routes())
-        .merge(ws::routes())
         .merge(assets::routes())
         .merge(openapi::routes())
 }
@@ -168,7 +201,8 @@ fn private_routes() -> OpenApiRouter<Arc<AppState>> {
 /// The OpenAPI description of every route, whichever listener serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut description =
-        openapi::described(public_routes().merge(private_routes())).into_openapi();
+        openapi::described(public_routes().merge(ws::routes()).merge(private_routes()))
+            .into_openapi();
     openapi::add_caching_headers(&mut description);
     description
 }
@@ -318,7 +352,44 @@ impl Drop for InFlight<'_> {
 
 #[cfg(test)]
 mod tests {
+    use axum::{body::Body, routing::get};
+    use tower::ServiceExt;
+
     use super::*;
+
+    async fn answer(app: Router) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder().uri("/").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_500_with_the_error() {
+        let app =
+            panic_safe(Router::new().route("/", get(|| async { panic!("a bug") as &'static str })));
+        let (status, body) = answer(app).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_request_still_running_at_the_timeout_is_answered_503() {
+        let never = || std::future::pending::<&'static str>();
+        let app = time_limited(
+            Router::new().route("/", get(never)),
+            Duration::from_millis(20),
+        );
+        assert_eq!(answer(app).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        let quick = time_limited(
+            Router::new().route("/", get(|| async { "ok" })),
+            Duration::from_secs(60),
+        );
+        assert_eq!(answer(quick).await.0, StatusCode::OK);
+    }
 
     #[test]
     fn only_pages_as_the_edge_asks_them_are_scored() {
