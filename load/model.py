@@ -5,7 +5,8 @@ Run it with `bench/global.sh` (the 1,000,000-entity hierarchy, 300 locations, in
 `python load/model.py --tree DB.sqlite3 …` (see `--help`); `--validate slo_report.json`
 checks it against a run of `PRELOAD=0 ./scripts/load` instead (one location, the run's own
 rates; with preloading off, the local edge drops what a purge names, as Cloudflare's purge API
-does, where with it on it refreshes the hot pages in place and misses fewer).
+does), or of `./scripts/load` with `--refreshed-in-place` (preloading on, the local edge
+refreshes purged pages in place instead).
 
 How it counts:
 - **Pages and their rates.** Every run of every workflow of the analyst mix (`mix.py`, the
@@ -333,6 +334,9 @@ def arguments(argv=None):
     parser.add_argument("--validate", help="a load run's slo_report.json: model that run")
     parser.add_argument("--margin", type=float, default=0.002,
                         help="largest edge hit ratio difference --validate accepts")
+    parser.add_argument("--refreshed-in-place", action="store_true",
+                        help="with --validate: the run's purges refreshed pages in place "
+                             "(./scripts/load with preloading on) rather than dropping them")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", help="write the result here as JSON")
     return parser.parse_args(argv)
@@ -387,7 +391,9 @@ def validate(args, catalogue, pages, share, mu):
     warmed_searches = {mix.search_query(names.get(e, e)) for e in catalogue.entities}
     warmed = np.array([p[0] in ("entity", "ancestors", "children")
                        or (p[0] == "search" and p[1] in warmed_searches) for p in pages])
-    misses = warm_window(share, mu, warmed, reads / seconds, seconds)
+    # Refreshed in place, a purged page stays stored: only the pages no warm-up stored miss.
+    purges = np.zeros_like(mu) if args.refreshed_in_place else mu
+    misses = warm_window(share, purges, warmed, reads / seconds, seconds)
     predicted = 1 - misses / reads
     return {"reads": reads, "seconds": seconds, "measured_misses": edge["misses"],
             "predicted_misses": round(misses, 1), "measured_hit_ratio": edge["hit_ratio"],
