@@ -34,10 +34,10 @@ pub struct Config {
     #[arg(long, env = "EDGE_AUTH", hide_env_values = true, value_delimiter = ',')]
     pub edge_auth: Vec<String>,
 
-    /// How long a request may run before the origin answers 503 and drops its work, with the
-    /// database connection it holds: a little less than the edge waits (`ORIGIN_TIMEOUT_MS`,
-    /// 5,000), so the edge gets an answer rather than giving up on one still running.
-    /// Websocket streams are not limited.
+    /// How long a public read may run before the origin answers 503 and drops its work, with
+    /// the database connection it holds: a little less than the edge waits
+    /// (`ORIGIN_TIMEOUT_MS`, 5,000), so the edge gets an answer rather than giving up on one
+    /// still running. The event stream and the admin API are not limited.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 4_500,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,

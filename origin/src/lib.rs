@@ -246,7 +246,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding ADMIN_ADDR {addr}"))?;
         tracing::info!("admin API, metrics and probes on http://{addr}");
-        let router = http::admin_router(state.clone(), config.request_timeout());
+        let router = http::admin_router(state.clone());
         tokio::spawn(async move {
             if let Err(err) = axum::serve(admin, router).await {
                 tracing::error!(%err, "the admin listener stopped");

@@ -103,7 +103,8 @@ pub struct AppState {
 
 /// The public routes, answered to the edge only when `EDGE_AUTH` is set, with the private
 /// ones beside them unless they have a listener of their own (`admin_apart`, see
-/// [`admin_router`]). Every route but the event stream gives up after `timeout`.
+/// [`admin_router`]). The public reads but the event stream give up after `timeout`; the
+/// admin API does not, as a write cut after its commit would answer 503 for a change made.
 pub fn router(state: Arc<AppState>, admin_apart: bool, timeout: Duration) -> Router {
     let public = time_limited(Router::from(public_routes()), timeout)
         .merge(Router::from(ws::routes()))
@@ -111,15 +112,14 @@ pub fn router(state: Arc<AppState>, admin_apart: bool, timeout: Duration) -> Rou
     if admin_apart {
         served(public, state)
     } else {
-        let private = time_limited(Router::from(private_routes()), timeout);
-        served(public.merge(private), state)
+        served(public.merge(Router::from(private_routes())), state)
     }
 }
 
 /// The admin API, metrics and probes, for a listener that operators, Prometheus and the
 /// kubelet reach but the public load balancer does not (`ADMIN_ADDR`).
-pub fn admin_router(state: Arc<AppState>, timeout: Duration) -> Router {
-    served(time_limited(Router::from(private_routes()), timeout), state)
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    served(Router::from(private_routes()), state)
 }
 
 /// `routes` answered 503 after `timeout`: the handler's future is dropped with what it holds
