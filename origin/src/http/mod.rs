@@ -352,7 +352,7 @@ impl Drop for InFlight<'_> {
 
 #[cfg(test)]
 mod tests {
-    use axum::{body::Body, routing::get};
+    use axum::body::Body;
     use tower::ServiceExt;
 
     use super::*;
@@ -369,8 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_handler_that_panics_is_answered_500_with_the_error() {
-        let app =
-            panic_safe(Router::new().route("/", get(|| async { panic!("a bug") as &'static str })));
+        let app = panic_safe(Router::new().fallback(|| async { panic!("a bug") as &'static str }));
         let (status, body) = answer(app).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body["error"]["code"], "internal", "{body}");
@@ -379,13 +378,10 @@ mod tests {
     #[tokio::test]
     async fn a_request_still_running_at_the_timeout_is_answered_503() {
         let never = || std::future::pending::<&'static str>();
-        let app = time_limited(
-            Router::new().route("/", get(never)),
-            Duration::from_millis(20),
-        );
+        let app = time_limited(Router::new().fallback(never), Duration::from_millis(20));
         assert_eq!(answer(app).await.0, StatusCode::SERVICE_UNAVAILABLE);
         let quick = time_limited(
-            Router::new().route("/", get(|| async { "ok" })),
+            Router::new().fallback(|| async { "ok" }),
             Duration::from_secs(60),
         );
         assert_eq!(answer(quick).await.0, StatusCode::OK);
