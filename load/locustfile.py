@@ -240,12 +240,7 @@ def _prepare(environment, **_):
             "names": RUN.catalogue.names, "kinds": RUN.catalogue.kinds,
             "exponent": options.zipf_exponent})
     # A CDN in service has seen the popular pages before: warm the edge with them, 32 at a time.
-    warm = catalogue if options.warm_entities < 0 else catalogue[: options.warm_entities]
-    paths = [f"{API}/entities/{entity}{suffix}" for entity in warm
-             for suffix in ("", "/ancestors", "/children")]
-    names = RUN.catalogue.names
-    paths += sorted({mix.path(("search", mix.search_query(names.get(entity, entity))))
-                     for entity in warm})
+    paths = [mix.path(page) for page in mix.warm_pages(RUN.catalogue, options.warm_entities)]
     started = time.time()
     gevent.pool.Pool(32).map(lambda path: session.get(f"{host}{path}", timeout=30), paths)
     print(f"catalogue of {len(catalogue)} entities; warmed {len(paths)} pages in "

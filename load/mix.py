@@ -38,6 +38,14 @@ class Catalogue:
         self._cumulative = {}
         self._kinds_of = {}  # what leaves(), editable() and countries() found
 
+    def _ranked(self, population):
+        """`population` (None: the catalogue) most popular first, with the Zipf weight of each
+        place: a pick ranks within the population, not over the whole catalogue."""
+        if population is None:
+            return self.entities, self.weights
+        ranked = sorted(population, key=self.rank.get)
+        return ranked, self.weights[: len(ranked)]
+
     def pick(self, population=None, rng=random):
         """An entity of `population` (default: the catalogue), Zipf-weighted by popularity."""
         if population is None:
@@ -45,9 +53,8 @@ class Catalogue:
         else:
             cached = self._cumulative.get(id(population))
             if cached is None or cached[0] is not population:
-                ranked = sorted(population, key=self.rank.get)
-                cached = (population, ranked,
-                          list(itertools.accumulate(self.weights[: len(ranked)])))
+                ranked, weights = self._ranked(population)
+                cached = (population, ranked, list(itertools.accumulate(weights)))
                 self._cumulative[id(population)] = cached
             _, ranked, cumulative = cached
         point = rng.random() * cumulative[-1]
@@ -73,11 +80,7 @@ class Catalogue:
 
     def distribution(self, population):
         """`(entity, probability)` of each entity `pick` can draw from `population`."""
-        if population is None:
-            ranked, weights = self.entities, self.weights
-        else:
-            ranked = sorted(population, key=self.rank.get)
-            weights = self.weights[: len(ranked)]
+        ranked, weights = self._ranked(population)
         total = sum(weights)
         return [(entity, weight / total) for entity, weight in zip(ranked, weights)]
 
@@ -129,6 +132,17 @@ def path(page):
     if kind == "descendants":
         return f"{API}/entities/{subject}/descendants?limit={DESCENDANT_PAGE_SIZE}"
     return f"{API}/entities/{subject}/{kind}"
+
+
+def warm_pages(catalogue, count=-1):
+    """The pages a warm-up stores before a run, as a CDN in service has seen them: each of the
+    `count` most popular entities' page, breadcrumb and children (-1: every entity's), and the
+    searches analysts type for them."""
+    entities = catalogue.entities if count < 0 else catalogue.entities[:count]
+    pages = [(kind, entity) for entity in entities
+             for kind in ("entity", "ancestors", "children")]
+    searches = {search_query(catalogue.names.get(entity, entity)) for entity in entities}
+    return pages + [("search", query) for query in sorted(searches)]
 
 
 def _open_entity(entity, names=("entity", "ancestors")):

@@ -43,6 +43,7 @@ and assumes each cache keeps what it stored until it expires or is purged (no ev
 
 import argparse
 import collections
+import functools
 import json
 import math
 import random
@@ -57,8 +58,8 @@ import numpy as np
 import mix
 
 ROOT = Path(__file__).resolve().parent.parent
-# Cloudflare's purge API (developers.cloudflare.com/cache/how-to/purge-cache): tags per call,
-# and calls per second of the Enterprise plan (CLOUDFLARE_PURGE_PER_MINUTE's default, 3000/min).
+# Cloudflare's purge API (developers.cloudflare.com/cache/how-to/purge-cache): tags per call
+# on every plan (Enterprise allows 50 calls a second, CLOUDFLARE_PURGE_PER_MINUTE's default).
 PURGE_TAGS_PER_CALL = 100
 SECONDS_PER_MONTH = 30 * 24 * 3600
 # Workers Paid (developers.cloudflare.com/workers/platform/pricing): $5 a month with 10M
@@ -81,12 +82,12 @@ class Tree:
     def __init__(self, database):
         connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         rows = connection.execute(
-            "SELECT id, parent_id, kind, name, path, depth FROM entities ORDER BY name, id")
-        self.parent, self.kind, self.name, self.path, self.depth = {}, {}, {}, {}, {}
+            "SELECT id, parent_id, kind, name, path FROM entities ORDER BY name, id")
+        self.parent, self.kind, self.name, self.path = {}, {}, {}, {}
         self.children = collections.defaultdict(list)  # in the API's order: (name, id)
-        for entity, parent, kind, name, path, depth in rows:
+        for entity, parent, kind, name, path in rows:
             self.parent[entity], self.kind[entity], self.name[entity] = parent, kind, name
-            self.path[entity], self.depth[entity] = path, depth
+            self.path[entity] = path
             if parent is not None:
                 self.children[parent].append(entity)
         connection.close()
@@ -285,17 +286,22 @@ def costs(rps, hit_ratio, fills_per_s, purge_calls_per_s, args):
 
 # --- the command -------------------------------------------------------------------------
 
+@functools.cache
+def origin_manifest():
+    """deploy/k8s/origin.yaml, the origin as deployed."""
+    return (ROOT / "deploy/k8s/origin.yaml").read_text(encoding="utf-8")
+
+
 def deployed(name, default):
     """A setting of the origin's ConfigMap in deploy/k8s/origin.yaml."""
-    text = (ROOT / "deploy/k8s/origin.yaml").read_text(encoding="utf-8")
-    match = re.search(rf'^\s+{name}: "([^"]+)"', text, re.MULTILINE)
+    match = re.search(rf'^\s+{name}: "([^"]+)"', origin_manifest(), re.MULTILINE)
     return type(default)(match.group(1)) if match else default
 
 
 def pods_for(origin_rps):
     """The origin pods the HPA keeps for `origin_rps`: its per-pod request-rate target and its
     floor, from deploy/k8s/origin.yaml."""
-    text = (ROOT / "deploy/k8s/origin.yaml").read_text(encoding="utf-8")
+    text = origin_manifest()
     target = float(re.search(r'forecastin_http_requests_per_second\s+target: \{type: '
                              r'AverageValue, averageValue: "(\d+)"', text).group(1))
     floor = int(re.search(r"minReplicas: (\d+)", text).group(1))
@@ -369,13 +375,15 @@ def model(args):
     if args.validate:
         result["validation"] = validate(args, catalogue, pages, share, mu)
     else:
-        result["steady"] = steady_state(share, mu, args)
-        result["costs"] = []
-        for rps in map(float, args.cost_at.split(",")):
-            # Fewer reads a second find fewer copies alive: each rate has its own hit ratio.
-            at = steady_state(share, mu, argparse.Namespace(**{**vars(args), "rps": rps}))
-            result["costs"].append({**costs(rps, at["edge_hit_ratio"], at["edge_fetches_per_s"],
-                                            calls_per_s, args), **at})
+        # Fewer reads a second find fewer copies alive: each rate has its own hit ratio.
+        rates = [args.rps, *map(float, args.cost_at.split(","))]
+        states = {rps: steady_state(share, mu, argparse.Namespace(**{**vars(args), "rps": rps}))
+                  for rps in dict.fromkeys(rates)}
+        result["steady"] = states[args.rps]
+        result["costs"] = [{**costs(rps, states[rps]["edge_hit_ratio"],
+                                    states[rps]["edge_fetches_per_s"], calls_per_s, args),
+                            **states[rps]}
+                           for rps in dict.fromkeys(rates[1:])]
     result["seconds"] = round(time.time() - started, 1)
     return result
 
@@ -387,10 +395,8 @@ def validate(args, catalogue, pages, share, mu):
     edge = report["edge"]
     reads = edge["hits"] + edge["misses"]
     seconds = report["duration_s"]
-    names = catalogue.names
-    warmed_searches = {mix.search_query(names.get(e, e)) for e in catalogue.entities}
-    warmed = np.array([p[0] in ("entity", "ancestors", "children")
-                       or (p[0] == "search" and p[1] in warmed_searches) for p in pages])
+    stored = set(mix.warm_pages(catalogue))
+    warmed = np.array([page in stored for page in pages])
     # Refreshed in place, a purged page stays stored: only the pages no warm-up stored miss.
     purges = np.zeros_like(mu) if args.refreshed_in_place else mu
     misses = warm_window(share, purges, warmed, reads / seconds, seconds)
