@@ -145,6 +145,9 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     if config.seed_demo_data {
         seed::load_demo_if_empty(&hierarchy).await?;
     }
+    if hierarchy::ranks::heal(&db).await? {
+        tracing::info!("numbered the names for search");
+    }
     // Reads start no older than the primary is now (the demo data just loaded, say): a replica
     // serves them only once it has replayed that far.
     db.note_write().await;

@@ -12,6 +12,7 @@ on_both_backends!(
     descendants_go_level_by_level_and_respect_max_depth,
     search_finds_by_substring_and_treats_sql_as_data,
     search_pages_are_every_match_in_order_whichever_index_finds_them,
+    search_stays_exact_when_writes_crowd_one_place_in_name_order,
     a_second_read_is_served_from_l1,
 );
 
@@ -167,8 +168,8 @@ async fn search_finds_by_substring_and_treats_sql_as_data(app: TestApp) {
     assert_eq!(unique.len(), pages.len());
 }
 
-/// Whichever way a search finds its rows (the name index walked in order, or trigrams), its
-/// pages are every match in `(search_name, id)` order, as a scan of the table finds them.
+/// Whichever way a search finds its rows (a trigram index in rank order, or sorted), its pages
+/// are every match in `(search_name, id)` order, as a scan of the table finds them.
 async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: TestApp) {
     let every_match = |q: &'static str| {
         let pattern = forecastin_origin::hierarchy::search_pattern(q);
@@ -184,7 +185,7 @@ async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: T
             .unwrap()
         }
     };
-    // Common (a walk fills each page), rare (trigrams), none, quotes and FTS5 syntax.
+    // Common, rare, none, quotes and FTS5 syntax.
     for q in [
         "fr", "î", "ain", "saint", "paris", "île", "zzq", "a\"b", "or*", "de-",
     ] {
@@ -197,7 +198,8 @@ async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: T
             assert_eq!(pages, expected, "q={q} limit={limit}");
         }
     }
-    // A substring more names share than a search sorts: found walking the name index.
+    // A substring more names share than a search sorts, loaded in bulk (without ranks), then
+    // numbered as the origin does at start.
     let names: Vec<String> = (0..2_100)
         .map(|n| {
             let name = if n % 2 == 0 {
@@ -220,6 +222,11 @@ async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: T
     .execute(app.state.hierarchy.db.primary.sqlx())
     .await
     .unwrap();
+    assert!(
+        forecastin_origin::hierarchy::ranks::heal(&app.state.hierarchy.db)
+            .await
+            .unwrap()
+    );
     let expected = every_match("walkway").await;
     assert_eq!(expected.len(), 2_100);
     let pages = app.all_pages("/api/v1/search?q=walkway&limit=100").await;
@@ -240,6 +247,132 @@ async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: T
     let paris = app.all_pages("/api/v1/search?q=paris&limit=100").await;
     assert!(!paris.contains(&"FR-75".to_owned()), "{paris:?}");
     assert_eq!(paris, every_match("paris").await);
+}
+
+/// Names created one after another at one place in name order use up the gap between two
+/// ranks (about 32 fit): windows of neighbours are renumbered, and renames and deletes move
+/// and drop ranks, and (on PostgreSQL) chunks of postings split. Search still finds every
+/// match in order, and ranks follow name order.
+async fn search_stays_exact_when_writes_crowd_one_place_in_name_order(app: TestApp) {
+    let create = |id: String, name: String| {
+        let app = &app;
+        async move {
+            let created = app
+                .admin(
+                    axum::http::Method::POST,
+                    "/admin/v1/entities",
+                    Some(serde_json::json!({
+                        "id": id, "parent_id": "FR-75", "kind": "topic", "name": name
+                    })),
+                )
+                .await;
+            assert_eq!(created.status, StatusCode::CREATED, "{id}");
+        }
+    };
+    let pool = app.state.hierarchy.db.primary.sqlx().clone();
+    let ranks_now = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<i64>)>("SELECT id, name_rank FROM entities")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let before: std::collections::HashMap<String, Option<i64>> =
+        ranks_now().await.into_iter().collect();
+    // Ascending, each right after the one before; then descending, each right before.
+    const CROWD: usize = 130; // twice over, past the 256 ranks of a chunk
+    for n in 0..CROWD {
+        create(format!("up-{n}"), format!("Paris crowd {n:03}")).await;
+    }
+    for n in (0..CROWD).rev() {
+        create(format!("down-{n}"), format!("Paris crowd {n:03}b")).await;
+    }
+    for n in (0..CROWD).step_by(4) {
+        let renamed = app
+            .admin(
+                axum::http::Method::PATCH,
+                &format!("/admin/v1/entities/up-{n}"),
+                Some(serde_json::json!({ "name": format!("Paris crowd {:03}c", CROWD - n) })),
+            )
+            .await;
+        assert_eq!(renamed.status, StatusCode::OK);
+    }
+    for n in (1..CROWD).step_by(5) {
+        let deleted = app
+            .admin(
+                axum::http::Method::DELETE,
+                &format!("/admin/v1/entities/down-{n}"),
+                None,
+            )
+            .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    }
+    let renumbered = ranks_now()
+        .await
+        .into_iter()
+        .filter(|(id, rank)| before.get(id).is_some_and(|old| old != rank))
+        .count();
+    assert!(renumbered > 0, "the crowding renumbered neighbours");
+    if app.state.hierarchy.db.backend == forecastin_origin::db::Backend::Postgres {
+        // The postings hold exactly each ranked name's trigrams, in chunks that do not overlap.
+        let differing: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ((\
+               SELECT trigram, unnest(ranks) FROM search_postings \
+               EXCEPT SELECT search_trigrams(search_name), name_rank FROM entities\
+             ) UNION ALL (\
+               SELECT search_trigrams(search_name), name_rank FROM entities \
+               EXCEPT SELECT trigram, unnest(ranks) FROM search_postings)) differing",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(differing, 0);
+        let misplaced: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT chunk, ranks, \
+               LEAD(chunk) OVER (PARTITION BY trigram ORDER BY chunk) AS next \
+               FROM search_postings) c \
+             WHERE ranks[1] < chunk OR ranks[cardinality(ranks)] >= next \
+             OR ranks <> ARRAY(SELECT r FROM unnest(ranks) r ORDER BY r)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(misplaced, 0);
+        let split: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM search_postings WHERE trigram = 'cro'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(split > 1, "a chunk split");
+    }
+    let by_name: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT id, name_rank FROM entities ORDER BY search_name, id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let ranks: Vec<i64> = by_name.iter().map(|(_, rank)| rank.unwrap()).collect();
+    assert!(
+        ranks.windows(2).all(|pair| pair[0] < pair[1]),
+        "ranks follow names"
+    );
+    for q in ["paris crowd", "crowd 01", "d 104b", "rowd 0"] {
+        let expected: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM entities WHERE search_name LIKE $1 ESCAPE '\\' \
+             ORDER BY search_name, id",
+        )
+        .bind(forecastin_origin::hierarchy::search_pattern(q))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(!expected.is_empty(), "{q}");
+        let encoded: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+        let pages = app
+            .all_pages(&format!("/api/v1/search?q={encoded}&limit=7"))
+            .await;
+        assert_eq!(pages, expected, "q={q}");
+    }
 }
 
 async fn a_second_read_is_served_from_l1(app: TestApp) {

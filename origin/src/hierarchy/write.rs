@@ -12,7 +12,7 @@ use forecastin_shared::{
 };
 use sqlx::{Any, Transaction};
 
-use super::{path, EntityRow, Hierarchy, COLUMNS, MAX_DEPTH};
+use super::{path, ranks, EntityRow, Hierarchy, COLUMNS, MAX_DEPTH};
 use crate::{
     db::{composed, retry},
     error::ApiError,
@@ -95,7 +95,8 @@ async fn deepest_level_under(
     Ok(deepest.unwrap_or(row.depth))
 }
 
-/// Inserts rows whose parents already exist or come earlier in `rows`.
+/// Inserts rows whose parents already exist or come earlier in `rows`, without search ranks:
+/// a single row is then [`ranks::place`]d, a bulk load numbered by [`ranks::heal`].
 pub async fn insert_rows(
     tx: &mut Transaction<'static, Any>,
     rows: &[NewRow],
@@ -202,6 +203,7 @@ impl Hierarchy {
             attributes: serde_json::Value::Object(new.attributes.clone()).to_string(),
         };
         insert_rows(&mut tx, std::slice::from_ref(&row), false).await?;
+        ranks::place(&mut tx, &new.id).await?;
         let entity = lock_entity(&mut tx, &new.id).await?;
         let chain = chain_of(&parent);
         let invalidated = tags::invalidated_by(Change::Created {
@@ -278,6 +280,9 @@ impl Hierarchy {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if name != current.name {
+            ranks::place(&mut tx, id).await?;
+        }
         let entity = lock_entity(&mut tx, id).await?;
         let invalidated = match &new_parent {
             Some(moved) => {
