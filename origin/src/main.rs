@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use forecastin_origin::{
     config::{Config, LogFormat},
     db::Db,
-    hierarchy::{ranks, Hierarchy},
+    hierarchy::Hierarchy,
     purge::Outbox,
     seed,
 };
@@ -60,7 +60,6 @@ async fn main() -> anyhow::Result<()> {
             );
             seed::load_demo_if_empty(&hierarchy).await?;
             let total = seed::generate(&hierarchy, entities).await?;
-            ranks::heal(&hierarchy.db).await?;
             println!("the database holds {total} entities");
             Ok(())
         }

@@ -5,7 +5,7 @@
 use forecastin_shared::dto::EntityKind;
 
 use crate::hierarchy::{
-    path,
+    path, ranks,
     write::{insert_rows, NewRow},
     Hierarchy,
 };
@@ -46,7 +46,8 @@ struct Leaf {
     depth: i64,
 }
 
-/// Grows the database to `target` entities; returns the final count.
+/// Grows the database to `target` entities and numbers the names for search; returns the
+/// final count.
 pub async fn generate(hierarchy: &Hierarchy, target: u64) -> anyhow::Result<u64> {
     let leaves: Vec<Leaf> = sqlx::query_as(
         "SELECT id, name, path, depth FROM entities e WHERE kind IN ('country', 'subdivision') \
@@ -59,6 +60,7 @@ pub async fn generate(hierarchy: &Hierarchy, target: u64) -> anyhow::Result<u64>
     loop {
         let count = hierarchy.count().await? as u64;
         if count >= target {
+            ranks::heal(&hierarchy.db).await?;
             return Ok(count);
         }
         let wanted = (target - count).min(CHUNK);
