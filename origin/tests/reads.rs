@@ -13,6 +13,7 @@ on_both_backends!(
     search_finds_by_substring_and_treats_sql_as_data,
     search_pages_are_every_match_in_order_whichever_index_finds_them,
     search_stays_exact_when_writes_crowd_one_place_in_name_order,
+    search_is_exact_where_the_rarest_trigram_is_common_and_the_matches_far,
     a_second_read_is_served_from_l1,
 );
 
@@ -373,6 +374,43 @@ async fn search_stays_exact_when_writes_crowd_one_place_in_name_order(app: TestA
             .await;
         assert_eq!(pages, expected, "q={q}");
     }
+}
+
+/// On PostgreSQL a page reads at most 16 chunks of its rarest trigram's postings before it
+/// asks whether the substring is rare. Early names hold every trigram of `zzzq` (and of
+/// `zzq azzq`) but neither substring; only late names hold `zzzq`, more of them than a
+/// search sorts. Both pages come out exact: the rare one through the GIN index, the common
+/// one by reading on.
+async fn search_is_exact_where_the_rarest_trigram_is_common_and_the_matches_far(app: TestApp) {
+    let rows: Vec<String> = (0..2_100)
+        .flat_map(|n| [("early", format!("Azzq azzz {n:04}")), ("late", format!("Zzzq {n:04}"))])
+        .map(|(kind, name)| {
+            let id = format!("{kind}-{}", &name[name.len() - 4..]);
+            format!(
+                "('{id}', 'world', 'topic', '{name}', '{}', '/world/{id}/', 1, '{{}}', 1, \
+                 '2026-12-07T00:00:00Z')",
+                name.to_lowercase()
+            )
+        })
+        .collect();
+    let pool = app.state.hierarchy.db.primary.sqlx().clone();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO entities (id, parent_id, kind, name, search_name, path, depth, attributes, \
+         version, updated_at) VALUES {}",
+        rows.join(", ")
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(forecastin_origin::hierarchy::ranks::heal(&app.state.hierarchy.db)
+        .await
+        .unwrap());
+    let late: Vec<String> = (0..2_100).map(|n| format!("late-{n:04}")).collect();
+    assert_eq!(app.all_pages("/api/v1/search?q=zzzq&limit=100").await, late);
+    let first = app.get("/api/v1/search?q=zzzq&limit=5").await.json();
+    assert_eq!(TestApp::ids(&first), late[..5]);
+    let none = app.get("/api/v1/search?q=zzq%20azzq").await.json();
+    assert!(TestApp::ids(&none).is_empty());
 }
 
 async fn a_second_read_is_served_from_l1(app: TestApp) {

@@ -6,7 +6,7 @@
 //! trigram index still serves rare substrings). Either way a page costs about its own rows,
 //! however many names share the substring.
 
-use super::{EntityRow, Hierarchy, COLUMNS};
+use super::{ranks, EntityRow, Hierarchy, COLUMNS};
 use crate::db::{composed, retry, Backend};
 
 /// Queries shorter than this match names that start with them, not names that contain them:
@@ -31,20 +31,24 @@ pub fn search_pattern(query: &str) -> String {
     pattern
 }
 
-/// Matches of a substring, at most, that a search on PostgreSQL sorts (found through the
-/// trigram index, which intersects every trigram of the query at once); a substring with more
-/// is read from the postings in rank order instead (see [`Hierarchy::search`]).
+/// Matches of a substring, at most, that a search on PostgreSQL sorts (found through the GIN
+/// trigram index, which intersects every trigram of the query at once); see
+/// [`Hierarchy::search`].
 const SORTED_AT_MOST: i64 = 2_000;
 
-/// How a search finds its rows.
+/// Chunks of postings (up to 256 ranks each) a page reads before it asks whether the
+/// substring is rare after all.
+const SCAN_CHUNKS: i64 = 16;
+
+/// How a search finds its rows, in one statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lookup {
     /// A range of the `(search_name, id)` index.
     Prefix,
-    /// A trigram index kept in rank order (`name_rank`, see [`super::ranks`]), read from the
+    /// SQLite's FTS5 trigram index, keyed by rank (see [`super::ranks`]), read from the
     /// position on: the first matches come first.
-    Ranked,
-    /// PostgreSQL's trigram index (GIN), then sorted.
+    Fts,
+    /// PostgreSQL's GIN trigram index, then sorted.
     Trigrams,
 }
 
@@ -91,24 +95,127 @@ impl Hierarchy {
     /// for a query of one or two characters), ordered by `(search_name, id)` (the lowercased
     /// name), after the given position.
     ///
-    /// On PostgreSQL a substring is counted first through the GIN trigram index, up to
-    /// [`SORTED_AT_MOST`]: a rare one is found there and its few matches sorted; a common one
-    /// (a third of the names, say, whose sort took 783 ms at 1,000,000 entities) is read from
-    /// the postings in rank order. On SQLite FTS5 reads its own index in rank order for both.
+    /// On SQLite FTS5 reads its index in rank order. On PostgreSQL a page reads the postings
+    /// of the query's rarest trigram in rank order, up to [`SCAN_CHUNKS`] chunks; a page not
+    /// filled by then is either a rare substring whose trigrams are common, which the GIN
+    /// index finds (counted first, up to [`SORTED_AT_MOST`]) and sorts, or a common one whose
+    /// matches lie far apart in name order, whose scan goes on (a sort of a third of the
+    /// names took 783 ms at 1,000,000 entities).
     pub async fn search(
         &self,
         query: &str,
         after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<EntityRow>, sqlx::Error> {
-        let lookup = if query.chars().count() < SUBSTRING_MIN_CHARS {
-            Lookup::Prefix
-        } else if self.db.backend == Backend::Sqlite || self.is_common(query).await? {
-            Lookup::Ranked
+        if query.chars().count() < SUBSTRING_MIN_CHARS {
+            return self.search_with(Lookup::Prefix, query, after, limit).await;
+        }
+        if self.db.backend == Backend::Sqlite {
+            return self.search_with(Lookup::Fts, query, after, limit).await;
+        }
+        if let Some(page) = self
+            .postings_page(query, after, limit, Some(SCAN_CHUNKS))
+            .await?
+        {
+            return Ok(page);
+        }
+        if self.is_common(query).await? {
+            Ok(self
+                .postings_page(query, after, limit, None)
+                .await?
+                .unwrap_or_default())
         } else {
-            Lookup::Trigrams
+            self.search_with(Lookup::Trigrams, query, after, limit)
+                .await
+        }
+    }
+
+    /// A page read from PostgreSQL's `search_postings`: the ranks of the query's rarest
+    /// trigram, chunk by chunk from the one that holds the position, each checked against its
+    /// name, stopping at the page's last match. `None` if `budget` chunks did not fill it.
+    async fn postings_page(
+        &self,
+        query: &str,
+        after: Option<(&str, &str)>,
+        limit: i64,
+        budget: Option<i64>,
+    ) -> Result<Option<Vec<EntityRow>>, sqlx::Error> {
+        let trigrams: Vec<(String, i64)> = retry(|| async {
+            sqlx::query_as(
+                "SELECT wanted, (SELECT COUNT(*) FROM search_postings WHERE trigram = wanted) \
+                 FROM jsonb_array_elements_text(CAST($1 AS jsonb)) AS wanted",
+            )
+            .persistent(false)
+            .bind(trigrams_json(query))
+            .fetch_all(&mut *self.db.reader().acquire().await?)
+            .await
+        })
+        .await?;
+        // A trigram that no name holds: nothing matches.
+        let Some((driver, _)) = trigrams
+            .iter()
+            .min_by_key(|(trigram, chunks)| (*chunks, trigram.clone()))
+            .filter(|(_, chunks)| *chunks > 0)
+        else {
+            return Ok(Some(Vec::new()));
         };
-        self.search_with(lookup, query, after, limit).await
+        // The rank of the position (the last ranked name at or before it), the chunk that
+        // holds it, and the chunk the budget stops before.
+        let (position, first, bound): (i64, i64, Option<i64>) = retry(|| async {
+            sqlx::query_as(
+                "WITH position AS MATERIALIZED (SELECT COALESCE((\
+                   SELECT name_rank FROM entities \
+                   WHERE (search_name, id) <= (CAST($2 AS TEXT), CAST($3 AS TEXT)) \
+                   AND name_rank IS NOT NULL ORDER BY search_name DESC, id DESC LIMIT 1\
+                 ), -1) AS rank), first AS MATERIALIZED (SELECT COALESCE((\
+                   SELECT MAX(chunk) FROM search_postings \
+                   WHERE trigram = $1 AND chunk <= (SELECT rank FROM position)\
+                 ), -1) AS chunk) \
+                 SELECT (SELECT rank FROM position), (SELECT chunk FROM first), (\
+                   SELECT chunk FROM search_postings \
+                   WHERE trigram = $1 AND chunk > (SELECT chunk FROM first) \
+                   ORDER BY chunk LIMIT 1 OFFSET $4)",
+            )
+            .persistent(false)
+            .bind(driver)
+            .bind(after.map(|(search_name, _)| search_name))
+            .bind(after.map(|(_, id)| id))
+            .bind(budget.unwrap_or(1) - 1)
+            .fetch_one(&mut *self.db.reader().acquire().await?)
+            .await
+        })
+        .await?;
+        let bound = bound.filter(|_| budget.is_some());
+        // A chunk's ranks are sorted and chunks do not overlap, so (chunk, ordinality) is rank
+        // order, which an incremental sort keeps streaming.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM (\
+               SELECT p.rank AS matched FROM search_postings c \
+               CROSS JOIN LATERAL unnest(c.ranks) WITH ORDINALITY AS p(rank, n) \
+               JOIN entities e ON e.name_rank = p.rank \
+               WHERE c.trigram = $1 AND c.chunk >= $2 AND c.chunk < COALESCE($3, {}) \
+               AND p.rank > $4 AND e.search_name LIKE $5 ESCAPE '\\' \
+               ORDER BY c.chunk, p.n LIMIT $6\
+             ) page JOIN entities ON entities.name_rank = page.matched \
+             ORDER BY search_name, id",
+            ranks::END
+        );
+        let pattern = search_pattern(query);
+        let page: Vec<EntityRow> = retry(|| async {
+            sqlx::query_as(composed(&sql))
+                .persistent(false)
+                .bind(driver)
+                .bind(first)
+                .bind(bound)
+                .bind(position)
+                .bind(&pattern)
+                .bind(limit)
+                .fetch_all(&mut *self.db.reader().acquire().await?)
+                .await
+        })
+        .await?;
+        let filled = page.len() as i64 >= limit || bound.is_none();
+        Ok(filled.then_some(page))
     }
 
     /// Whether more than [`SORTED_AT_MOST`] names contain `query` (PostgreSQL).
@@ -159,21 +266,21 @@ impl Hierarchy {
         };
         let matching = "search_name LIKE $1 ESCAPE '\\'";
         let order = "ORDER BY search_name, id";
-        let sql = match (lookup, self.db.backend) {
+        let sql = match lookup {
             // The prefix as a range too: SQLite does not make one of `LIKE … ESCAPE`.
-            (Lookup::Prefix, _) => format!(
+            Lookup::Prefix => format!(
                 "SELECT {COLUMNS} FROM entities WHERE {matching} \
                  AND search_name >= ${extra} AND search_name < ${} {and_position} \
                  {order} LIMIT {limit_param}",
                 extra + 1
             ),
-            (Lookup::Trigrams, _) => format!(
+            Lookup::Trigrams => format!(
                 "SELECT {COLUMNS} FROM entities WHERE {matching} {and_position} \
                  {order} LIMIT {limit_param}"
             ),
             // FTS5 yields its matches in rowid (rank) order and stops at the limit; each is
             // checked against the name, as the trigram phrase is only as exact as its folding.
-            (Lookup::Ranked, Backend::Sqlite) => format!(
+            Lookup::Fts => format!(
                 "SELECT {COLUMNS} FROM (\
                    SELECT entities_trigrams.rowid AS matched FROM entities_trigrams \
                    JOIN entities e ON e.name_rank = entities_trigrams.rowid \
@@ -182,38 +289,15 @@ impl Hierarchy {
                    ORDER BY entities_trigrams.rowid LIMIT {limit_param}\
                  ) page JOIN entities ON entities.name_rank = page.matched {order}"
             ),
-            // The postings of the query's rarest trigram, chunk by chunk from the one that
-            // holds the position, each rank checked against its name: the scan stops at the
-            // page's last match. A chunk's ranks are sorted and chunks do not overlap, so
-            // (chunk, ordinality) is rank order, which an incremental sort keeps streaming.
-            (Lookup::Ranked, Backend::Postgres) => format!(
-                "WITH driver AS MATERIALIZED (\
-                   SELECT trigram FROM search_postings WHERE trigram IN (\
-                     SELECT jsonb_array_elements_text(CAST(${extra} AS jsonb))) \
-                   GROUP BY trigram ORDER BY COUNT(*), trigram LIMIT 1\
-                 ), position AS MATERIALIZED (SELECT {after_rank} AS rank) \
-                 SELECT {COLUMNS} FROM (\
-                   SELECT p.rank AS matched FROM search_postings c \
-                   CROSS JOIN LATERAL unnest(c.ranks) WITH ORDINALITY AS p(rank, n) \
-                   JOIN entities e ON e.name_rank = p.rank \
-                   WHERE c.trigram = (SELECT trigram FROM driver) \
-                   AND c.chunk >= COALESCE((SELECT MAX(chunk) FROM search_postings \
-                     WHERE trigram = (SELECT trigram FROM driver) \
-                     AND chunk <= (SELECT rank FROM position)), -1) \
-                   AND p.rank > (SELECT rank FROM position) AND e.{matching} \
-                   ORDER BY c.chunk, p.n LIMIT {limit_param}\
-                 ) page JOIN entities ON entities.name_rank = page.matched {order}"
-            ),
         };
-        let extra: Vec<String> = match (lookup, self.db.backend) {
-            (Lookup::Prefix, _) => {
+        let extra: Vec<String> = match lookup {
+            Lookup::Prefix => {
                 let prefix = query.to_lowercase();
                 let end = prefix_end(&prefix);
                 vec![prefix, end]
             }
-            (Lookup::Ranked, Backend::Sqlite) => vec![trigram_phrase(query)],
-            (Lookup::Ranked, Backend::Postgres) => vec![trigrams_json(query)],
-            (Lookup::Trigrams, _) => Vec::new(),
+            Lookup::Fts => vec![trigram_phrase(query)],
+            Lookup::Trigrams => Vec::new(),
         };
         retry(|| async {
             // Unprepared, so PostgreSQL plans each search for its own pattern: a generic plan
