@@ -310,6 +310,15 @@ async fn search_stays_exact_when_writes_crowd_one_place_in_name_order(app: TestA
             .await;
         assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     }
+    // A subtree at once (on PostgreSQL its postings leave per statement).
+    let deleted = app
+        .admin(
+            axum::http::Method::DELETE,
+            "/admin/v1/entities/JP?cascade=true",
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     let renumbered = ranks_now()
         .await
         .into_iter()
@@ -383,7 +392,12 @@ async fn search_stays_exact_when_writes_crowd_one_place_in_name_order(app: TestA
 /// one by reading on.
 async fn search_is_exact_where_the_rarest_trigram_is_common_and_the_matches_far(app: TestApp) {
     let rows: Vec<String> = (0..2_100)
-        .flat_map(|n| [("early", format!("Azzq azzz {n:04}")), ("late", format!("Zzzq {n:04}"))])
+        .flat_map(|n| {
+            [
+                ("early", format!("Azzq azzz {n:04}")),
+                ("late", format!("Zzzq {n:04}")),
+            ]
+        })
         .map(|(kind, name)| {
             let id = format!("{kind}-{}", &name[name.len() - 4..]);
             format!(
@@ -402,9 +416,11 @@ async fn search_is_exact_where_the_rarest_trigram_is_common_and_the_matches_far(
     .execute(&pool)
     .await
     .unwrap();
-    assert!(forecastin_origin::hierarchy::ranks::heal(&app.state.hierarchy.db)
-        .await
-        .unwrap());
+    assert!(
+        forecastin_origin::hierarchy::ranks::heal(&app.state.hierarchy.db)
+            .await
+            .unwrap()
+    );
     let late: Vec<String> = (0..2_100).map(|n| format!("late-{n:04}")).collect();
     assert_eq!(app.all_pages("/api/v1/search?q=zzzq&limit=100").await, late);
     let first = app.get("/api/v1/search?q=zzzq&limit=5").await.json();

@@ -79,24 +79,63 @@ BEGIN
 END $$;
 
 -- A bulk renumbering (hierarchy::ranks::reindex) rebuilds the postings whole instead.
+CREATE FUNCTION search_reindexing() RETURNS BOOLEAN LANGUAGE sql STABLE AS
+$$ SELECT current_setting('forecastin.search_reindex', true) IS NOT DISTINCT FROM 'on' $$;
+
 CREATE FUNCTION search_postings_follow() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF current_setting('forecastin.search_reindex', true) = 'on' THEN
+    IF search_reindexing() THEN
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'INSERT' AND OLD.name_rank IS NOT NULL THEN
+    IF TG_OP = 'UPDATE' AND OLD.name_rank IS NOT NULL THEN
         PERFORM search_postings_remove(OLD.search_name, OLD.name_rank);
     END IF;
-    IF TG_OP <> 'DELETE' AND NEW.name_rank IS NOT NULL THEN
+    IF NEW.name_rank IS NOT NULL THEN
         PERFORM search_postings_add(NEW.search_name, NEW.name_rank);
     END IF;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER search_postings_insert_delete AFTER INSERT OR DELETE ON entities
+-- A delete may take a whole subtree: its postings go chunk by chunk, not name by name.
+CREATE FUNCTION search_postings_forget() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    emptied RECORD;
+BEGIN
+    IF search_reindexing() THEN
+        RETURN NULL;
+    END IF;
+    FOR emptied IN
+        WITH removed AS (
+            SELECT trigram, gone.name_rank, (
+                SELECT MAX(chunk) FROM search_postings s
+                WHERE s.trigram = t.trigram AND s.chunk <= gone.name_rank
+            ) AS chunk
+            FROM gone, search_trigrams(gone.search_name) AS t (trigram)
+            WHERE gone.name_rank IS NOT NULL
+        ), grouped AS (
+            SELECT trigram, chunk, array_agg(name_rank) AS ranks FROM removed
+            GROUP BY trigram, chunk
+        )
+        UPDATE search_postings p
+        SET ranks = ARRAY(SELECT r FROM unnest(p.ranks) AS r WHERE r <> ALL (g.ranks) ORDER BY r)
+        FROM grouped g WHERE p.trigram = g.trigram AND p.chunk = g.chunk
+        RETURNING p.trigram, p.chunk, cardinality(p.ranks) AS remaining
+    LOOP
+        IF emptied.remaining = 0 THEN
+            DELETE FROM search_postings WHERE trigram = emptied.trigram AND chunk = emptied.chunk;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER search_postings_insert AFTER INSERT ON entities
 FOR EACH ROW EXECUTE FUNCTION search_postings_follow();
 CREATE TRIGGER search_postings_update AFTER UPDATE OF search_name, name_rank ON entities
 FOR EACH ROW
 WHEN (OLD.search_name IS DISTINCT FROM NEW.search_name OR OLD.name_rank IS DISTINCT FROM NEW.name_rank)
 EXECUTE FUNCTION search_postings_follow();
+CREATE TRIGGER search_postings_delete AFTER DELETE ON entities
+REFERENCING OLD TABLE AS gone
+FOR EACH STATEMENT EXECUTE FUNCTION search_postings_forget();
