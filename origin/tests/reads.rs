@@ -13,7 +13,7 @@ on_both_backends!(
     search_finds_by_substring_and_treats_sql_as_data,
     search_pages_are_every_match_in_order_whichever_index_finds_them,
     search_stays_exact_when_writes_crowd_one_place_in_name_order,
-    search_is_exact_where_the_rarest_trigram_is_common_and_the_matches_far,
+    search_is_exact_where_every_trigram_is_common_and_the_matches_far,
     a_second_read_is_served_from_l1,
 );
 
@@ -169,8 +169,8 @@ async fn search_finds_by_substring_and_treats_sql_as_data(app: TestApp) {
     assert_eq!(unique.len(), pages.len());
 }
 
-/// Whichever way a search finds its rows (a trigram index in rank order, or sorted), its pages
-/// are every match in `(search_name, id)` order, as a scan of the table finds them.
+/// Whichever way a search finds its rows (a prefix range, or a trigram index in rank order),
+/// its pages are every match in `(search_name, id)` order, as a scan of the table finds them.
 async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: TestApp) {
     let every_match = |q: &'static str| {
         let pattern = forecastin_origin::hierarchy::search_pattern(q);
@@ -199,7 +199,7 @@ async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: T
             assert_eq!(pages, expected, "q={q} limit={limit}");
         }
     }
-    // A substring more names share than a search sorts, loaded in bulk (without ranks), then
+    // A substring that 2,100 names share, loaded in bulk (without ranks), then
     // numbered as the origin does at start.
     let names: Vec<String> = (0..2_100)
         .map(|n| {
@@ -385,12 +385,10 @@ async fn search_stays_exact_when_writes_crowd_one_place_in_name_order(app: TestA
     }
 }
 
-/// On PostgreSQL a page reads at most 16 chunks of its rarest trigram's postings before it
-/// asks whether the substring is rare. Early names hold every trigram of `zzzq` (and of
-/// `zzq azzq`) but neither substring; only late names hold `zzzq`, more of them than a
-/// search sorts. Both pages come out exact: the rare one through the GIN index, the common
-/// one by reading on.
-async fn search_is_exact_where_the_rarest_trigram_is_common_and_the_matches_far(app: TestApp) {
+/// Early names hold every trigram of `zzzq` (and of `zzq azzq`) but neither substring; only
+/// late names, more than a page holds, contain `zzzq`. The trigram lists give the early names
+/// as candidates, the check against each name drops them, and both searches come out exact.
+async fn search_is_exact_where_every_trigram_is_common_and_the_matches_far(app: TestApp) {
     let rows: Vec<String> = (0..2_100)
         .flat_map(|n| {
             [

@@ -2,14 +2,15 @@
 -- with gaps so a new name usually fits between its neighbours (hierarchy::ranks assigns it on
 -- each write, and renumbers every row loaded in bulk). A row without a rank is not searched.
 --
--- The trigram index cannot hand its matches over in that order (a GIN index returns a bitmap),
--- so a common substring was found walking the name index: 79 ms p95 at 1,000,000 entities when
+-- The GIN trigram index cannot hand its matches over in that order (it returns a bitmap), so
+-- a common substring was found walking the name index: 79 ms p95 at 1,000,000 entities when
 -- the matches sort late. `search_postings` is an inverted index in rank order: for each
 -- trigram of the names (3 characters, as `substr` counts them), the ranks of the names holding
--- it, sorted, in chunks keyed by a lower bound of their ranks. A page of a common substring
--- reads the rarest of its trigrams' chunks from the position on, in order, and stops at the
--- page's last match. The GIN index stays for rare substrings, where it intersects every
--- trigram at once.
+-- it, sorted, in chunks keyed by a lower bound of their ranks. A page merges the lists of the
+-- query's trigrams from its position on and stops at its last match (hierarchy::postings). It
+-- serves every substring, so the GIN index goes.
+DROP INDEX entities_search_trgm;
+
 ALTER TABLE entities ADD COLUMN name_rank BIGINT;
 CREATE UNIQUE INDEX entities_name_rank ON entities (name_rank);
 

@@ -15,7 +15,7 @@ use crate::db::{Backend, Db};
 /// other at the same place before a window is renumbered.
 pub const SPACING: i64 = 1 << 32;
 /// Ranks are in `0..END`.
-pub const END: i64 = 1 << 62;
+const END: i64 = 1 << 62;
 /// The narrowest gap a renumbered window leaves between neighbours.
 const MIN_GAP: i64 = 1 << 16;
 /// Neighbours on each side that a renumbering starts with.

@@ -2,11 +2,12 @@
 //! two characters), a page at a time in `(search_name, id)` order.
 //!
 //! A prefix is a range of the name index. A substring is read from a trigram index kept in
-//! name order ([`super::ranks`]): FTS5's on SQLite, `search_postings` on PostgreSQL (whose GIN
-//! trigram index still serves rare substrings). Either way a page costs about its own rows,
-//! however many names share the substring.
+//! name order ([`super::ranks`]): FTS5's on SQLite, `search_postings` on PostgreSQL
+//! ([`super::postings`]). Either way a page costs about its own rows, however many names share
+//! the substring (sorting every match of a third of the names took 783 ms at 1,000,000
+//! entities).
 
-use super::{ranks, EntityRow, Hierarchy, COLUMNS};
+use super::{postings, EntityRow, Hierarchy, COLUMNS};
 use crate::db::{composed, retry, Backend};
 
 /// Queries shorter than this match names that start with them, not names that contain them:
@@ -31,16 +32,7 @@ pub fn search_pattern(query: &str) -> String {
     pattern
 }
 
-/// Matches of a substring, at most, that a search on PostgreSQL sorts (found through the GIN
-/// trigram index, which intersects every trigram of the query at once); see
-/// [`Hierarchy::search`].
-const SORTED_AT_MOST: i64 = 2_000;
-
-/// Chunks of postings (up to 256 ranks each) a page reads before it asks whether the
-/// substring is rare after all.
-const SCAN_CHUNKS: i64 = 16;
-
-/// How a search finds its rows, in one statement.
+/// How a search finds its rows on SQLite, or a prefix on either database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lookup {
     /// A range of the `(search_name, id)` index.
@@ -48,8 +40,6 @@ enum Lookup {
     /// SQLite's FTS5 trigram index, keyed by rank (see [`super::ranks`]), read from the
     /// position on: the first matches come first.
     Fts,
-    /// PostgreSQL's GIN trigram index, then sorted.
-    Trigrams,
 }
 
 /// The least string above every string that starts with `prefix`, in code point order (which
@@ -81,7 +71,7 @@ fn trigram_phrase(query: &str) -> String {
 
 /// The distinct trigrams of `query`'s lowercased characters, as a JSON array: each name that
 /// contains the query holds every one of them (as PostgreSQL's `search_trigrams` cuts them).
-fn trigrams_json(query: &str) -> String {
+pub(super) fn trigrams_json(query: &str) -> String {
     let chars: Vec<char> = query.to_lowercase().chars().collect();
     let trigrams: std::collections::BTreeSet<String> = chars
         .windows(3)
@@ -94,13 +84,6 @@ impl Hierarchy {
     /// Up to `limit` entities whose name contains `query` (case-insensitively; starts with it,
     /// for a query of one or two characters), ordered by `(search_name, id)` (the lowercased
     /// name), after the given position.
-    ///
-    /// On SQLite FTS5 reads its index in rank order. On PostgreSQL a page reads the postings
-    /// of the query's rarest trigram in rank order, up to [`SCAN_CHUNKS`] chunks; a page not
-    /// filled by then is either a rare substring whose trigrams are common, which the GIN
-    /// index finds (counted first, up to [`SORTED_AT_MOST`]) and sorts, or a common one whose
-    /// matches lie far apart in name order, whose scan goes on (a sort of a third of the
-    /// names took 783 ms at 1,000,000 entities).
     pub async fn search(
         &self,
         query: &str,
@@ -108,133 +91,12 @@ impl Hierarchy {
         limit: i64,
     ) -> Result<Vec<EntityRow>, sqlx::Error> {
         if query.chars().count() < SUBSTRING_MIN_CHARS {
-            return self.search_with(Lookup::Prefix, query, after, limit).await;
-        }
-        if self.db.backend == Backend::Sqlite {
-            return self.search_with(Lookup::Fts, query, after, limit).await;
-        }
-        if let Some(page) = self
-            .postings_page(query, after, limit, Some(SCAN_CHUNKS))
-            .await?
-        {
-            return Ok(page);
-        }
-        if self.is_common(query).await? {
-            Ok(self
-                .postings_page(query, after, limit, None)
-                .await?
-                .unwrap_or_default())
+            self.search_with(Lookup::Prefix, query, after, limit).await
+        } else if self.db.backend == Backend::Sqlite {
+            self.search_with(Lookup::Fts, query, after, limit).await
         } else {
-            self.search_with(Lookup::Trigrams, query, after, limit)
-                .await
+            postings::page(self, query, after, limit).await
         }
-    }
-
-    /// A page read from PostgreSQL's `search_postings`: the ranks of the query's rarest
-    /// trigram, chunk by chunk from the one that holds the position, each checked against its
-    /// name, stopping at the page's last match. `None` if `budget` chunks did not fill it.
-    async fn postings_page(
-        &self,
-        query: &str,
-        after: Option<(&str, &str)>,
-        limit: i64,
-        budget: Option<i64>,
-    ) -> Result<Option<Vec<EntityRow>>, sqlx::Error> {
-        let trigrams: Vec<(String, i64)> = retry(|| async {
-            sqlx::query_as(
-                "SELECT wanted, (SELECT COUNT(*) FROM search_postings WHERE trigram = wanted) \
-                 FROM jsonb_array_elements_text(CAST($1 AS jsonb)) AS wanted",
-            )
-            .persistent(false)
-            .bind(trigrams_json(query))
-            .fetch_all(&mut *self.db.reader().acquire().await?)
-            .await
-        })
-        .await?;
-        // A trigram that no name holds: nothing matches.
-        let Some((driver, _)) = trigrams
-            .iter()
-            .min_by_key(|(trigram, chunks)| (*chunks, trigram.clone()))
-            .filter(|(_, chunks)| *chunks > 0)
-        else {
-            return Ok(Some(Vec::new()));
-        };
-        // The rank of the position (the last ranked name at or before it), the chunk that
-        // holds it, and the chunk the budget stops before.
-        let (position, first, bound): (i64, i64, Option<i64>) = retry(|| async {
-            sqlx::query_as(
-                "WITH position AS MATERIALIZED (SELECT COALESCE((\
-                   SELECT name_rank FROM entities \
-                   WHERE (search_name, id) <= (CAST($2 AS TEXT), CAST($3 AS TEXT)) \
-                   AND name_rank IS NOT NULL ORDER BY search_name DESC, id DESC LIMIT 1\
-                 ), -1) AS rank), first AS MATERIALIZED (SELECT COALESCE((\
-                   SELECT MAX(chunk) FROM search_postings \
-                   WHERE trigram = $1 AND chunk <= (SELECT rank FROM position)\
-                 ), -1) AS chunk) \
-                 SELECT (SELECT rank FROM position), (SELECT chunk FROM first), (\
-                   SELECT chunk FROM search_postings \
-                   WHERE trigram = $1 AND chunk > (SELECT chunk FROM first) \
-                   ORDER BY chunk LIMIT 1 OFFSET $4)",
-            )
-            .persistent(false)
-            .bind(driver)
-            .bind(after.map(|(search_name, _)| search_name))
-            .bind(after.map(|(_, id)| id))
-            .bind(budget.unwrap_or(1) - 1)
-            .fetch_one(&mut *self.db.reader().acquire().await?)
-            .await
-        })
-        .await?;
-        let bound = bound.filter(|_| budget.is_some());
-        // A chunk's ranks are sorted and chunks do not overlap, so (chunk, ordinality) is rank
-        // order, which an incremental sort keeps streaming.
-        let sql = format!(
-            "SELECT {COLUMNS} FROM (\
-               SELECT p.rank AS matched FROM search_postings c \
-               CROSS JOIN LATERAL unnest(c.ranks) WITH ORDINALITY AS p(rank, n) \
-               JOIN entities e ON e.name_rank = p.rank \
-               WHERE c.trigram = $1 AND c.chunk >= $2 AND c.chunk < COALESCE($3, {}) \
-               AND p.rank > $4 AND e.search_name LIKE $5 ESCAPE '\\' \
-               ORDER BY c.chunk, p.n LIMIT $6\
-             ) page JOIN entities ON entities.name_rank = page.matched \
-             ORDER BY search_name, id",
-            ranks::END
-        );
-        let pattern = search_pattern(query);
-        let page: Vec<EntityRow> = retry(|| async {
-            sqlx::query_as(composed(&sql))
-                .persistent(false)
-                .bind(driver)
-                .bind(first)
-                .bind(bound)
-                .bind(position)
-                .bind(&pattern)
-                .bind(limit)
-                .fetch_all(&mut *self.db.reader().acquire().await?)
-                .await
-        })
-        .await?;
-        let filled = page.len() as i64 >= limit || bound.is_none();
-        Ok(filled.then_some(page))
-    }
-
-    /// Whether more than [`SORTED_AT_MOST`] names contain `query` (PostgreSQL).
-    async fn is_common(&self, query: &str) -> Result<bool, sqlx::Error> {
-        // LIMIT lets the planner stop at the cap: a common substring is counted by the first
-        // rows of a scan, a rare one through the trigram index.
-        let sql = "SELECT COUNT(*) FROM (SELECT 1 FROM entities \
-                   WHERE search_name LIKE $1 ESCAPE '\\' LIMIT $2) matches";
-        let pattern = search_pattern(query);
-        let count: i64 = retry(|| async {
-            sqlx::query_scalar(sql)
-                .persistent(false)
-                .bind(&pattern)
-                .bind(SORTED_AT_MOST + 1)
-                .fetch_one(&mut *self.db.reader().acquire().await?)
-                .await
-        })
-        .await?;
-        Ok(count > SORTED_AT_MOST)
     }
 
     async fn search_with(
@@ -274,10 +136,6 @@ impl Hierarchy {
                  {order} LIMIT {limit_param}",
                 extra + 1
             ),
-            Lookup::Trigrams => format!(
-                "SELECT {COLUMNS} FROM entities WHERE {matching} {and_position} \
-                 {order} LIMIT {limit_param}"
-            ),
             // FTS5 yields its matches in rowid (rank) order and stops at the limit; each is
             // checked against the name, as the trigram phrase is only as exact as its folding.
             Lookup::Fts => format!(
@@ -297,7 +155,6 @@ impl Hierarchy {
                 vec![prefix, end]
             }
             Lookup::Fts => vec![trigram_phrase(query)],
-            Lookup::Trigrams => Vec::new(),
         };
         retry(|| async {
             // Unprepared, so PostgreSQL plans each search for its own pattern: a generic plan
