@@ -425,6 +425,23 @@ async fn search_is_exact_where_every_trigram_is_common_and_the_matches_far(app: 
     assert_eq!(TestApp::ids(&first), late[..5]);
     let none = app.get("/api/v1/search?q=zzq%20azzq").await.json();
     assert!(TestApp::ids(&none).is_empty());
+
+    // A delete of thousands leaves its postings on PostgreSQL; results do not change.
+    sqlx::query("DELETE FROM entities WHERE id LIKE 'early-%'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    if app.state.hierarchy.db.backend == forecastin_origin::db::Backend::Postgres {
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM search_postings WHERE trigram = 'azz'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(left > 0, "the postings of a delete of thousands stay");
+    }
+    assert_eq!(app.all_pages("/api/v1/search?q=zzzq&limit=100").await, late);
+    let early = app.get("/api/v1/search?q=azzq").await.json();
+    assert!(TestApp::ids(&early).is_empty());
 }
 
 async fn a_second_read_is_served_from_l1(app: TestApp) {
