@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use forecastin_origin::{
     config::{Config, LogFormat},
     db::Db,
-    hierarchy::Hierarchy,
+    hierarchy::{ranks, Hierarchy},
     purge::Outbox,
     seed,
 };
@@ -35,6 +35,9 @@ enum Command {
         #[arg(long)]
         entities: u64,
     },
+    /// Number every name for search again and rebuild the trigram index, dropping what large
+    /// deletes left in it (a maintenance task: writes wait while it runs).
+    Renumber,
     /// Ask the server for `/healthz` (on `ADMIN_ADDR` when set, else `LISTEN_ADDR`); fails
     /// unless it answers 200 (the container's HEALTHCHECK: the image has no shell and no curl).
     Healthcheck,
@@ -61,6 +64,12 @@ async fn main() -> anyhow::Result<()> {
             seed::load_demo_if_empty(&hierarchy).await?;
             let total = seed::generate(&hierarchy, entities).await?;
             println!("the database holds {total} entities");
+            Ok(())
+        }
+        Command::Renumber => {
+            let db = Db::connect(&cli.config.db, Default::default()).await?;
+            ranks::renumber(&db).await?;
+            println!("numbered every name for search");
             Ok(())
         }
         Command::Healthcheck => {

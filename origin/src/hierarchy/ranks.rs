@@ -40,7 +40,7 @@ pub async fn place(tx: &mut Tx, id: &str) -> Result<(), sqlx::Error> {
         // A step of at most SPACING: names appended one after another keep wide gaps.
         return set(tx, id, Some(low + ((high - low) / 2).min(SPACING))).await;
     }
-    renumber(tx, id, low, high).await
+    spread(tx, id, low, high).await
 }
 
 /// The ranks of the rows just before and just after `(name, id)`, or the bounds of the range.
@@ -67,7 +67,7 @@ async fn neighbours(tx: &mut Tx, name: &str, id: &str) -> Result<(i64, i64), sql
 /// Spreads `id` (unranked, belonging between the ranks `low` and `high`, which touch) and a
 /// window of its neighbours evenly over the range the window spans, doubling the window until
 /// each gap is at least [`MIN_GAP`] or it holds every row.
-async fn renumber(tx: &mut Tx, id: &str, low: i64, high: i64) -> Result<(), sqlx::Error> {
+async fn spread(tx: &mut Tx, id: &str, low: i64, high: i64) -> Result<(), sqlx::Error> {
     let mut side = WINDOW;
     loop {
         let mut before: Vec<(String, i64)> = sqlx::query_as(
@@ -152,6 +152,12 @@ pub async fn heal(db: &Db) -> Result<bool, sqlx::Error> {
     if unranked.is_none() {
         return Ok(false);
     }
+    renumber(db).await?;
+    Ok(true)
+}
+
+/// Numbers every row [`SPACING`] apart and rebuilds the trigram index, in one write.
+pub async fn renumber(db: &Db) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
     reindex(&mut tx, db.backend).await?;
     tx.commit().await?;
@@ -162,10 +168,10 @@ pub async fn heal(db: &Db) -> Result<bool, sqlx::Error> {
             .execute(&mut *db.primary.acquire().await?)
             .await?;
     }
-    Ok(true)
+    Ok(())
 }
 
-/// Numbers every row [`SPACING`] apart and brings the trigram index up to date. On SQLite
+/// Numbers the rows and brings the trigram index up to date. On SQLite
 /// the triggers follow each row; on PostgreSQL they stand aside and the postings are built
 /// in one statement, a chunk half full so the next writes fill it without splitting.
 async fn reindex(tx: &mut Tx, backend: Backend) -> Result<(), sqlx::Error> {
