@@ -201,33 +201,17 @@ async fn search_pages_are_every_match_in_order_whichever_index_finds_them(app: T
     }
     // A substring that 2,100 names share, loaded in bulk (without ranks), then
     // numbered as the origin does at start.
-    let names: Vec<String> = (0..2_100)
+    let walkways: Vec<(String, String)> = (0..2_100)
         .map(|n| {
             let name = if n % 2 == 0 {
                 format!("Walkway {n:04}")
             } else {
                 format!("Old walkway {n:04}")
             };
-            format!(
-                "('walk-{n}', 'world', 'topic', '{name}', '{}', '/world/walk-{n}/', 1, '{{}}', 1, \
-                 '2026-12-07T00:00:00Z')",
-                name.to_lowercase()
-            )
+            (format!("walk-{n}"), name)
         })
         .collect();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO entities (id, parent_id, kind, name, search_name, path, depth, attributes, \
-         version, updated_at) VALUES {}",
-        names.join(", ")
-    )))
-    .execute(app.state.hierarchy.db.primary.sqlx())
-    .await
-    .unwrap();
-    assert!(
-        forecastin_origin::hierarchy::ranks::heal(&app.state.hierarchy.db)
-            .await
-            .unwrap()
-    );
+    load_in_bulk(&app, &walkways).await;
     let expected = every_match("walkway").await;
     assert_eq!(expected.len(), 2_100);
     let pages = app.all_pages("/api/v1/search?q=walkway&limit=100").await;
@@ -350,12 +334,7 @@ async fn search_stays_exact_when_writes_crowd_one_place_in_name_order(app: TestA
         .await
         .unwrap();
         assert_eq!(misplaced, 0);
-        let split: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM search_postings WHERE trigram = 'cro'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        assert!(split > 1, "a chunk split");
+        assert!(chunks_of(&app, "cro").await > 1, "a chunk split");
     }
     let by_name: Vec<(String, Option<i64>)> =
         sqlx::query_as("SELECT id, name_rank FROM entities ORDER BY search_name, id")
@@ -389,36 +368,16 @@ async fn search_stays_exact_when_writes_crowd_one_place_in_name_order(app: TestA
 /// late names, more than a page holds, contain `zzzq`. The trigram lists give the early names
 /// as candidates, the check against each name drops them, and both searches come out exact.
 async fn search_is_exact_where_every_trigram_is_common_and_the_matches_far(app: TestApp) {
-    let rows: Vec<String> = (0..2_100)
+    let topics: Vec<(String, String)> = (0..2_100)
         .flat_map(|n| {
             [
-                ("early", format!("Azzq azzz {n:04}")),
-                ("late", format!("Zzzq {n:04}")),
+                (format!("early-{n:04}"), format!("Azzq azzz {n:04}")),
+                (format!("late-{n:04}"), format!("Zzzq {n:04}")),
             ]
         })
-        .map(|(kind, name)| {
-            let id = format!("{kind}-{}", &name[name.len() - 4..]);
-            format!(
-                "('{id}', 'world', 'topic', '{name}', '{}', '/world/{id}/', 1, '{{}}', 1, \
-                 '2026-12-07T00:00:00Z')",
-                name.to_lowercase()
-            )
-        })
         .collect();
+    load_in_bulk(&app, &topics).await;
     let pool = app.state.hierarchy.db.primary.sqlx().clone();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO entities (id, parent_id, kind, name, search_name, path, depth, attributes, \
-         version, updated_at) VALUES {}",
-        rows.join(", ")
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    assert!(
-        forecastin_origin::hierarchy::ranks::heal(&app.state.hierarchy.db)
-            .await
-            .unwrap()
-    );
     let late: Vec<String> = (0..2_100).map(|n| format!("late-{n:04}")).collect();
     assert_eq!(app.all_pages("/api/v1/search?q=zzzq&limit=100").await, late);
     let first = app.get("/api/v1/search?q=zzzq&limit=5").await.json();
@@ -432,16 +391,51 @@ async fn search_is_exact_where_every_trigram_is_common_and_the_matches_far(app: 
         .await
         .unwrap();
     if app.state.hierarchy.db.backend == forecastin_origin::db::Backend::Postgres {
-        let left: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM search_postings WHERE trigram = 'azz'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        assert!(left > 0, "the postings of a delete of thousands stay");
+        assert!(
+            chunks_of(&app, "azz").await > 0,
+            "the postings of a delete of thousands stay"
+        );
     }
     assert_eq!(app.all_pages("/api/v1/search?q=zzzq&limit=100").await, late);
     let early = app.get("/api/v1/search?q=azzq").await.json();
     assert!(TestApp::ids(&early).is_empty());
+}
+
+/// Inserts topics under the root as a bulk load does (no search ranks), then numbers them as
+/// the origin does at start.
+async fn load_in_bulk(app: &TestApp, topics: &[(String, String)]) {
+    let values: Vec<String> = topics
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                "('{id}', 'world', 'topic', '{name}', '{}', '/world/{id}/', 1, '{{}}', 1, \
+                 '2026-12-07T00:00:00Z')",
+                name.to_lowercase()
+            )
+        })
+        .collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO entities (id, parent_id, kind, name, search_name, path, depth, attributes, \
+         version, updated_at) VALUES {}",
+        values.join(", ")
+    )))
+    .execute(app.state.hierarchy.db.primary.sqlx())
+    .await
+    .unwrap();
+    assert!(
+        forecastin_origin::hierarchy::ranks::heal(&app.state.hierarchy.db)
+            .await
+            .unwrap()
+    );
+}
+
+/// How many chunks of postings `trigram` has (PostgreSQL).
+async fn chunks_of(app: &TestApp, trigram: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM search_postings WHERE trigram = $1")
+        .bind(trigram)
+        .fetch_one(app.state.hierarchy.db.primary.sqlx())
+        .await
+        .unwrap()
 }
 
 async fn a_second_read_is_served_from_l1(app: TestApp) {
