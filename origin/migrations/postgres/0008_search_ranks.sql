@@ -8,8 +8,8 @@
 -- trigram of the names (3 characters, as `substr` counts them), the ranks of the names holding
 -- it, sorted, in chunks keyed by a lower bound of their ranks. A page merges the lists of the
 -- query's trigrams from its position on and stops at its last match (hierarchy::postings). It
--- serves every substring, so the GIN index goes.
-DROP INDEX entities_search_trgm;
+-- serves every substring. The GIN index stays for one release: instances of the version before
+-- search through it while a rolling deploy replaces them.
 
 ALTER TABLE entities ADD COLUMN name_rank BIGINT;
 CREATE UNIQUE INDEX entities_name_rank ON entities (name_rank);

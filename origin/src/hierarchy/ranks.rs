@@ -143,27 +143,38 @@ async fn set(tx: &mut Tx, id: &str, rank: Option<i64>) -> Result<(), sqlx::Error
 }
 
 /// Numbers every row if any has no rank (rows loaded in bulk, or a database from before
-/// ranks); returns whether it did.
+/// ranks); returns whether it did. Instances that start together number the table once: the
+/// first takes the write lock, the others find nothing left to number.
 pub async fn heal(db: &Db) -> Result<bool, sqlx::Error> {
-    let unranked: Option<String> =
-        sqlx::query_scalar("SELECT id FROM entities WHERE name_rank IS NULL LIMIT 1")
-            .fetch_optional(&mut *db.primary.acquire().await?)
-            .await?;
+    const UNRANKED: &str = "SELECT id FROM entities WHERE name_rank IS NULL LIMIT 1";
+    let unranked: Option<String> = sqlx::query_scalar(UNRANKED)
+        .fetch_optional(&mut *db.primary.acquire().await?)
+        .await?;
     if unranked.is_none() {
         return Ok(false);
     }
-    renumber(db).await?;
+    let mut tx = db.begin_write().await?;
+    let unranked: Option<String> = sqlx::query_scalar(UNRANKED)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if unranked.is_none() {
+        return Ok(false);
+    }
+    renumber_in(tx, db).await?;
     Ok(true)
 }
 
 /// Numbers every row [`SPACING`] apart and rebuilds the trigram index, in one write.
 pub async fn renumber(db: &Db) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin_write().await?;
+    renumber_in(db.begin_write().await?, db).await
+}
+
+async fn renumber_in(mut tx: Tx, db: &Db) -> Result<(), sqlx::Error> {
     reindex(&mut tx, db.backend).await?;
     tx.commit().await?;
     if db.backend == Backend::Postgres {
         // Every row was rewritten: the dead copies would double what a scan reads, and the
-        // planner needs the postings' statistics to read them by index.
+        // planner needs the postings' statistics.
         sqlx::query("VACUUM (ANALYZE) entities, search_postings")
             .execute(&mut *db.primary.acquire().await?)
             .await?;
