@@ -9,8 +9,12 @@
 
 use std::collections::VecDeque;
 
+use sqlx::{Any, Transaction};
+
 use super::{search_pattern, EntityRow, Hierarchy, COLUMNS};
 use crate::db::{composed, retry};
+
+type Tx = Transaction<'static, Any>;
 
 /// Lists merged at most, the query's rarest trigrams: more would only drop candidates that
 /// the check against the name drops anyway.
@@ -34,18 +38,40 @@ struct List {
 
 /// Up to `limit` entities whose name contains `query` (of three characters or more), in
 /// `(search_name, id)` order, after the given position.
+///
+/// One snapshot for the whole page: a rank read in one statement must mean the same name in
+/// the next, though a write may spread ranks or a replica replay in between.
 pub(super) async fn page(
     hierarchy: &Hierarchy,
     query: &str,
     after: Option<(&str, &str)>,
     limit: i64,
 ) -> Result<Vec<EntityRow>, sqlx::Error> {
+    retry(|| async {
+        let mut tx = hierarchy
+            .db
+            .reader()
+            .begin(Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            .await?;
+        let page = page_in(&mut tx, query, after, limit).await?;
+        tx.commit().await?;
+        Ok(page)
+    })
+    .await
+}
+
+async fn page_in(
+    tx: &mut Tx,
+    query: &str,
+    after: Option<(&str, &str)>,
+    limit: i64,
+) -> Result<Vec<EntityRow>, sqlx::Error> {
     let limit = usize::try_from(limit).unwrap_or(0);
-    let Some(mut lists) = lists(hierarchy, query).await? else {
+    let Some(mut lists) = lists(tx, query).await? else {
         return Ok(Vec::new());
     };
     let mut cursor = match after {
-        Some(position) => rank_at(hierarchy, position).await?,
+        Some(position) => rank_at(tx, position).await?,
         None => -1,
     };
     let pattern = search_pattern(query);
@@ -57,7 +83,7 @@ pub(super) async fn page(
             .filter(|&i| lists[i].ranks.is_empty() && lists[i].more)
             .collect();
         if !wanting.is_empty() {
-            read(hierarchy, &mut lists, &wanting, cursor + 1).await?;
+            read(tx, &mut lists, &wanting, cursor + 1).await?;
             for list in &mut lists {
                 while list.ranks.front().is_some_and(|&rank| rank <= cursor) {
                     list.ranks.pop_front();
@@ -81,7 +107,7 @@ pub(super) async fn page(
             }
         }
         if candidates.len() >= batch || (ended && !candidates.is_empty()) {
-            found.extend(check(hierarchy, &candidates, &pattern).await?);
+            found.extend(check(tx, &candidates, &pattern).await?);
             candidates.clear();
             batch = (batch * 2).min(CHECKED_AT_MOST);
         }
@@ -94,17 +120,14 @@ pub(super) async fn page(
 
 /// The lists of the query's rarest trigrams, nothing read yet; `None` if a trigram of the
 /// query is in no name (nothing matches).
-async fn lists(hierarchy: &Hierarchy, query: &str) -> Result<Option<Vec<List>>, sqlx::Error> {
-    let mut chunks: Vec<(String, i64)> = retry(|| async {
-        sqlx::query_as(
-            "SELECT wanted, (SELECT COUNT(*) FROM search_postings WHERE trigram = wanted) \
-             FROM jsonb_array_elements_text(CAST($1 AS jsonb)) AS wanted",
-        )
-        .persistent(false)
-        .bind(super::search::trigrams_json(query))
-        .fetch_all(&mut *hierarchy.db.reader().acquire().await?)
-        .await
-    })
+async fn lists(tx: &mut Tx, query: &str) -> Result<Option<Vec<List>>, sqlx::Error> {
+    let mut chunks: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT wanted, (SELECT COUNT(*) FROM search_postings WHERE trigram = wanted) \
+         FROM jsonb_array_elements_text(CAST($1 AS jsonb)) AS wanted",
+    )
+    .persistent(false)
+    .bind(super::search::trigrams_json(query))
+    .fetch_all(&mut **tx)
     .await?;
     if chunks.is_empty() || chunks.iter().any(|(_, count)| *count == 0) {
         return Ok(None);
@@ -125,27 +148,21 @@ async fn lists(hierarchy: &Hierarchy, query: &str) -> Result<Option<Vec<List>>, 
 }
 
 /// The rank of a position: the last ranked name at or before it, or -1.
-async fn rank_at(
-    hierarchy: &Hierarchy,
-    (search_name, id): (&str, &str),
-) -> Result<i64, sqlx::Error> {
-    retry(|| async {
-        sqlx::query_scalar(
-            "SELECT COALESCE((SELECT name_rank FROM entities \
-             WHERE (search_name, id) <= ($1, $2) AND name_rank IS NOT NULL \
-             ORDER BY search_name DESC, id DESC LIMIT 1), -1)",
-        )
-        .bind(search_name)
-        .bind(id)
-        .fetch_one(&mut *hierarchy.db.reader().acquire().await?)
-        .await
-    })
+async fn rank_at(tx: &mut Tx, (search_name, id): (&str, &str)) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE((SELECT name_rank FROM entities \
+         WHERE (search_name, id) <= ($1, $2) AND name_rank IS NOT NULL \
+         ORDER BY search_name DESC, id DESC LIMIT 1), -1)",
+    )
+    .bind(search_name)
+    .bind(id)
+    .fetch_one(&mut **tx)
     .await
 }
 
 /// Reads the next [`BATCH`] chunks of each list in `wanting` that hold ranks from `from` on.
 async fn read(
-    hierarchy: &Hierarchy,
+    tx: &mut Tx,
     lists: &mut [List],
     wanting: &[usize],
     from: i64,
@@ -153,24 +170,21 @@ async fn read(
     let wanted: Vec<&str> = wanting.iter().map(|&i| lists[i].trigram.as_str()).collect();
     let wanted = serde_json::Value::from(wanted).to_string();
     // The ranks as text: the driver that serves both databases reads no arrays.
-    let rows: Vec<(String, String)> = retry(|| async {
-        sqlx::query_as(
-            "SELECT w.trigram, array_to_string(c.ranks, ',') \
-             FROM jsonb_array_elements_text(CAST($1 AS jsonb)) AS w(trigram) \
-             CROSS JOIN LATERAL (SELECT chunk, ranks FROM search_postings \
-               WHERE trigram = w.trigram AND chunk >= COALESCE((SELECT MAX(chunk) \
-                 FROM search_postings WHERE trigram = w.trigram AND chunk <= $2), -1) \
-               AND ranks[cardinality(ranks)] >= $2 \
-               ORDER BY chunk LIMIT $3) c \
-             ORDER BY w.trigram, c.chunk",
-        )
-        .persistent(false)
-        .bind(&wanted)
-        .bind(from)
-        .bind(BATCH)
-        .fetch_all(&mut *hierarchy.db.reader().acquire().await?)
-        .await
-    })
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT w.trigram, array_to_string(c.ranks, ',') \
+         FROM jsonb_array_elements_text(CAST($1 AS jsonb)) AS w(trigram) \
+         CROSS JOIN LATERAL (SELECT chunk, ranks FROM search_postings \
+           WHERE trigram = w.trigram AND chunk >= COALESCE((SELECT MAX(chunk) \
+             FROM search_postings WHERE trigram = w.trigram AND chunk <= $2), -1) \
+           AND ranks[cardinality(ranks)] >= $2 \
+           ORDER BY chunk LIMIT $3) c \
+         ORDER BY w.trigram, c.chunk",
+    )
+    .persistent(false)
+    .bind(&wanted)
+    .bind(from)
+    .bind(BATCH)
+    .fetch_all(&mut **tx)
     .await?;
     for &i in wanting {
         let list = &mut lists[i];
@@ -190,7 +204,7 @@ async fn read(
 
 /// The candidates whose name contains the query, in order.
 async fn check(
-    hierarchy: &Hierarchy,
+    tx: &mut Tx,
     candidates: &[i64],
     pattern: &str,
 ) -> Result<Vec<EntityRow>, sqlx::Error> {
@@ -204,13 +218,10 @@ async fn check(
          AND (search_name || '') LIKE $2 ESCAPE '\\' ORDER BY search_name, id"
     );
     let ranks = serde_json::Value::from(candidates.to_vec()).to_string();
-    retry(|| async {
-        sqlx::query_as(composed(&sql))
-            .persistent(false)
-            .bind(&ranks)
-            .bind(pattern)
-            .fetch_all(&mut *hierarchy.db.reader().acquire().await?)
-            .await
-    })
-    .await
+    sqlx::query_as(composed(&sql))
+        .persistent(false)
+        .bind(&ranks)
+        .bind(pattern)
+        .fetch_all(&mut **tx)
+        .await
 }
