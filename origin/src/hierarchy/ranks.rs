@@ -174,10 +174,15 @@ async fn renumber_in(mut tx: Tx, db: &Db) -> Result<(), sqlx::Error> {
     tx.commit().await?;
     if db.backend == Backend::Postgres {
         // Every row was rewritten: the dead copies would double what a scan reads, and the
-        // planner needs the postings' statistics.
-        sqlx::query("VACUUM (ANALYZE) entities, search_postings")
-            .execute(&mut *db.primary.acquire().await?)
-            .await?;
+        // planner needs the postings' statistics. Outside any transaction (VACUUM cannot run
+        // in one, and behind a transaction pooler every acquired connection is in one); if it
+        // fails, autovacuum does the same later.
+        if let Err(error) = sqlx::query("VACUUM (ANALYZE) entities, search_postings")
+            .execute(db.primary.sqlx())
+            .await
+        {
+            tracing::warn!(%error, "vacuum after numbering the names for search");
+        }
     }
     Ok(())
 }
