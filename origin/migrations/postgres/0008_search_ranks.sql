@@ -43,9 +43,18 @@ BEGIN
         SELECT chunk, ranks INTO found_chunk, merged FROM search_postings
         WHERE trigram = t AND chunk <= rank ORDER BY chunk DESC LIMIT 1 FOR UPDATE;
         IF NOT FOUND THEN
-            INSERT INTO search_postings VALUES (t, rank, ARRAY[rank]);
-            CONTINUE;
+            -- Below every chunk: the first one takes it, its key lowered to the rank.
+            SELECT chunk, ranks INTO found_chunk, merged FROM search_postings
+            WHERE trigram = t ORDER BY chunk LIMIT 1 FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO search_postings VALUES (t, rank, ARRAY[rank]);
+                CONTINUE;
+            END IF;
+            UPDATE search_postings SET chunk = rank WHERE trigram = t AND chunk = found_chunk;
+            found_chunk := rank;
         END IF;
+        -- A rank a large delete left behind may come back.
+        CONTINUE WHEN rank = ANY(merged);
         merged := ARRAY(SELECT r FROM unnest(merged || rank) AS r ORDER BY r);
         IF cardinality(merged) <= search_chunk_max() THEN
             UPDATE search_postings SET ranks = merged WHERE trigram = t AND chunk = found_chunk;
