@@ -14,6 +14,7 @@ on_both_backends!(
     search_pages_are_every_match_in_order_whichever_index_finds_them,
     search_stays_exact_when_writes_crowd_one_place_in_name_order,
     search_is_exact_where_every_trigram_is_common_and_the_matches_far,
+    search_finds_what_an_older_release_wrote_once_a_write_comes,
     a_second_read_is_served_from_l1,
 );
 
@@ -399,6 +400,59 @@ async fn search_is_exact_where_every_trigram_is_common_and_the_matches_far(app: 
     assert_eq!(app.all_pages("/api/v1/search?q=zzzq&limit=100").await, late);
     let early = app.get("/api/v1/search?q=azzq").await.json();
     assert!(TestApp::ids(&early).is_empty());
+}
+
+/// During a rolling deploy the previous release writes without ranks: a create leaves none,
+/// a rename keeps the old one (which a trigger then clears). The next write of this
+/// release places them, and search finds them where they sort.
+async fn search_finds_what_an_older_release_wrote_once_a_write_comes(app: TestApp) {
+    let pool = app.state.hierarchy.db.primary.sqlx().clone();
+    sqlx::query(
+        "INSERT INTO entities (id, parent_id, kind, name, search_name, path, depth, attributes, \
+         version, updated_at) VALUES ('old-1', 'world', 'topic', 'Qwzx older', 'qwzx older', \
+         '/world/old-1/', 1, '{}', 1, '2026-12-07T00:00:00Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Several releases side by side run on PostgreSQL only.
+    let rolling = app.state.hierarchy.db.backend == forecastin_origin::db::Backend::Postgres;
+    if rolling {
+        sqlx::query(
+            "UPDATE entities SET name = 'Qwzx renamed', search_name = 'qwzx renamed' \
+             WHERE id = 'FR-75'",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let created = app
+        .admin(
+            axum::http::Method::POST,
+            "/admin/v1/entities",
+            Some(serde_json::json!({
+                "id": "new-1", "parent_id": "world", "kind": "topic", "name": "Qwzx newer"
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let found = app.all_pages("/api/v1/search?q=qwzx&limit=2").await;
+    let expected = if rolling {
+        vec!["new-1", "old-1", "FR-75"]
+    } else {
+        vec!["new-1", "old-1"]
+    };
+    assert_eq!(found, expected);
+    let ranks: Vec<Option<i64>> =
+        sqlx::query_scalar("SELECT name_rank FROM entities ORDER BY search_name, id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let ranks: Vec<i64> = ranks.into_iter().map(Option::unwrap).collect();
+    assert!(
+        ranks.windows(2).all(|pair| pair[0] < pair[1]),
+        "ranks follow names"
+    );
 }
 
 /// Inserts topics under the root as a bulk load does (no search ranks), then numbers them as

@@ -144,6 +144,20 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- A rename that does not also set the rank (one by an instance of the previous release, during
+-- a rolling deploy) leaves the row unranked rather than out of order; writes place it again.
+CREATE FUNCTION search_rank_forget() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.name_rank := NULL;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER search_rank_forget BEFORE UPDATE OF search_name ON entities
+FOR EACH ROW
+WHEN (OLD.search_name IS DISTINCT FROM NEW.search_name AND OLD.name_rank IS NOT DISTINCT FROM NEW.name_rank)
+EXECUTE FUNCTION search_rank_forget();
+
 CREATE TRIGGER search_postings_insert AFTER INSERT ON entities
 FOR EACH ROW EXECUTE FUNCTION search_postings_follow();
 CREATE TRIGGER search_postings_update AFTER UPDATE OF search_name, name_rank ON entities

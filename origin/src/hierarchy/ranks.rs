@@ -142,25 +142,44 @@ async fn set(tx: &mut Tx, id: &str, rank: Option<i64>) -> Result<(), sqlx::Error
     Ok(())
 }
 
-/// Numbers every row if any has no rank (rows loaded in bulk, or a database from before
-/// ranks); returns whether it did. Instances that start together number the table once: the
-/// first takes the write lock, the others find nothing left to number.
+/// Unranked rows at most that are placed one by one; more are numbered with the whole table.
+const PLACED_AT_MOST: i64 = 1_000;
+
+/// Gives the rows without a rank one, in the write `tx`: rows an instance of the previous
+/// release wrote during a rolling deploy, a few at a time. Returns whether more than
+/// [`PLACED_AT_MOST`] wait, which only numbering the whole table should take on.
+pub async fn place_unranked(tx: &mut Tx) -> Result<bool, sqlx::Error> {
+    let unranked: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM entities WHERE name_rank IS NULL LIMIT $1")
+            .bind(PLACED_AT_MOST + 1)
+            .fetch_all(&mut **tx)
+            .await?;
+    if unranked.len() as i64 > PLACED_AT_MOST {
+        return Ok(true);
+    }
+    for id in &unranked {
+        place(tx, id).await?;
+    }
+    Ok(false)
+}
+
+/// Ranks every row that has none (rows loaded in bulk, or a database from before ranks):
+/// one by one if they are few, else by numbering the whole table. Returns whether any had
+/// none. Instances that start together do it once: each looks again under the write lock.
 pub async fn heal(db: &Db) -> Result<bool, sqlx::Error> {
-    const UNRANKED: &str = "SELECT id FROM entities WHERE name_rank IS NULL LIMIT 1";
-    let unranked: Option<String> = sqlx::query_scalar(UNRANKED)
-        .fetch_optional(&mut *db.primary.acquire().await?)
-        .await?;
+    let unranked: Option<String> =
+        sqlx::query_scalar("SELECT id FROM entities WHERE name_rank IS NULL LIMIT 1")
+            .fetch_optional(&mut *db.primary.acquire().await?)
+            .await?;
     if unranked.is_none() {
         return Ok(false);
     }
     let mut tx = db.begin_write().await?;
-    let unranked: Option<String> = sqlx::query_scalar(UNRANKED)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if unranked.is_none() {
-        return Ok(false);
+    if place_unranked(&mut tx).await? {
+        renumber_in(tx, db).await?;
+    } else {
+        tx.commit().await?;
     }
-    renumber_in(tx, db).await?;
     Ok(true)
 }
 

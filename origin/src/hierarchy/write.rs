@@ -280,9 +280,8 @@ impl Hierarchy {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        if name != current.name {
-            ranks::place(&mut tx, id).await?;
-        }
+        // Also when the name is unchanged: the row may hold no rank, or one from before.
+        ranks::place(&mut tx, id).await?;
         let entity = lock_entity(&mut tx, id).await?;
         let invalidated = match &new_parent {
             Some(moved) => {
@@ -428,6 +427,9 @@ impl Hierarchy {
             entity: entity.as_ref().map(EntityRow::to_summary),
             at_ms: crate::clock::now_ms(),
         };
+        // Rows that an instance of the previous release wrote during a rolling deploy have
+        // no rank, so search cannot find them: each write places a few.
+        ranks::place_unranked(&mut tx).await?;
         let purge_id = self
             .outbox
             .record(&mut tx, Source::Write, &request, Some(&event))
