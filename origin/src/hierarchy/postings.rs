@@ -36,6 +36,15 @@ struct List {
     more: bool,
 }
 
+impl List {
+    /// Drops the ranks up to `cursor`, which the scan has passed.
+    fn pass(&mut self, cursor: i64) {
+        while self.ranks.front().is_some_and(|&rank| rank <= cursor) {
+            self.ranks.pop_front();
+        }
+    }
+}
+
 /// Up to `limit` entities whose name contains `query` (of three characters or more), in
 /// `(search_name, id)` order, after the given position.
 ///
@@ -84,11 +93,7 @@ async fn page_in(
             .collect();
         if !wanting.is_empty() {
             read(tx, &mut lists, &wanting, cursor + 1).await?;
-            for list in &mut lists {
-                while list.ranks.front().is_some_and(|&rank| rank <= cursor) {
-                    list.ranks.pop_front();
-                }
-            }
+            lists.iter_mut().for_each(|list| list.pass(cursor));
         }
         let heads: Option<Vec<i64>> = lists.iter().map(|l| l.ranks.front().copied()).collect();
         let ended = heads.is_none();
@@ -100,11 +105,7 @@ async fn page_in(
             } else {
                 cursor = furthest - 1;
             }
-            for list in &mut lists {
-                while list.ranks.front().is_some_and(|&rank| rank <= cursor) {
-                    list.ranks.pop_front();
-                }
-            }
+            lists.iter_mut().for_each(|list| list.pass(cursor));
         }
         if candidates.len() >= batch || (ended && !candidates.is_empty()) {
             found.extend(check(tx, &candidates, &pattern).await?);
