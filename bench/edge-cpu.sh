@@ -9,8 +9,10 @@
 # requests answered; each row also counts the answers by their Cache-Status. Local CPU is the
 # simulator's, not Cloudflare's: compare the rows, not the absolute numbers.
 # WORKER_CONFIG=bench/js-cache-worker/wrangler.toml measures the minimal JavaScript Worker
-# instead (fetch and put on a miss, match on a hit), the floor for the same runtime.
-# Usage: [WORKER_CONFIG=...] [BENCH_PURGE_INDEX=0] bench/edge-cpu.sh [pages] [seconds of hits]
+# instead (fetch and put on a miss, match on a hit), and bench/floor-worker/wrangler.toml the
+# same in Rust: the floors for the same runtime. BENCH_RUNTIME=workerd runs the Worker in bare
+# `workerd serve` (one process, no proxy; see start_bench_worker).
+# Usage: [WORKER_CONFIG=...] [BENCH_PURGE_INDEX=0] [BENCH_RUNTIME=workerd] bench/edge-cpu.sh [pages] [seconds of hits]
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
@@ -19,6 +21,7 @@ HIT_SECONDS="${2:-10}"
 WORKER_CONFIG="${WORKER_CONFIG:-wrangler.toml}"
 
 start_bench_origin
+build_bench_worker "$WORKER_CONFIG"
 start_bench_worker 18787 19229 "$WORKER_CONFIG"
 
 python3 - "$PAGES" >"$BENCH_STATE/paths" <<'EOF'

@@ -91,6 +91,22 @@ ensure_edge_tools() {
   export WRANGLER_SEND_METRICS=false
 }
 
+# Builds the Rust Worker crate in $1 with worker-build into $1/build/ (index.js +
+# index_bg.wasm). No debug info in the Worker (the origin's release keeps its line tables),
+# and no name section: it was 126 KB of 1 MB, and a panic's message carries its location
+# anyway (WORKER_KEEP_NAMES=1 keeps it, for a profile that names functions). The names go
+# after wasm-bindgen has read the target features it needs. Whole-program optimisation (fat
+# LTO, one codegen unit) took 30 KB gzipped off and a fifth off a hit's CPU; opt-level "s" or
+# "z" would take 23 or 42 KB more at 23 % or 47 % more CPU per hit (BENCHMARKS.md).
+build_worker() {
+  ensure_edge_tools
+  (cd "$1" && CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_LTO=fat \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 worker-build --release)
+  if [ -z "${WORKER_KEEP_NAMES:-}" ]; then
+    "$WASM_OPT_BIN" --all-features --strip-debug "$1/build/index_bg.wasm" -o "$1/build/index_bg.wasm"
+  fi
+}
+
 # The browser test's Chromium, Debian's (Playwright drives it; playwright-core is an npm tool).
 ensure_browser() {
   if [ ! -x /usr/bin/chromium ]; then
@@ -135,16 +151,35 @@ start_bench_origin() {
   trap 'kill -- "${BENCH_PIDS[@]}" 2>/dev/null || true; rm -rf "$BENCH_STATE"' EXIT
 }
 
-# Starts a Worker in `wrangler dev --local` in front of that origin and waits until it answers:
-# port, inspector port, wrangler config. Fills register in the purge index (as wrangler.toml's
-# default environment sets it) unless BENCH_PURGE_INDEX=0.
+# Builds the Rust Worker of the wrangler config $1 (the edge's crate is edge/, the others
+# beside their config); a JavaScript Worker needs no build.
+build_bench_worker() {
+  local crate
+  crate=$(dirname "$1")
+  [ "$crate" = . ] && crate=edge
+  if [ -f "$ROOT/$crate/Cargo.toml" ]; then build_worker "$ROOT/$crate" >/dev/null; fi
+}
+
+# Starts a Worker in front of that origin and waits until it answers: port, inspector port,
+# wrangler config. Fills register in the purge index (as wrangler.toml's default environment
+# sets it) unless BENCH_PURGE_INDEX=0. In `wrangler dev --local`, as users run it, or with
+# BENCH_RUNTIME=workerd in bare `workerd serve` with a config generated from the wrangler
+# config (bench/workerd/config.py): the same runtime without wrangler's proxy in front.
 start_bench_worker() {
-  local index=()
-  if [ "${BENCH_PURGE_INDEX:-1}" = 0 ]; then index=(--var PURGE_INDEX_SHARDS:0); fi
-  PURGE_SECRET=bench-purge-secret-of-at-least-32-bytes EDGE_SKIP_BUILD=1 setsid wrangler dev \
-    --local --ip 127.0.0.1 --port "$1" \
-    --inspector-port "$2" --config "$3" --show-interactive-dev-session=false --log-level error \
-    --persist-to "$BENCH_STATE/$1" --var ORIGIN_URL:http://127.0.0.1:18080 "${index[@]}" >/dev/null &
+  local vars=(ORIGIN_URL:http://127.0.0.1:18080)
+  if [ "${BENCH_PURGE_INDEX:-1}" = 0 ]; then vars+=(PURGE_INDEX_SHARDS:0); fi
+  export PURGE_SECRET=bench-purge-secret-of-at-least-32-bytes
+  if [ "${BENCH_RUNTIME:-wrangler}" = workerd ]; then
+    mkdir -p "$BENCH_STATE/$1"
+    python3 "$ROOT/bench/workerd/config.py" "$3" "$1" "$BENCH_STATE/$1/config.capnp" "${vars[@]/#/--var=}"
+    setsid workerd serve "$BENCH_STATE/$1/config.capnp" --inspector-addr="127.0.0.1:$2" \
+      >"$BENCH_STATE/$1/log" 2>&1 &
+  else
+    EDGE_SKIP_BUILD=1 setsid wrangler dev \
+      --local --ip 127.0.0.1 --port "$1" \
+      --inspector-port "$2" --config "$3" --show-interactive-dev-session=false --log-level error \
+      --persist-to "$BENCH_STATE/$1" "${vars[@]/#/--var=}" >/dev/null &
+  fi
   BENCH_PIDS+=(-$!)
   for _ in $(seq 120); do curl -fs "http://127.0.0.1:$1/" >/dev/null && break; sleep 0.5; done
 }
@@ -160,24 +195,32 @@ wrk_summary() {
 # The median of numbers given one per line.
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# alternate_rounds ROUNDS DIR LABEL_A URL_A LABEL_B URL_B: runs the caller's `measure URL`
-# (which prints "req/s p50 p99") on A then B, ROUNDS times, and prints every run, the medians
-# and the A/B throughput ratio per round with its median. Run files go in DIR.
+# alternate_rounds ROUNDS DIR LABEL URL LABEL URL [LABEL URL ...]: runs the caller's
+# `measure URL` (which prints "req/s p50 p99") on each in turn, ROUNDS times, and prints every
+# run, the medians, and for each pair the throughput ratio per round with its median. Run
+# files go in DIR.
 alternate_rounds() {
-  local rounds=$1 dir=$2 label_a=$3 url_a=$4 label_b=$5 url_b=$6 round side
-  : > "$dir/a.runs"; : > "$dir/b.runs"
+  local rounds=$1 dir=$2 round i j
+  shift 2
+  local labels=() urls=()
+  while [ $# -gt 0 ]; do labels+=("$1"); urls+=("$2"); shift 2; done
+  for i in "${!labels[@]}"; do : > "$dir/$i.runs"; done
   for round in $(seq "$rounds"); do
-    measure "$url_a" | tee -a "$dir/a.runs" | sed "s/^/round $round $label_a: /"
-    measure "$url_b" | tee -a "$dir/b.runs" | sed "s/^/round $round $label_b: /"
+    for i in "${!labels[@]}"; do
+      measure "${urls[$i]}" | tee -a "$dir/$i.runs" | sed "s/^/round $round ${labels[$i]}: /"
+    done
   done
-  for side in a b; do
-    local label=$label_a
-    [ "$side" = b ] && label=$label_b
-    printf '%s median: %s req/s, p50 %s ms, p99 %s ms\n' "$label" \
-      "$(cut -d' ' -f1 "$dir/$side.runs" | median)" "$(cut -d' ' -f2 "$dir/$side.runs" | median)" \
-      "$(cut -d' ' -f3 "$dir/$side.runs" | median)"
+  for i in "${!labels[@]}"; do
+    printf '%s median: %s req/s, p50 %s ms, p99 %s ms\n' "${labels[$i]}" \
+      "$(cut -d' ' -f1 "$dir/$i.runs" | median)" "$(cut -d' ' -f2 "$dir/$i.runs" | median)" \
+      "$(cut -d' ' -f3 "$dir/$i.runs" | median)"
   done
   local ratios
-  ratios=$(paste -d' ' "$dir/a.runs" "$dir/b.runs" | awk '{ printf "%.2f\n", $1 / $4 }')
-  echo "$label_a / $label_b throughput ratio per round: $(echo $ratios), median $(echo "$ratios" | median)"
+  for i in "${!labels[@]}"; do
+    for j in "${!labels[@]}"; do
+      [ "$i" -lt "$j" ] || continue
+      ratios=$(paste -d' ' "$dir/$i.runs" "$dir/$j.runs" | awk '{ printf "%.2f\n", $1 / $4 }')
+      echo "${labels[$i]} / ${labels[$j]} throughput ratio per round: $(echo $ratios), median $(echo "$ratios" | median)"
+    done
+  done
 }
