@@ -42,6 +42,32 @@ pub fn to_runtime(value: &HeaderValue) -> String {
     String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
+/// Fields as lines `name\nvalue\n`, the form they cross to and from the runtime in (a line
+/// feed can be in neither a field name nor a value): one string instead of a call per field.
+pub fn to_lines<'a>(fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>) -> String {
+    let mut lines = String::new();
+    for (name, value) in fields {
+        lines.push_str(name.as_str());
+        lines.push('\n');
+        lines.push_str(&to_runtime(value));
+        lines.push('\n');
+    }
+    lines
+}
+
+/// The fields of lines from the runtime; a field it cannot represent is dropped (see
+/// [`from_runtime`]), as is an unfinished last line.
+pub fn from_lines(lines: &str) -> HeaderMap {
+    let mut parts = lines.split('\n');
+    let mut fields = HeaderMap::new();
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        if let Some((name, value)) = from_runtime(name, value) {
+            fields.append(name, value);
+        }
+    }
+    fields
+}
+
 /// Fields that describe one connection, never stored or forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -116,6 +142,19 @@ mod tests {
         let mut names: Vec<&str> = fields.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, ["content-length", "etag"]);
+    }
+
+    #[test]
+    fn fields_cross_as_lines_and_back() {
+        let fields = headers(&[("vary", "a"), ("vary", "b"), ("etag", "\"v\""), ("x", "")]);
+        let lines = to_lines(&fields);
+        assert_eq!(lines, "vary\na\nvary\nb\netag\n\"v\"\nx\n\n");
+        assert_eq!(from_lines(&lines), fields);
+        assert_eq!(
+            from_lines("caf\u{e9}\nx\nok\ncaf\u{e9}\nhalf"),
+            headers(&[("ok", "café")])
+        );
+        assert!(from_lines("").is_empty());
     }
 
     #[test]

@@ -19,7 +19,11 @@ use forecastin_shared::{
 };
 use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
-use worker::{event, js_sys::Math, web_sys, Context, Date, Env, Result};
+use worker::{
+    event,
+    js_sys::{Date, Math},
+    web_sys, Context, Env, Result,
+};
 
 use index::Index;
 
@@ -118,8 +122,10 @@ fn settings(env: &Env) -> std::result::Result<std::rc::Rc<Settings>, String> {
     Ok(settings)
 }
 
+/// The runtime's clock (`Date.now()`, which moves only between I/O), read without making a
+/// `Date` object as workers-rs's `Date::now` does.
 fn now_ms() -> u64 {
-    Date::now().as_millis()
+    Date::now() as u64
 }
 
 #[event(fetch)]

@@ -1,49 +1,59 @@
 //! Conversions between the runtime's JavaScript objects and the core's `http` types, none of
 //! which can panic: a header the other side cannot represent is dropped, and a response the
-//! runtime refuses to construct is an error the caller turns into a 502.
+//! runtime refuses to construct is an error the caller turns into a 502. Header fields cross
+//! in one call each way, as lines (`fields.js`), not in a call per field.
 
 use http::HeaderMap;
 use worker::{
     js_sys::{self, Uint8Array},
-    wasm_bindgen::JsCast,
+    wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue},
     wasm_bindgen_futures::JsFuture,
     web_sys,
     worker_sys::ext::CacheStorageExt,
     Headers, Result,
 };
 
-use crate::core::fields::{from_runtime, to_runtime};
+use crate::core::fields::{from_lines, to_lines};
+
+#[wasm_bindgen(module = "/src/worker/fields.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = linesOf)]
+    fn lines_of(headers: &web_sys::Headers) -> String;
+    #[wasm_bindgen(js_name = selectedLinesOf)]
+    fn selected_lines_of(headers: &web_sys::Headers, names: &str) -> String;
+    #[wasm_bindgen(js_name = headersOf)]
+    fn headers_of(lines: &str) -> web_sys::Headers;
+    #[wasm_bindgen(js_name = patchedHeaders, catch)]
+    fn patched_headers(
+        base: &web_sys::Headers,
+        removed: &str,
+        lines: &str,
+    ) -> std::result::Result<web_sys::Headers, JsValue>;
+    #[wasm_bindgen(js_name = responseOf, catch)]
+    fn response_of(
+        status: u16,
+        headers: &web_sys::Headers,
+        body: &JsValue,
+    ) -> std::result::Result<web_sys::Response, JsValue>;
+}
 
 /// The runtime's headers as a `HeaderMap`; values are Latin-1 (obs-text survives).
 pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
-    Headers(headers.clone())
-        .entries()
-        .filter_map(|(name, value)| from_runtime(&name, &value))
-        .collect()
+    from_lines(&lines_of(headers))
 }
 
-/// Only the fields `names` of the runtime's headers (several lines of one field come joined):
-/// one call per name instead of several per field present.
+/// Only the fields `names` of the runtime's headers (several lines of one field come joined).
 pub fn selected_fields<'a>(
     headers: &web_sys::Headers,
     names: impl IntoIterator<Item = &'a str>,
 ) -> HeaderMap {
-    names
-        .into_iter()
-        .filter_map(|name| Some((name, headers.get(name).ok()??)))
-        .filter_map(|(name, value)| from_runtime(name, &value))
-        .collect()
+    let names: Vec<&str> = names.into_iter().collect();
+    from_lines(&selected_lines_of(headers, &names.join("\n")))
 }
 
-/// A `HeaderMap` as runtime headers.
+/// A `HeaderMap` as runtime headers; a value the runtime refuses is dropped.
 pub fn js_headers(map: &HeaderMap) -> Headers {
-    let headers = Headers::new();
-    for (name, value) in map {
-        if let Err(err) = headers.append(name.as_str(), &to_runtime(value)) {
-            worker::console_warn!("dropped the header {name}: {err}");
-        }
-    }
-    headers
+    Headers(headers_of(&to_lines(map)))
 }
 
 /// A response with these parts; `Err` if the runtime refuses them.
@@ -61,45 +71,32 @@ pub fn with_bytes(
     headers: &Headers,
     body: Option<&[u8]>,
 ) -> Result<web_sys::Response> {
-    let init = web_sys::ResponseInit::new();
-    init.set_status(status);
-    init.set_headers(&headers.0);
-    let response = match body {
-        Some(bytes) => {
-            let array = Uint8Array::from(bytes);
-            web_sys::Response::new_with_opt_buffer_source_and_init(Some(&array), &init)
-        }
-        None => web_sys::Response::new_with_opt_str_and_init(None, &init),
-    };
-    Ok(response?)
+    let body = body.map_or(JsValue::NULL, |bytes| Uint8Array::from(bytes).into());
+    Ok(response_of(status, &headers.0, &body)?)
 }
 
-/// A copy of `base` changed into `target` with as few calls into the runtime as possible:
-/// the fields whose values differ are replaced, the others copied by the runtime itself.
+/// A copy of `base` changed into `target` in one call into the runtime: the fields whose
+/// values differ are replaced, the others copied by the runtime itself.
 pub fn patched(
     base: &web_sys::Headers,
     base_map: &HeaderMap,
     target: &HeaderMap,
 ) -> Result<Headers> {
-    let headers = Headers(web_sys::Headers::new_with_headers(base)?);
-    for name in base_map.keys() {
-        if !target.contains_key(name) {
-            headers.delete(name.as_str())?;
-        }
-    }
-    for name in target.keys() {
-        let wanted = target.get_all(name);
-        if base_map.get_all(name).iter().eq(wanted.iter()) {
-            continue;
-        }
-        headers.delete(name.as_str())?;
-        for value in wanted {
-            if let Err(err) = headers.append(name.as_str(), &to_runtime(value)) {
-                worker::console_warn!("dropped the header {name}: {err}");
-            }
-        }
-    }
-    Ok(headers)
+    let removed: Vec<&str> = base_map
+        .keys()
+        .filter(|name| !target.contains_key(*name))
+        .map(|name| name.as_str())
+        .collect();
+    let changed = target.keys().filter(|name| {
+        !base_map
+            .get_all(*name)
+            .iter()
+            .eq(target.get_all(*name).iter())
+    });
+    let lines = to_lines(
+        changed.flat_map(|name| target.get_all(name).iter().map(move |value| (name, value))),
+    );
+    Ok(Headers(patched_headers(base, &removed.join("\n"), &lines)?))
 }
 
 /// A response with a streamed body and these runtime headers.
@@ -108,13 +105,8 @@ pub fn with_stream(
     headers: &Headers,
     body: Option<web_sys::ReadableStream>,
 ) -> Result<web_sys::Response> {
-    let init = web_sys::ResponseInit::new();
-    init.set_status(status);
-    init.set_headers(&headers.0);
-    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
-        body.as_ref(),
-        &init,
-    )?)
+    let body = body.map_or(JsValue::NULL, JsValue::from);
+    Ok(response_of(status, &headers.0, &body)?)
 }
 
 /// Reads a response's whole body.
