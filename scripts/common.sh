@@ -71,13 +71,13 @@ ensure_rust_targets() {
   fi
 }
 
-# The edge's build and runtime tools: Node 22, wrangler/workerd, esbuild and wasm-opt from
+# The edge's build and runtime tools: Node 24 (LTS), wrangler/workerd, esbuild and wasm-opt from
 # npm (package.json, pinned by package-lock.json) into node_modules/; worker-build and the
 # wasm-bindgen CLI matching Cargo.lock into .tools/cargo/. Exports what worker-build needs.
 ensure_edge_tools() {
   ensure_rust_targets
   if [ ! -x "$ROOT/node_modules/.bin/wrangler" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
-    log "installing npm tools (wrangler, workerd, esbuild, binaryen, Node 22)"
+    log "installing npm tools (wrangler, workerd, esbuild, binaryen, Node 24)"
     (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
   fi
   local bindgen_version
