@@ -87,6 +87,12 @@ def _options(parser):
                         help="where StreamWatchers open /ws (default: --origin-url)")
     parser.add_argument("--measure", default="3m",
                         help="how long the measured run lasts, after the warm-up (e.g. 90s, 5m)")
+    parser.add_argument("--js-worker-url", default="",
+                        help="the minimal JavaScript Worker (bench/js-cache-worker, TIMING set) "
+                             "that analysts read a share of their pages from too, to set its "
+                             "Server-Timing beside the edge's (empty: none)")
+    parser.add_argument("--js-share", type=float, default=0.1,
+                        help="the share of analysts' reads repeated at --js-worker-url")
     parser.add_argument("--slo-file", default="load/slo.yaml")
     parser.add_argument("--report", default="slo_report.json")
 
@@ -100,11 +106,13 @@ class Run:
     # - edge_ms_by_second: per second, how long each read through the edge took, in ms;
     # - edge_missed: every edge miss, [second, operation, path, why the edge forwarded it];
     # - purges: [when it was delivered, ms from the write];
-    # - hostile: attackers' requests, by how each was answered.
+    # - hostile: attackers' requests, by how each was answered;
+    # - worker_ms: the Workers' own time (Server-Timing `edge;dur`), by "edge hit", "edge miss",
+    #   "js hit", "js miss".
     TALLIES = {"edge_hits": int, "edge_misses": int, "edge_by_operation": dict,
                "edge_by_second": dict, "edge_ms_by_second": dict, "edge_missed": list,
                "purges": list, "undelivered_purges": int, "stale_reads": int, "ws_ms": list,
-               "hostile": collections.Counter, "hostile_sockets": int}
+               "hostile": collections.Counter, "hostile_sockets": int, "worker_ms": dict}
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -146,6 +154,9 @@ class Run:
                         mine = current.setdefault(operation, {"hits": 0, "misses": 0})
                         for key in mine:
                             mine[key] += counts[key]
+                elif name == "worker_ms":
+                    for kind, values in value.items():
+                        current.setdefault(kind, []).extend(values)
                 elif name == "edge_by_second":
                     for second, counts in value.items():
                         mine = current.setdefault(int(second), [0, 0, 0])
@@ -386,6 +397,14 @@ def _cache_status(request_type, name, response_time, exception, response=None, *
     if not status or name.startswith("admin") or name == "check after purge":
         return
     hit = "; hit" in status
+    worker = "js" if name == JS_WORKER else "edge"
+    timing = re.search(r"(?:^|,)\s*edge;dur=(\d+)", response.headers.get("Server-Timing", ""))
+    if timing:
+        with RUN.lock:
+            RUN.worker_ms.setdefault(f"{worker} {'hit' if hit else 'miss'}", []).append(
+                int(timing.group(1)))
+    if worker == "js":
+        return
     now = int(time.time())
     with RUN.lock:
         if hit:
@@ -403,6 +422,10 @@ def _cache_status(request_type, name, response_time, exception, response=None, *
             forwarded = re.search(r"fwd=([a-z-]+)", status)
             RUN.edge_missed.append([now, name, response.request.path_url,
                                     forwarded.group(1) if forwarded else "none"])
+
+
+# The name of the reads repeated at the JavaScript Worker (--js-worker-url).
+JS_WORKER = "js worker"
 
 
 class ApiUser(HttpUser):
@@ -436,8 +459,16 @@ class Analyst(ApiUser):
             body = self.get(mix.path(page), operation)
             if body is None:
                 return
+            self.mirror(mix.path(page))
             if page[0] == "descendants":
                 self.follow_cursors(page[1], body)
+
+    def mirror(self, path):
+        """Reads `path` from the JavaScript Worker too, for a share of the reads: its own time
+        under the same load as the edge's (its pages may be stale: only the time counts)."""
+        options = self.environment.parsed_options
+        if options.js_worker_url and random.random() < options.js_share:
+            self.client.get(options.js_worker_url + path, name=JS_WORKER)
 
     def follow_cursors(self, entity, page):
         for _ in range(mix.DESCENDANT_PAGES - 1):
@@ -737,6 +768,7 @@ def _report(environment, **_):
                       "p50_ms": _round(slo.percentile(RUN.ws_ms, 0.50)),
                       "p95_ms": _round(slo.percentile(RUN.ws_ms, 0.95)),
                       "p99_ms": _round(slo.percentile(RUN.ws_ms, 0.99))},
+        "worker": slo.worker_times(RUN.worker_ms),
         "hostile": hostile_report(total.num_requests, RUN.memory_before,
                                   memory(options.origin_pid)),
         "timeline": timeline(*RUN.measured),
@@ -809,6 +841,8 @@ def storm_report(edge_by_second, edge_ms_by_second, missed, samples, storm, ende
                 window[key] = int(count)
                 window[f"{key}_per_s"] = round(count / span, 2)
         report[name] = window
+    before, during = report["before"]["read_p95_ms"], report["during"]["read_p95_ms"]
+    report["read_p95_growth"] = round(during / before, 2) if before and during else None
     return report
 
 

@@ -52,3 +52,18 @@ class Evaluate(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class WorkerTimes(unittest.TestCase):
+    def test_percentiles_by_worker_and_the_hit_ratio(self):
+        times = slo.worker_times({"edge hit": [0] * 90 + [3] * 10, "js hit": [0] * 100,
+                                  "edge miss": [7, 9]})
+        self.assertEqual(times["edge_hit"], {"count": 100, "p50_ms": 0, "p95_ms": 3, "p99_ms": 3})
+        self.assertEqual(times["edge_miss"]["count"], 2)
+        self.assertEqual(times["js_miss"], {"count": 0, "p50_ms": None, "p95_ms": None,
+                                            "p99_ms": None})
+        # The JavaScript Worker's p95 of 0 ms counts as 1 ms.
+        self.assertEqual(times["hit_p95_ratio"], 3.0)
+
+    def test_no_ratio_without_both_workers(self):
+        self.assertIsNone(slo.worker_times({"edge hit": [1]})["hit_p95_ratio"])
