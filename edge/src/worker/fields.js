@@ -1,11 +1,17 @@
 // Header fields across the boundary between the Worker's Rust and the runtime in one call
 // each way, as lines "name\nvalue\n" (a line feed can be in neither a field name nor a
-// value): a call per field, each copying its strings, cost a hit more than its decisions.
+// value): a call per field, each copying its strings, cost a hit more than its decisions. A
+// field holding a line feed all the same is left out, so that no value can pass for a name.
+
+// Whether a field can cross as lines.
+const crosses = (name, value) => !name.includes("\n") && !value.includes("\n");
 
 // Every field of `headers`, as lines.
 export function linesOf(headers) {
   let lines = "";
-  for (const [name, value] of headers) lines += name + "\n" + value + "\n";
+  for (const [name, value] of headers) {
+    if (crosses(name, value)) lines += name + "\n" + value + "\n";
+  }
   return lines;
 }
 
@@ -14,7 +20,7 @@ export function selectedLinesOf(headers, names) {
   let lines = "";
   for (const name of names.split("\n")) {
     const value = headers.get(name);
-    if (value !== null) lines += name + "\n" + value + "\n";
+    if (value !== null && crosses(name, value)) lines += name + "\n" + value + "\n";
   }
   return lines;
 }
@@ -54,7 +60,11 @@ function appendLines(headers, lines, replace) {
     } catch (err) {
       // The stored value must not stand in for the refused one.
       if (replace && !replaced.has(name)) {
-        headers.delete(name);
+        try {
+          headers.delete(name);
+        } catch {
+          // A name the runtime refuses is not in `headers` either.
+        }
         replaced.add(name);
       }
       console.warn(`dropped the header ${name}: ${err}`);

@@ -67,7 +67,7 @@ async fn send(
 ) -> Result<web_sys::Response, JsValue> {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
-    let headers = js_headers(headers);
+    let headers = js_headers(headers)?;
     if let Some(credential) = credential {
         headers.0.set(EDGE_AUTH, credential)?;
     }

@@ -17,12 +17,15 @@ use crate::core::fields::{from_lines, to_lines};
 
 #[wasm_bindgen(module = "/src/worker/fields.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = linesOf)]
-    fn lines_of(headers: &web_sys::Headers) -> String;
-    #[wasm_bindgen(js_name = selectedLinesOf)]
-    fn selected_lines_of(headers: &web_sys::Headers, names: &str) -> String;
-    #[wasm_bindgen(js_name = headersOf)]
-    fn headers_of(lines: &str) -> web_sys::Headers;
+    #[wasm_bindgen(js_name = linesOf, catch)]
+    fn lines_of(headers: &web_sys::Headers) -> std::result::Result<String, JsValue>;
+    #[wasm_bindgen(js_name = selectedLinesOf, catch)]
+    fn selected_lines_of(
+        headers: &web_sys::Headers,
+        names: &str,
+    ) -> std::result::Result<String, JsValue>;
+    #[wasm_bindgen(js_name = headersOf, catch)]
+    fn headers_of(lines: &str) -> std::result::Result<web_sys::Headers, JsValue>;
     #[wasm_bindgen(js_name = patchedHeaders, catch)]
     fn patched_headers(
         base: &web_sys::Headers,
@@ -37,9 +40,21 @@ extern "C" {
     ) -> std::result::Result<web_sys::Response, JsValue>;
 }
 
+/// The fields of `lines` from the runtime; none if reading them failed (which the runtime's
+/// own headers never make it do), as a field it cannot represent is dropped.
+fn read_lines(lines: std::result::Result<String, JsValue>) -> HeaderMap {
+    match lines {
+        Ok(lines) => from_lines(&lines),
+        Err(err) => {
+            worker::console_warn!("dropped the header fields: {err:?}");
+            HeaderMap::new()
+        }
+    }
+}
+
 /// The runtime's headers as a `HeaderMap`; values are Latin-1 (obs-text survives).
 pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
-    from_lines(&lines_of(headers))
+    read_lines(lines_of(headers))
 }
 
 /// Only the fields `names` of the runtime's headers (several lines of one field come joined).
@@ -48,12 +63,12 @@ pub fn selected_fields<'a>(
     names: impl IntoIterator<Item = &'a str>,
 ) -> HeaderMap {
     let names: Vec<&str> = names.into_iter().collect();
-    from_lines(&selected_lines_of(headers, &names.join("\n")))
+    read_lines(selected_lines_of(headers, &names.join("\n")))
 }
 
 /// A `HeaderMap` as runtime headers; a value the runtime refuses is dropped.
-pub fn js_headers(map: &HeaderMap) -> Headers {
-    Headers(headers_of(&to_lines(map)))
+pub fn js_headers(map: &HeaderMap) -> std::result::Result<Headers, JsValue> {
+    Ok(Headers(headers_of(&to_lines(map))?))
 }
 
 /// A response with these parts; `Err` if the runtime refuses them.
@@ -62,7 +77,7 @@ pub fn response(
     headers: &HeaderMap,
     body: Option<&[u8]>,
 ) -> Result<web_sys::Response> {
-    with_bytes(status, &js_headers(headers), body)
+    with_bytes(status, &js_headers(headers)?, body)
 }
 
 /// A response with runtime headers and these bytes; `Err` if the runtime refuses them.
@@ -122,7 +137,7 @@ pub fn streamed(
     headers: &HeaderMap,
     body: Option<web_sys::ReadableStream>,
 ) -> Result<web_sys::Response> {
-    with_stream(status, &js_headers(headers), body)
+    with_stream(status, &js_headers(headers)?, body)
 }
 
 /// The runtime's default cache, used directly: workers-rs's wrapper rebuilds every response
