@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The origin's container image (deploy/k8s/origin.yaml runs it). Built in the Rust image of
 # the toolchain the repository pins (rust-toolchain.toml), run from distroless: no shell, no
 # package manager, a non-root user. The static assets, the seed data and the migrations are
@@ -12,8 +13,13 @@ WORKDIR /src
 COPY . .
 # The image's toolchain is the pinned one; the pin's extra components (clippy, the wasm32
 # target) are for development. The empty folder is the embedded SQLite's, for a container run
-# without DATABASE_URL.
-RUN rm rust-toolchain.toml \
+# without DATABASE_URL. The registry and the target folder are BuildKit cache mounts, kept
+# from one build to the next: a change to the origin's code recompiles the workspace's crates,
+# not the several hundred dependencies (the binary is copied out, as the mount is not in the
+# image).
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    rm rust-toolchain.toml \
     && cargo build --release --locked -p forecastin-origin \
     && install -D target/release/forecastin-origin /out/forecastin-origin \
     && mkdir -p /out/data
