@@ -214,7 +214,10 @@ async fn the_edge_and_the_origin_log_a_request_under_the_id_the_edge_returns() {
                 .iter()
                 .any(|line| line["request_id"] == id.as_str()
                     && line["status"] == 200
-                    && line["cache_status"] == cache_status.as_str()),
+                    && line["cache_status"] == cache_status.as_str()
+                    // Where the request entered, from the runtime's `request.cf`.
+                    && line["colo"].is_string()
+                    && line["country"].is_string()),
             "the edge did not log {id}:\n{}",
             edge.log()
         );

@@ -22,6 +22,7 @@ use url::Url;
 use worker::{
     event,
     js_sys::{Date, Math},
+    wasm_bindgen::JsValue,
     web_sys, Context, Env, Result,
 };
 
@@ -134,6 +135,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let headers = runtime::header_map(&req.headers());
     let id = request_id(&headers, new_request_id);
     let (method, url) = (req.method(), req.url());
+    // Read into the log line only if the request is logged (see `log_request`).
+    let cf = worker::js_sys::Reflect::get(&req, &"cf".into()).unwrap_or_default();
     let response = match handle(req, headers, &id, &env, &ctx, started).await {
         Ok(Handled::Raw(response)) => Ok(response),
         Ok(Handled::Answer(answer, bodies)) => respond(answer, bodies, &id, started).await,
@@ -154,7 +157,13 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     match &response {
         Ok(response) => {
             let hits_one_in = settings(&env).map_or(1, |settings| settings.hit_log_one_in);
-            log_request(&id, (&method, &url), response, (started, hits_one_in));
+            let request = Logged {
+                id: &id,
+                method: &method,
+                url: &url,
+                cf: &cf,
+            };
+            log_request(request, response, (started, hits_one_in));
         }
         Err(err) => worker::console_error!("edge error ({id}), no answer built: {err}"),
     }
@@ -168,11 +177,29 @@ fn new_request_id() -> String {
     format!("{:08x}{:08x}{:08x}{:08x}", word(), word(), word(), word())
 }
 
+/// What the request log says of a request besides its answer.
+struct Logged<'a> {
+    id: &'a str,
+    method: &'a str,
+    url: &'a str,
+    /// The runtime's `request.cf`.
+    cf: &'a JsValue,
+}
+
+/// Where a request entered Cloudflare, from `request.cf`; empty where the runtime says
+/// nothing (or something else than text).
+#[derive(Default, serde::Deserialize, serde::Serialize)]
+struct Place {
+    /// The data centre (an IATA airport code).
+    colo: Option<String>,
+    /// The client's country (ISO 3166-1 alpha-2).
+    country: Option<String>,
+}
+
 /// One JSON line per request for Workers Logs, under the id the origin logs it by too; one
 /// hit in `hits_one_in` (see [`logged`]).
 fn log_request(
-    id: &str,
-    (method, url): (&str, &str),
+    request: Logged<'_>,
     response: &web_sys::Response,
     (started, hits_one_in): (u64, u32),
 ) {
@@ -188,14 +215,17 @@ fn log_request(
         status: u16,
         cache_status: Option<String>,
         duration_ms: u64,
+        #[serde(flatten)]
+        place: Place,
     }
     let line = RequestLine {
-        request_id: id,
-        method,
-        url,
+        request_id: request.id,
+        method: request.method,
+        url: request.url,
         status: response.status(),
         cache_status,
         duration_ms: now_ms().saturating_sub(started),
+        place: serde_wasm_bindgen::from_value(request.cf.clone()).unwrap_or_default(),
     };
     if let Ok(line) = serde_json::to_string(&line) {
         worker::console_log!("{line}");
