@@ -18,6 +18,7 @@ ROUNDS="${2:-5}"
 
 start_bench_origin
 path="${EDGE_HIT_PATH:-/api/v1/entities/FR/ancestors}"
+build_bench_worker wrangler.toml
 build_bench_worker bench/floor-worker/wrangler.toml
 start_bench_worker 18787 19229 wrangler.toml
 start_bench_worker 18788 19230 bench/js-cache-worker/wrangler.toml

@@ -136,14 +136,13 @@ run_bench_example() {
     cargo run --release --locked -q -p forecastin-e2e --example "$1"
 }
 
-# For the edge's benchmarks: wrk, the Worker built, and the release origin on its embedded
-# default at 127.0.0.1:18080 with a state directory of its own ($BENCH_STATE); it and the
-# Workers started by start_bench_worker stop when the script exits.
+# For the edge's benchmarks: wrk, and the release origin on its embedded default at
+# 127.0.0.1:18080 with a state directory of its own ($BENCH_STATE); it and the Workers started
+# by start_bench_worker (each built first by build_bench_worker) stop when the script exits.
 start_bench_origin() {
   ensure_edge_tools
   command -v wrk >/dev/null || { log "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
   cargo build --release --locked -p forecastin-origin
-  ./scripts/build-edge >/dev/null
   BENCH_STATE=$(mktemp -d)
   LISTEN_ADDR=127.0.0.1:18080 DATA_DIR="$BENCH_STATE/origin" RUST_LOG=warn \
     ./target/release/forecastin-origin &
