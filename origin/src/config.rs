@@ -128,7 +128,7 @@ impl Config {
     }
 }
 
-/// Coordination of several origin instances (see `crate::bus`).
+/// Coordination of several origin instances (see `crate::cluster::bus`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClusterConfig {
     /// `redis://…`: instances share L1 invalidations through it. Unset: one instance, an

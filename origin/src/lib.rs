@@ -1,34 +1,27 @@
 //! The Forecastin origin: the navigation hierarchy API with its caching contract.
 //!
 //! Layout: [`config`] (environment), [`db`] (pools, read replicas, migrations, retries),
-//! [`hierarchy`] (the entity store, its SQL, the consistency checker), [`purge`] (the CDN purge
-//! outbox and dispatcher), [`seed`] (the ISO 3166 demo data and synthetic growth), [`l1`] and
-//! [`l2`] (response caches), [`flights`] (collapsed misses), [`hot`] and [`warm`] (predictive
-//! preloading), [`cluster`] (the Redis link), [`bus`], [`events`], [`flags`] and [`registry`]
-//! (coordination of instances), [`http`] (routes, extractors, caching headers), [`metrics`],
-//! [`clock`] and [`token`].
+//! [`hierarchy`] (the entity store, its SQL, the consistency checker), [`cache`] (the response
+//! tiers L1 and L2, collapsed misses, predictive preloading), [`purge`] (the CDN purge outbox
+//! and dispatcher), [`cluster`] (the Redis link, the bus, events and the registry that make
+//! several instances one), [`flags`] (feature flags with gradual rollout), [`http`] (routes,
+//! extractors, caching headers), [`seed`] (the ISO 3166 demo data and synthetic growth),
+//! [`readiness`], [`metrics`], [`clock`] and [`id`].
 
-pub mod bus;
+pub mod cache;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod events;
 pub mod flags;
-pub mod flights;
 pub mod hierarchy;
-pub mod hot;
 pub mod http;
-pub mod l1;
-pub mod l2;
+pub mod id;
 pub mod metrics;
 pub mod purge;
 pub mod readiness;
-pub mod registry;
 pub mod seed;
-pub mod token;
-pub mod warm;
 
 use std::{num::NonZeroUsize, sync::Arc};
 
@@ -37,16 +30,13 @@ use axum::{http::HeaderValue, Router};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    bus::Bus,
-    cluster::RedisLink,
+    cache::{hot::HotKeys, l1::L1, l2::L2, warm::Warmer},
+    cluster::{bus::Bus, link::RedisLink, registry::Registry},
     config::Config,
     db::{replicas::WriteHorizon, Db},
     flags::Flags,
     hierarchy::Hierarchy,
-    hot::HotKeys,
     http::AppState,
-    l1::L1,
-    l2::L2,
     purge::{
         dispatcher::{self, Dispatcher},
         providers::Provider,
@@ -54,8 +44,6 @@ use crate::{
         Outbox, PurgeLog,
     },
     readiness::Readiness,
-    registry::Registry,
-    warm::Warmer,
 };
 
 /// An HTTP client builder whose TLS uses `ring`: reqwest is built without its default crypto
@@ -80,7 +68,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         .cluster
         .instance_id
         .clone()
-        .unwrap_or_else(|| token::random_hex()[..12].to_owned());
+        .unwrap_or_else(|| id::random_hex()[..12].to_owned());
     let advertised = config
         .cluster
         .advertise_addr
@@ -99,7 +87,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     // L2 is cleared by every instance with Redis, and read by those with an L2 TTL.
     let (bus, l2) = match &redis {
         Some(link) => {
-            let limits = l2::Limits {
+            let limits = cache::l2::Limits {
                 ttl: std::time::Duration::from_secs(cluster.l2_ttl_secs),
                 max_tag_members: cluster.l2_max_tag_members,
             };
@@ -154,7 +142,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let admin_token = match &config.admin_token {
         Some(token) if !token.is_empty() => token.clone(),
         _ => {
-            let token = token::random_hex();
+            let token = id::random_hex();
             tracing::warn!("ADMIN_TOKEN is not set; this run's admin token is {token}");
             token
         }

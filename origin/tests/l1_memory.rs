@@ -14,7 +14,7 @@ use std::{
 
 use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
-use forecastin_origin::l1::{Rendered, L1};
+use forecastin_origin::cache::l1::{Rendered, L1};
 use forecastin_shared::{
     ids::MAX_ID_LEN,
     params::MAX_CURSOR_CHARS,

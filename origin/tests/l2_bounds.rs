@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use forecastin_origin::{
-    cluster::RedisLink,
+    cache::l2::{Limits, Stored, INVALIDATE_BATCH, L2},
+    cluster::link::RedisLink,
     db::replicas::WriteHorizon,
-    l2::{Limits, Stored, INVALIDATE_BATCH, L2},
 };
 use redis::AsyncCommands;
 

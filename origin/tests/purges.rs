@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use common::{TestApp, TestResponse};
-use forecastin_origin::l1::Rendered;
+use forecastin_origin::cache::l1::Rendered;
 use serde_json::json;
 
 on_both_backends!(

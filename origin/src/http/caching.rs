@@ -13,11 +13,13 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::{
+    cache::{
+        flights::{follow, Turn},
+        l1::{Preloads, Rendered},
+        l2, warm,
+    },
     error::ApiError,
-    flags,
-    flights::{follow, Turn},
-    l1::{Preloads, Rendered},
-    l2, metrics, warm,
+    flags, metrics,
 };
 
 /// A freshly computed response body, the tags it depends on, and the pages its reader is
@@ -81,7 +83,7 @@ fn render(fresh: Fresh) -> Rendered {
 }
 
 /// Serves the response for `key` from L1, or computes it with `produce`, stores it in L1 and
-/// serves it. Concurrent misses for one key share one computation ([`crate::flights`]). A 404
+/// serves it. Concurrent misses for one key share one computation ([`crate::cache::flights`]). A 404
 /// about an entity is cached too (tagged with that entity, so creating it purges the 404);
 /// other errors are neither cached nor cacheable.
 pub async fn serve_cached<F, Fut>(
@@ -196,7 +198,7 @@ fn remember(
     state: &AppState,
     key: String,
     fresh: Fresh,
-    epoch: Option<crate::l1::Epoch>,
+    epoch: Option<crate::cache::l1::Epoch>,
 ) -> Arc<Rendered> {
     let rendered = Arc::new(render(fresh));
     if let (Some(l1), Some(epoch)) = (&state.l1, epoch) {

@@ -45,18 +45,19 @@ use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::{
-    bus::Bus,
+    cache::{
+        flights::Flights,
+        l1::L1,
+        l2::L2,
+        warm::{warming, Warmer},
+    },
+    cluster::{bus::Bus, registry::Registry},
     error::ApiError,
     flags::Flags,
-    flights::Flights,
     hierarchy::Hierarchy,
-    l1::L1,
-    l2::L2,
     metrics,
     purge::PurgeLog,
     readiness::Readiness,
-    registry::Registry,
-    warm::{warming, Warmer},
 };
 
 pub struct AppState {
@@ -236,7 +237,7 @@ async fn identify(mut request: Request, next: Next) -> Response {
     let headers = request.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let id = request_id::given(header(REQUEST_ID), header(TRACEPARENT))
-        .unwrap_or_else(|| crate::token::random_hex()[..32].to_owned());
+        .unwrap_or_else(|| crate::id::random_hex()[..32].to_owned());
     // Taken ids are letters, digits and `-_.:`, new ones hex: always a valid header value.
     let Ok(id) = HeaderValue::try_from(id) else {
         request.headers_mut().remove(REQUEST_ID);
@@ -279,8 +280,8 @@ async fn record_metrics(
     response
 }
 
-/// Scores every public page served (see [`crate::hot`]), with the tags that purge it. A page
-/// a purge has claimed for a new render is served once that render ends (see [`crate::warm`]).
+/// Scores every public page served (see [`crate::cache::hot`]), with the tags that purge it. A page
+/// a purge has claimed for a new render is served once that render ends (see [`crate::cache::warm`]).
 async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let page = (request.method() == axum::http::Method::GET && !warming())
         .then(|| request.uri())

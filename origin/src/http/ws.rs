@@ -36,7 +36,7 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{extract::ApiQuery, openapi::Overloaded, AppState};
-use crate::{error::ApiError, events::Missed};
+use crate::{cluster::events::Missed, error::ApiError};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// Close code of a client that fell behind (application range).

@@ -67,7 +67,7 @@ impl Outbox {
         request: &PurgeRequest,
         event: Option<&EntityEvent>,
     ) -> Result<String, sqlx::Error> {
-        let id = crate::token::random_hex()[..24].to_owned();
+        let id = crate::id::random_hex()[..24].to_owned();
         let now = now_ms();
         sqlx::query(
             "INSERT INTO purges (id, source, request, event, created_at_ms) \

@@ -22,7 +22,11 @@ use super::{
     providers::Outcome,
 };
 use crate::{
-    bus::Bus, clock::now_ms, db::Db, l1::L1, l2::L2, metrics, registry::Registry, warm::Warmer,
+    cache::{l1::L1, l2::L2, warm::Warmer},
+    clock::now_ms,
+    cluster::{bus::Bus, registry::Registry},
+    db::Db,
+    metrics,
 };
 
 /// The outbox provider name of the origin's tiers.
@@ -94,7 +98,7 @@ impl Tiers {
     /// sweepers.
     ///
     /// The hot pages a purge by tags removes are claimed before the clear and rendered again
-    /// in the background right after it (see [`crate::warm`]), so that the CDN's refreshes
+    /// in the background right after it (see [`crate::cache::warm`]), so that the CDN's refreshes
     /// for an earlier purge, still under way, find them rendered. The dispatcher renders them
     /// once more before the CDN purge (from L1, as a rule), which covers a clear that failed
     /// here and purges that reach past tags.

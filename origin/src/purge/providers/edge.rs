@@ -32,7 +32,7 @@ impl Edge {
         let body = serde_json::to_vec(&request).expect("purge requests serialize");
         let timestamp = (crate::clock::now_ms() / 1000) as u64;
         // A new nonce per attempt: a retry is a new request, not a replay.
-        let nonce = crate::token::random_hex();
+        let nonce = crate::id::random_hex();
         let destination = Destination::new("POST", &self.url);
         let call = signing::signed_headers(
             self.secret.as_bytes(),

@@ -2,7 +2,7 @@
 //! instance's L1 and the database. Invalidated by the same tags as L1 and the CDN.
 //!
 //! A fill must not put back what a concurrent write just invalidated. The invalidation
-//! sequence of [`crate::bus`] is the guard: a reader notes it before reading the database and
+//! sequence of [`crate::cluster::bus`] is the guard: a reader notes it before reading the database and
 //! its fill is stored (by a script, atomically) only if it has not moved; a writer moves it
 //! before deleting the tagged entries. A Redis outage degrades to L1 + database: L2 calls
 //! time out fast and are skipped for a second after a failure.
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::now_ms,
-    cluster::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
+    cluster::link::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
     db::replicas::WriteHorizon,
     metrics,
 };

@@ -18,7 +18,8 @@ use forecastin_shared::dto::InstanceInfo;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use crate::{clock::now_ms, cluster::RedisLink, l1::L1};
+use super::link::RedisLink;
+use crate::{cache::l1::L1, clock::now_ms};
 
 pub struct Registry {
     me: InstanceInfo,

@@ -1,7 +1,7 @@
 //! Hot-key tracking: which pages the cluster serves most, as a decaying score per request
 //! (one point per request, halved every [`HALF_LIFE_MS`]), with the cache tags each page
 //! carries. What it ranks decides which pages are rendered again right after a purge and which
-//! a new instance loads before it reports ready (see [`crate::warm`]).
+//! a new instance loads before it reports ready (see [`crate::cache::warm`]).
 //!
 //! Each instance scores what it serves; every [`SHARE_EVERY`] it writes its top pages to Redis
 //! (a key per instance, expiring when the instance stops) and reads the others'. Without Redis
@@ -18,7 +18,10 @@ use parking_lot::{Mutex, RwLock};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use crate::{clock::now_ms, cluster::RedisLink, registry::Registry};
+use crate::{
+    clock::now_ms,
+    cluster::{link::RedisLink, registry::Registry},
+};
 
 /// A request counts half as much after this long.
 const HALF_LIFE_MS: f64 = 60_000.0;

@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::l1::{Epoch, Rendered};
+use super::l1::{Epoch, Rendered};
 
 /// What a leader hands its followers: the response, or nothing when it had none to share.
 type Outcome = Option<Arc<Rendered>>;
@@ -100,7 +100,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::l1::L1;
+    use crate::cache::l1::L1;
 
     fn rendered(body: &'static str) -> Arc<Rendered> {
         Arc::new(Rendered {

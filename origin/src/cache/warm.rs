@@ -2,7 +2,7 @@
 //! tiers before anyone asks for them.
 //!
 //! - Once a purge has cleared the tiers, the dispatcher has the hot pages it covered
-//!   ([`crate::hot`]) rendered again into its L1 and L2, before it sends the CDN purge: the
+//!   ([`crate::cache::hot`]) rendered again into its L1 and L2, before it sends the CDN purge: the
 //!   CDN's refills, and the other instances' misses, find them there instead of reading the
 //!   database.
 //! - A new instance renders the cluster's hot pages before it starts listening, so it is warm
@@ -31,12 +31,11 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+use super::hot::HotKeys;
 use crate::{
-    cluster::RedisLink,
+    cluster::{link::RedisLink, registry::Registry},
     flags::{self, Flags},
-    hot::HotKeys,
     metrics,
-    registry::Registry,
 };
 
 tokio::task_local! {

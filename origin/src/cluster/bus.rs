@@ -37,15 +37,12 @@ use serde::{Deserialize, Serialize};
 
 use forecastin_shared::dto::EntityEvent;
 
-use crate::{
-    clock::now_ms,
-    cluster::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
-    db::replicas::WriteHorizon,
+use super::{
     events::Events,
-    l1::L1,
-    metrics,
+    link::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
     registry::Registry,
 };
+use crate::{cache::l1::L1, clock::now_ms, db::replicas::WriteHorizon, metrics};
 
 /// Wait before resubscribing after the subscription dropped.
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
@@ -332,7 +329,7 @@ impl Bus {
 
     /// Moves the invalidation sequence and raises the shared write horizon to `position` (the
     /// write's WAL position, with read replicas): from now on no L2 fill that read the
-    /// database before the write can land (see [`crate::l2`]). Returns the new sequence (0
+    /// database before the write can land (see [`crate::cache::l2`]). Returns the new sequence (0
     /// without Redis).
     pub async fn advance(&self, position: Option<u64>) -> redis::RedisResult<u64> {
         let Some(redis) = &self.0.redis else {
