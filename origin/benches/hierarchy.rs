@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use axum::{body::Body, http::Request, Router};
 use clap::Parser;
-use forecastin_origin::{config::Config, db::Db, hierarchy::Hierarchy, purge::Outbox, seed};
+use forecastin_origin::{
+    background::Background, config::Config, db::Db, hierarchy::Hierarchy, purge::Outbox, seed,
+};
 use http_body_util::BodyExt;
 use rand::{rngs::StdRng, seq::IndexedRandom, SeedableRng};
 use sqlx::{postgres::PgConnection, AssertSqlSafe, Connection, Executor};
@@ -126,7 +128,9 @@ async fn main() {
                 let Args { config } =
                     Args::try_parse_from(["bench", "--database-url", &url]).unwrap();
                 let hierarchy = Hierarchy::new(
-                    Db::connect(&config.db, Default::default()).await.unwrap(),
+                    Db::connect(&config.db, Default::default(), &Background::default())
+                        .await
+                        .unwrap(),
                     Outbox::default(),
                 );
                 seed::load_demo_if_empty(&hierarchy).await.unwrap();
@@ -145,7 +149,7 @@ async fn main() {
             let pool = {
                 let Args { config } =
                     Args::try_parse_from(["bench", "--database-url", &url]).unwrap();
-                Db::connect(&config.db, Default::default())
+                Db::connect(&config.db, Default::default(), &Background::default())
                     .await
                     .unwrap()
                     .primary

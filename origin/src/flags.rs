@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    background::Background,
     clock::now_ms,
     db::{retry, Db},
 };
@@ -159,10 +160,10 @@ impl Flags {
         Ok(self.current.read().get(name).cloned())
     }
 
-    /// Rereads the flags every half second for as long as the process runs.
-    pub fn spawn_reload(&self) {
+    /// Rereads the flags every half second until `background` stops.
+    pub fn spawn_reload(&self, background: &Background) {
         let flags = self.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut ticks = tokio::time::interval(RELOAD_EVERY);
             loop {
                 ticks.tick().await;

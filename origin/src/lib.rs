@@ -8,6 +8,7 @@
 //! extractors, caching headers), [`seed`] (the ISO 3166 demo data and synthetic growth),
 //! [`readiness`], [`metrics`], [`clock`] and [`id`].
 
+pub mod background;
 pub mod cache;
 pub mod clock;
 pub mod cluster;
@@ -25,11 +26,8 @@ pub mod seed;
 
 use std::{num::NonZeroUsize, sync::Arc};
 
-use anyhow::Context;
-use axum::{http::HeaderValue, Router};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
-
 use crate::{
+    background::{Background, Lifetime},
     cache::{hot::HotKeys, l1::L1, l2::L2, warm::Warmer},
     cluster::{bus::Bus, link::RedisLink, registry::Registry},
     config::Config,
@@ -45,6 +43,8 @@ use crate::{
     },
     readiness::Readiness,
 };
+use anyhow::Context;
+use axum::{http::HeaderValue, Router};
 
 /// An HTTP client builder whose TLS uses `ring`: reqwest is built without its default crypto
 /// provider (aws-lc, a C library it would compile), and rustls needs one chosen per process.
@@ -59,8 +59,12 @@ pub fn http_client() -> reqwest::ClientBuilder {
 pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     config.check_secrets()?;
     let metrics = metrics::handle();
+    // Every loop started from here on stops when this is dropped: on an error below, or with
+    // the application's state.
+    let lifetime = Lifetime::new(Background::default());
+    let background = &lifetime.background;
     let horizon = WriteHorizon::default();
-    let db = Db::connect(&config.db, horizon.clone()).await?;
+    let db = Db::connect(&config.db, horizon.clone(), background).await?;
     let providers = Provider::from_config(&config.purge)?;
     let l1 = NonZeroUsize::new(config.cache.l1_capacity)
         .map(|capacity| Arc::new(L1::new(capacity, config.cache.l1_max_bytes)));
@@ -104,13 +108,13 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         l1.clone(),
         std::time::Duration::from_millis(cluster.heartbeat_ms),
     ));
-    registry.spawn_heartbeat();
-    bus.spawn_subscriber(l1.clone());
-    bus.spawn_sequence_check(l1.clone());
+    registry.spawn_heartbeat(background);
+    bus.spawn_subscriber(l1.clone(), background);
+    bus.spawn_sequence_check(l1.clone(), background);
     let flags = Flags::load(db.clone(), bus.instance_id(), config.flag_rollout_start)
         .await
         .context("loading the feature flags")?;
-    flags.spawn_reload();
+    flags.spawn_reload(background);
     let warmer = Arc::new(Warmer::new(Arc::new(HotKeys::default()), flags.clone()));
     let tiers = Tiers::new(
         db.clone(),
@@ -123,7 +127,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         tiers.clone(),
         flags.clone(),
     );
-    tiers.spawn_sweeper(outbox.waker());
+    tiers.spawn_sweeper(outbox.waker(), background);
     if providers.is_empty() {
         tracing::warn!(
             "no purge provider is configured: data changes purge only the origin's own tiers"
@@ -147,8 +151,6 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
             token
         }
     };
-    let departing = CancellationToken::new();
-    let tasks = TaskTracker::new();
     dispatcher::spawn(
         Dispatcher::new(
             db.clone(),
@@ -157,10 +159,9 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
             config.purge.timeout(),
             config.purge.retry_max_ms,
         ),
-        &tasks,
-        departing.clone(),
+        background,
     );
-    let readiness = Readiness::start(db.clone()).await;
+    let readiness = Readiness::start(db.clone(), background).await;
     let state = Arc::new(AppState {
         purges: PurgeLog { db },
         hierarchy,
@@ -184,8 +185,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         max_cached_body: config.cache.max_body_bytes,
         flights: Default::default(),
         warmer: warmer.clone(),
-        departing,
-        tasks,
+        lifetime,
     });
     let app = http::router(
         state.clone(),
@@ -194,7 +194,9 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     );
     warmer.attach(app.clone());
     if let Some(link) = &redis {
-        warmer.hot.spawn_sharing(link.clone(), registry.clone());
+        warmer
+            .hot
+            .spawn_sharing(link.clone(), registry.clone(), &state.lifetime.background);
         let (pages, took) = warmer.warm_start(link, &registry).await;
         ::metrics::gauge!(metrics::WARM_START_PAGES).set(pages as f64);
         ::metrics::gauge!(metrics::WARM_START_SECONDS).set(took.as_secs_f64());
@@ -210,18 +212,18 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
 /// stops trusting its L1, as the load balancer may still send it requests for a while; and it
 /// closes its websocket streams with 1001, so their clients resume on another instance at once.
 pub async fn depart(state: &AppState) {
-    state.departing.cancel();
+    state.lifetime.departing.cancel();
     state.bus.depart().await;
     state.registry.depart().await;
     tracing::info!("departed: left the registry and closed the event streams");
 }
 
-/// Longest an instance that stops waits for its purge dispatcher to finish the round under
-/// way (within Kubernetes' 30 s grace period).
+/// Longest an instance that stops waits for its background loops, the purge dispatcher's
+/// round under way the longest of them (within Kubernetes' 30 s grace period).
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Serves until Ctrl-C or SIGTERM, then departs ([`depart`]), finishes the requests in flight
-/// and the dispatcher's round under way.
+/// Serves until Ctrl-C or SIGTERM, then departs ([`depart`]), finishes the requests in flight,
+/// and stops its background loops (the dispatcher finishes the round under way).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, state) = build(&config).await?;
     let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;
@@ -257,11 +259,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     })
     .await?;
-    state.tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait())
-        .await
-        .is_err()
-    {
+    if !state.lifetime.background.stop(DRAIN_TIMEOUT).await {
         tracing::warn!(
             "the purge dispatcher did not finish its round; its claims lapse by themselves"
         );

@@ -8,6 +8,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use forecastin_origin::{
+    background::Background,
     config::{Config, LogFormat},
     db::Db,
     hierarchy::{ranks, Hierarchy},
@@ -58,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => forecastin_origin::serve(cli.config).await,
         Command::Generate { entities } => {
             let hierarchy = Hierarchy::new(
-                Db::connect(&cli.config.db, Default::default()).await?,
+                Db::connect(&cli.config.db, Default::default(), &Background::default()).await?,
                 Outbox::default(),
             );
             seed::load_demo_if_empty(&hierarchy).await?;
@@ -67,7 +68,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Renumber => {
-            let db = Db::connect(&cli.config.db, Default::default()).await?;
+            let db =
+                Db::connect(&cli.config.db, Default::default(), &Background::default()).await?;
             ranks::renumber(&db).await?;
             println!("numbered every name for search");
             Ok(())

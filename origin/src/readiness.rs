@@ -5,12 +5,12 @@
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Weak,
+        Arc,
     },
     time::Duration,
 };
 
-use crate::db::Db;
+use crate::{background::Background, db::Db};
 
 /// How often the primary is asked.
 const EVERY: Duration = Duration::from_millis(500);
@@ -22,13 +22,12 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Checks once, then keeps checking for as long as the result is held.
-    pub async fn start(db: Db) -> Arc<Self> {
+    /// Checks once, then keeps checking until `background` stops.
+    pub async fn start(db: Db, background: &Background) -> Arc<Self> {
         let readiness = Arc::new(Self {
             ready: AtomicBool::new(check(&db).await),
         });
-        let held = Arc::downgrade(&readiness);
-        tokio::spawn(keep_checking(db, held));
+        background.spawn(keep_checking(db, readiness.clone()));
         readiness
     }
 
@@ -37,13 +36,10 @@ impl Readiness {
     }
 }
 
-async fn keep_checking(db: Db, readiness: Weak<Readiness>) {
+async fn keep_checking(db: Db, readiness: Arc<Readiness>) {
     loop {
         tokio::time::sleep(EVERY).await;
         let ready = check(&db).await;
-        let Some(readiness) = readiness.upgrade() else {
-            return;
-        };
         if readiness.ready.swap(ready, Ordering::Relaxed) != ready {
             tracing::warn!(ready, "readiness changed");
         }

@@ -19,6 +19,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    background::Background,
     clock::now_ms,
     cluster::{link::RedisLink, registry::Registry},
 };
@@ -182,11 +183,16 @@ impl HotKeys {
             .collect()
     }
 
-    /// Shares this instance's ranking and reads the others', every [`SHARE_EVERY`], for as long
-    /// as the process runs.
-    pub fn spawn_sharing(self: &Arc<Self>, link: RedisLink, registry: Arc<Registry>) {
+    /// Shares this instance's ranking and reads the others', every [`SHARE_EVERY`], until
+    /// `background` stops.
+    pub fn spawn_sharing(
+        self: &Arc<Self>,
+        link: RedisLink,
+        registry: Arc<Registry>,
+        background: &Background,
+    ) {
         let hot = self.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut ticks = tokio::time::interval(SHARE_EVERY);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -42,7 +42,9 @@ use super::{
     link::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
     registry::Registry,
 };
-use crate::{cache::l1::L1, clock::now_ms, db::replicas::WriteHorizon, metrics};
+use crate::{
+    background::Background, cache::l1::L1, clock::now_ms, db::replicas::WriteHorizon, metrics,
+};
 
 /// Wait before resubscribing after the subscription dropped.
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
@@ -372,9 +374,9 @@ impl Bus {
             .await
     }
 
-    /// Applies other instances' invalidations to `l1` and takes their entity events, for as
-    /// long as the process runs.
-    pub fn spawn_subscriber(&self, l1: Option<Arc<L1>>) {
+    /// Applies other instances' invalidations to `l1` and takes their entity events, until
+    /// `background` stops.
+    pub fn spawn_subscriber(&self, l1: Option<Arc<L1>>, background: &Background) {
         let Some(redis) = &self.0.redis else {
             return;
         };
@@ -384,7 +386,7 @@ impl Bus {
             redis.events_channel.clone(),
         );
         let bus = self.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             loop {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => match pubsub.subscribe(&[&channel, &events_channel]).await {
@@ -434,13 +436,13 @@ impl Bus {
     }
 
     /// Compares the invalidation counter with what this instance applied, every
-    /// [`SEQUENCE_CHECK`], for as long as the process runs.
-    pub fn spawn_sequence_check(&self, l1: Option<Arc<L1>>) {
+    /// [`SEQUENCE_CHECK`], until `background` stops.
+    pub fn spawn_sequence_check(&self, l1: Option<Arc<L1>>, background: &Background) {
         if self.0.redis.is_none() {
             return;
         }
         let bus = self.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut ticks = tokio::time::interval(SEQUENCE_CHECK);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut awaited = None;

@@ -19,7 +19,7 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use super::link::RedisLink;
-use crate::{cache::l1::L1, clock::now_ms};
+use crate::{background::Background, cache::l1::L1, clock::now_ms};
 
 pub struct Registry {
     me: InstanceInfo,
@@ -91,13 +91,14 @@ impl Registry {
     }
 
     /// Heartbeats until the instance departs, then takes it out of the registry: in the same
-    /// task, so that no heartbeat under way can put it back.
-    pub fn spawn_heartbeat(self: &Arc<Self>) {
+    /// task, so that no heartbeat under way can put it back. An instance that stops without
+    /// departing (`background` stops first) lapses in three heartbeats.
+    pub fn spawn_heartbeat(self: &Arc<Self>, background: &Background) {
         let Some(link) = self.redis.clone() else {
             return;
         };
         let registry = self.clone();
-        let task = tokio::spawn(async move {
+        let task = background.spawn(async move {
             let mut ticks = tokio::time::interval(registry.interval);
             loop {
                 tokio::select! {

@@ -22,7 +22,7 @@ use sqlx::{
 pub use pool::{Conn, Pool};
 use replicas::{Replicas, WriteHorizon};
 
-use crate::config::DbConfig;
+use crate::{background::Background, config::DbConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -56,8 +56,13 @@ pub struct Db {
 
 impl Db {
     /// Connects, creating the embedded SQLite file if needed, and applies the migrations.
-    /// Replicas are connected lazily: one that is down at start joins the rotation later.
-    pub async fn connect(config: &DbConfig, horizon: WriteHorizon) -> anyhow::Result<Db> {
+    /// Replicas are connected lazily: one that is down at start joins the rotation later; they
+    /// are checked until `background` stops.
+    pub async fn connect(
+        config: &DbConfig,
+        horizon: WriteHorizon,
+        background: &Background,
+    ) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         let url = match &config.database_url {
             Some(url) => url.clone(),
@@ -113,7 +118,7 @@ impl Db {
                 Duration::from_millis(config.replica_check_interval_ms.max(1)),
             ));
             replicas.note_write().await;
-            replicas.spawn_health_checks();
+            replicas.spawn_health_checks(background);
             Some(replicas)
         };
         Ok(Db {

@@ -26,7 +26,7 @@ use std::{
 };
 
 use super::pool::Pool;
-use crate::metrics;
+use crate::{background::Background, metrics};
 
 /// Position of the end of the WAL written so far. Read after a commit returns, it is at or past
 /// the commit record, which is flushed before the commit returns (`synchronous_commit` on).
@@ -139,11 +139,11 @@ impl Replicas {
         }
     }
 
-    /// Checks every replica now and then every `REPLICA_CHECK_INTERVAL_MS`, for as long as the
-    /// process runs.
-    pub fn spawn_health_checks(self: &Arc<Self>) {
+    /// Checks every replica now and then every `REPLICA_CHECK_INTERVAL_MS`, until `background`
+    /// stops.
+    pub fn spawn_health_checks(self: &Arc<Self>, background: &Background) {
         let replicas = self.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut ticks = tokio::time::interval(replicas.check_interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -35,7 +35,6 @@ use forecastin_shared::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     timeout::TimeoutLayer,
@@ -45,6 +44,7 @@ use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::{
+    background::Lifetime,
     cache::{
         flights::Flights,
         l1::L1,
@@ -95,11 +95,9 @@ pub struct AppState {
     pub flights: Flights,
     /// What is hot, and the preloading it drives.
     pub warmer: Arc<Warmer>,
-    /// Cancelled when the instance starts to stop: its websocket streams close with 1001 and
-    /// the purge dispatcher finishes its round.
-    pub departing: CancellationToken,
-    /// The background work the instance waits for when it stops (the purge dispatcher).
-    pub tasks: TaskTracker,
+    /// Whether the instance departs (its websocket streams close with 1001), and its
+    /// background loops.
+    pub lifetime: Lifetime,
 }
 
 /// The public routes, answered to the edge only when `EDGE_AUTH` is set, with the private

@@ -166,7 +166,7 @@ struct ConnectedClient {
 
 impl ConnectedClient {
     fn admit(state: Arc<AppState>, address: Option<IpAddr>) -> Result<Self, ApiError> {
-        if state.departing.is_cancelled() {
+        if state.lifetime.departing.is_cancelled() {
             return Err(ApiError::Overloaded(
                 "this instance is stopping; connect to another".to_owned(),
             ));
@@ -329,7 +329,7 @@ async fn serve(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => open = false,
                 Some(Ok(_)) => heard_at = tokio::time::Instant::now(),
             },
-            () = state.departing.cancelled() => {
+            () = state.lifetime.departing.cancelled() => {
                 going_away = true;
                 open = false;
             }

@@ -13,7 +13,7 @@ use std::{
 use forecastin_shared::{dto::PurgeRequest, purges::refreshable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Client;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     coalesce::{batches, Batch},
@@ -21,7 +21,7 @@ use super::{
     providers::{Outcome, Provider},
     Outbox,
 };
-use crate::{db::Db, metrics};
+use crate::{background::Background, db::Db, metrics};
 
 /// How long a claim holds. A round renews it every third of it for as long as it works, so a
 /// dead instance's claims come due again this soon, and a long round keeps its own.
@@ -70,16 +70,16 @@ impl Dispatcher {
         }
     }
 
-    /// Runs rounds until `departing` is cancelled, finishing the round under way: a round
+    /// Runs rounds until `stop` is cancelled, finishing the round under way: a round
     /// left half done would hold its deliveries for a whole lease.
-    pub async fn run(self, departing: CancellationToken) {
+    pub async fn run(self, stop: CancellationToken) {
         let wake = self.outbox.waker();
-        while !departing.is_cancelled() {
+        while !stop.is_cancelled() {
             match self.round().await {
                 Ok(0) => {
                     tokio::select! {
                         _ = tokio::time::timeout(IDLE_POLL, wake.notified()) => {}
-                        () = departing.cancelled() => {}
+                        () = stop.cancelled() => {}
                     }
                 }
                 Ok(_) => {}
@@ -203,11 +203,11 @@ fn worse(previous: Option<Outcome>, new: &Outcome) -> Outcome {
     }
 }
 
-/// Starts the dispatcher for the configured providers, if there are any, on `tasks` (which
-/// the instance waits for when it stops), until `departing` is cancelled.
-pub fn spawn(dispatcher: Dispatcher, tasks: &TaskTracker, departing: CancellationToken) {
+/// Starts the dispatcher for the configured providers, if there are any, until `background`
+/// stops (which the instance waits for: the round under way finishes).
+pub fn spawn(dispatcher: Dispatcher, background: &Background) {
     if dispatcher.providers.is_empty() {
         return;
     }
-    tasks.spawn(dispatcher.run(departing));
+    background.spawn_until(|stop| dispatcher.run(stop));
 }

@@ -22,6 +22,7 @@ use super::{
     providers::Outcome,
 };
 use crate::{
+    background::Background,
     cache::{l1::L1, l2::L2, warm::Warmer},
     clock::now_ms,
     cluster::{bus::Bus, registry::Registry},
@@ -203,10 +204,10 @@ impl Tiers {
         }
     }
 
-    /// Retries the tiers deliveries that came due, for as long as the process runs, and wakes
-    /// the CDN `dispatcher` when it cleared some.
-    pub fn spawn_sweeper(self, dispatcher: Arc<Notify>) {
-        tokio::spawn(async move {
+    /// Retries the tiers deliveries that came due, until `background` stops, and wakes the CDN
+    /// `dispatcher` when it cleared some.
+    pub fn spawn_sweeper(self, dispatcher: Arc<Notify>, background: &Background) {
+        background.spawn(async move {
             loop {
                 match self.sweep().await {
                     Ok(Some(Outcome::Delivered)) => dispatcher.notify_one(),
