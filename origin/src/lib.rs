@@ -187,12 +187,13 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         warmer: warmer.clone(),
         lifetime,
     });
-    let app = http::router(
-        state.clone(),
-        config.admin_addr.is_some(),
-        config.request_timeout(),
-    );
-    warmer.attach(app.clone());
+    let (admin_apart, timeout) = (config.admin_addr.is_some(), config.request_timeout());
+    let app = http::router(state.clone(), admin_apart, timeout);
+    let weak = Arc::downgrade(&state);
+    warmer.attach(move || {
+        let state = weak.upgrade()?;
+        Some(http::router(state, admin_apart, timeout))
+    });
     if let Some(link) = &redis {
         warmer
             .hot

@@ -2,8 +2,11 @@
 
 mod common;
 
-use axum::http::StatusCode;
+use std::{sync::Arc, time::Duration};
+
+use axum::http::{Method, StatusCode};
 use common::TestApp;
+use serde_json::json;
 
 on_both_backends!(health_readiness_and_metrics_report_the_truth);
 
@@ -148,4 +151,37 @@ async fn a_request_dropped_half_way_leaves_the_in_flight_count() {
     assert_eq!(during, 1, "it counted while it waited");
     assert_eq!(inflight(), 0, "and stopped counting when it was dropped");
     drop(held);
+}
+
+/// Nothing keeps an application's state alive once the application is dropped (no `Arc` cycle:
+/// the warmer renders through the application it belongs to), and every background loop ends
+/// with it: with Redis, the heartbeat, the bus's subscriber and sequence check and the sharing
+/// of hot pages among them.
+#[tokio::test]
+async fn a_dropped_application_frees_its_state_and_ends_its_loops() {
+    let redis =
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let namespace = format!("lifetime-{}", std::process::id());
+    let app = TestApp::sqlite_with(&["--redis-url", &redis, "--redis-namespace", &namespace]).await;
+    assert_eq!(app.get("/api/v1/entities/FR").await.status, StatusCode::OK);
+    let edit = json!({"name": "France (renamed)"});
+    let changed = app
+        .admin(Method::PATCH, "/admin/v1/entities/FR", Some(edit))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.json());
+    let state = Arc::downgrade(&app.state);
+    let background = app.state.lifetime.background.clone();
+    assert!(
+        !background.ended(Duration::from_millis(200)).await,
+        "the loops run while the application does"
+    );
+    drop(app);
+    assert!(
+        background.ended(Duration::from_secs(10)).await,
+        "a loop outlived its application"
+    );
+    assert!(
+        state.upgrade().is_none(),
+        "something still holds the dropped application's state"
+    );
 }

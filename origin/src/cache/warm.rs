@@ -66,8 +66,12 @@ const START_BUDGET: Duration = Duration::from_secs(4);
 /// Renders at once, all re-warms and the warm start together.
 const CONCURRENCY: usize = 8;
 
+/// Builds the application to render pages with, while it lives: the warmer is part of the
+/// application's state, so holding the application itself would keep that state alive forever.
+type App = Box<dyn Fn() -> Option<Router> + Send + Sync>;
+
 pub struct Warmer {
-    router: OnceLock<Router>,
+    app: OnceLock<App>,
     pub hot: Arc<HotKeys>,
     flags: Flags,
     claimed: Arc<Claims>,
@@ -108,7 +112,7 @@ impl Drop for Claim {
 impl Warmer {
     pub fn new(hot: Arc<HotKeys>, flags: Flags) -> Self {
         Self {
-            router: OnceLock::new(),
+            app: OnceLock::new(),
             hot,
             flags,
             claimed: Arc::default(),
@@ -116,9 +120,10 @@ impl Warmer {
         }
     }
 
-    /// Gives the warmer the application to render pages with, once it is built.
-    pub fn attach(&self, router: Router) {
-        let _ = self.router.set(router);
+    /// Gives the warmer the application to render pages with, once it is built: `app` builds
+    /// its router for each batch of renders, or `None` once the application is gone.
+    pub fn attach(&self, app: impl Fn() -> Option<Router> + Send + Sync + 'static) {
+        let _ = self.app.set(Box::new(app));
     }
 
     fn enabled(&self) -> bool {
@@ -204,8 +209,8 @@ impl Warmer {
 
     /// Renders `pages` through the application's router (see [`render`]).
     async fn render<P: AsRef<str> + Send>(&self, pages: Vec<P>, budget: Duration) -> Vec<String> {
-        match self.router.get() {
-            Some(router) => render(router, &self.renders, pages, budget).await,
+        match self.app.get().and_then(|app| app()) {
+            Some(router) => render(&router, &self.renders, pages, budget).await,
             None => Vec::new(),
         }
     }
