@@ -26,15 +26,18 @@ pub mod seed;
 
 use std::{num::NonZeroUsize, sync::Arc};
 
+use anyhow::Context;
+use axum::{http::HeaderValue, Router};
+
 use crate::{
     background::{Background, Lifetime},
     cache::{hot::HotKeys, l1::L1, l2::L2, warm::Warmer},
-    cluster::{bus::Bus, link::RedisLink, registry::Registry},
+    cluster::{bus::Bus, link::RedisLink, registry::Registry, Cluster},
     config::Config,
     db::{replicas::WriteHorizon, Db},
     flags::Flags,
     hierarchy::Hierarchy,
-    http::AppState,
+    http::{caching::Caching, Access, AppState, Ops, Streams},
     purge::{
         dispatcher::{self, Dispatcher},
         providers::Provider,
@@ -43,8 +46,6 @@ use crate::{
     },
     readiness::Readiness,
 };
-use anyhow::Context;
-use axum::{http::HeaderValue, Router};
 
 /// An HTTP client builder whose TLS uses `ring`: reqwest is built without its default crypto
 /// provider (aws-lc, a C library it would compile), and rustls needs one chosen per process.
@@ -165,26 +166,26 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
     let state = Arc::new(AppState {
         purges: PurgeLog { db },
         hierarchy,
-        l1,
-        l2: l2.and_then(|(l2, read)| read.then_some(l2)),
-        cache_control: HeaderValue::try_from(config.cache.cache_control())
-            .context("building Cache-Control")?,
-        admin_token,
-        edge_auth: config.edge_credentials().map(str::to_owned).collect(),
-        readiness,
-        metrics,
-        bus,
-        registry: registry.clone(),
+        cache: Caching {
+            l1,
+            l2: l2.and_then(|(l2, read)| read.then_some(l2)),
+            flights: Default::default(),
+            warmer: warmer.clone(),
+            control: HeaderValue::try_from(config.cache.cache_control())
+                .context("building Cache-Control")?,
+            max_body: config.cache.max_body_bytes,
+        },
+        cluster: Cluster {
+            bus,
+            registry: registry.clone(),
+        },
         flags,
-        ws_client_queue: config.cluster.ws_client_queue.max(1),
-        ws_clients: Default::default(),
-        ws_max_clients: config.cluster.ws_max_clients,
-        ws_per_address: Default::default(),
-        ws_max_per_address: config.cluster.ws_max_per_address,
-        ws_allowed_origins: config.cluster.ws_allowed_origins.clone(),
-        max_cached_body: config.cache.max_body_bytes,
-        flights: Default::default(),
-        warmer: warmer.clone(),
+        access: Access {
+            admin_token,
+            edge_auth: config.edge_credentials().map(str::to_owned).collect(),
+        },
+        streams: Streams::new(&config.cluster),
+        ops: Ops { readiness, metrics },
         lifetime,
     });
     let (admin_apart, timeout) = (config.admin_addr.is_some(), config.request_timeout());
@@ -214,8 +215,8 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
 /// closes its websocket streams with 1001, so their clients resume on another instance at once.
 pub async fn depart(state: &AppState) {
     state.lifetime.departing.cancel();
-    state.bus.depart().await;
-    state.registry.depart().await;
+    state.cluster.bus.depart().await;
+    state.cluster.registry.depart().await;
     tracing::info!("departed: left the registry and closed the event streams");
 }
 
@@ -229,7 +230,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, state) = build(&config).await?;
     let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!("origin listening on http://{}", listener.local_addr()?);
-    if config.admin_addr.is_none() && !state.edge_auth.is_empty() {
+    if config.admin_addr.is_none() && !state.access.edge_auth.is_empty() {
         tracing::warn!(
             "EDGE_AUTH is set but ADMIN_ADDR is not: the admin API, /metrics and the probes \
              answer on the public listener (bearer token only); give them ADMIN_ADDR"

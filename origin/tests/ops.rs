@@ -131,6 +131,7 @@ async fn a_request_dropped_half_way_leaves_the_in_flight_count() {
     }
     let inflight = || {
         app.state
+            .cluster
             .registry
             .inflight
             .load(std::sync::atomic::Ordering::SeqCst)

@@ -125,7 +125,7 @@ async fn read_then_purge(app: &TestApp, id: &str, reads: usize) -> (Arc<Rendered
     for _ in 0..reads {
         app.get(&format!("/api/v1/entities/{id}")).await;
     }
-    let l1 = app.state.l1.as_ref().unwrap();
+    let l1 = app.state.cache.l1.as_ref().unwrap();
     let cached = l1.get(&format!("entity/{id}"), None).expect("in L1");
     let body = json!({"tags": [format!("e:{id}")]});
     let accepted = app.admin(Method::POST, "/admin/v1/purge", Some(body)).await;
@@ -135,7 +135,7 @@ async fn read_then_purge(app: &TestApp, id: &str, reads: usize) -> (Arc<Rendered
 
 async fn an_admin_purge_is_accepted_and_can_be_followed(app: TestApp) {
     let (cached, accepted) = read_then_purge(&app, "FR", 1).await;
-    let l1 = app.state.l1.as_ref().unwrap();
+    let l1 = app.state.cache.l1.as_ref().unwrap();
     let id = accepted.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(accepted.header("location"), format!("/admin/v1/purge/{id}"));
     // Gone at once, or already rendered again (FR is hot: ff.predictive_preload).
@@ -172,7 +172,7 @@ async fn an_admin_purge_is_accepted_and_can_be_followed(app: TestApp) {
 /// does, with nobody asking for the page.
 async fn a_purge_renders_its_hot_pages_again_without_waiting_for_a_cdn(app: TestApp) {
     let (before, _) = read_then_purge(&app, "DE", 3).await;
-    let l1 = app.state.l1.as_ref().unwrap();
+    let l1 = app.state.cache.l1.as_ref().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let rendered_again = loop {
         match l1.get("entity/DE", None) {
@@ -193,9 +193,9 @@ async fn a_request_for_a_page_claimed_for_a_new_render_waits_for_it(app: TestApp
     for _ in 0..3 {
         app.get("/api/v1/entities/IT").await;
     }
-    let hot = app.state.warmer.covered(&["e:IT".to_owned()], false);
+    let hot = app.state.cache.warmer.covered(&["e:IT".to_owned()], false);
     assert_eq!(hot, ["/api/v1/entities/IT"], "IT is hot");
-    let claims = app.state.warmer.claim(hot);
+    let claims = app.state.cache.warmer.claim(hot);
     let page = app.get("/api/v1/entities/IT");
     tokio::pin!(page);
     let waiting = tokio::time::timeout(std::time::Duration::from_millis(150), &mut page).await;

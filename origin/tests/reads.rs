@@ -493,7 +493,7 @@ async fn chunks_of(app: &TestApp, trigram: &str) -> i64 {
 }
 
 async fn a_second_read_is_served_from_l1(app: TestApp) {
-    let l1 = app.state.l1.as_ref().expect("L1 is on by default");
+    let l1 = app.state.cache.l1.as_ref().expect("L1 is on by default");
     let before = l1.len();
     let first = app.get("/api/v1/entities/JP/ancestors").await;
     assert_eq!(l1.len(), before + 1);
@@ -509,7 +509,7 @@ async fn a_second_read_is_served_from_l1(app: TestApp) {
 #[tokio::test]
 async fn bodies_over_the_cap_are_served_but_not_cached() {
     let app = common::TestApp::sqlite_with(&["--max-body-bytes", "2000"]).await;
-    let l1 = app.state.l1.clone().expect("L1 is on");
+    let l1 = app.state.cache.l1.clone().expect("L1 is on");
     let big = app
         .get("/api/v1/entities/world/descendants?limit=200")
         .await;

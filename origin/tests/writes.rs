@@ -237,7 +237,7 @@ async fn invalidation_keeps_unrelated_l1_entries(app: TestApp) {
         .set(forecastin_origin::flags::PREDICTIVE_PRELOAD, 0)
         .await
         .unwrap();
-    let l1 = app.state.l1.as_ref().unwrap();
+    let l1 = app.state.cache.l1.as_ref().unwrap();
     app.get("/api/v1/entities/JP").await;
     app.get("/api/v1/entities/FR/children").await;
     app.get("/api/v1/search?q=japan").await;

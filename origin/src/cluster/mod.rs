@@ -6,3 +6,13 @@ pub mod bus;
 pub mod events;
 pub mod link;
 pub mod registry;
+
+use std::sync::Arc;
+
+use self::{bus::Bus, registry::Registry};
+
+/// This instance among the others: the bus to them and the registry of the live ones.
+pub struct Cluster {
+    pub bus: Bus,
+    pub registry: Arc<Registry>,
+}

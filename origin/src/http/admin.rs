@@ -210,7 +210,7 @@ async fn update(
 )]
 async fn instances(State(state): State<Arc<AppState>>, _: Admin) -> Json<Page<InstanceInfo>> {
     Json(Page {
-        items: state.registry.live().await,
+        items: state.cluster.registry.live().await,
         next_cursor: None,
     })
 }

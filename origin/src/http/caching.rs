@@ -14,13 +14,30 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use crate::{
     cache::{
-        flights::{follow, Turn},
-        l1::{Preloads, Rendered},
-        l2, warm,
+        flights::{follow, Flights, Turn},
+        l1::{Preloads, Rendered, L1},
+        l2::{self, L2},
+        warm::{self, Warmer},
     },
     error::ApiError,
     flags, metrics,
 };
+
+/// The response tiers between a request and the database, and how their responses are kept.
+pub struct Caching {
+    /// `None` when L1 is turned off (`L1_CAPACITY=0`).
+    pub l1: Option<Arc<L1>>,
+    /// `None` without Redis or with `L2_TTL_SECS=0`.
+    pub l2: Option<Arc<L2>>,
+    /// L1 misses being computed, which concurrent misses for the same key wait for.
+    pub flights: Flights,
+    /// What is hot, and the preloading it drives.
+    pub warmer: Arc<Warmer>,
+    /// The `Cache-Control` value of public GET responses.
+    pub control: HeaderValue,
+    /// Largest body kept in L1 or L2.
+    pub max_body: usize,
+}
 
 /// A freshly computed response body, the tags it depends on, and the pages its reader is
 /// likely to open next.
@@ -100,8 +117,8 @@ where
     // not trusted: L1 entries are bounded in age and L2 is not used.
     let coordinated = state.flags.on_this_instance(flags::HORIZONTAL_SCALING);
     let mut leader = None;
-    if let Some(l1) = &state.l1 {
-        if let Some(hit) = l1.get(&key, state.bus.l1_max_age(coordinated)) {
+    if let Some(l1) = &state.cache.l1 {
+        if let Some(hit) = l1.get(&key, state.cluster.bus.l1_max_age(coordinated)) {
             ::metrics::counter!(metrics::L1_HITS).increment(1);
             return respond(&hit, &key, request, state);
         }
@@ -109,7 +126,7 @@ where
         // A leader that ends without a response (an error, its client gone) hands the read to
         // one of its followers, not to all of them at once.
         while leader.is_none() {
-            match state.flights.join(&key, l1.epoch()) {
+            match state.cache.flights.join(&key, l1.epoch()) {
                 Turn::Lead(turn) => leader = Some(turn),
                 Turn::Follow(outcome) => {
                     if let Some(rendered) = follow(outcome).await {
@@ -143,8 +160,8 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Fresh, ApiError>>,
 {
-    let epoch = state.l1.as_ref().map(|l1| l1.epoch());
-    let l2 = state.l2.as_deref().filter(|_| coordinated);
+    let epoch = state.cache.l1.as_ref().map(|l1| l1.epoch());
+    let l2 = state.cache.l2.as_deref().filter(|_| coordinated);
     if let Some(stored) = match l2 {
         Some(l2) => l2.get(&key).await,
         None => None,
@@ -177,7 +194,7 @@ where
         },
         Err(err) => return Err(err.into_response()),
     };
-    if fresh.body.len() > state.max_cached_body {
+    if fresh.body.len() > state.cache.max_body {
         // Served, not kept: one huge page must not take a tier's memory.
         return Ok(Arc::new(render(fresh)));
     }
@@ -201,7 +218,7 @@ fn remember(
     epoch: Option<crate::cache::l1::Epoch>,
 ) -> Arc<Rendered> {
     let rendered = Arc::new(render(fresh));
-    if let (Some(l1), Some(epoch)) = (&state.l1, epoch) {
+    if let (Some(l1), Some(epoch)) = (&state.cache.l1, epoch) {
         l1.insert_if_current(key, rendered.clone(), epoch);
     }
     rendered
@@ -242,7 +259,7 @@ fn respond(rendered: &Rendered, key: &str, request: &HeaderMap, state: &AppState
     };
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag.clone());
-    headers.insert(header::CACHE_CONTROL, state.cache_control.clone());
+    headers.insert(header::CACHE_CONTROL, state.cache.control.clone());
     headers.insert(headers::CACHE_TAG, rendered.cache_tag.clone());
     headers.insert(headers::SURROGATE_KEY, rendered.surrogate_key.clone());
     if !state.flags.enabled(flags::CDN_INTEGRATION, key) {

@@ -176,7 +176,11 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        if token.as_bytes().ct_eq(state.admin_token.as_bytes()).into() {
+        if token
+            .as_bytes()
+            .ct_eq(state.access.admin_token.as_bytes())
+            .into()
+        {
             Ok(Admin)
         } else {
             Err(ApiError::Forbidden)

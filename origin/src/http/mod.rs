@@ -43,61 +43,70 @@ use tower_http::{
 use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 
+use self::caching::Caching;
 use crate::{
-    background::Lifetime,
-    cache::{
-        flights::Flights,
-        l1::L1,
-        l2::L2,
-        warm::{warming, Warmer},
-    },
-    cluster::{bus::Bus, registry::Registry},
-    error::ApiError,
-    flags::Flags,
-    hierarchy::Hierarchy,
-    metrics,
-    purge::PurgeLog,
+    background::Lifetime, cache::warm::warming, cluster::Cluster, config::ClusterConfig,
+    error::ApiError, flags::Flags, hierarchy::Hierarchy, metrics, purge::PurgeLog,
     readiness::Readiness,
 };
 
 pub struct AppState {
+    /// The entity store, and the log of the purges its writes made.
     pub hierarchy: Hierarchy,
     pub purges: PurgeLog,
-    /// `None` when L1 is turned off (`L1_CAPACITY=0`).
-    pub l1: Option<Arc<L1>>,
-    /// `None` without Redis or with `L2_TTL_SECS=0`.
-    pub l2: Option<Arc<L2>>,
-    /// The `Cache-Control` value of public GET responses.
-    pub cache_control: HeaderValue,
-    pub admin_token: String,
-    /// The edge's credentials (`EDGE_AUTH`); empty: the public routes answer anyone.
-    pub edge_auth: Vec<String>,
-    /// The last background check of the primary database (`/readyz`).
-    pub readiness: Arc<Readiness>,
-    pub metrics: PrometheusHandle,
-    /// Coordination with the other instances.
-    pub bus: Bus,
-    pub registry: Arc<Registry>,
+    /// The response tiers between a request and the database.
+    pub cache: Caching,
+    /// This instance among the others.
+    pub cluster: Cluster,
     pub flags: Flags,
-    /// Messages queued for one websocket client before it is dropped.
-    pub ws_client_queue: usize,
-    /// Websocket clients served at once, and the most allowed.
-    pub ws_clients: AtomicUsize,
-    pub ws_max_clients: usize,
-    /// Websocket clients per address, and the most one address may hold.
-    pub ws_per_address: parking_lot::Mutex<HashMap<IpAddr, usize>>,
-    pub ws_max_per_address: usize,
-    /// The page origins that may open the event stream (empty: any).
-    pub ws_allowed_origins: Vec<String>,
-    /// Largest body kept in L1 or L2.
-    pub max_cached_body: usize,
-    /// L1 misses being computed, which concurrent misses for the same key wait for.
-    pub flights: Flights,
-    /// What is hot, and the preloading it drives.
-    pub warmer: Arc<Warmer>,
+    pub access: Access,
+    pub streams: Streams,
+    pub ops: Ops,
     /// Whether the instance departs (its websocket streams close with 1001), and its
     /// background loops.
     pub lifetime: Lifetime,
+}
+
+/// Who may call what.
+pub struct Access {
+    /// The bearer token of the admin API.
+    pub admin_token: String,
+    /// The edge's credentials (`EDGE_AUTH`); empty: the public routes answer anyone.
+    pub edge_auth: Vec<String>,
+}
+
+/// The websocket clients of `GET /ws`, and their limits.
+pub struct Streams {
+    /// Messages queued for one client before it is dropped.
+    pub client_queue: usize,
+    /// Clients served at once, and the most allowed.
+    pub clients: AtomicUsize,
+    pub max_clients: usize,
+    /// Clients per address, and the most one address may hold.
+    pub per_address: parking_lot::Mutex<HashMap<IpAddr, usize>>,
+    pub max_per_address: usize,
+    /// The page origins that may open the stream (empty: any).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Streams {
+    pub fn new(config: &ClusterConfig) -> Self {
+        Self {
+            client_queue: config.ws_client_queue.max(1),
+            clients: AtomicUsize::default(),
+            max_clients: config.ws_max_clients,
+            per_address: Default::default(),
+            max_per_address: config.ws_max_per_address,
+            allowed_origins: config.ws_allowed_origins.clone(),
+        }
+    }
+}
+
+/// What operators and probes read: readiness and the metrics.
+pub struct Ops {
+    /// The last background check of the primary database (`/readyz`).
+    pub readiness: Arc<Readiness>,
+    pub metrics: PrometheusHandle,
 }
 
 /// The public routes, answered to the edge only when `EDGE_AUTH` is set, with the private
@@ -216,12 +225,13 @@ async fn edge_only(State(state): State<Arc<AppState>>, request: Request, next: N
     let from_edge = || {
         given.is_some_and(|given| {
             state
+                .access
                 .edge_auth
                 .iter()
                 .any(|secret| bool::from(given.ct_eq(secret.as_bytes())))
         })
     };
-    if state.edge_auth.is_empty() || warming() || from_edge() {
+    if state.access.edge_auth.is_empty() || warming() || from_edge() {
         next.run(request).await
     } else {
         ApiError::NotThroughEdge.into_response()
@@ -258,10 +268,11 @@ async fn record_metrics(
         return next.run(request).await;
     }
     state
+        .cluster
         .registry
         .request_counter()
         .fetch_add(1, Ordering::Relaxed);
-    let _in_flight = InFlight::enter(&state.registry.inflight);
+    let _in_flight = InFlight::enter(&state.cluster.registry.inflight);
     let started = Instant::now();
     let route = request
         .extensions()
@@ -286,7 +297,7 @@ async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: 
         .filter(|uri| is_canonical_page(uri))
         .map(ToString::to_string);
     if let Some(page) = &page {
-        state.warmer.wait_until_rendered(page).await;
+        state.cache.warmer.wait_until_rendered(page).await;
     }
     let response = next.run(request).await;
     let served = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
@@ -295,7 +306,7 @@ async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: 
             .headers()
             .get(forecastin_shared::headers::CACHE_TAG)
         {
-            state.warmer.hot.record(&page, tags);
+            state.cache.warmer.hot.record(&page, tags);
         }
     }
     response

@@ -47,7 +47,7 @@ async fn healthz() -> impl IntoResponse {
     ),
 )]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if state.readiness.is_ready() {
+    if state.ops.readiness.is_ready() {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
         (
@@ -67,12 +67,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 )]
 async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.hierarchy.db.pools().for_each(|pool| pool.report());
-    if let Some(l1) = &state.l1 {
+    if let Some(l1) = &state.cache.l1 {
         ::metrics::gauge!(metrics::L1_ENTRIES).set(l1.len() as f64);
         ::metrics::gauge!(metrics::L1_BYTES).set(l1.bytes() as f64);
     }
     if state.flags.on_this_instance(flags::AUTO_SCALING) {
         let inflight = state
+            .cluster
             .registry
             .inflight
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -80,6 +81,6 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.ops.metrics.render(),
     )
 }

@@ -84,7 +84,7 @@ async fn stream(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     if let Some(origin) = origin {
-        let allowed = &state.ws_allowed_origins;
+        let allowed = &state.streams.allowed_origins;
         if !allowed.is_empty() && !allowed.iter().any(|known| known == &origin) {
             return Err(ApiError::ForeignOrigin(origin));
         }
@@ -138,7 +138,7 @@ impl FromRequestParts<Arc<AppState>> for Handshake {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| peer.ip());
         // Only an authenticated edge's word is taken for the client's address.
-        let relayed = (!state.edge_auth.is_empty())
+        let relayed = (!state.access.edge_auth.is_empty())
             .then(|| header("cf-connecting-ip")?.trim().parse::<IpAddr>().ok())
             .flatten();
         Ok(Handshake {
@@ -174,9 +174,10 @@ impl ConnectedClient {
         let slot = address
             .map(|address| AddressSlot::take(state.clone(), address))
             .transpose()?;
-        let limit = state.ws_max_clients;
+        let limit = state.streams.max_clients;
         state
-            .ws_clients
+            .streams
+            .clients
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)
             })
@@ -196,7 +197,7 @@ impl ConnectedClient {
 
 impl Drop for ConnectedClient {
     fn drop(&mut self) {
-        self.state.ws_clients.fetch_sub(1, Ordering::SeqCst);
+        self.state.streams.clients.fetch_sub(1, Ordering::SeqCst);
         ::metrics::gauge!(crate::metrics::WS_CLIENTS).decrement(1.0);
     }
 }
@@ -209,9 +210,9 @@ struct AddressSlot {
 
 impl AddressSlot {
     fn take(state: Arc<AppState>, address: IpAddr) -> Result<Self, ApiError> {
-        let most = state.ws_max_per_address;
+        let most = state.streams.max_per_address;
         {
-            let mut per_address = state.ws_per_address.lock();
+            let mut per_address = state.streams.per_address.lock();
             let count = per_address.entry(address).or_default();
             if *count >= most {
                 if *count == 0 {
@@ -227,7 +228,7 @@ impl AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut per_address = self.state.ws_per_address.lock();
+        let mut per_address = self.state.streams.per_address.lock();
         if let Some(count) = per_address.get_mut(&self.address) {
             *count -= 1;
             if *count == 0 {
@@ -256,8 +257,8 @@ async fn serve(
             .is_none_or(|root| event.path.contains(root))
     };
     let _connected = client;
-    let (mut events, missed) = state.bus.events().subscribe(last_seen);
-    let (queue, mut outgoing) = mpsc::channel::<Message>(state.ws_client_queue);
+    let (mut events, missed) = state.cluster.bus.events().subscribe(last_seen);
+    let (queue, mut outgoing) = mpsc::channel::<Message>(state.streams.client_queue);
     let (mut sink, mut incoming) = socket.split();
 
     // Writer: the only task that waits on this client's socket.
