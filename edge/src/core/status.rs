@@ -3,10 +3,10 @@
 
 use std::fmt;
 
-use forecastin_shared::headers::{CACHE_STATUS, CACHE_TAG, SURROGATE_CONTROL, SURROGATE_KEY};
+use forecastin_shared::headers::CACHE_STATUS;
 use http::{header, HeaderMap, HeaderValue};
 
-use super::stored::META_HEADER;
+use super::stored::INTERNAL;
 
 /// The cache's name in `Cache-Status`.
 pub const CACHE_NAME: &str = "forecastin-edge";
@@ -84,17 +84,6 @@ impl fmt::Display for CacheStatus {
     }
 }
 
-/// Headers for this edge alone, removed before a client sees them: the tags, Fastly's
-/// policy, the bookkeeping, and the runtime cache's own status (`Cache-Status` says it).
-/// `CDN-Cache-Control` is not among them: RFC 9213 targets any CDN downstream too.
-pub const INTERNAL: [&str; 5] = [
-    CACHE_TAG,
-    SURROGATE_KEY,
-    SURROGATE_CONTROL,
-    META_HEADER,
-    "cf-cache-status",
-];
-
 /// Rewrites a response's headers for the client: internal headers out; `Age` (the current
 /// age, when known) and `Cache-Status` in.
 pub fn for_client(headers: &mut HeaderMap, status: &CacheStatus, age: Option<u64>) {
@@ -124,6 +113,7 @@ pub fn add_server_timing(headers: &mut HeaderMap, edge_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::stored::META_HEADER;
 
     #[test]
     fn cache_status_table() {

@@ -5,14 +5,25 @@
 //! `Cache-Control` (`max-age` = retention) and the edge's own bookkeeping in one internal
 //! header: the [`Stored`] facts and the origin's `Cache-Control` to give back to clients.
 
-use forecastin_shared::headers::CDN_CACHE_CONTROL;
+use forecastin_shared::headers::{CACHE_TAG, CDN_CACHE_CONTROL, SURROGATE_CONTROL, SURROGATE_KEY};
 use http::{header, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{fields::joined, freshness::Stored, request::TRACE_CONTEXT, static_assets, status};
+use super::{fields::joined, freshness::Stored, request::TRACE_CONTEXT, static_assets};
 
 /// The internal header holding the edge's bookkeeping on a stored response.
 pub const META_HEADER: &str = "x-forecastin-edge-meta";
+
+/// Headers for this edge alone, removed before a client sees them: the tags, Fastly's
+/// policy, the bookkeeping, and the runtime cache's own status (`Cache-Status` says it).
+/// `CDN-Cache-Control` is not among them: RFC 9213 targets any CDN downstream too.
+pub const INTERNAL: [&str; 5] = [
+    CACHE_TAG,
+    SURROGATE_KEY,
+    SURROGATE_CONTROL,
+    META_HEADER,
+    "cf-cache-status",
+];
 
 /// The status every entry is written to storage with. The runtime's cache applies its own
 /// rules to statuses (the local one keeps only those it deems cacheable, whatever the
@@ -20,7 +31,7 @@ pub const META_HEADER: &str = "x-forecastin-edge-meta";
 pub const STORAGE_STATUS: u16 = 200;
 
 /// The stored fields that deciding and answering a hit reads or rewrites, besides the internal
-/// ones it removes ([`status::INTERNAL`]).
+/// ones it removes ([`INTERNAL`]).
 const REWRITTEN_ON_HIT: [&str; 11] = [
     "cache-control",
     CDN_CACHE_CONTROL,
@@ -39,7 +50,7 @@ const REWRITTEN_ON_HIT: [&str; 11] = [
 /// Every stored field a hit reads or rewrites. A hit needs only these from storage (every
 /// other field passes through untouched); revalidating needs all.
 pub fn hit_fields() -> impl Iterator<Item = &'static str> {
-    REWRITTEN_ON_HIT.into_iter().chain(status::INTERNAL)
+    REWRITTEN_ON_HIT.into_iter().chain(INTERNAL)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
