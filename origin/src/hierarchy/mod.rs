@@ -6,7 +6,6 @@
 
 pub mod consistency;
 pub mod path;
-mod postings;
 pub mod ranks;
 mod search;
 pub mod write;

@@ -3,11 +3,13 @@
 //!
 //! A prefix is a range of the name index. A substring is read from a trigram index kept in
 //! name order ([`super::ranks`]): FTS5's on SQLite, `search_postings` on PostgreSQL
-//! ([`super::postings`]). Either way a page costs about its own rows, however many names share
+//! ([`postings`]). Either way a page costs about its own rows, however many names share
 //! the substring (sorting every match of a third of the names took 783 ms at 1,000,000
 //! entities).
 
-use super::{postings, EntityRow, Hierarchy, COLUMNS};
+mod postings;
+
+use super::{EntityRow, Hierarchy, COLUMNS};
 use crate::db::{composed, retry, Backend};
 
 /// Queries shorter than this match names that start with them, not names that contain them:

@@ -11,8 +11,11 @@ use std::collections::VecDeque;
 
 use sqlx::{Any, Transaction};
 
-use super::{search_pattern, EntityRow, Hierarchy, COLUMNS};
-use crate::db::{composed, retry};
+use super::{search_pattern, trigrams_json};
+use crate::{
+    db::{composed, retry},
+    hierarchy::{EntityRow, Hierarchy, COLUMNS},
+};
 
 type Tx = Transaction<'static, Any>;
 
@@ -127,7 +130,7 @@ async fn lists(tx: &mut Tx, query: &str) -> Result<Option<Vec<List>>, sqlx::Erro
          FROM jsonb_array_elements_text(CAST($1 AS jsonb)) AS wanted",
     )
     .persistent(false)
-    .bind(super::search::trigrams_json(query))
+    .bind(trigrams_json(query))
     .fetch_all(&mut **tx)
     .await?;
     if chunks.is_empty() || chunks.iter().any(|(_, count)| *count == 0) {
