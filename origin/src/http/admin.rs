@@ -21,7 +21,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     caching::{etag_of, without_preloads},
     extract::{Admin, ApiJson, ApiQuery, EntityId, IfMatch},
-    openapi::{DatabaseErrors, TokenErrors, WriteErrors},
+    responses::{DatabaseErrors, TokenErrors, WriteErrors},
     AppState,
 };
 use crate::{

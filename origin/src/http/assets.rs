@@ -13,7 +13,7 @@ use forecastin_shared::{conditional::none_match, dto::ErrorBody};
 use std::sync::Arc;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{caching::etag_of, openapi::NotModified, AppState};
+use super::{caching::etag_of, responses::NotModified, AppState};
 use crate::error::ApiError;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";

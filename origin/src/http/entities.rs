@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     caching::{serve_cached, Fresh},
     extract::{Declared, EntityId, Route},
-    openapi::{DatabaseErrors, NotModified, ReadErrors},
+    responses::{DatabaseErrors, NotModified, ReadErrors},
     AppState,
 };
 use crate::{

@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     extract::{Admin, ApiJson},
-    openapi::{DatabaseErrors, TokenErrors, WriteErrors},
+    responses::{DatabaseErrors, TokenErrors, WriteErrors},
     AppState,
 };
 use crate::error::ApiError;

@@ -9,6 +9,7 @@ mod flags;
 mod openapi;
 mod ops;
 mod purges;
+mod responses;
 mod ws;
 
 use std::{

@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     extract::{bounded, Admin, ApiJson, ApiQuery},
-    openapi::{DatabaseErrors, TokenErrors, WriteErrors},
+    responses::{DatabaseErrors, TokenErrors, WriteErrors},
     AppState,
 };
 use crate::{error::ApiError, purge::Source};

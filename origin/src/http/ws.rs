@@ -35,7 +35,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{extract::ApiQuery, openapi::Overloaded, AppState};
+use super::{extract::ApiQuery, responses::Overloaded, AppState};
 use crate::{cluster::events::Missed, error::ApiError};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
