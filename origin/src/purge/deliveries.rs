@@ -11,7 +11,7 @@ use std::{collections::HashMap, time::Duration};
 use forecastin_shared::dto::{EntityEvent, PurgeRequest};
 use rand::RngExt;
 
-use super::{providers::Outcome, tiers};
+use super::providers::Outcome;
 use crate::{
     clock::now_ms,
     db::{composed, placeholders, retry, Backend, Db},
@@ -22,6 +22,10 @@ use crate::{
 const CLAIM_LIMIT: i64 = 500;
 /// First retry delay; doubled per attempt up to the loop's maximum.
 const BASE_RETRY_MS: u64 = 250;
+
+/// The provider name of the deliveries that clear the origin's own tiers (see
+/// `super::tiers`): the first of every purge, which its CDN deliveries wait for.
+pub const TIERS: &str = "tiers";
 
 /// Which deliveries a loop drains.
 #[derive(Debug, Clone, Copy)]
@@ -38,14 +42,14 @@ impl<'a> Due<'a> {
     /// The condition on the deliveries, and the values of its parameters (numbered from `$4`).
     fn filter(self) -> (String, &'a [&'static str]) {
         match self {
-            Due::Tiers => (format!("provider = '{}'", tiers::PROVIDER), &[]),
+            Due::Tiers => (format!("provider = '{}'", TIERS), &[]),
             Due::Cdn(providers) => (
                 format!(
                     "provider IN ({}) AND NOT EXISTS (SELECT 1 FROM purge_deliveries t \
                      WHERE t.purge_id = purge_deliveries.purge_id AND t.provider = '{}' \
                      AND t.status = 'pending')",
                     placeholders(4, providers.len()),
-                    tiers::PROVIDER
+                    TIERS
                 ),
                 providers,
             ),

@@ -86,7 +86,7 @@ impl Outbox {
         let tiers = self
             .tiers
             .as_ref()
-            .map(|_| (tiers::PROVIDER, tiers::COMMITTER_GRACE.as_millis()));
+            .map(|_| (deliveries::TIERS, tiers::COMMITTER_GRACE.as_millis()));
         let cdn = self.providers.iter().map(|p| (*p, 0));
         for (provider, delay) in tiers.into_iter().chain(cdn) {
             sqlx::query(

@@ -3,7 +3,7 @@
 //! change event goes out to websocket clients.
 //!
 //! With Redis those tiers outlive any one process, so clearing them is a delivery of the
-//! outbox like a CDN's (provider [`PROVIDER`]), recorded in the write's transaction. The
+//! outbox like a CDN's (provider [`TIERS`]), recorded in the write's transaction. The
 //! committing instance clears them at once and records the delivery; if Redis fails or the
 //! instance dies first, the sweeper of any instance retries it every few hundred milliseconds
 //! until Redis takes it. The CDN deliveries of a purge wait for it (see
@@ -18,7 +18,7 @@ use forecastin_shared::dto::{EntityEvent, PurgeRequest};
 use tokio::sync::Notify;
 
 use super::{
-    deliveries::{self, Claimed, Due},
+    deliveries::{self, Claimed, Due, TIERS},
     providers::Outcome,
 };
 use crate::{
@@ -30,8 +30,6 @@ use crate::{
     metrics,
 };
 
-/// The outbox provider name of the origin's tiers.
-pub const PROVIDER: &str = "tiers";
 /// How long the committing instance has to clear the tiers before a sweeper may.
 pub const COMMITTER_GRACE: Duration = Duration::from_millis(400);
 /// How long a sweeper's claim holds: longer than a clear may take ([`CLEAR_TIMEOUT`]), short
@@ -125,7 +123,7 @@ impl Tiers {
                 }
                 let delivery = Claimed {
                     purge_id: purge_id.to_owned(),
-                    provider: PROVIDER.to_owned(),
+                    provider: TIERS.to_owned(),
                     attempts: 0,
                 };
                 let settled =
