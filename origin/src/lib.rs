@@ -32,7 +32,7 @@ use axum::{http::HeaderValue, Router};
 use crate::{
     background::{Background, Lifetime},
     cache::{hot::HotKeys, l1::L1, l2::L2, warm::Warmer},
-    cluster::{bus::Bus, link::RedisLink, registry::Registry, Cluster},
+    cluster::{bus::Bus, events::Events, link::RedisLink, registry::Registry, Cluster},
     config::Config,
     db::{replicas::WriteHorizon, Db},
     flags::Flags,
@@ -90,7 +90,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         None => None,
     };
     // L2 is cleared by every instance with Redis, and read by those with an L2 TTL.
-    let (bus, l2) = match &redis {
+    let (bus, events, l2) = match &redis {
         Some(link) => {
             let limits = cache::l2::Limits {
                 ttl: std::time::Duration::from_secs(cluster.l2_ttl_secs),
@@ -98,9 +98,14 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
             };
             let l2 = Arc::new(L2::new(link, horizon.clone(), limits));
             let bus = Bus::redis(link.clone(), instance_id, disconnected_ttl, horizon);
-            (bus, Some((l2, !limits.ttl.is_zero())))
+            let events = Events::redis(link.clone());
+            (bus, events, Some((l2, !limits.ttl.is_zero())))
         }
-        None => (Bus::in_process(instance_id, disconnected_ttl), None),
+        None => (
+            Bus::in_process(instance_id, disconnected_ttl),
+            Events::default(),
+            None,
+        ),
     };
     let registry = Arc::new(Registry::new(
         bus.instance_id().to_owned(),
@@ -110,19 +115,22 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         std::time::Duration::from_millis(cluster.heartbeat_ms),
     ));
     registry.spawn_heartbeat(background);
-    bus.spawn_subscriber(l1.clone(), background);
+    bus.spawn_subscriber(l1.clone(), events.clone(), background);
     bus.spawn_sequence_check(l1.clone(), background);
     let flags = Flags::load(db.clone(), bus.instance_id(), config.flag_rollout_start)
         .await
         .context("loading the feature flags")?;
     flags.spawn_reload(background);
     let warmer = Arc::new(Warmer::new(Arc::new(HotKeys::default()), flags.clone()));
-    let tiers = Tiers::new(
-        db.clone(),
-        (l1.clone(), l2.as_ref().map(|(l2, _)| l2.clone())),
-        (bus.clone(), registry.clone()),
-        warmer.clone(),
-    );
+    let tiers = Tiers {
+        db: db.clone(),
+        l1: l1.clone(),
+        l2: l2.as_ref().map(|(l2, _)| l2.clone()),
+        bus: bus.clone(),
+        registry: registry.clone(),
+        events: events.clone(),
+        warmer: warmer.clone(),
+    };
     let outbox = Outbox::new(
         providers.iter().map(Provider::name).collect(),
         tiers.clone(),
@@ -177,6 +185,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         },
         cluster: Cluster {
             bus,
+            events,
             registry: registry.clone(),
         },
         flags,

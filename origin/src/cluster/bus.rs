@@ -3,7 +3,7 @@
 //!
 //! Without `REDIS_URL` the origin is a single instance and the bus does nothing. With it,
 //! invalidations go over Redis Pub/Sub, which delivers at most once, so an instance must never
-//! trust its L1 beyond what it heard:
+//! trust its L1 beyond what it heard ([`Sequence`] decides, from the numbers alone):
 //! - every message carries a sequence number from one Redis counter; a gap means a message
 //!   may have been lost, and the L1 is flushed;
 //! - a lost message that no later one reveals is caught by the sequence check: every
@@ -25,7 +25,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
         Arc,
     },
     time::Duration,
@@ -35,12 +35,11 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use forecastin_shared::dto::EntityEvent;
-
 use super::{
     events::Events,
     link::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
     registry::Registry,
+    sequence::{Action, Heard, Sequence},
 };
 use crate::{
     background::Background, cache::l1::L1, clock::now_ms, db::replicas::WriteHorizon, metrics,
@@ -53,58 +52,6 @@ pub const SEQUENCE_CHECK: Duration = Duration::from_millis(250);
 /// Lifetime of an instance's acknowledgement: it lapses soon after the instance stops
 /// trusting its L1 (or dies), and waiting for it stops.
 const ACK_TTL: Duration = Duration::from_secs(1);
-
-/// Numbers and publishes an event once per announcement. KEYS: the event counter, the
-/// announcement's key. ARGV: the highest id this instance has seen, where a counter that Redis
-/// lost starts again ([`first_event_id`]), how long the announcement's key lives (ms), the
-/// channel, and the event's JSON after its id ([`after_id`]).
-///
-/// The id is one more than the counter, and than the highest id this instance has seen. A
-/// missing counter (a new deployment, or a Redis that lost its data) starts again past any id
-/// issued before, so that a client resuming with an old id is told to refetch rather than
-/// given nothing; an existing one just counts on, so ids stay consecutive across a rolling
-/// deploy and a client resumes on a new instance without a needless reset. The id is kept
-/// under the announcement's key, so that a retried announcement (a tiers clear that failed
-/// after it, say) returns the same id and publishes nothing.
-const ANNOUNCE: &str = r#"
-local known = redis.call('GET', KEYS[2])
-if known then
-  return tonumber(known)
-end
-local id
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  id = redis.call('INCR', KEYS[1])
-else
-  id = tonumber(ARGV[2]) + 1
-end
-local seen = tonumber(ARGV[1])
-if id <= seen then
-  id = seen + 1
-end
--- As an integer: Lua would write a number this large as `1.8e+15`.
-local written = string.format('%d', id)
-redis.call('SET', KEYS[1], written)
-redis.call('SET', KEYS[2], written, 'PX', ARGV[3])
-redis.call('PUBLISH', ARGV[4], '{"id":' .. written .. ARGV[5])
-return id
-"#;
-
-/// How long an announcement's id is kept: far longer than the tiers clear that made it is
-/// retried for (a few hundred milliseconds apart while Redis is up).
-const ANNOUNCED_FOR: Duration = Duration::from_secs(3_600);
-
-/// An event's JSON without its leading `{"id":N`, which [`ANNOUNCE`] writes with the id it
-/// assigns: the message stays an [`EntityEvent`], as instances of every version read it.
-fn after_id(event: &EntityEvent) -> String {
-    let json = serde_json::to_string(&EntityEvent {
-        id: 0,
-        ..event.clone()
-    })
-    .expect("events serialize");
-    json.strip_prefix(r#"{"id":0"#)
-        .expect("an event's JSON starts with its id")
-        .to_owned()
-}
 
 /// Raises the shared write horizon to a write's WAL position (if any) and moves the
 /// invalidation sequence, atomically: an L2 filler that reads the new sequence also reads the
@@ -135,26 +82,19 @@ struct RedisBus {
     seq_key: String,
     horizon_key: String,
     advance_script: redis::Script,
-    events_channel: String,
-    event_seq_key: String,
-    announce_script: redis::Script,
     /// Acknowledgement keys: the prefix, then the instance id.
     ack_prefix: String,
-    /// Where the event counter starts again if Redis lost it.
-    restart_ids_at: u64,
 }
 
 struct Inner {
     instance_id: String,
     redis: Option<RedisBus>,
-    events: Events,
-    /// Event ids of the in-process bus; with Redis, the highest id seen.
-    local_event_seq: AtomicU64,
     /// Wakes the acknowledgement of a newly applied invalidation.
     applied: tokio::sync::Notify,
     subscribed: AtomicBool,
-    last_seq: AtomicU64,
-    /// Until when (ms since the epoch) the last sequence check vouches for the L1.
+    sequence: parking_lot::Mutex<Sequence>,
+    /// The sequence's [`Sequence::trusted_until_ms`], for the readers of L1 to see without a
+    /// lock.
     trusted_until_ms: AtomicI64,
     disconnected_ttl: Duration,
     horizon: WriteHorizon,
@@ -165,27 +105,15 @@ struct Inner {
 #[derive(Clone)]
 pub struct Bus(Arc<Inner>);
 
-/// Where the event ids start again after a restart that lost the count (the in-process bus's,
-/// or Redis's): past any id issued before, so that a client resuming with an old id is told
-/// to refetch rather than given nothing: the start time in microseconds (fewer than a million
-/// events a second are made), which stays below 2^53, the integers JavaScript holds exactly.
-fn first_event_id() -> u64 {
-    u64::try_from(crate::clock::now_ms())
-        .unwrap_or_default()
-        .saturating_mul(1_000)
-}
-
 impl Bus {
     /// The single-instance bus: publishing does nothing, the L1 is always trusted.
     pub fn in_process(instance_id: String, disconnected_ttl: Duration) -> Self {
         Bus(Arc::new(Inner {
             instance_id,
             redis: None,
-            events: Events::default(),
-            local_event_seq: AtomicU64::new(first_event_id()),
             applied: tokio::sync::Notify::new(),
             subscribed: AtomicBool::new(true),
-            last_seq: AtomicU64::new(0),
+            sequence: parking_lot::Mutex::new(Sequence::alone()),
             trusted_until_ms: AtomicI64::new(i64::MAX),
             disconnected_ttl,
             horizon: WriteHorizon::default(),
@@ -207,18 +135,12 @@ impl Bus {
                 seq_key: link.key(INVALIDATION_SEQ),
                 horizon_key: link.key(WRITE_HORIZON),
                 advance_script: redis::Script::new(ADVANCE),
-                events_channel: link.key("events"),
-                event_seq_key: link.key("event-seq"),
-                announce_script: redis::Script::new(ANNOUNCE),
                 ack_prefix: link.key("applied:"),
-                restart_ids_at: first_event_id(),
                 link,
             }),
-            events: Events::default(),
-            local_event_seq: AtomicU64::new(0),
             applied: tokio::sync::Notify::new(),
             subscribed: AtomicBool::new(false),
-            last_seq: AtomicU64::new(0),
+            sequence: parking_lot::Mutex::default(),
             trusted_until_ms: AtomicI64::new(0),
             disconnected_ttl,
             horizon,
@@ -228,46 +150,6 @@ impl Bus {
 
     pub fn instance_id(&self) -> &str {
         &self.0.instance_id
-    }
-
-    /// The entity change events this instance has heard of, for its websocket clients.
-    pub fn events(&self) -> &Events {
-        &self.0.events
-    }
-
-    /// Publishes an entity change to the websocket clients of every instance, once per
-    /// `announcement` (the purge that carries it): a retry gets the first call's id and
-    /// publishes nothing. With Redis the event id comes from a shared counter and the event
-    /// reaches this instance's own clients at once and the others' through Pub/Sub.
-    pub async fn announce(
-        &self,
-        announcement: &str,
-        mut event: EntityEvent,
-    ) -> redis::RedisResult<()> {
-        let Some(redis) = &self.0.redis else {
-            event.id = self.0.local_event_seq.fetch_add(1, Ordering::AcqRel) + 1;
-            self.0.events.deliver(event);
-            return Ok(());
-        };
-        event.id = redis
-            .announce_script
-            .key(&redis.event_seq_key)
-            .key(redis.link.key(&format!("announced:{announcement}")))
-            .arg(self.0.local_event_seq.load(Ordering::Acquire))
-            .arg(redis.restart_ids_at)
-            .arg(ANNOUNCED_FOR.as_millis() as u64)
-            .arg(&redis.events_channel)
-            .arg(after_id(&event))
-            .invoke_async(&mut redis.link.connection.clone())
-            .await?;
-        // Delivered again if an earlier attempt delivered it: the events skip a known id.
-        self.deliver(event);
-        Ok(())
-    }
-
-    fn deliver(&self, event: EntityEvent) {
-        self.0.local_event_seq.fetch_max(event.id, Ordering::AcqRel);
-        self.0.events.deliver(event);
     }
 
     /// Waits until every live instance (read from `registry` at each look, so that one that
@@ -374,16 +256,16 @@ impl Bus {
             .await
     }
 
-    /// Applies other instances' invalidations to `l1` and takes their entity events, until
-    /// `background` stops.
-    pub fn spawn_subscriber(&self, l1: Option<Arc<L1>>, background: &Background) {
-        let Some(redis) = &self.0.redis else {
+    /// Applies other instances' invalidations to `l1` and hands their entity events to
+    /// `events`, until `background` stops: one subscription for both.
+    pub fn spawn_subscriber(&self, l1: Option<Arc<L1>>, events: Events, background: &Background) {
+        let (Some(redis), Some(events_channel)) = (&self.0.redis, events.channel()) else {
             return;
         };
         let (client, channel, events_channel) = (
             redis.link.client.clone(),
             redis.channel.clone(),
-            redis.events_channel.clone(),
+            events_channel.to_owned(),
         );
         let bus = self.clone();
         background.spawn(async move {
@@ -405,7 +287,7 @@ impl Bus {
                                     if let Ok(event) =
                                         serde_json::from_slice(message.get_payload_bytes())
                                     {
-                                        bus.deliver(event);
+                                        events.heard(event);
                                     }
                                 } else {
                                     bus.apply(l1.as_deref(), message.get_payload_bytes());
@@ -431,7 +313,7 @@ impl Bus {
         };
         let mut connection = redis.link.connection.clone();
         if let Ok(seq) = connection.get::<_, Option<u64>>(&redis.seq_key).await {
-            self.0.last_seq.store(seq.unwrap_or(0), Ordering::Release);
+            self.0.sequence.lock().resubscribed(seq.unwrap_or(0));
         }
     }
 
@@ -445,12 +327,9 @@ impl Bus {
         background.spawn(async move {
             let mut ticks = tokio::time::interval(SEQUENCE_CHECK);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut awaited = None;
             loop {
                 tokio::select! {
-                    _ = ticks.tick() => {
-                        awaited = bus.check_sequence(l1.as_deref(), awaited).await;
-                    }
+                    _ = ticks.tick() => bus.check_sequence(l1.as_deref()).await,
                     () = bus.0.applied.notified() => {}
                 }
                 bus.acknowledge().await;
@@ -483,7 +362,7 @@ impl Bus {
             return;
         }
         let key = format!("{}{}", redis.ack_prefix, self.0.instance_id);
-        let applied = self.0.last_seq.load(Ordering::Acquire);
+        let applied = self.0.sequence.lock().applied();
         let mut connection = redis.link.connection.clone();
         let ttl = ACK_TTL.as_millis() as u64;
         if let Err(err) = connection.pset_ex::<_, _, ()>(&key, applied, ttl).await {
@@ -491,44 +370,43 @@ impl Bus {
         }
     }
 
-    /// One sequence check. `awaited` is a number the previous check saw in the counter and
-    /// this instance had not applied: by now its message should have arrived. Returns the
-    /// number the next check awaits.
-    async fn check_sequence(&self, l1: Option<&L1>, awaited: Option<u64>) -> Option<u64> {
-        let redis = self.0.redis.as_ref()?;
+    /// One sequence check: compares the counter with what this instance applied (see
+    /// [`Sequence::checked`]).
+    async fn check_sequence(&self, l1: Option<&L1>) {
+        let Some(redis) = &self.0.redis else {
+            return;
+        };
         // Read first: what is applied while the counter is read is newer than `current`.
-        let applied = self.0.last_seq.load(Ordering::Acquire);
+        let applied = self.0.sequence.lock().applied();
         let mut connection = redis.link.connection.clone();
-        let current = match connection.get::<_, Option<u64>>(&redis.seq_key).await {
-            Ok(seq) => seq.unwrap_or(0),
+        let read = connection.get::<_, Option<u64>>(&redis.seq_key).await;
+        let mut sequence = self.0.sequence.lock();
+        let action = match read {
+            Ok(current) => {
+                let every = SEQUENCE_CHECK.as_millis() as i64;
+                sequence.checked(applied, current.unwrap_or(0), now_ms(), every)
+            }
             Err(err) => {
-                // Invalidations may be going on that this instance cannot hear of.
-                self.0.trusted_until_ms.store(0, Ordering::Release);
+                sequence.check_failed();
                 tracing::warn!(%err, "could not check the invalidation sequence; not trusting L1");
-                return awaited;
+                Action::Keep
             }
         };
-        let lost = awaited.is_some_and(|awaited| applied < awaited);
-        let reset = current < applied;
-        if lost || reset {
+        // Flushed before the lock is let go: the acknowledgement reads the sequence under it.
+        if action == Action::Flush {
             if let Some(l1) = l1 {
                 l1.invalidate_all();
             }
-            if reset {
-                self.0.last_seq.store(current, Ordering::Release);
-            } else {
-                self.0.last_seq.fetch_max(current, Ordering::AcqRel);
-            }
-            ::metrics::counter!(metrics::L1_SEQUENCE_FLUSHES).increment(1);
-            tracing::warn!(
-                current,
-                applied,
-                "an invalidation was lost or Redis lost its counter; L1 flushed"
-            );
         }
-        let vouched = now_ms() + 3 * SEQUENCE_CHECK.as_millis() as i64;
-        self.0.trusted_until_ms.store(vouched, Ordering::Release);
-        (current > self.0.last_seq.load(Ordering::Acquire)).then_some(current)
+        let trusted_until_ms = sequence.trusted_until_ms();
+        drop(sequence);
+        self.0
+            .trusted_until_ms
+            .store(trusted_until_ms, Ordering::Release);
+        if action == Action::Flush {
+            ::metrics::counter!(metrics::L1_SEQUENCE_FLUSHES).increment(1);
+            tracing::warn!("an invalidation was lost or Redis lost its counter; L1 flushed");
+        }
     }
 
     fn apply(&self, l1: Option<&L1>, payload: &[u8]) {
@@ -539,41 +417,21 @@ impl Bus {
         if let Some(position) = message.position {
             self.0.horizon.raise(position);
         }
-        let previous = self.0.last_seq.load(Ordering::Acquire);
-        let gap = previous != 0 && message.seq > previous.saturating_add(1);
-        // The publisher applied its own message before publishing it.
-        if let Some(l1) = l1.filter(|_| gap || message.origin != self.0.instance_id) {
-            if gap || message.all {
-                l1.invalidate_all();
-            } else {
-                l1.invalidate(&message.tags);
-            }
-        }
-        // Applied, then acknowledged: never the other way round.
-        self.0.last_seq.fetch_max(message.seq, Ordering::AcqRel);
-        self.0.applied.notify_one();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use forecastin_shared::dto::ChangeKind;
-
-    use super::*;
-
-    #[test]
-    fn an_announced_event_is_its_json_with_the_assigned_id_in_front() {
-        let event = EntityEvent {
-            id: 17,
-            change: ChangeKind::Updated,
-            entity_id: "FR".to_owned(),
-            path: vec!["world".to_owned(), "FR".to_owned()],
-            entity: None,
-            at_ms: 5,
+        let heard = Heard {
+            seq: message.seq,
+            own: message.origin == self.0.instance_id,
+            tags: message.tags,
+            all: message.all,
         };
-        let published = format!(r#"{{"id":{}{}"#, 1_800_000_000_000_000u64, after_id(&event));
-        let read: EntityEvent = serde_json::from_str(&published).unwrap();
-        assert_eq!(read.id, 1_800_000_000_000_000);
-        assert_eq!(EntityEvent { id: 17, ..read }, event);
+        // Applied, then acknowledged: never the other way round. The lock is held while the L1
+        // drops the entries, so a check cannot see the number before they are gone.
+        let mut sequence = self.0.sequence.lock();
+        match (sequence.heard(heard), l1) {
+            (Action::Drop(tags), Some(l1)) => l1.invalidate(&tags),
+            (Action::Flush, Some(l1)) => l1.invalidate_all(),
+            _ => 0,
+        };
+        drop(sequence);
+        self.0.applied.notify_one();
     }
 }

@@ -257,7 +257,7 @@ async fn serve(
             .is_none_or(|root| event.path.contains(root))
     };
     let _connected = client;
-    let (mut events, missed) = state.cluster.bus.events().subscribe(last_seen);
+    let (mut events, missed) = state.cluster.events.subscribe(last_seen);
     let (queue, mut outgoing) = mpsc::channel::<Message>(state.streams.client_queue);
     let (mut sink, mut incoming) = socket.split();
 

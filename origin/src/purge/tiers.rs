@@ -25,7 +25,7 @@ use crate::{
     background::Background,
     cache::{l1::L1, l2::L2, warm::Warmer},
     clock::now_ms,
-    cluster::{bus::Bus, registry::Registry},
+    cluster::{bus::Bus, events::Events, registry::Registry},
     db::Db,
     metrics,
 };
@@ -58,33 +58,21 @@ fn covered<'a>(purges: impl IntoIterator<Item = &'a PurgeRequest>) -> (Vec<Strin
 
 #[derive(Clone)]
 pub struct Tiers {
-    db: Db,
-    l1: Option<Arc<L1>>,
+    pub db: Db,
+    pub l1: Option<Arc<L1>>,
     /// With Redis, whether or not this instance reads L2 (`L2_TTL_SECS`): the others may.
-    l2: Option<Arc<L2>>,
-    bus: Bus,
-    registry: Arc<Registry>,
+    pub l2: Option<Arc<L2>>,
+    /// Carries the invalidation to the other instances' L1.
+    pub bus: Bus,
+    /// The instances whose L1 a CDN purge waits for.
+    pub registry: Arc<Registry>,
+    /// Where a data write's change event goes out.
+    pub events: Events,
     /// Renders the hot pages a purge removed again, before the CDN is purged.
-    warmer: Arc<Warmer>,
+    pub warmer: Arc<Warmer>,
 }
 
 impl Tiers {
-    pub fn new(
-        db: Db,
-        (l1, l2): (Option<Arc<L1>>, Option<Arc<L2>>),
-        (bus, registry): (Bus, Arc<Registry>),
-        warmer: Arc<Warmer>,
-    ) -> Self {
-        Self {
-            db,
-            l1,
-            l2,
-            bus,
-            registry,
-            warmer,
-        }
-    }
-
     /// Waits until every live instance has applied the invalidations published so far (see
     /// `Bus::wait_until_applied`); the CDN refetches from them as soon as it is purged.
     pub async fn wait_until_applied(&self) {
@@ -186,7 +174,7 @@ impl Tiers {
         self.bus.publish(seq, tags, all, position).await?;
         self.clear_l1(tags, all);
         for (purge_id, event) in events {
-            self.bus.announce(purge_id, event).await?;
+            self.events.announce(purge_id, event).await?;
         }
         Ok(())
     }
