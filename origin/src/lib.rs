@@ -136,7 +136,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         tiers.clone(),
         flags.clone(),
     );
-    tiers.spawn_sweeper(outbox.waker(), background);
+    tiers.clone().spawn_sweeper(outbox.waker(), background);
     if providers.is_empty() {
         tracing::warn!(
             "no purge provider is configured: data changes purge only the origin's own tiers"
@@ -164,7 +164,8 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
         Dispatcher::new(
             db.clone(),
             providers,
-            outbox,
+            outbox.waker(),
+            Some(tiers),
             config.purge.timeout(),
             config.purge.retry_max_ms,
         ),

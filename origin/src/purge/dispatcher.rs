@@ -7,19 +7,21 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     num::NonZeroU32,
+    sync::Arc,
     time::Duration,
 };
 
 use forecastin_shared::{dto::PurgeRequest, purges::refreshable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Client;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     coalesce::{batches, Batch},
     deliveries::{self, Claimed, Due, Stored},
     providers::{Outcome, Provider},
-    Outbox,
+    tiers::Tiers,
 };
 use crate::{background::Background, db::Db, metrics};
 
@@ -33,7 +35,10 @@ pub struct Dispatcher {
     db: Db,
     providers: Vec<(Provider, DefaultDirectRateLimiter)>,
     client: Client,
-    outbox: Outbox,
+    /// Wakes a dispatcher waiting for work: a purge committed or its tiers cleared.
+    wake: Arc<Notify>,
+    /// The origin's own tiers, which every CDN delivery waits for.
+    tiers: Option<Tiers>,
     retry_max_ms: u64,
 }
 
@@ -48,7 +53,8 @@ impl Dispatcher {
     pub fn new(
         db: Db,
         providers: Vec<Provider>,
-        outbox: Outbox,
+        wake: Arc<Notify>,
+        tiers: Option<Tiers>,
         timeout: Duration,
         retry_max_ms: u64,
     ) -> Self {
@@ -65,7 +71,8 @@ impl Dispatcher {
                 .timeout(timeout)
                 .build()
                 .expect("an HTTP client with a timeout builds"),
-            outbox,
+            wake,
+            tiers,
             retry_max_ms,
         }
     }
@@ -73,7 +80,7 @@ impl Dispatcher {
     /// Runs rounds until `stop` is cancelled, finishing the round under way: a round
     /// left half done would hold its deliveries for a whole lease.
     pub async fn run(self, stop: CancellationToken) {
-        let wake = self.outbox.waker();
+        let wake = self.wake.clone();
         while !stop.is_cancelled() {
             match self.round().await {
                 Ok(0) => {
@@ -103,12 +110,17 @@ impl Dispatcher {
         // The CDN refetches as soon as it is purged: the replicas must have the write by then,
         // and every instance must have dropped what it covers.
         self.db.wait_until_replicas_replayed().await;
-        self.outbox.wait_until_tiers_applied().await;
+        if let Some(tiers) = &self.tiers {
+            tiers.wait_until_applied().await;
+        }
         let requests: Vec<&PurgeRequest> = stored
             .values()
             .filter_map(|purge| purge.request.as_ref().ok())
             .collect();
-        let rewarmed = self.outbox.rewarm(&requests).await;
+        let rewarmed = match &self.tiers {
+            Some(tiers) => tiers.rewarm(&requests).await,
+            None => Vec::new(),
+        };
         let mut by_provider: BTreeMap<&str, Vec<&Claimed>> = BTreeMap::new();
         for delivery in &claimed {
             by_provider

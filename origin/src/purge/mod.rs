@@ -102,9 +102,15 @@ impl Outbox {
         Ok(id)
     }
 
-    /// Call once the purge's transaction committed: clears the origin's own tiers (see
-    /// [`Tiers::committed`]), then wakes the dispatcher. `position` is a data write's WAL
-    /// position when there are read replicas.
+    /// What follows once the purge's transaction committed, in order (`position` is a data
+    /// write's WAL position when there are read replicas):
+    /// 1. the hot pages a purge by tags removes are claimed for a new render, so that readers
+    ///    (the CDN's refreshes for an earlier purge, still under way) wait for it instead of
+    ///    reading the database beside it ([`crate::cache::warm`]);
+    /// 2. the purge's first delivery, at once: every instance's tiers drop what it covers and
+    ///    its change event goes out ([`Tiers::clear`]); if that fails, the sweepers retry it;
+    /// 3. the claimed pages are rendered again, in the background;
+    /// 4. the dispatcher wakes for the CDN deliveries, which wait for the first one.
     pub async fn committed(
         &self,
         purge_id: &str,
@@ -113,7 +119,17 @@ impl Outbox {
         position: Option<u64>,
     ) {
         if let Some(tiers) = &self.tiers {
-            tiers.committed(purge_id, request, event, position).await;
+            let committed_at_ms = now_ms();
+            let claimed = tiers.claim_hot(request);
+            match tiers.clear([(purge_id, request, event)], position).await {
+                Ok(()) => {
+                    tiers.rewarm_in_background(claimed);
+                    tiers.cleared(purge_id, committed_at_ms).await;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, purge = purge_id, "could not clear the shared tiers; the sweepers retry")
+                }
+            }
         }
         self.wake.notify_one();
     }
@@ -129,22 +145,6 @@ impl Outbox {
 
     pub(crate) fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
-    }
-
-    /// Before a CDN purge, once the tiers are clear: renders the hot pages `purges` removed
-    /// again, so the CDN's refills find them; returns those pages.
-    pub(crate) async fn rewarm(&self, purges: &[&PurgeRequest]) -> Vec<String> {
-        match &self.tiers {
-            Some(tiers) => tiers.rewarm(purges).await,
-            None => Vec::new(),
-        }
-    }
-
-    /// Before a CDN purge: waits until every live instance has dropped what was invalidated.
-    pub(crate) async fn wait_until_tiers_applied(&self) {
-        if let Some(tiers) = &self.tiers {
-            tiers.wait_until_applied().await;
-        }
     }
 }
 

@@ -23,8 +23,11 @@ use super::{
 };
 use crate::{
     background::Background,
-    cache::{l1::L1, l2::L2, warm::Warmer},
-    clock::now_ms,
+    cache::{
+        l1::L1,
+        l2::L2,
+        warm::{Claim, Warmer},
+    },
     cluster::{bus::Bus, events::Events, registry::Registry},
     db::Db,
     metrics,
@@ -80,50 +83,40 @@ impl Tiers {
         ::metrics::histogram!(metrics::PURGE_TIERS_WAIT).record(waited.as_secs_f64());
     }
 
-    /// Call once a purge's transaction committed, with the data write's WAL position when
-    /// there are read replicas. Clears the tiers and records it; a failure is left to the
-    /// sweepers.
-    ///
-    /// The hot pages a purge by tags removes are claimed before the clear and rendered again
-    /// in the background right after it (see [`crate::cache::warm`]), so that the CDN's refreshes
-    /// for an earlier purge, still under way, find them rendered. The dispatcher renders them
-    /// once more before the CDN purge (from L1, as a rule), which covers a clear that failed
-    /// here and purges that reach past tags.
-    pub async fn committed(
-        &self,
-        purge_id: &str,
-        request: &PurgeRequest,
-        event: Option<EntityEvent>,
-        position: Option<u64>,
-    ) {
-        let created = now_ms();
+    /// Claims the hot pages a purge by tags removes for a new render (see
+    /// [`crate::cache::warm`]): none for a purge that reaches past tags, which the dispatcher's
+    /// render before the CDN purge covers.
+    pub fn claim_hot(&self, request: &PurgeRequest) -> Vec<Claim> {
         let (tags, all) = covered([request]);
-        let claimed = if all {
-            Vec::new()
-        } else {
-            self.warmer.claim(self.warmer.covered(&tags, false))
+        if all {
+            return Vec::new();
+        }
+        self.warmer.claim(self.warmer.covered(&tags, false))
+    }
+
+    /// Renders the `claimed` pages again, in the background (the dispatcher renders them once
+    /// more before the CDN purge, from L1 as a rule, which covers a clear that failed).
+    pub fn rewarm_in_background(&self, claimed: Vec<Claim>) {
+        if !claimed.is_empty() {
+            let warmer = self.warmer.clone();
+            tokio::spawn(async move { warmer.rewarm(claimed).await });
+        }
+    }
+
+    /// Records that the committing instance cleared the tiers for `purge_id`, committed at
+    /// `committed_at_ms` (the purge latency runs from there), so that no sweeper does it again
+    /// and the CDN deliveries may go.
+    pub async fn cleared(&self, purge_id: &str, committed_at_ms: i64) {
+        let delivery = Claimed {
+            purge_id: purge_id.to_owned(),
+            provider: TIERS.to_owned(),
+            attempts: 0,
         };
-        match self.clear([(purge_id, request, event)], position).await {
-            Ok(()) => {
-                if !claimed.is_empty() {
-                    let warmer = self.warmer.clone();
-                    tokio::spawn(async move { warmer.rewarm(claimed).await });
-                }
-                let delivery = Claimed {
-                    purge_id: purge_id.to_owned(),
-                    provider: TIERS.to_owned(),
-                    attempts: 0,
-                };
-                let settled =
-                    deliveries::settle(&self.db, &delivery, &Outcome::Delivered, created, 0).await;
-                if let Err(err) = settled {
-                    // A sweeper clears the tiers again and records it: harmless.
-                    tracing::warn!(%err, purge = purge_id, "could not record the tiers cleared");
-                }
-            }
-            Err(err) => {
-                tracing::warn!(%err, purge = purge_id, "could not clear the shared tiers; the sweepers retry")
-            }
+        let settled =
+            deliveries::settle(&self.db, &delivery, &Outcome::Delivered, committed_at_ms, 0).await;
+        if let Err(err) = settled {
+            // A sweeper clears the tiers again and records it: harmless.
+            tracing::warn!(%err, purge = purge_id, "could not record the tiers cleared");
         }
     }
 
@@ -136,7 +129,7 @@ impl Tiers {
 
     /// Drops what `purges` (by id) cover from every tier and announces their events. Every
     /// step may be repeated; an event goes out once whatever the repeats.
-    async fn clear<'a>(
+    pub async fn clear<'a>(
         &self,
         purges: impl IntoIterator<Item = (&'a str, &'a PurgeRequest, Option<EntityEvent>)>,
         position: Option<u64>,
