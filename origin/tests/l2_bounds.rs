@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use forecastin_origin::{
-    cache::l2::{Limits, Stored, INVALIDATE_BATCH, L2},
+    cache::l2::{Entry, Limits, INVALIDATE_BATCH, L2},
     cluster::link::RedisLink,
     db::replicas::WriteHorizon,
 };
@@ -30,8 +30,8 @@ async fn l2(max_tag_members: usize) -> (L2, RedisLink, String) {
     )
 }
 
-fn page(tags: &[&str]) -> Stored {
-    Stored {
+fn page(tags: &[&str]) -> Entry {
+    Entry {
         status: 200,
         body: "{}".to_owned(),
         tags: tags.iter().map(|tag| tag.to_string()).collect(),

@@ -77,7 +77,7 @@ return #taken / 2
 
 /// A response as stored in L2: enough to render it again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Stored {
+pub struct Entry {
     pub status: u16,
     pub body: String,
     pub tags: Vec<String>,
@@ -171,7 +171,7 @@ impl L2 {
         }
     }
 
-    pub async fn get(&self, key: &str) -> Option<Stored> {
+    pub async fn get(&self, key: &str) -> Option<Entry> {
         if !self.available() {
             return None;
         }
@@ -195,20 +195,20 @@ impl L2 {
         }
     }
 
-    /// Stores `stored` under `key` unless an invalidation happened since `sequence`; a tag that
+    /// Stores `entry` under `key` unless an invalidation happened since `sequence`; a tag that
     /// indexes the most live entries it may gives up the one that would expire first.
-    pub async fn fill(&self, key: &str, stored: &Stored, sequence: &str) {
+    pub async fn fill(&self, key: &str, entry: &Entry, sequence: &str) {
         let mut invocation = self.fill_script.prepare_invoke();
         let id = digest(key);
         invocation
             .key(&self.seq_key)
             .key(format!("{}{id}", self.entry_prefix));
-        for tag in &stored.tags {
+        for tag in &entry.tags {
             invocation.key(self.tag_key(tag));
         }
         invocation
             .arg(sequence)
-            .arg(serde_json::to_string(stored).expect("entries serialize"))
+            .arg(serde_json::to_string(entry).expect("entries serialize"))
             .arg(self.ttl_secs)
             .arg(&id)
             .arg(self.max_tag_members)

@@ -199,7 +199,7 @@ where
         return Ok(Arc::new(render(fresh)));
     }
     if let (Some(l2), Some(sequence)) = (l2, sequence) {
-        let stored = l2::Stored {
+        let stored = l2::Entry {
             status: fresh.status.as_u16(),
             body: String::from_utf8_lossy(&fresh.body).into_owned(),
             tags: fresh.tags.clone(),

@@ -64,8 +64,8 @@ pub struct Claimed {
     pub attempts: i64,
 }
 
-/// A stored purge as read back.
-pub struct Stored {
+/// A recorded purge as read back.
+pub struct Recorded {
     /// Its request, or why it cannot be read.
     pub request: Result<PurgeRequest, String>,
     /// The change event a data write announces with it.
@@ -160,11 +160,11 @@ pub async fn renew(db: &Db, claimed: &[&Claimed], lease: Duration) -> Result<(),
 }
 
 /// The purges the `claimed` deliveries deliver, by id.
-pub async fn load(db: &Db, claimed: &[Claimed]) -> Result<HashMap<String, Stored>, sqlx::Error> {
+pub async fn load(db: &Db, claimed: &[Claimed]) -> Result<HashMap<String, Recorded>, sqlx::Error> {
     let mut ids: Vec<&str> = claimed.iter().map(|c| c.purge_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut stored = HashMap::with_capacity(ids.len());
+    let mut recorded = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let placeholders = placeholders(1, chunk.len());
         let sql = format!(
@@ -180,12 +180,12 @@ pub async fn load(db: &Db, claimed: &[Claimed]) -> Result<HashMap<String, Stored
         .await?;
         for row in rows {
             let request = serde_json::from_str(&row.request)
-                .map_err(|err| format!("the stored purge no longer parses: {err}"));
+                .map_err(|err| format!("the recorded purge no longer parses: {err}"));
             // An unreadable event is not worth a purge: clients refetch on reconnect anyway.
             let event = row.event.and_then(|e| serde_json::from_str(&e).ok());
-            stored.insert(
+            recorded.insert(
                 row.id,
-                Stored {
+                Recorded {
                     request,
                     event,
                     created_at_ms: row.created_at_ms,
@@ -193,17 +193,17 @@ pub async fn load(db: &Db, claimed: &[Claimed]) -> Result<HashMap<String, Stored
             );
         }
     }
-    Ok(stored)
+    Ok(recorded)
 }
 
 /// What to record for `delivery`, and when its purge was created: how it was `sent` if its
 /// purge could be read, else why not (a purge that cannot be read is never delivered).
 pub fn outcome_of(
-    stored: &HashMap<String, Stored>,
+    recorded: &HashMap<String, Recorded>,
     delivery: &Claimed,
     sent: impl FnOnce() -> Outcome,
 ) -> (Outcome, i64) {
-    match stored.get(&delivery.purge_id) {
+    match recorded.get(&delivery.purge_id) {
         Some(purge) => match &purge.request {
             Ok(_) => (sent(), purge.created_at_ms),
             Err(reason) => (Outcome::Failed(reason.clone()), purge.created_at_ms),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     coalesce::{batches, Batch},
-    deliveries::{self, Claimed, Due, Stored},
+    deliveries::{self, Claimed, Due, Recorded},
     providers::{Outcome, Provider},
     tiers::Tiers,
 };
@@ -106,14 +106,14 @@ impl Dispatcher {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let stored = deliveries::load(&self.db, &claimed).await?;
+        let recorded = deliveries::load(&self.db, &claimed).await?;
         // The CDN refetches as soon as it is purged: the replicas must have the write by then,
         // and every instance must have dropped what it covers.
         self.db.wait_until_replicas_replayed().await;
         if let Some(tiers) = &self.tiers {
             tiers.wait_until_applied().await;
         }
-        let requests: Vec<&PurgeRequest> = stored
+        let requests: Vec<&PurgeRequest> = recorded
             .values()
             .filter_map(|purge| purge.request.as_ref().ok())
             .collect();
@@ -130,7 +130,7 @@ impl Dispatcher {
         }
         let work = self.providers.iter().filter_map(|(provider, limiter)| {
             let deliveries = by_provider.remove(provider.name())?;
-            Some(self.deliver(provider, limiter, deliveries, (&stored, &rewarmed)))
+            Some(self.deliver(provider, limiter, deliveries, &recorded, &rewarmed))
         });
         let renewing = async {
             let all: Vec<&Claimed> = claimed.iter().collect();
@@ -155,12 +155,13 @@ impl Dispatcher {
         provider: &Provider,
         limiter: &DefaultDirectRateLimiter,
         claimed: Vec<&Claimed>,
-        (stored, rewarmed): (&HashMap<String, Stored>, &[String]),
+        recorded: &HashMap<String, Recorded>,
+        rewarmed: &[String],
     ) {
         let requests: Vec<(String, PurgeRequest)> = claimed
             .iter()
-            .filter_map(|d| match stored.get(&d.purge_id) {
-                Some(Stored {
+            .filter_map(|d| match recorded.get(&d.purge_id) {
+                Some(Recorded {
                     request: Ok(request),
                     ..
                 }) => Some((d.purge_id.clone(), request.clone())),
@@ -190,7 +191,7 @@ impl Dispatcher {
         }
         for delivery in claimed {
             // Delivered only when every batch carrying it was (or it named nothing to send).
-            let (outcome, created) = deliveries::outcome_of(stored, delivery, || {
+            let (outcome, created) = deliveries::outcome_of(recorded, delivery, || {
                 outcomes
                     .remove(&delivery.purge_id)
                     .unwrap_or(Outcome::Delivered)

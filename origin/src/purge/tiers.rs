@@ -207,9 +207,9 @@ impl Tiers {
         if claimed.is_empty() {
             return Ok(None);
         }
-        let stored = deliveries::load(&self.db, &claimed).await?;
+        let recorded = deliveries::load(&self.db, &claimed).await?;
         // In commit order, so that clients get the events of one entity in order.
-        let mut readable: Vec<_> = stored
+        let mut readable: Vec<_> = recorded
             .iter()
             .filter_map(|(id, s)| Some((s.created_at_ms, id, s.request.as_ref().ok()?, &s.event)))
             .collect();
@@ -224,7 +224,8 @@ impl Tiers {
             Err(error) => Outcome::Retry { after: None, error },
         };
         for delivery in &claimed {
-            let (outcome, created) = deliveries::outcome_of(&stored, delivery, || cleared.clone());
+            let (outcome, created) =
+                deliveries::outcome_of(&recorded, delivery, || cleared.clone());
             if let Err(err) =
                 deliveries::settle(&self.db, delivery, &outcome, created, RETRY_MAX_MS).await
             {
