@@ -2,7 +2,7 @@
 //! first. The origin ranks pages by what reaches it (the CDN's refills), which says little
 //! about what readers read from the CDN; the edge sees the reads.
 //!
-//! Counts are kept per window of [`WINDOW_MS`]; a key's heat is its count in the current
+//! Counts are kept per window of [`WINDOW_MS`]; a key is as hot as its count in the current
 //! window plus the previous one, so a read counts for one to two windows. At most
 //! [`MAX_KEYS`] keys of at most [`MAX_KEY_BYTES`] are counted per window (a few MB at worst,
 //! whatever clients ask): past it, new keys wait for the next window. A client that asks for
@@ -18,14 +18,14 @@ pub const MAX_KEYS: usize = 4_096;
 pub const MAX_KEY_BYTES: usize = 512;
 
 #[derive(Debug, Default)]
-pub struct Heat {
+pub struct HotKeys {
     /// When the current window started.
     since_ms: u64,
     current: HashMap<String, u32>,
     previous: HashMap<String, u32>,
 }
 
-impl Heat {
+impl HotKeys {
     /// Counts one read of `key` at `now_ms`.
     pub fn count(&mut self, key: &str, now_ms: u64) {
         if key.len() > MAX_KEY_BYTES {
@@ -67,39 +67,39 @@ mod tests {
 
     #[test]
     fn reads_count_for_this_window_and_the_next_then_fade() {
-        let mut heat = Heat::default();
+        let mut hot = HotKeys::default();
         let start = 1_000_000;
         for _ in 0..3 {
-            heat.count("a", start);
+            hot.count("a", start);
         }
-        heat.count("b", start);
-        assert_eq!((heat.of("a", start), heat.of("b", start)), (3, 1));
+        hot.count("b", start);
+        assert_eq!((hot.of("a", start), hot.of("b", start)), (3, 1));
         let next = start + WINDOW_MS;
-        heat.count("b", next);
-        assert_eq!((heat.of("a", next), heat.of("b", next)), (3, 2));
+        hot.count("b", next);
+        assert_eq!((hot.of("a", next), hot.of("b", next)), (3, 2));
         let after = next + WINDOW_MS;
-        assert_eq!((heat.of("a", after), heat.of("b", after)), (0, 1));
+        assert_eq!((hot.of("a", after), hot.of("b", after)), (0, 1));
         // A long silence forgets everything.
-        heat.count("a", after);
+        hot.count("a", after);
         let much_later = after + 5 * WINDOW_MS;
-        assert_eq!(heat.of("a", much_later), 0);
-        assert_eq!(heat.of("unknown", much_later), 0);
+        assert_eq!(hot.of("a", much_later), 0);
+        assert_eq!(hot.of("unknown", much_later), 0);
     }
 
     #[test]
     fn a_full_window_counts_the_keys_it_has_and_takes_new_ones_in_the_next() {
-        let mut heat = Heat::default();
+        let mut hot = HotKeys::default();
         let now = 1_000_000;
         for n in 0..MAX_KEYS {
-            heat.count(&n.to_string(), now);
+            hot.count(&n.to_string(), now);
         }
-        heat.count("late", now);
-        heat.count("0", now);
-        assert_eq!((heat.of("late", now), heat.of("0", now)), (0, 2));
-        heat.count("late", now + WINDOW_MS);
-        assert_eq!(heat.of("late", now + WINDOW_MS), 1);
+        hot.count("late", now);
+        hot.count("0", now);
+        assert_eq!((hot.of("late", now), hot.of("0", now)), (0, 2));
+        hot.count("late", now + WINDOW_MS);
+        assert_eq!(hot.of("late", now + WINDOW_MS), 1);
         let long = "k".repeat(MAX_KEY_BYTES + 1);
-        heat.count(&long, now + WINDOW_MS);
-        assert_eq!(heat.of(&long, now + WINDOW_MS), 0);
+        hot.count(&long, now + WINDOW_MS);
+        assert_eq!(hot.of(&long, now + WINDOW_MS), 0);
     }
 }

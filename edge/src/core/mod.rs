@@ -8,7 +8,7 @@
 //!   [`freshness`] (RFC 9111 storage and freshness), [`directives`] and [`structured`]
 //!   (cache directive parsing), [`range`], [`stored`] (the bookkeeping kept with an entry)
 //!   and [`status`] (what the client sees).
-//! - [`purge`] authenticates and resolves the edge's purge requests; [`heat`] counts the
+//! - [`purge`] authenticates and resolves the edge's purge requests; [`hot`] counts the
 //!   reads that decide what a soft purge refreshes first.
 //! - [`fields`] reads header values whatever their bytes.
 
@@ -16,7 +16,7 @@ pub mod cache;
 pub mod directives;
 pub mod fields;
 pub mod freshness;
-pub mod heat;
+pub mod hot;
 pub mod purge;
 pub mod range;
 pub mod request;

@@ -208,13 +208,13 @@ pub fn tags_of(response: &http::HeaderMap) -> Vec<String> {
 impl Purge {
     /// The covered `keys` split into those to refresh in place and those to delete: for a soft
     /// purge, up to [`REFRESHED_BY_SOFT_PURGE`] of those it names to refresh and of those
-    /// readers read here lately (`heat`), the most read first, then in the order the purge
+    /// readers read here lately (`reads`), the most read first, then in the order the purge
     /// names them (the origin names the hottest it has rendered again first); any it covers
     /// when it names none. Everything else is deleted.
     pub fn split_for_refresh(
         &self,
         keys: Vec<String>,
-        mut heat: impl FnMut(&str) -> u32,
+        mut reads_of: impl FnMut(&str) -> u32,
     ) -> (Vec<String>, Vec<String>) {
         if !self.soft {
             return (Vec::new(), keys);
@@ -227,7 +227,7 @@ impl Purge {
         let mut candidates = Vec::new();
         let mut deleted = Vec::new();
         for key in keys {
-            let reads = heat(&key);
+            let reads = reads_of(&key);
             match named.get(key.as_str()) {
                 Some(&rank) => candidates.push((reads, rank, key)),
                 None if reads > 0 || named.is_empty() => candidates.push((reads, usize::MAX, key)),

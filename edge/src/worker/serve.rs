@@ -26,7 +26,7 @@ use crate::core::{
         BeforeRequest, Body, CacheableRequest, Entry, OriginResponse, Store, STALE_IF_ERROR,
     },
     freshness::Exchange,
-    heat::Heat,
+    hot::HotKeys,
     purge::tags_of,
     status::Forward,
     stored::{hit_fields, kept_briefly, META_HEADER, STORAGE_STATUS},
@@ -37,7 +37,7 @@ thread_local! {
     /// How often readers asked this isolate for each key lately, hits and misses: a soft
     /// purge refreshes the most read first. Misses count too: a page every purge deletes is
     /// read as a miss each time, and is what most needs refreshing.
-    static HEAT: RefCell<Heat> = RefCell::new(Heat::default());
+    static HOT: RefCell<HotKeys> = RefCell::new(HotKeys::default());
     /// Keys being refreshed in the background by this isolate: one refresh per key at a time.
     static REFRESHING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// Keys this isolate fetched ahead since the moment it holds: a page named on every hit of
@@ -84,7 +84,7 @@ pub async fn serve(
         index: settings.index,
         fetched_after_ms: 0,
     };
-    HEAT.with(|heat| heat.borrow_mut().count(&job.key, now_ms()));
+    HOT.with(|hot| hot.borrow_mut().count(&job.key, now_ms()));
     let handled = answer(&job, ctx).await;
     if let Handled::Answer(answer, _) = &handled {
         if answer.status == 200 && !stands_in_for_a_failed_origin(answer) {
@@ -137,9 +137,9 @@ async fn answer(job: &Job, ctx: &Context) -> Handled {
     }
 }
 
-/// How often readers asked this isolate for `key` lately (see [`crate::core::heat`]).
+/// How often readers asked this isolate for `key` lately (see [`crate::core::hot`]).
 pub fn reads_of(key: &str) -> u32 {
-    HEAT.with(|heat| heat.borrow_mut().of(key, now_ms()))
+    HOT.with(|hot| hot.borrow_mut().of(key, now_ms()))
 }
 
 /// Whether the answer is a stored page served because the origin failed: then the origin is

@@ -55,14 +55,14 @@ pub struct HotPage {
     pub tags: Vec<String>,
 }
 
-struct Heat {
+struct Tracked {
     score: f64,
     at_ms: i64,
     /// The page's `Cache-Tag` as last served: a move changes a page's tags.
     tags: HeaderValue,
 }
 
-impl Heat {
+impl Tracked {
     fn score_at(&self, now_ms: i64) -> f64 {
         decayed(self.score, now_ms - self.at_ms)
     }
@@ -87,7 +87,7 @@ fn decayed(score: f64, elapsed_ms: i64) -> f64 {
 
 #[derive(Default)]
 pub struct HotKeys {
-    local: Mutex<HashMap<String, Heat>>,
+    local: Mutex<HashMap<String, Tracked>>,
     /// The other instances' shared rankings, merged, as last read.
     cluster: RwLock<Vec<HotPage>>,
 }
@@ -101,11 +101,11 @@ impl HotKeys {
         }
         let now = now_ms();
         let mut local = self.local.lock();
-        if let Some(heat) = local.get_mut(uri) {
-            heat.score = heat.score_at(now) + 1.0;
-            heat.at_ms = now;
-            if heat.tags != tags {
-                heat.tags = tags.clone();
+        if let Some(tracked) = local.get_mut(uri) {
+            tracked.score = tracked.score_at(now) + 1.0;
+            tracked.at_ms = now;
+            if tracked.tags != tags {
+                tracked.tags = tags.clone();
             }
             return;
         }
@@ -114,7 +114,7 @@ impl HotKeys {
         }
         local.insert(
             uri.to_owned(),
-            Heat {
+            Tracked {
                 score: 1.0,
                 at_ms: now,
                 tags: tags.clone(),
@@ -126,15 +126,15 @@ impl HotKeys {
     fn local_top(&self, n: usize) -> Vec<HotPage> {
         let now = now_ms();
         let local = self.local.lock();
-        let mut scored: Vec<(f64, &String, &Heat)> = local
+        let mut scored: Vec<(f64, &String, &Tracked)> = local
             .iter()
-            .map(|(uri, heat)| (heat.score_at(now), uri, heat))
+            .map(|(uri, tracked)| (tracked.score_at(now), uri, tracked))
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         scored
             .into_iter()
             .take(n)
-            .map(|(_, uri, heat)| heat.page(uri, now))
+            .map(|(_, uri, tracked)| tracked.page(uri, now))
             .collect()
     }
 
@@ -156,8 +156,8 @@ impl HotKeys {
             .local
             .lock()
             .iter()
-            .filter(|(_, heat)| covers(heat.tags.to_str().unwrap_or_default().split(',')))
-            .map(|(uri, heat)| heat.page(uri, now))
+            .filter(|(_, tracked)| covers(tracked.tags.to_str().unwrap_or_default().split(',')))
+            .map(|(uri, tracked)| tracked.page(uri, now))
             .collect();
         let cluster: Vec<HotPage> = self
             .cluster
@@ -273,12 +273,15 @@ fn merged(pages: impl Iterator<Item = HotPage>, n: usize) -> Vec<HotPage> {
     pages
 }
 
-fn forget_cooler_half(local: &mut HashMap<String, Heat>, now: i64) {
-    let mut scores: Vec<f64> = local.values().map(|heat| heat.score_at(now)).collect();
+fn forget_cooler_half(local: &mut HashMap<String, Tracked>, now: i64) {
+    let mut scores: Vec<f64> = local
+        .values()
+        .map(|tracked| tracked.score_at(now))
+        .collect();
     let middle = scores.len() / 2;
     let (_, median, _) = scores.select_nth_unstable_by(middle, f64::total_cmp);
     let median = *median;
-    local.retain(|_, heat| heat.score_at(now) > median);
+    local.retain(|_, tracked| tracked.score_at(now) > median);
 }
 
 #[cfg(test)]

@@ -160,11 +160,15 @@ fn panic_safe<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> 
 }
 
 /// `routes` with what every listener does around them: 404 and body limit, panics caught,
-/// heat, metrics, logs and request ids.
+/// hot pages counted, claimed pages awaited, metrics, logs and request ids.
 fn served(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     panic_safe(routes.fallback(|| async { ApiError::RouteNotFound }))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), track_heat))
+        .layer(middleware::from_fn_with_state(state.clone(), count_hot))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            wait_for_warming,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -290,16 +294,31 @@ async fn record_metrics(
     response
 }
 
-/// Scores every public page served (see [`crate::cache::hot`]), with the tags that purge it. A page
-/// a purge has claimed for a new render is served once that render ends (see [`crate::cache::warm`]).
-async fn track_heat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let page = (request.method() == axum::http::Method::GET && !warming())
+/// The page a GET from a reader asks for, if it is one the cache tiers hold and the warmer
+/// renders (not the warmer's own requests).
+fn public_page(request: &Request) -> Option<String> {
+    (request.method() == axum::http::Method::GET && !warming())
         .then(|| request.uri())
         .filter(|uri| is_canonical_page(uri))
-        .map(ToString::to_string);
-    if let Some(page) = &page {
-        state.cache.warmer.wait_until_rendered(page).await;
+        .map(ToString::to_string)
+}
+
+/// A page a purge has claimed for a new render is served once that render ends (see
+/// [`crate::cache::warm`]).
+async fn wait_for_warming(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(page) = public_page(&request) {
+        state.cache.warmer.wait_until_rendered(&page).await;
     }
+    next.run(request).await
+}
+
+/// Scores every public page served (see [`crate::cache::hot`]), with the tags that purge it.
+async fn count_hot(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let page = public_page(&request);
     let response = next.run(request).await;
     let served = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
     if let Some(page) = page.filter(|_| served) {
