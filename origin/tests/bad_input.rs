@@ -10,7 +10,8 @@ use axum::{
 use common::{TestApp, ADMIN_TOKEN};
 use serde_json::json;
 
-on_both_backends!(
+forecastin_e2e::on_both_backends!(
+    setup = common::TestApp::on;
     malformed_reads_get_400_or_404_naming_the_parameter,
     admin_writes_need_the_right_token,
     bodies_of_the_wrong_type_size_or_shape_are_refused,

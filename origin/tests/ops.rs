@@ -8,7 +8,8 @@ use axum::http::{Method, StatusCode};
 use common::TestApp;
 use serde_json::json;
 
-on_both_backends!(health_readiness_and_metrics_report_the_truth);
+forecastin_e2e::on_both_backends!(
+    setup = common::TestApp::on;health_readiness_and_metrics_report_the_truth);
 
 async fn health_readiness_and_metrics_report_the_truth(app: TestApp) {
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);

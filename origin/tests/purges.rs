@@ -11,7 +11,8 @@ use common::{TestApp, TestResponse};
 use forecastin_origin::cache::l1::Rendered;
 use serde_json::json;
 
-on_both_backends!(
+forecastin_e2e::on_both_backends!(
+    setup = common::TestApp::on;
     a_write_records_its_purge_in_the_same_transaction,
     bad_purge_requests_are_refused_and_record_nothing,
     an_admin_purge_is_accepted_and_can_be_followed,

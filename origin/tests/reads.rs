@@ -5,7 +5,8 @@ mod common;
 use axum::{body::Body, http::Request, http::StatusCode};
 use common::TestApp;
 
-on_both_backends!(
+forecastin_e2e::on_both_backends!(
+    setup = common::TestApp::on;
     ancestors_of_france_are_the_real_hierarchy_with_the_caching_contract,
     a_conditional_get_with_the_current_etag_gets_304,
     children_pages_cover_every_child_once_in_name_order,

@@ -6,7 +6,8 @@ use axum::http::{Method, StatusCode};
 use common::TestApp;
 use serde_json::json;
 
-on_both_backends!(
+forecastin_e2e::on_both_backends!(
+    setup = common::TestApp::on;
     a_created_entity_is_served_and_purges_its_cached_404_and_parent_lists,
     a_rename_with_the_current_etag_updates_breadcrumbs_below_it,
     a_stale_if_match_gets_412_and_changes_nothing,

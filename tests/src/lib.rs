@@ -154,26 +154,28 @@ pub async fn admin_json(origin: &Origin, path: &str) -> serde_json::Value {
         .expect("a JSON body")
 }
 
-/// Runs each listed `async fn(Backend)` once on SQLite and once on PostgreSQL.
+/// Runs each listed `async fn(Backend)` once on SQLite and once on PostgreSQL; with
+/// `setup = path::to::function;` first, each gets what `function(backend).await` makes instead
+/// (the origin's tests: an application in process).
 #[macro_export]
 macro_rules! on_both_backends {
+    (@each $module:ident $backend:ident $setup:path; $($case:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($setup($crate::Backend::$backend).await).await;
+                }
+            )*
+        }
+    };
+    (setup = $($setup:ident)::+; $($case:ident),* $(,)?) => {
+        $crate::on_both_backends!(@each sqlite Sqlite super::$($setup)::+; $($case),*);
+        $crate::on_both_backends!(@each postgres Postgres super::$($setup)::+; $($case),*);
+    };
     ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case($crate::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case($crate::Backend::Postgres).await;
-                }
-            )*
-        }
+        $crate::on_both_backends!(@each sqlite Sqlite ::std::future::ready; $($case),*);
+        $crate::on_both_backends!(@each postgres Postgres ::std::future::ready; $($case),*);
     };
 }
 

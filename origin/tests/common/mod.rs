@@ -15,6 +15,7 @@ use axum::{
     Router,
 };
 use clap::Parser;
+use forecastin_e2e::Backend;
 use forecastin_origin::{config::Config, http::AppState};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -95,6 +96,14 @@ impl TestResponse {
 }
 
 impl TestApp {
+    /// An application on `backend` (see `forecastin_e2e::on_both_backends!`).
+    pub async fn on(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::sqlite().await,
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
     pub async fn sqlite() -> Self {
         Self::sqlite_with(&[]).await
     }
@@ -255,27 +264,4 @@ impl TestApp {
             }
         }
     }
-}
-
-/// Runs each listed `async fn(TestApp)` once on SQLite and once on PostgreSQL.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::common::TestApp::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::common::TestApp::postgres().await).await;
-                }
-            )*
-        }
-    };
 }
