@@ -15,12 +15,9 @@ use super::{
     fields::strip_hop_by_hop,
     freshness::{self, age_header, Exchange, Verdict},
     range::{self, RangeAnswer},
-    status::{for_client, CacheStatus, Forward},
+    status::{for_client, CacheStatus, Forward, STALE_IF_ERROR},
     stored::{headers_to_store, read_stored, Meta},
 };
-
-/// The `Cache-Status` detail of a stored response served because the origin failed.
-pub const STALE_IF_ERROR: &str = "stale-if-error";
 
 /// A GET or HEAD that the cache may answer.
 #[derive(Debug, Clone)]
@@ -94,6 +91,9 @@ pub struct Answer {
     pub without_body: bool,
     /// The slice of the body to send (a range), end exclusive.
     pub slice: Option<(usize, usize)>,
+    /// What the cache did, as `Cache-Status` says it; none for the edge's own answers. Boxed:
+    /// an answer travels by value through every path.
+    pub cache: Option<Box<CacheStatus>>,
 }
 
 /// A response to write to storage, with [`super::stored::STORAGE_STATUS`].
@@ -451,6 +451,7 @@ fn answer(
         body,
         without_body: empty || status == 416 || request.head,
         slice,
+        cache: Some(Box::new(cache_status)),
     }
 }
 
@@ -505,6 +506,7 @@ pub fn json(status: u16, body: Vec<u8>) -> Answer {
         body: Body::Edge(body),
         without_body: false,
         slice: None,
+        cache: None,
     }
 }
 

@@ -7,7 +7,10 @@ use forecastin_shared::{
 };
 use http::{header, HeaderMap, HeaderName, Method};
 
-use super::fields::{strip_hop_by_hop, text};
+use super::{
+    fields::{strip_hop_by_hop, text},
+    status::{CacheStatus, Forward},
+};
 
 /// The path of the edge's own purge endpoint.
 pub const PURGE_PATH: &str = "/__edge/purge";
@@ -173,15 +176,19 @@ pub fn request_id(client: &HeaderMap, new: impl FnOnce() -> String) -> String {
 /// in [0, 1)). A console line costs a hit in workerd as much as the rest of its work (measured
 /// in BENCHMARKS.md), and only the requests that reach the origin need their line to follow
 /// them there.
-pub fn logged(cache_status: Option<&str>, hits_one_in: u32, draw: f64) -> bool {
-    // A plain hit: `hit`, and neither `fwd` (the origin was asked) nor `detail` (a stale hit).
-    let plain_hit = cache_status.is_some_and(|status| {
-        let mut params = status.split(';').map(str::trim);
-        params.any(|param| param == "hit")
-            && !status.contains("fwd=")
-            && !status.contains("detail=")
-    });
+pub fn logged(cache_status: Option<&CacheStatus>, hits_one_in: u32, draw: f64) -> bool {
+    let plain_hit = cache_status.is_some_and(CacheStatus::is_plain_hit);
     !plain_hit || (hits_one_in > 0 && draw * f64::from(hits_one_in) < 1.0)
+}
+
+impl BypassReason {
+    /// How `Cache-Status` says why the request went to the origin.
+    pub fn forward(self) -> Forward {
+        match self {
+            BypassReason::Method => Forward::Method,
+            BypassReason::Upgrade | BypassReason::Private => Forward::Bypass,
+        }
+    }
 }
 
 /// Trace context (W3C `traceparent` / `tracestate`, `X-Request-ID`) reaches the origin on
@@ -217,7 +224,7 @@ fn is_valid_trace_value(name: &str, value: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::test_headers as headers;
+    use crate::core::{status::STALE_IF_ERROR, test_headers as headers};
 
     fn sessions() -> Vec<String> {
         vec!["session".to_owned()]
@@ -225,20 +232,39 @@ mod tests {
 
     #[test]
     fn every_request_but_a_hit_is_logged_and_hits_at_their_rate() {
-        let hit = Some("forecastin-edge; hit; ttl=3599");
-        for status in [
-            None,
-            Some("forecastin-edge; fwd=uri-miss; fwd-status=200; stored"),
-            Some("forecastin-edge; hit; ttl=-3; detail=stale-while-revalidate"),
-            Some("forecastin-edge; fwd=stale; fwd-status=503; ttl=-9; detail=stale-if-error"),
-            Some("forecastin-edge; fwd=bypass; detail=purge"),
-        ] {
+        let hit = CacheStatus::hit(3599);
+        let miss = CacheStatus {
+            fwd: Some(Forward::UriMiss),
+            fwd_status: Some(200),
+            stored: true,
+            ..CacheStatus::default()
+        };
+        let revalidating = CacheStatus {
+            detail: Some("stale-while-revalidate"),
+            ..CacheStatus::hit(-3)
+        };
+        let on_error = CacheStatus {
+            fwd: Some(Forward::Stale),
+            fwd_status: Some(503),
+            ttl: Some(-9),
+            detail: Some(STALE_IF_ERROR),
+            ..CacheStatus::default()
+        };
+        for status in [None, Some(&miss), Some(&revalidating), Some(&on_error)] {
             assert!(logged(status, 0, 0.5), "{status:?}");
         }
+        let hit = Some(&hit);
         assert!(!logged(hit, 0, 0.0));
         assert!(!logged(hit, 100, 0.5));
         assert!(logged(hit, 100, 0.005));
         assert!(logged(hit, 1, 0.999_999));
+    }
+
+    #[test]
+    fn a_bypass_is_forwarded_as_what_it_is() {
+        assert_eq!(BypassReason::Method.forward(), Forward::Method);
+        assert_eq!(BypassReason::Upgrade.forward(), Forward::Bypass);
+        assert_eq!(BypassReason::Private.forward(), Forward::Bypass);
     }
 
     #[test]

@@ -35,7 +35,20 @@ pub struct CacheStatus {
     pub detail: Option<&'static str>,
 }
 
+/// The `detail` of a stored response served because the origin failed (RFC 5861).
+pub const STALE_IF_ERROR: &str = "stale-if-error";
+
 impl CacheStatus {
+    /// A hit and nothing more: neither the origin asked (`fwd`) nor a stale hit (`detail`).
+    pub fn is_plain_hit(&self) -> bool {
+        self.hit && self.fwd.is_none() && self.detail.is_none()
+    }
+
+    /// A stored response standing in for an origin that failed.
+    pub fn is_stale_on_error(&self) -> bool {
+        self.detail == Some(STALE_IF_ERROR)
+    }
+
     pub fn hit(ttl: i64) -> Self {
         Self {
             hit: true,

@@ -34,7 +34,7 @@ use crate::core::{
     },
     fields::strip_hop_by_hop,
     request::{classify, logged, origin_headers, request_id, BypassReason, RequestKind},
-    status::{add_server_timing, for_client, CacheStatus, Forward},
+    status::{add_server_timing, for_client, CacheStatus},
     target::Target,
 };
 
@@ -137,9 +137,14 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let (method, url) = (req.method(), req.url());
     // Read into the log line only if the request is logged (see `log_request`).
     let cf = worker::js_sys::Reflect::get(&req, &"cf".into()).unwrap_or_default();
+    // What the cache did, for the log; the origin's answers passed through are always logged.
+    let mut cache = None;
     let response = match handle(req, headers, &id, &env, &ctx, started).await {
         Ok(Handled::Raw(response)) => Ok(response),
-        Ok(Handled::Answer(answer, bodies)) => respond(answer, bodies, &id, started).await,
+        Ok(Handled::Answer(answer, bodies)) => {
+            cache = answer.cache.clone();
+            respond(answer, bodies, &id, started).await
+        }
         Err(err) => Err(err),
     };
     let response = match response {
@@ -162,6 +167,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
                 method: &method,
                 url: &url,
                 cf: &cf,
+                cache: cache.as_deref(),
             };
             log_request(request, response, (started, hits_one_in));
         }
@@ -184,6 +190,8 @@ struct Logged<'a> {
     url: &'a str,
     /// The runtime's `request.cf`.
     cf: &'a JsValue,
+    /// What the cache did, when it answered.
+    cache: Option<&'a CacheStatus>,
 }
 
 /// Where a request entered Cloudflare, from `request.cf`; empty where the runtime says
@@ -203,10 +211,10 @@ fn log_request(
     response: &web_sys::Response,
     (started, hits_one_in): (u64, u32),
 ) {
-    let cache_status = response.headers().get(CACHE_STATUS).ok().flatten();
-    if !logged(cache_status.as_deref(), hits_one_in, Math::random()) {
+    if !logged(request.cache, hits_one_in, Math::random()) {
         return;
     }
+    let cache_status = response.headers().get(CACHE_STATUS).ok().flatten();
     #[derive(serde::Serialize)]
     struct RequestLine<'a> {
         request_id: &'a str,
@@ -423,11 +431,7 @@ async fn forward(
             worker::console_warn!("invalidating {key} after {method} failed: {err}");
         }
     }
-    let fwd = match reason {
-        BypassReason::Method => Forward::Method,
-        BypassReason::Upgrade | BypassReason::Private => Forward::Bypass,
-    };
-    for_client(&mut headers, &CacheStatus::forward(fwd), None);
+    for_client(&mut headers, &CacheStatus::forward(reason.forward()), None);
     add_server_timing(&mut headers, now_ms().saturating_sub(started));
     match runtime::streamed(status, &headers, response.body()) {
         Ok(response) => Ok(Handled::Raw(response)),

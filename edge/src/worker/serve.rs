@@ -5,7 +5,7 @@
 
 use std::{cell::RefCell, collections::HashSet};
 
-use forecastin_shared::{headers::CACHE_STATUS, preload::preloaded_paths};
+use forecastin_shared::preload::preloaded_paths;
 use http::{header, HeaderMap};
 use url::Url;
 use worker::{
@@ -23,12 +23,12 @@ use super::{
 use crate::core::{
     cache::{
         after_failure, after_response, before_refresh, before_request, AfterResponse, Answer,
-        BeforeRequest, Body, CacheableRequest, Entry, OriginResponse, Store, STALE_IF_ERROR,
+        BeforeRequest, Body, CacheableRequest, Entry, OriginResponse, Store,
     },
     freshness::Exchange,
     hot::HotKeys,
     purge::tags_of,
-    status::Forward,
+    status::{CacheStatus, Forward},
     stored::{hit_fields, kept_briefly, META_HEADER, STORAGE_STATUS},
     target::Target,
 };
@@ -87,7 +87,12 @@ pub async fn serve(
     HOT.with(|hot| hot.borrow_mut().count(&job.key, now_ms()));
     let handled = answer(&job, ctx).await;
     if let Handled::Answer(answer, _) = &handled {
-        if answer.status == 200 && !stands_in_for_a_failed_origin(answer) {
+        // A stored page served because the origin failed: the origin is not asked for more.
+        let on_error = answer
+            .cache
+            .as_deref()
+            .is_some_and(CacheStatus::is_stale_on_error);
+        if answer.status == 200 && !on_error {
             let links = answer.headers.get_all(header::LINK);
             let next = preloaded_paths(links.iter().filter_map(|v| v.to_str().ok()));
             fetch_ahead(&job, ctx, &settings.origin, next);
@@ -140,16 +145,6 @@ async fn answer(job: &Job, ctx: &Context) -> Handled {
 /// How often readers asked this isolate for `key` lately (see [`crate::core::hot`]).
 pub fn reads_of(key: &str) -> u32 {
     HOT.with(|hot| hot.borrow_mut().of(key, now_ms()))
-}
-
-/// Whether the answer is a stored page served because the origin failed: then the origin is
-/// not asked for more.
-fn stands_in_for_a_failed_origin(answer: &Answer) -> bool {
-    answer
-        .headers
-        .get(CACHE_STATUS)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|status| status.contains(STALE_IF_ERROR))
 }
 
 /// Whether this isolate should fetch `key` ahead now (see [`FETCHED_AHEAD`]).
