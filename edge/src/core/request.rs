@@ -7,10 +7,7 @@ use forecastin_shared::{
 };
 use http::{header, HeaderMap, HeaderName, Method};
 
-use super::{
-    fields::{strip_hop_by_hop, text},
-    status::{CacheStatus, Forward},
-};
+use super::fields::{strip_hop_by_hop, text};
 
 /// The path of the edge's own purge endpoint.
 pub const PURGE_PATH: &str = "/__edge/purge";
@@ -170,27 +167,6 @@ pub fn request_id(client: &HeaderMap, new: impl FnOnce() -> String) -> String {
     request_id::given(single(REQUEST_ID), single(TRACEPARENT)).unwrap_or_else(new)
 }
 
-/// Whether the request log keeps a request's line: every request the edge did not answer from
-/// storage alone (it reached the origin, failed, was the edge's own, or was a hit served while
-/// the edge revalidates), and one plain hit in `hits_one_in` (none for 0), by `draw` (uniform
-/// in [0, 1)). A console line costs a hit in workerd as much as the rest of its work (measured
-/// in BENCHMARKS.md), and only the requests that reach the origin need their line to follow
-/// them there.
-pub fn logged(cache_status: Option<&CacheStatus>, hits_one_in: u32, draw: f64) -> bool {
-    let plain_hit = cache_status.is_some_and(CacheStatus::is_plain_hit);
-    !plain_hit || (hits_one_in > 0 && draw * f64::from(hits_one_in) < 1.0)
-}
-
-impl BypassReason {
-    /// How `Cache-Status` says why the request went to the origin.
-    pub fn forward(self) -> Forward {
-        match self {
-            BypassReason::Method => Forward::Method,
-            BypassReason::Upgrade | BypassReason::Private => Forward::Bypass,
-        }
-    }
-}
-
 /// Trace context (W3C `traceparent` / `tracestate`, `X-Request-ID`) reaches the origin on
 /// every request so a request can be followed through, but only in its valid form: the
 /// origin's logs are its only reader, and no cached body may depend on it.
@@ -224,47 +200,10 @@ fn is_valid_trace_value(name: &str, value: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{status::STALE_IF_ERROR, test_headers as headers};
+    use crate::core::test_headers as headers;
 
     fn sessions() -> Vec<String> {
         vec!["session".to_owned()]
-    }
-
-    #[test]
-    fn every_request_but_a_hit_is_logged_and_hits_at_their_rate() {
-        let hit = CacheStatus::hit(3599);
-        let miss = CacheStatus {
-            fwd: Some(Forward::UriMiss),
-            fwd_status: Some(200),
-            stored: true,
-            ..CacheStatus::default()
-        };
-        let revalidating = CacheStatus {
-            detail: Some("stale-while-revalidate"),
-            ..CacheStatus::hit(-3)
-        };
-        let on_error = CacheStatus {
-            fwd: Some(Forward::Stale),
-            fwd_status: Some(503),
-            ttl: Some(-9),
-            detail: Some(STALE_IF_ERROR),
-            ..CacheStatus::default()
-        };
-        for status in [None, Some(&miss), Some(&revalidating), Some(&on_error)] {
-            assert!(logged(status, 0, 0.5), "{status:?}");
-        }
-        let hit = Some(&hit);
-        assert!(!logged(hit, 0, 0.0));
-        assert!(!logged(hit, 100, 0.5));
-        assert!(logged(hit, 100, 0.005));
-        assert!(logged(hit, 1, 0.999_999));
-    }
-
-    #[test]
-    fn a_bypass_is_forwarded_as_what_it_is() {
-        assert_eq!(BypassReason::Method.forward(), Forward::Method);
-        assert_eq!(BypassReason::Upgrade.forward(), Forward::Bypass);
-        assert_eq!(BypassReason::Private.forward(), Forward::Bypass);
     }
 
     #[test]

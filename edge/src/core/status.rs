@@ -1,12 +1,12 @@
 //! What the client sees: the `Cache-Status` (RFC 9211) and `Server-Timing` the edge adds, and
-//! the internal headers it removes.
+//! the internal headers it removes; and which requests the request log keeps, by their status.
 
 use std::fmt;
 
 use forecastin_shared::headers::CACHE_STATUS;
 use http::{header, HeaderMap, HeaderValue};
 
-use super::stored::INTERNAL;
+use super::{request::BypassReason, stored::INTERNAL};
 
 /// The cache's name in `Cache-Status`.
 pub const CACHE_NAME: &str = "forecastin-edge";
@@ -33,6 +33,15 @@ pub struct CacheStatus {
     /// The response was stored.
     pub stored: bool,
     pub detail: Option<&'static str>,
+}
+
+impl From<BypassReason> for Forward {
+    fn from(reason: BypassReason) -> Self {
+        match reason {
+            BypassReason::Method => Forward::Method,
+            BypassReason::Upgrade | BypassReason::Private => Forward::Bypass,
+        }
+    }
 }
 
 /// The `detail` of a stored response served because the origin failed (RFC 5861).
@@ -97,6 +106,17 @@ impl fmt::Display for CacheStatus {
     }
 }
 
+/// Whether the request log keeps a request's line: every request the edge did not answer from
+/// storage alone (it reached the origin, failed, was the edge's own, or was a hit served while
+/// the edge revalidates), and one plain hit in `hits_one_in` (none for 0), by `draw` (uniform
+/// in [0, 1)). A console line costs a hit in workerd as much as the rest of its work (measured
+/// in BENCHMARKS.md), and only the requests that reach the origin need their line to follow
+/// them there.
+pub fn logged(cache_status: Option<&CacheStatus>, hits_one_in: u32, draw: f64) -> bool {
+    let plain_hit = cache_status.is_some_and(CacheStatus::is_plain_hit);
+    !plain_hit || (hits_one_in > 0 && draw * f64::from(hits_one_in) < 1.0)
+}
+
 /// Rewrites a response's headers for the client: internal headers out; `Age` (the current
 /// age, when known) and `Cache-Status` in.
 pub fn for_client(headers: &mut HeaderMap, status: &CacheStatus, age: Option<u64>) {
@@ -127,6 +147,43 @@ pub fn add_server_timing(headers: &mut HeaderMap, edge_ms: u64) {
 mod tests {
     use super::*;
     use crate::core::stored::META_HEADER;
+
+    #[test]
+    fn every_request_but_a_hit_is_logged_and_hits_at_their_rate() {
+        let hit = CacheStatus::hit(3599);
+        let miss = CacheStatus {
+            fwd: Some(Forward::UriMiss),
+            fwd_status: Some(200),
+            stored: true,
+            ..CacheStatus::default()
+        };
+        let revalidating = CacheStatus {
+            detail: Some("stale-while-revalidate"),
+            ..CacheStatus::hit(-3)
+        };
+        let on_error = CacheStatus {
+            fwd: Some(Forward::Stale),
+            fwd_status: Some(503),
+            ttl: Some(-9),
+            detail: Some(STALE_IF_ERROR),
+            ..CacheStatus::default()
+        };
+        for status in [None, Some(&miss), Some(&revalidating), Some(&on_error)] {
+            assert!(logged(status, 0, 0.5), "{status:?}");
+        }
+        let hit = Some(&hit);
+        assert!(!logged(hit, 0, 0.0));
+        assert!(!logged(hit, 100, 0.5));
+        assert!(logged(hit, 100, 0.005));
+        assert!(logged(hit, 1, 0.999_999));
+    }
+
+    #[test]
+    fn a_bypass_is_forwarded_as_what_it_is() {
+        assert_eq!(Forward::from(BypassReason::Method), Forward::Method);
+        assert_eq!(Forward::from(BypassReason::Upgrade), Forward::Bypass);
+        assert_eq!(Forward::from(BypassReason::Private), Forward::Bypass);
+    }
 
     #[test]
     fn cache_status_table() {

@@ -33,8 +33,8 @@ use crate::core::{
         error, invalid_parameter, invalidated_by_unsafe, json, Answer, Body, CacheableRequest,
     },
     fields::strip_hop_by_hop,
-    request::{classify, logged, origin_headers, request_id, BypassReason, RequestKind},
-    status::{add_server_timing, for_client, CacheStatus},
+    request::{classify, origin_headers, request_id, BypassReason, RequestKind},
+    status::{add_server_timing, for_client, logged, CacheStatus},
     target::Target,
 };
 
@@ -55,7 +55,7 @@ pub struct Settings {
     /// The credential sent with every request to the origin (the secret `EDGE_AUTH`), which
     /// an origin configured with it requires on its public routes.
     edge_auth: Option<String>,
-    /// The request log keeps one hit in this many (see [`crate::core::request::logged`]).
+    /// The request log keeps one hit in this many (see [`crate::core::status::logged`]).
     hit_log_one_in: u32,
 }
 
@@ -431,7 +431,7 @@ async fn forward(
             worker::console_warn!("invalidating {key} after {method} failed: {err}");
         }
     }
-    for_client(&mut headers, &CacheStatus::forward(reason.forward()), None);
+    for_client(&mut headers, &CacheStatus::forward(reason.into()), None);
     add_server_timing(&mut headers, now_ms().saturating_sub(started));
     match runtime::streamed(status, &headers, response.body()) {
         Ok(response) => Ok(Handled::Raw(response)),
