@@ -10,9 +10,12 @@
 //!   and [`status`] (what the client sees).
 //! - [`purge`] authenticates and resolves the edge's purge requests; [`hot`] counts the
 //!   reads that decide what a soft purge refreshes first.
+//! - [`claims`] says who in an isolate fetches, refreshes or fetches ahead a key, and who
+//!   waits or leaves it.
 //! - [`fields`] reads header values whatever their bytes.
 
 pub mod cache;
+pub mod claims;
 pub mod directives;
 pub mod fields;
 pub mod freshness;

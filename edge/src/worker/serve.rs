@@ -3,7 +3,7 @@
 //! [`collapse`]), store, refresh in the background, and fetch ahead the pages the answer names
 //! as the reader's likely next ones.
 
-use std::{cell::RefCell, collections::HashSet};
+use std::cell::RefCell;
 
 use forecastin_shared::preload::preloaded_paths;
 use http::{header, HeaderMap};
@@ -16,7 +16,7 @@ use worker::{
 };
 
 use super::{
-    collapse::{self, Leader, Turn},
+    collapse::{self, Leader, Role},
     index::Index,
     now_ms, origin, runtime, Bodies, Handled, Settings, StoredResponse,
 };
@@ -25,6 +25,7 @@ use crate::core::{
         after_failure, after_response, before_refresh, before_request, AfterResponse, Answer,
         BeforeRequest, Body, CacheableRequest, Entry, OriginResponse, Store,
     },
+    claims::{Claim, FetchAhead, Refreshes},
     freshness::Exchange,
     hot::HotKeys,
     purge::tags_of,
@@ -38,17 +39,11 @@ thread_local! {
     /// purge refreshes the most read first. Misses count too: a page every purge deletes is
     /// read as a miss each time, and is what most needs refreshing.
     static HOT: RefCell<HotKeys> = RefCell::new(HotKeys::default());
-    /// Keys being refreshed in the background by this isolate: one refresh per key at a time.
-    static REFRESHING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    /// Keys this isolate fetched ahead since the moment it holds: a page named on every hit of
-    /// a popular one is looked at once per [`FETCH_AHEAD_EVERY_MS`].
-    static FETCHED_AHEAD: RefCell<(u64, HashSet<String>)> = RefCell::new((0, HashSet::new()));
+    /// Keys being refreshed in the background by this isolate.
+    static REFRESHING: RefCell<Refreshes> = RefCell::new(Refreshes::default());
+    /// Keys this isolate fetched ahead lately.
+    static FETCHED_AHEAD: RefCell<FetchAhead> = RefCell::new(FetchAhead::default());
 }
-
-/// How often one isolate fetches one page ahead, at most.
-const FETCH_AHEAD_EVERY_MS: u64 = 10_000;
-/// Keys remembered in [`FETCHED_AHEAD`] before the old ones are forgotten.
-const FETCHED_AHEAD_KEPT: usize = 4_096;
 
 /// What a request needs besides the core's view of it.
 #[derive(Clone)]
@@ -117,8 +112,8 @@ async fn answer(job: &Job, ctx: &Context) -> Handled {
             let mut leading = None;
             if fwd == Forward::UriMiss {
                 match collapse::join(&job.key, job.timeout) {
-                    Turn::Lead(leader) => leading = Some(leader),
-                    Turn::Wait(waiter) => {
+                    Role::Lead(leader) => leading = Some(leader),
+                    Role::Wait(waiter) => {
                         waiter.fetched(job.timeout).await;
                         let stored = read(&job.key).await;
                         let entry = stored.as_ref().map(|(entry, _)| entry);
@@ -147,21 +142,8 @@ pub fn reads_of(key: &str) -> u32 {
     HOT.with(|hot| hot.borrow_mut().of(key, now_ms()))
 }
 
-/// Whether this isolate should fetch `key` ahead now (see [`FETCHED_AHEAD`]).
-fn claim_fetch_ahead(key: &str, now: u64) -> bool {
-    FETCHED_AHEAD.with(|fetched| {
-        let (since, keys) = &mut *fetched.borrow_mut();
-        if now.saturating_sub(*since) >= FETCH_AHEAD_EVERY_MS {
-            *since = now;
-            keys.clear();
-        }
-        // Full: this isolate fetches enough ahead already.
-        keys.len() < FETCHED_AHEAD_KEPT && keys.insert(key.to_owned())
-    })
-}
-
 /// Brings the pages at `paths` (on the job's host) up to date in the background, each as a
-/// request without client headers would, once per [`FETCH_AHEAD_EVERY_MS`] per isolate.
+/// request without client headers would, as often as [`FetchAhead`] allows.
 fn fetch_ahead(job: &Job, ctx: &Context, origin: &Url, paths: Vec<String>) {
     if paths.is_empty() {
         return;
@@ -175,7 +157,8 @@ fn fetch_ahead(job: &Job, ctx: &Context, origin: &Url, paths: Vec<String>) {
             continue;
         };
         let key = target.cache_key(&url);
-        if !claim_fetch_ahead(&key, now_ms()) {
+        let claim = FETCHED_AHEAD.with(|ahead| ahead.borrow_mut().claim(&key, now_ms()));
+        if claim == Claim::Refused {
             continue;
         }
         let ahead = Job {
@@ -488,8 +471,8 @@ async fn bring_up_to_date(job: &Job, after_purge: bool) -> bool {
     };
     let lead = match fwd {
         Forward::UriMiss => match collapse::join(&job.key, job.timeout) {
-            Turn::Lead(leader) => Some(leader),
-            Turn::Wait(_) => return false,
+            Role::Lead(leader) => Some(leader),
+            Role::Wait(_) => return false,
         },
         _ => None,
     };
@@ -498,13 +481,8 @@ async fn bring_up_to_date(job: &Job, after_purge: bool) -> bool {
         .stored
 }
 
-/// Whether this isolate may refresh `key` now: one refresh per key at a time.
-fn claim_refresh(key: &str) -> bool {
-    REFRESHING.with(|keys| keys.borrow_mut().insert(key.to_owned()))
-}
-
 fn release_refresh(key: &str) {
-    REFRESHING.with(|keys| keys.borrow_mut().remove(key));
+    REFRESHING.with(|refreshes| refreshes.borrow_mut().release(key));
 }
 
 /// Refreshes a stale entry after answering from it; at most one refresh per key per isolate.
@@ -515,7 +493,7 @@ fn refresh_in_background(
     stored: &StoredResponse,
     headers: HeaderMap,
 ) {
-    if !claim_refresh(&job.key) {
+    if REFRESHING.with(|refreshes| refreshes.borrow_mut().claim(&job.key)) == Claim::Refused {
         return;
     }
     let Some((entry, stored)) = copy(stored).ok().and_then(|copy| whole(entry, copy)) else {
