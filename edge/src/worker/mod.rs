@@ -4,10 +4,14 @@
 //! response objects through [`runtime`], whose conversions cannot panic: a panic would
 //! restart the WASM instance and fail every request in flight in the isolate.
 
+mod ahead;
 mod collapse;
+mod fill;
 mod index;
+mod job;
 mod origin;
 mod purge;
+mod refresh;
 mod runtime;
 mod serve;
 

@@ -25,7 +25,7 @@ use http::{header, HeaderMap};
 use url::Url;
 use worker::{web_sys, Env, Request};
 
-use super::{now_ms, runtime, serve, Settings};
+use super::{now_ms, refresh, runtime, serve, Settings};
 use crate::core::{
     cache::{error, json, Answer},
     fields::text,
@@ -140,7 +140,7 @@ pub async fn handle(
         request.split_for_refresh(resolution.keys.clone(), serve::reads_of);
     let timeout = settings.timeout.min(REFRESH_TIMEOUT);
     let tried = refreshed.len();
-    let unrefreshed = serve::refresh(env, settings, refreshed, (recorded_ms, timeout)).await;
+    let unrefreshed = refresh::refresh(env, settings, refreshed, recorded_ms, timeout).await;
     let mut purged = (tried - unrefreshed.len()) as u64;
     deleted.extend(unrefreshed);
     for key in &deleted {
