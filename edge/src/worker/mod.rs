@@ -173,7 +173,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
                 cf: &cf,
                 cache: cache.as_deref(),
             };
-            log_request(request, response, (started, hits_one_in));
+            log_request(request, response, started, hits_one_in);
         }
         Err(err) => worker::console_error!("edge error ({id}), no answer built: {err}"),
     }
@@ -210,11 +210,7 @@ struct Place {
 
 /// One JSON line per request for Workers Logs, under the id the origin logs it by too; one
 /// hit in `hits_one_in` (see [`logged`]).
-fn log_request(
-    request: Logged<'_>,
-    response: &web_sys::Response,
-    (started, hits_one_in): (u64, u32),
-) {
+fn log_request(request: Logged<'_>, response: &web_sys::Response, started: u64, hits_one_in: u32) {
     if !logged(request.cache, hits_one_in, Math::random()) {
         return;
     }

@@ -212,14 +212,8 @@ impl Hierarchy {
             name: &new.name,
         });
         let path = entity.as_ref().map(chain_of).unwrap_or_default();
-        self.commit(
-            tx,
-            &new.id,
-            entity,
-            invalidated,
-            (ChangeKind::Created, path),
-        )
-        .await
+        self.commit(tx, &new.id, entity, invalidated, ChangeKind::Created, path)
+            .await
     }
 
     /// Opens a write on the existing entity `id`, checked by `precondition`.
@@ -319,8 +313,7 @@ impl Hierarchy {
             ChangeKind::Updated
         };
         let path = entity.as_ref().map(chain_of).unwrap_or_default();
-        self.commit(tx, id, entity, invalidated, (change, path))
-            .await
+        self.commit(tx, id, entity, invalidated, change, path).await
     }
 
     /// Re-roots `current`'s subtree under `new_parent_id`; returns `current` as moved (its new
@@ -398,20 +391,21 @@ impl Hierarchy {
             chain,
             names: names.as_deref(),
         });
-        self.commit(tx, id, None, invalidated, (ChangeKind::Deleted, path))
+        self.commit(tx, id, None, invalidated, ChangeKind::Deleted, path)
             .await
     }
 
-    /// Records the purge of `invalidated` and the change event in the outbox, in the write's
-    /// transaction, commits both, then clears the origin's tiers, announces the change to
-    /// websocket clients and wakes the dispatcher.
+    /// Records the purge of `invalidated` and the event of `change` (to the entity at `path`)
+    /// in the outbox, in the write's transaction, commits both, then drives what follows (see
+    /// [`crate::purge::Outbox::committed`]).
     async fn commit(
         &self,
         mut tx: Transaction<'static, Any>,
         id: &str,
         entity: Option<EntityRow>,
         invalidated: BTreeSet<String>,
-        (change, path): (ChangeKind, Vec<String>),
+        change: ChangeKind,
+        path: Vec<String>,
     ) -> Result<Written, ApiError> {
         let request = PurgeRequest {
             tags: invalidated.iter().cloned().collect(),
