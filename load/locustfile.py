@@ -772,6 +772,7 @@ def _report(environment, **_):
         "hostile": hostile_report(total.num_requests, RUN.memory_before,
                                   memory(options.origin_pid)),
         "timeline": timeline(*RUN.measured),
+        "failures": failures(stats),
         "storm": storm_report(RUN.edge_by_second, RUN.edge_ms_by_second, RUN.edge_missed,
                               RUN.origin_samples, RUN.storm, time.time())
         if RUN.storm else None,
@@ -785,6 +786,14 @@ def _report(environment, **_):
     print(f"report: {options.report}")
     if not all(verdict["ok"] for verdict in report["slos"]):
         environment.process_exit_code = 1
+
+
+def failures(stats, most=20):
+    """What the failed requests failed with, the most frequent first (at most `most` kinds):
+    a run that fails on one request must say which and why."""
+    kinds = sorted(stats.errors.values(), key=lambda error: -error.occurrences)[:most]
+    return [{"method": error.method, "name": error.name, "error": str(error.error),
+             "occurrences": error.occurrences} for error in kinds]
 
 
 def timeline(start, end):

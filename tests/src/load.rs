@@ -49,6 +49,72 @@ pub struct LoadRun {
 }
 
 impl LoadRun {
+    /// What a failed run's message needs for its cause to be found when it recurs: the SLOs it
+    /// missed with their values, the requests that failed and why, the seconds whose reads
+    /// were slow or mostly misses, and what the origin and the edge logged as warnings or
+    /// errors.
+    pub fn diagnosis(&self, origin: &Origin, edge: &Edge) -> String {
+        let report = &self.report;
+        let missed: Vec<&serde_json::Value> = report["slos"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|slo| slo["ok"] != true)
+            .collect();
+        let timeline = &report["timeline"];
+        let column = |name: &str| timeline[name].as_array().cloned().unwrap_or_default();
+        let (seconds, hits, misses, p95) = (
+            column("seconds"),
+            column("edge_hits"),
+            column("edge_misses"),
+            column("read_p95_ms"),
+        );
+        let troubled: Vec<String> = (0..seconds.len())
+            .filter(|&n| {
+                let number = |column: &[serde_json::Value]| {
+                    column.get(n).and_then(|v| v.as_f64()).unwrap_or(0.0)
+                };
+                let (hit, miss) = (number(&hits), number(&misses));
+                miss > hit || number(&p95) > 500.0
+            })
+            .map(|n| {
+                let at = |column: &[serde_json::Value]| column.get(n).cloned().unwrap_or_default();
+                format!(
+                    "t={} hits={} misses={} p95_ms={}",
+                    seconds[n],
+                    at(&hits),
+                    at(&misses),
+                    at(&p95)
+                )
+            })
+            .collect();
+        let warnings = |log: String| -> String {
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|line| {
+                    ["WARN", "ERROR", "warn", "error", "panic"]
+                        .iter()
+                        .any(|w| line.contains(w))
+                })
+                .collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        format!(
+            "SLOs missed: {missed:#?}\nfailed requests: {failures:#}\nslow or missing seconds: \
+             {troubled:#?}\noverall: {overall}\nedge: {edge_counts}\norigin: {origin_counts}\n\
+             purges: {purges}\norigin warnings (last 40):\n{origin_log}\nedge warnings (last \
+             40):\n{edge_log}",
+            failures = report["failures"],
+            overall = report["overall"],
+            edge_counts = report["edge"],
+            origin_counts = report["origin"],
+            purges = report["purges"],
+            origin_log = warnings(origin.log()),
+            edge_log = warnings(edge.log()),
+        )
+    }
+
     /// The names of the SLOs the run violated.
     pub fn failed_slos(&self) -> Vec<&str> {
         self.report["slos"]

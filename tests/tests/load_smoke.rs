@@ -35,7 +35,8 @@ async fn the_analyst_mix_meets_the_smoke_slos() {
     let failed = run.failed_slos();
     assert!(
         run.succeeded && failed.is_empty(),
-        "SLOs violated: {failed:?}"
+        "SLOs violated: {failed:?}\n{}",
+        run.diagnosis(&origin, &edge)
     );
     assert!(
         report["overall"]["count"].as_u64().unwrap() > 1_000,
