@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use forecastin_e2e::{
-    cache_status, client, free_port, get_json, rename, replica::StreamingPair, wait_settled, Edge,
-    Origin, PURGE_SECRET,
+    cache_status, client, free_port, rename, replica::StreamingPair, wait_settled, Edge, Origin,
+    PURGE_SECRET,
 };
 
 fn replica_env<'a>(pair: &'a StreamingPair, max_lag_ms: &'a str) -> Vec<(&'static str, &'a str)> {
@@ -53,12 +53,21 @@ async fn reads_on(origin: &Origin, pool: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The entity's name as the origin serves it. A read once came back without one and was never
+/// seen again: the panic says everything the answer carried (status, the request id to find it
+/// in the origin's log, the caching headers, the body).
 async fn name_of(base: &str, id: &str) -> String {
-    let entity = get_json(&format!("{base}/api/v1/entities/{id}")).await;
-    entity["name"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no name for {id}: {entity}"))
-        .to_owned()
+    let response = client()
+        .get(format!("{base}/api/v1/entities/{id}"))
+        .send()
+        .await
+        .expect("the origin answers");
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = response.text().await.unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|entity| entity["name"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no name for {id}: {status} {headers:?} {body}"))
 }
 
 /// Counts the public reads on each pool around `reads`; `(primary, replica)`.
