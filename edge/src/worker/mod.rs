@@ -145,8 +145,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let mut cache = None;
     let response = match handle(req, headers, &id, &env, &ctx, started).await {
         Ok(Handled::Raw(response)) => Ok(response),
-        Ok(Handled::Answer(answer, bodies)) => {
-            cache = answer.cache.clone();
+        Ok(Handled::Answer(mut answer, bodies)) => {
+            cache = answer.cache.take();
             respond(answer, bodies, &id, started).await
         }
         Err(err) => Err(err),
