@@ -22,6 +22,12 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// An OpenTelemetry collector's OTLP/HTTP base URL: each request's span is exported to
+    /// `/v1/traces` under it, a child of the `traceparent` the request carried. Unset: no
+    /// traces leave the process.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// The admin API, `/metrics`, `/healthz` and `/readyz` on a listener of their own, which
     /// the public load balancer does not expose (unset: all on `LISTEN_ADDR`, as in
     /// development).

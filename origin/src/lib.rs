@@ -6,7 +6,7 @@
 //! and dispatcher), [`cluster`] (the Redis link, the bus, events and the registry that make
 //! several instances one), [`flags`] (feature flags with gradual rollout), [`http`] (routes,
 //! extractors, caching headers), [`seed`] (the ISO 3166 demo data and synthetic growth),
-//! [`readiness`], [`metrics`], [`clock`] and [`id`].
+//! [`readiness`], [`metrics`], [`telemetry`] (logs and traces), [`clock`] and [`id`].
 
 pub mod background;
 pub mod cache;
@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod purge;
 pub mod readiness;
 pub mod seed;
+pub mod telemetry;
 
 use std::{num::NonZeroUsize, sync::Arc};
 

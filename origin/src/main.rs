@@ -9,13 +9,12 @@ use std::{
 use clap::{Parser, Subcommand};
 use forecastin_origin::{
     background::Background,
-    config::{Config, LogFormat},
+    config::Config,
     db::Db,
     hierarchy::{ranks, Hierarchy},
     purge::Outbox,
-    seed,
+    seed, telemetry,
 };
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -47,16 +46,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match cli.config.log_format {
-        LogFormat::Text => logs.init(),
-        // The event's fields at the top level, with the span it happened in (the request's
-        // id, method and URI).
-        LogFormat::Json => logs.json().flatten_event(true).with_span_list(false).init(),
-    }
+    let telemetry = telemetry::init(cli.config.log_format, cli.config.otlp_endpoint.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => forecastin_origin::serve(cli.config).await,
+        Command::Serve => {
+            let served = forecastin_origin::serve(cli.config).await;
+            telemetry.shutdown();
+            served
+        }
         Command::Generate { entities } => {
             let hierarchy = Hierarchy::new(
                 Db::connect(&cli.config.db, Default::default(), &Background::default()).await?,

@@ -7,8 +7,11 @@
 use std::time::{Duration, Instant};
 
 use forecastin_e2e::{
-    get_json, rename, replica::StreamingPair, repo_root, standins, wait_settled, Origin,
+    client, free_port, get_json, rename, replica::StreamingPair, repo_root, standins, wait_settled,
+    Origin,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 
 #[tokio::test]
 async fn every_dashboard_and_rule_query_names_an_exported_metric() {
@@ -233,4 +236,92 @@ async fn the_edge_and_the_origin_log_a_request_under_the_id_the_edge_returns() {
         origin.log()
     );
     assert!(!edge.log().contains("<not an id>"));
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, a request's span reaches the collector over
+/// OTLP/HTTP as a child of the `traceparent` it came with. The collector here is a receiver of
+/// the protocol's documented contract (a protobuf `ExportTraceServiceRequest` POSTed to
+/// `/v1/traces`), standing in for an OpenTelemetry Collector, which this machine does not have.
+#[tokio::test]
+async fn a_request_span_is_exported_as_a_child_of_its_traceparent() {
+    let (received, mut spans) = tokio::sync::mpsc::unbounded_channel();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            let request = ExportTraceServiceRequest::decode(body).expect("an OTLP export");
+            let _ = received.send(request);
+            ""
+        }),
+    );
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let origin = Origin::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        // The SDK's batch goes out every 5 s by default.
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let response = client()
+        .get(format!("{}/api/v1/entities/FR", origin.url))
+        .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(export)) = tokio::time::timeout(left, spans.recv()).await else {
+            panic!(
+                "no span of the request reached the collector; the origin logged:\n{}",
+                origin.log()
+            );
+        };
+        let request_span = export
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .flat_map(|scope| &scope.spans)
+            .find(|span| span.name == "request" && hex(&span.trace_id) == trace_id)
+            .cloned();
+        if let Some(span) = request_span {
+            let service = export.resource_spans[0]
+                .resource
+                .as_ref()
+                .and_then(|resource| {
+                    resource
+                        .attributes
+                        .iter()
+                        .find(|kv| kv.key == "service.name")
+                })
+                .map(|kv| format!("{:?}", kv.value));
+            break (span, service);
+        }
+    };
+    let (span, service) = found;
+    assert_eq!(
+        hex(&span.parent_span_id),
+        parent_id,
+        "the client's span is the parent"
+    );
+    assert!(
+        span.attributes
+            .iter()
+            .any(|kv| kv.key == "uri" && format!("{:?}", kv.value).contains("/api/v1/entities/FR")),
+        "{:?}",
+        span.attributes
+    );
+    assert!(
+        service.is_some_and(|name| name.contains("forecastin-origin")),
+        "the service is named"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

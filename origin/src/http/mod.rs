@@ -48,7 +48,7 @@ use self::caching::Caching;
 use crate::{
     background::Lifetime, cache::warm::warming, cluster::Cluster, config::ClusterConfig,
     error::ApiError, flags::Flags, hierarchy::Hierarchy, metrics, purge::PurgeLog,
-    readiness::Readiness,
+    readiness::Readiness, telemetry,
 };
 
 pub struct AppState {
@@ -180,12 +180,14 @@ fn served(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
                         .headers()
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok());
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "request",
                         id = id.unwrap_or_default(),
                         method = %request.method(),
                         uri = %request.uri(),
-                    )
+                    );
+                    telemetry::adopt_parent(&span, request.headers());
+                    span
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
