@@ -171,6 +171,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
             config.purge.retry_max_ms,
         ),
         background,
+        lifetime.departing.clone(),
     );
     let readiness = Readiness::start(db.clone(), background).await;
     let state = Arc::new(AppState {
@@ -223,7 +224,8 @@ pub async fn build(config: &Config) -> anyhow::Result<(Router, Arc<AppState>)> {
 /// What an instance does when told to stop, before it finishes the requests in flight: it
 /// leaves the registry and withdraws its acknowledgement, so purges stop waiting for it; it
 /// stops trusting its L1, as the load balancer may still send it requests for a while; and it
-/// closes its websocket streams with 1001, so their clients resume on another instance at once.
+/// closes its websocket streams with 1001, so their clients resume on another instance at once;
+/// its purge dispatcher finishes the round under way and starts no other.
 pub async fn depart(state: &AppState) {
     state.lifetime.departing.cancel();
     state.cluster.bus.depart().await;
@@ -231,12 +233,14 @@ pub async fn depart(state: &AppState) {
     tracing::info!("departed: left the registry and closed the event streams");
 }
 
-/// Longest an instance that stops waits for its background loops, the purge dispatcher's
-/// round under way the longest of them (within Kubernetes' 30 s grace period).
+/// Longest an instance that stops waits, once its requests are served, for the purge
+/// dispatcher's round under way and then its other loops (within Kubernetes' 30 s grace
+/// period).
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Serves until Ctrl-C or SIGTERM, then departs ([`depart`]), finishes the requests in flight,
-/// and stops its background loops (the dispatcher finishes the round under way).
+/// Serves until Ctrl-C or SIGTERM, then departs ([`depart`]: the dispatcher starts no new
+/// round), finishes the requests in flight and the dispatcher's round under way, and stops its
+/// background loops.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (app, state) = build(&config).await?;
     let listener = listen(&config).with_context(|| format!("binding {}", config.listen_addr))?;

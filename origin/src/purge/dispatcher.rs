@@ -216,11 +216,11 @@ fn worse(previous: Option<Outcome>, new: &Outcome) -> Outcome {
     }
 }
 
-/// Starts the dispatcher for the configured providers, if there are any, until `background`
-/// stops (which the instance waits for: the round under way finishes).
-pub fn spawn(dispatcher: Dispatcher, background: &Background) {
+/// Starts the dispatcher for the configured providers, if there are any, until `departing` is
+/// cancelled; `background` waits for the round under way when it stops.
+pub fn spawn(dispatcher: Dispatcher, background: &Background, departing: CancellationToken) {
     if dispatcher.providers.is_empty() {
         return;
     }
-    background.spawn_until(|stop| dispatcher.run(stop));
+    background.track(dispatcher.run(departing));
 }
