@@ -155,6 +155,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         Ok(response) => Ok(response),
         Err(err) => {
             worker::console_error!("edge error ({id}): {err}");
+            // The edge's own answer now, whatever the cache had decided: always logged.
+            cache = None;
             let answer = error(
                 502,
                 "edge_error",
