@@ -131,7 +131,7 @@ impl Flags {
             .map(|row| (row.name.clone(), FeatureFlag::from(row)))
             .collect();
         for flag in flags.values() {
-            ::metrics::gauge!(crate::metrics::FLAG_ROLLOUT, "flag" => flag.name.clone())
+            ::metrics::gauge!(crate::ops::metrics::FLAG_ROLLOUT, "flag" => flag.name.clone())
                 .set(f64::from(flag.rollout_percent));
         }
         *self.current.write() = flags;

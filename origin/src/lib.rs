@@ -6,7 +6,7 @@
 //! and dispatcher), [`cluster`] (the Redis link, the bus, events and the registry that make
 //! several instances one), [`flags`] (feature flags with gradual rollout), [`http`] (routes,
 //! extractors, caching headers), [`seed`] (the ISO 3166 demo data and synthetic growth),
-//! [`readiness`], [`metrics`], [`telemetry`] (logs and traces), [`clock`] and [`id`].
+//! [`ops`] (metrics, readiness, logs and traces), [`clock`] and [`id`].
 
 pub mod background;
 pub mod cache;
@@ -19,11 +19,9 @@ pub mod flags;
 pub mod hierarchy;
 pub mod http;
 pub mod id;
-pub mod metrics;
+pub mod ops;
 pub mod purge;
-pub mod readiness;
 pub mod seed;
-pub mod telemetry;
 
 use std::{num::NonZeroUsize, sync::Arc};
 
@@ -39,13 +37,13 @@ use crate::{
     flags::Flags,
     hierarchy::Hierarchy,
     http::{caching::Caching, Access, AppState, Ops, Streams},
+    ops::{metrics, readiness::Readiness},
     purge::{
         dispatcher::{self, Dispatcher},
         providers::Provider,
         tiers::Tiers,
         Outbox, PurgeLog,
     },
-    readiness::Readiness,
 };
 
 /// An HTTP client builder whose TLS uses `ring`: reqwest is built without its default crypto

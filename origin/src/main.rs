@@ -12,8 +12,9 @@ use forecastin_origin::{
     config::Config,
     db::Db,
     hierarchy::{ranks, Hierarchy},
+    ops::telemetry,
     purge::Outbox,
-    seed, telemetry,
+    seed,
 };
 
 #[derive(Parser)]

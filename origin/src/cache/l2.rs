@@ -33,7 +33,7 @@ use crate::{
     clock::now_ms,
     cluster::link::{RedisLink, INVALIDATION_SEQ, WRITE_HORIZON},
     db::replicas::WriteHorizon,
-    metrics,
+    ops::metrics,
 };
 
 /// How long L2 is skipped after a Redis error.

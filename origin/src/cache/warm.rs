@@ -35,7 +35,7 @@ use super::hot::HotKeys;
 use crate::{
     cluster::{link::RedisLink, registry::Registry},
     flags::{self, Flags},
-    metrics,
+    ops::metrics,
 };
 
 tokio::task_local! {

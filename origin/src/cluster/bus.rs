@@ -42,7 +42,7 @@ use super::{
     sequence::{Action, Heard, Sequence},
 };
 use crate::{
-    background::Background, cache::l1::L1, clock::now_ms, db::replicas::WriteHorizon, metrics,
+    background::Background, cache::l1::L1, clock::now_ms, db::replicas::WriteHorizon, ops::metrics,
 };
 
 /// Wait before resubscribing after the subscription dropped.

@@ -159,7 +159,8 @@ impl Db {
     pub async fn wait_until_replicas_replayed(&self) {
         if let Some(replicas) = &self.replicas {
             let waited = replicas.wait_until_replayed().await;
-            ::metrics::histogram!(crate::metrics::PURGE_REPLICA_WAIT).record(waited.as_secs_f64());
+            ::metrics::histogram!(crate::ops::metrics::PURGE_REPLICA_WAIT)
+                .record(waited.as_secs_f64());
         }
     }
 

@@ -19,7 +19,7 @@ use std::{
 
 use sqlx::{pool::PoolConnection, Any, AnyConnection, AnyPool, SqlSafeStr, Transaction};
 
-use crate::metrics;
+use crate::ops::metrics;
 
 #[derive(Clone)]
 pub struct Pool {

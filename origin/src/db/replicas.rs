@@ -26,7 +26,7 @@ use std::{
 };
 
 use super::pool::Pool;
-use crate::{background::Background, metrics};
+use crate::{background::Background, ops::metrics};
 
 /// Position of the end of the WAL written so far. Read after a commit returns, it is at or past
 /// the commit record, which is flushed before the commit returns (`synchronous_commit` on).

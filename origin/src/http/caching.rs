@@ -20,7 +20,8 @@ use crate::{
         warm::{self, Warmer},
     },
     error::ApiError,
-    flags, metrics,
+    flags,
+    ops::metrics,
 };
 
 /// The response tiers between a request and the database, and how their responses are kept.

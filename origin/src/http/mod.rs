@@ -47,8 +47,8 @@ use utoipa_axum::router::OpenApiRouter;
 use self::caching::Caching;
 use crate::{
     background::Lifetime, cache::warm::warming, cluster::Cluster, config::ClusterConfig,
-    error::ApiError, flags::Flags, hierarchy::Hierarchy, metrics, purge::PurgeLog,
-    readiness::Readiness, telemetry,
+    error::ApiError, flags::Flags, hierarchy::Hierarchy, ops::metrics, ops::readiness::Readiness,
+    ops::telemetry, purge::PurgeLog,
 };
 
 pub struct AppState {

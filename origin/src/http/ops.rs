@@ -12,7 +12,7 @@ use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-use crate::{flags, metrics};
+use crate::{flags, ops::metrics};
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -34,7 +34,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready when the last background check of the primary database passed (see
-/// [`crate::readiness`]): answering costs nothing and says nothing more.
+/// [`crate::ops::readiness`]): answering costs nothing and says nothing more.
 #[utoipa::path(
     get,
     path = "/readyz",

@@ -187,7 +187,7 @@ impl ConnectedClient {
                      instance"
                 ))
             })?;
-        ::metrics::gauge!(crate::metrics::WS_CLIENTS).increment(1.0);
+        ::metrics::gauge!(crate::ops::metrics::WS_CLIENTS).increment(1.0);
         Ok(ConnectedClient {
             state,
             _address: slot,
@@ -198,7 +198,7 @@ impl ConnectedClient {
 impl Drop for ConnectedClient {
     fn drop(&mut self) {
         self.state.streams.clients.fetch_sub(1, Ordering::SeqCst);
-        ::metrics::gauge!(crate::metrics::WS_CLIENTS).decrement(1.0);
+        ::metrics::gauge!(crate::ops::metrics::WS_CLIENTS).decrement(1.0);
     }
 }
 
@@ -343,7 +343,7 @@ async fn serve(
         }
     }
     let farewell = if too_slow {
-        ::metrics::counter!(crate::metrics::WS_DROPPED).increment(1);
+        ::metrics::counter!(crate::ops::metrics::WS_DROPPED).increment(1);
         Some(close(
             TOO_SLOW,
             "client too slow; reconnect with last_event_id",

@@ -15,7 +15,7 @@ use super::providers::Outcome;
 use crate::{
     clock::now_ms,
     db::{composed, placeholders, retry, Backend, Db},
-    metrics,
+    ops::metrics,
 };
 
 /// Deliveries claimed per round.

@@ -23,7 +23,7 @@ use super::{
     providers::{Outcome, Provider},
     tiers::Tiers,
 };
-use crate::{background::Background, db::Db, metrics};
+use crate::{background::Background, db::Db, ops::metrics};
 
 /// How long a claim holds. A round renews it every third of it for as long as it works, so a
 /// dead instance's claims come due again this soon, and a long round keeps its own.

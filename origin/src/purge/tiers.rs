@@ -30,7 +30,7 @@ use crate::{
     },
     cluster::{bus::Bus, events::Events, registry::Registry},
     db::Db,
-    metrics,
+    ops::metrics,
 };
 
 /// How long the committing instance has to clear the tiers before a sweeper may.
