@@ -164,11 +164,7 @@ fn panic_safe<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> 
 fn served(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     panic_safe(routes.fallback(|| async { ApiError::RouteNotFound }))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), count_hot))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            wait_for_warming,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), warm_and_hot))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -296,31 +292,22 @@ async fn record_metrics(
     response
 }
 
-/// The page a GET from a reader asks for, if it is one the cache tiers hold and the warmer
-/// renders (not the warmer's own requests).
-fn public_page(request: &Request) -> Option<String> {
-    (request.method() == axum::http::Method::GET && !warming())
-        .then(|| request.uri())
-        .filter(|uri| is_canonical_page(uri))
-        .map(ToString::to_string)
-}
-
-/// A page a purge has claimed for a new render is served once that render ends (see
-/// [`crate::cache::warm`]).
-async fn wait_for_warming(
+/// What the caches need around every page a reader asks for (a GET of a page the tiers hold;
+/// the warmer's own requests aside): a page a purge has claimed for a new render is served
+/// once that render ends ([`crate::cache::warm`]), and a page served is scored, with the tags
+/// that purge it ([`crate::cache::hot`]).
+async fn warm_and_hot(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(page) = public_page(&request) {
-        state.cache.warmer.wait_until_rendered(&page).await;
+    let page = (request.method() == axum::http::Method::GET && !warming())
+        .then(|| request.uri())
+        .filter(|uri| is_canonical_page(uri))
+        .map(ToString::to_string);
+    if let Some(page) = &page {
+        state.cache.warmer.wait_until_rendered(page).await;
     }
-    next.run(request).await
-}
-
-/// Scores every public page served (see [`crate::cache::hot`]), with the tags that purge it.
-async fn count_hot(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let page = public_page(&request);
     let response = next.run(request).await;
     let served = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
     if let Some(page) = page.filter(|_| served) {
