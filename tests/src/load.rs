@@ -55,13 +55,7 @@ impl LoadRun {
     /// errors.
     pub fn diagnosis(&self, origin: &Origin, edge: &Edge) -> String {
         let report = &self.report;
-        let missed: Vec<&serde_json::Value> = report["slos"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter(|slo| slo["ok"] != true)
-            .collect();
+        let missed: Vec<&serde_json::Value> = self.missed_slos().collect();
         let timeline = &report["timeline"];
         let column = |name: &str| timeline[name].as_array().cloned().unwrap_or_default();
         let (seconds, hits, misses, p95) = (
@@ -117,14 +111,19 @@ impl LoadRun {
 
     /// The names of the SLOs the run violated.
     pub fn failed_slos(&self) -> Vec<&str> {
+        self.missed_slos()
+            .filter_map(|slo| slo["name"].as_str())
+            .collect()
+    }
+
+    /// The verdicts of the SLOs the run violated.
+    fn missed_slos(&self) -> impl Iterator<Item = &serde_json::Value> {
         self.report["slos"]
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
             .filter(|slo| slo["ok"] != true)
-            .filter_map(|slo| slo["name"].as_str())
-            .collect()
     }
 }
 
