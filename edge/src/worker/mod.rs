@@ -26,7 +26,6 @@ use url::Url;
 use worker::{
     event,
     js_sys::{Date, Math},
-    wasm_bindgen::JsValue,
     web_sys, Context, Env, Result,
 };
 
@@ -139,11 +138,20 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let headers = runtime::header_map(&req.headers());
     let id = request_id(&headers, new_request_id);
     let (method, url) = (req.method(), req.url());
-    // Read into the log line only if the request is logged (see `log_request`).
-    let cf = worker::js_sys::Reflect::get(&req, &"cf".into()).unwrap_or_default();
+    // For the log line's `request.cf`, read only if the request is logged (see `log_request`):
+    // a second handle on the object, not the request's `clone()`.
+    let client = Clone::clone(&req);
     // What the cache did, for the log; the origin's answers passed through are always logged.
     let mut cache = None;
-    let response = match handle(req, headers, &id, &env, &ctx, started).await {
+    let arrived = Arrived {
+        req,
+        headers,
+        method: &method,
+        url: &url,
+        id: &id,
+        started,
+    };
+    let response = match handle(arrived, &env, &ctx).await {
         Ok(Handled::Raw(response)) => Ok(response),
         Ok(Handled::Answer(mut answer, bodies)) => {
             cache = answer.cache.take();
@@ -172,7 +180,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
                 id: &id,
                 method: &method,
                 url: &url,
-                cf: &cf,
+                client: &client,
                 cache: cache.as_deref(),
             };
             log_request(request, response, started, hits_one_in);
@@ -194,8 +202,8 @@ struct Logged<'a> {
     id: &'a str,
     method: &'a str,
     url: &'a str,
-    /// The runtime's `request.cf`.
-    cf: &'a JsValue,
+    /// The runtime's request, whose `cf` says where it entered Cloudflare.
+    client: &'a web_sys::Request,
     /// What the cache did, when it answered.
     cache: Option<&'a CacheStatus>,
 }
@@ -235,7 +243,10 @@ fn log_request(request: Logged<'_>, response: &web_sys::Response, started: u64, 
         status: response.status(),
         cache_status,
         duration_ms: now_ms().saturating_sub(started),
-        place: serde_wasm_bindgen::from_value(request.cf.clone()).unwrap_or_default(),
+        place: worker::js_sys::Reflect::get(request.client, &"cf".into())
+            .ok()
+            .and_then(|cf| serde_wasm_bindgen::from_value(cf).ok())
+            .unwrap_or_default(),
     };
     if let Ok(line) = serde_json::to_string(&line) {
         worker::console_log!("{line}");
@@ -314,14 +325,25 @@ fn identify(headers: &mut HeaderMap, id: &str) {
     }
 }
 
-async fn handle(
+/// A request as it arrived, with what the entry read of it already.
+struct Arrived<'a> {
     req: web_sys::Request,
     headers: HeaderMap,
-    id: &str,
-    env: &Env,
-    ctx: &Context,
+    method: &'a str,
+    url: &'a str,
+    id: &'a str,
     started: u64,
-) -> Result<Handled> {
+}
+
+async fn handle(arrived: Arrived<'_>, env: &Env, ctx: &Context) -> Result<Handled> {
+    let Arrived {
+        req,
+        headers,
+        method,
+        url,
+        id,
+        started,
+    } = arrived;
     let settings = match settings(env) {
         Ok(settings) => settings,
         Err(message) => {
@@ -329,11 +351,11 @@ async fn handle(
             return Ok(error(500, "edge_misconfigured", message).into());
         }
     };
-    let url = match Url::parse(&req.url()) {
+    let url = match Url::parse(url) {
         Ok(url) => url,
         Err(err) => return Ok(error(400, "invalid_url", err.to_string()).into()),
     };
-    let Ok(method) = Method::from_bytes(req.method().as_bytes()) else {
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Ok(error(400, "invalid_method", "the method is not a token".into()).into());
     };
     let target = match Target::parse(&url) {
