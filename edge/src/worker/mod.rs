@@ -13,6 +13,7 @@ mod origin;
 mod purge;
 mod refresh;
 mod runtime;
+mod schedule;
 mod serve;
 
 use std::time::Duration;
