@@ -103,10 +103,13 @@ ensure_edge_tools() {
 # after wasm-bindgen has read the target features it needs. Whole-program optimisation (fat
 # LTO, one codegen unit) took 30 KB gzipped off and a fifth off a hit's CPU; opt-level "s" or
 # "z" would take 23 or 42 KB more at 23 % or 47 % more CPU per hit (BENCHMARKS.md).
+# worker-build's entry is replaced by a lean one (scripts/lean-entry), which needs its bundle
+# unminified.
 build_worker() {
   ensure_edge_tools
   (cd "$1" && CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_LTO=fat \
-    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 worker-build --release)
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 NO_MINIFY=1 worker-build --release)
+  "$ROOT/scripts/lean-entry" "$1/build" "$ESBUILD_BIN"
   if [ -z "${WORKER_KEEP_NAMES:-}" ]; then
     "$WASM_OPT_BIN" --all-features --strip-debug "$1/build/index_bg.wasm" -o "$1/build/index_bg.wasm"
   fi
