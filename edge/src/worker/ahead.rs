@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use url::Url;
 use worker::Context;
 
-use super::{job::Job, now_ms, refresh::bring_up_to_date, Settings};
+use super::{job::Job, now_ms, refresh::bring_up_to_date};
 use crate::core::{
     claims::{Claim, FetchAhead},
     target::Target,
@@ -19,7 +19,7 @@ thread_local! {
 
 /// Brings the pages at `paths` (on the job's host) up to date in the background, each as a
 /// request without client headers would, as often as [`FetchAhead`] allows.
-pub fn fetch_ahead(job: &Job, ctx: &Context, settings: &Settings, paths: Vec<String>) {
+pub fn fetch_ahead(job: &Job, ctx: &Context, paths: Vec<String>) {
     if paths.is_empty() {
         return;
     }
@@ -36,7 +36,7 @@ pub fn fetch_ahead(job: &Job, ctx: &Context, settings: &Settings, paths: Vec<Str
         if claim == Claim::Refused {
             continue;
         }
-        let Some(ahead) = Job::anonymous(key, &job.env, settings, job.timeout) else {
+        let Some(ahead) = Job::anonymous(key, &job.env, &job.settings, job.timeout) else {
             continue;
         };
         ctx.wait_until(async move {

@@ -57,12 +57,13 @@ pub async fn exchange(
     mut fwd: Forward,
 ) -> Exchanged {
     let entry = stored.map(|(entry, _)| entry);
+    let origin_url = job.origin_url();
     // Twice at most: a 304 about another representation is asked again unconditionally.
     for _ in 0..2 {
         let request_ms = now_ms();
         let to = origin::Address {
-            url: &job.origin_url,
-            credential: job.credential.as_deref(),
+            url: &origin_url,
+            credential: job.settings.edge_auth.as_deref(),
         };
         let fetched = match origin::fetch_whole(to, &headers, job.timeout).await {
             Ok(fetched) => fetched,
@@ -174,7 +175,7 @@ async fn write(
         worker::console_warn!("cache put failed for {}: {err}", job.key);
         return false;
     }
-    let Some(index) = job.index else {
+    let Some(index) = job.settings.index else {
         return true;
     };
     let (env, key) = (job.env.clone(), job.key.clone());

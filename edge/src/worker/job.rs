@@ -1,12 +1,12 @@
 //! A request for one key as the adapter carries it out (a reader's, a fetch ahead, a
 //! refresh), and the reads of the entry stored under that key.
 
-use std::time::Duration;
+use std::{rc::Rc, time::Duration};
 
 use url::Url;
 use worker::{Env, Result};
 
-use super::{index::Index, runtime, Settings, StoredResponse};
+use super::{runtime, Settings, StoredResponse};
 use crate::core::{
     cache::{CacheableRequest, Entry},
     stored::hit_fields,
@@ -18,13 +18,11 @@ use crate::core::{
 pub struct Job {
     pub request: CacheableRequest,
     pub key: String,
-    pub origin_url: Url,
-    /// The edge's credential at the origin (see `Settings`).
-    pub credential: Option<String>,
+    pub target: Target,
+    /// The isolate's settings: the origin, its credential, the purge index.
+    pub settings: Rc<Settings>,
     pub env: Env,
     pub timeout: std::time::Duration,
-    /// Where stored entries are indexed for edge-direct purges, if anywhere.
-    pub index: Option<Index>,
     /// A floor for when its fetch started, as the index is told.
     pub fetched_after_ms: u64,
 }
@@ -34,18 +32,17 @@ impl Job {
     pub fn new(
         request: CacheableRequest,
         key: String,
-        origin_url: Url,
+        target: Target,
         env: &Env,
-        settings: &Settings,
+        settings: &Rc<Settings>,
     ) -> Self {
         Job {
             request,
             key,
-            origin_url,
-            credential: settings.edge_auth.clone(),
+            target,
+            settings: Rc::clone(settings),
             env: env.clone(),
             timeout: settings.timeout,
-            index: settings.index,
             fetched_after_ms: 0,
         }
     }
@@ -55,17 +52,21 @@ impl Job {
     pub fn anonymous(
         key: String,
         env: &Env,
-        settings: &Settings,
+        settings: &Rc<Settings>,
         timeout: Duration,
     ) -> Option<Self> {
         let url = Url::parse(&key).ok()?;
         let target = Target::parse(&url).ok()?;
         let request = CacheableRequest::anonymous(target.path.clone());
-        let origin_url = target.origin_url(&settings.origin);
         Some(Job {
             timeout,
-            ..Job::new(request, key, origin_url, env, settings)
+            ..Job::new(request, key, target, env, settings)
         })
+    }
+
+    /// The URL the origin is asked at; made only when it is (never for a hit).
+    pub fn origin_url(&self) -> Url {
+        self.target.origin_url(&self.settings.origin)
     }
 }
 

@@ -401,8 +401,7 @@ async fn handle(arrived: Arrived<'_>, env: &Env, ctx: &Context) -> Result<Handle
                 path: target.path.clone(),
             };
             let key = target.cache_key(&url);
-            let origin_url = target.origin_url(&settings.origin);
-            serve::serve(request, key, origin_url, env, ctx, &settings).await
+            serve::serve(request, key, target, env, ctx, &settings).await
         }
     }
 }

@@ -18,7 +18,7 @@ use forecastin_shared::{
     headers::{PURGE_NONCE, PURGE_SIGNATURE, PURGE_TIMESTAMP},
     signing::Destination,
 };
-use std::time::Duration;
+use std::{rc::Rc, time::Duration};
 
 use futures_util::StreamExt;
 use http::{header, HeaderMap};
@@ -74,7 +74,7 @@ pub async fn handle(
     req: web_sys::Request,
     headers: &HeaderMap,
     env: &Env,
-    settings: &Settings,
+    settings: &Rc<Settings>,
     url: &Url,
 ) -> worker::Result<Answer> {
     let declared = headers

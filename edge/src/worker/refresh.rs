@@ -2,7 +2,7 @@
 //! from it (stale-while-revalidate, one refresh per key at a time), and the entries a soft
 //! purge names, all at once, before the purge is acknowledged.
 
-use std::{cell::RefCell, time::Duration};
+use std::{cell::RefCell, rc::Rc, time::Duration};
 
 use http::HeaderMap;
 use worker::{
@@ -35,7 +35,7 @@ thread_local! {
 /// `timeout`; returns the keys that were not refreshed.
 pub async fn refresh(
     env: &Env,
-    settings: &Settings,
+    settings: &Rc<Settings>,
     keys: Vec<String>,
     purged_at_ms: u64,
     timeout: Duration,

@@ -3,11 +3,10 @@
 //! at a time, see [`collapse`]), refresh in the background ([`super::refresh`]), and fetch
 //! ahead the pages the answer names as the reader's likely next ones ([`super::ahead`]).
 
-use std::cell::RefCell;
+use std::{cell::RefCell, rc::Rc};
 
 use forecastin_shared::preload::preloaded_paths;
 use http::header;
-use url::Url;
 use worker::{Context, Env, Result};
 
 use super::{
@@ -23,6 +22,7 @@ use crate::core::{
     cache::{before_request, Answer, BeforeRequest, CacheableRequest, Entry},
     hot::HotKeys,
     status::{CacheStatus, Forward},
+    target::Target,
 };
 
 thread_local! {
@@ -35,12 +35,12 @@ thread_local! {
 pub async fn serve(
     request: CacheableRequest,
     key: String,
-    origin_url: Url,
+    target: Target,
     env: &Env,
     ctx: &Context,
-    settings: &Settings,
+    settings: &Rc<Settings>,
 ) -> Result<Handled> {
-    let job = Job::new(request, key, origin_url, env, settings);
+    let job = Job::new(request, key, target, env, settings);
     HOT.with(|hot| hot.borrow_mut().count(&job.key, now_ms()));
     let handled = answer(&job, ctx).await;
     if let Handled::Answer(answer, _) = &handled {
@@ -52,7 +52,7 @@ pub async fn serve(
         if answer.status == 200 && !on_error {
             let links = answer.headers.get_all(header::LINK);
             let next = preloaded_paths(links.iter().filter_map(|v| v.to_str().ok()));
-            fetch_ahead(&job, ctx, settings, next);
+            fetch_ahead(&job, ctx, next);
         }
     }
     Ok(handled)
