@@ -104,24 +104,47 @@ pub const FETCH_AHEAD_EVERY_MS: u64 = 10_000;
 pub const FETCH_AHEAD_MOST: usize = 4_096;
 
 /// The pages this isolate fetched ahead since the window began: a page named on every hit of a
-/// popular one is fetched once per window.
+/// popular one is fetched once per window. And the pages whose links it read in the window: a
+/// page read again within it names only pages claimed already, so its links need not be read
+/// (a page that changed meanwhile has its new links read in the next window, 10 s at most).
 #[derive(Debug, Default)]
 pub struct FetchAhead {
     since_ms: u64,
     keys: HashSet<String>,
+    read: HashSet<String>,
 }
 
 impl FetchAhead {
     /// Whether to fetch `key` ahead at `now_ms`.
     pub fn claim(&mut self, key: &str, now_ms: u64) -> Claim {
+        self.window(now_ms);
+        if self.keys.contains(key) || self.keys.len() >= FETCH_AHEAD_MOST {
+            return Claim::Refused;
+        }
+        self.keys.insert(key.to_owned());
+        Claim::Granted
+    }
+
+    /// Whether to read the links of the page under `key` at `now_ms`: refused when they were
+    /// read in this window, for every page they named was claimed then (granted or refused,
+    /// as it would be again). Past [`FETCH_AHEAD_MOST`] pages read, always granted: the links
+    /// are read as if nothing were remembered, which changes nothing but the cost.
+    pub fn read_links(&mut self, key: &str, now_ms: u64) -> Claim {
+        self.window(now_ms);
+        if self.read.contains(key) {
+            return Claim::Refused;
+        }
+        if self.read.len() < FETCH_AHEAD_MOST {
+            self.read.insert(key.to_owned());
+        }
+        Claim::Granted
+    }
+
+    fn window(&mut self, now_ms: u64) {
         if now_ms.saturating_sub(self.since_ms) >= FETCH_AHEAD_EVERY_MS {
             self.since_ms = now_ms;
             self.keys.clear();
-        }
-        if self.keys.len() < FETCH_AHEAD_MOST && self.keys.insert(key.to_owned()) {
-            Claim::Granted
-        } else {
-            Claim::Refused
+            self.read.clear();
         }
     }
 }
@@ -202,5 +225,35 @@ mod tests {
             ahead.claim("one more", now + FETCH_AHEAD_EVERY_MS),
             Claim::Granted
         );
+    }
+
+    #[test]
+    fn a_page_s_links_are_read_once_per_window_of_the_pages_they_name() {
+        let mut ahead = FetchAhead::default();
+        let start = FETCH_AHEAD_EVERY_MS;
+        assert_eq!(ahead.read_links("page", start), Claim::Granted);
+        assert_eq!(ahead.claim("next", start), Claim::Granted);
+        // Read again in the window: "next" would be refused, so nothing is read.
+        let later = start + FETCH_AHEAD_EVERY_MS - 1;
+        assert_eq!(ahead.read_links("page", later), Claim::Refused);
+        assert_eq!(ahead.claim("next", later), Claim::Refused);
+        // A page's links and a page fetched ahead are apart: "next" may have links too.
+        assert_eq!(ahead.read_links("next", later), Claim::Granted);
+        // A new window forgets both together.
+        let next_window = start + FETCH_AHEAD_EVERY_MS;
+        assert_eq!(ahead.read_links("page", next_window), Claim::Granted);
+        assert_eq!(ahead.claim("next", next_window), Claim::Granted);
+    }
+
+    #[test]
+    fn past_its_bound_every_page_s_links_are_read() {
+        let mut ahead = FetchAhead::default();
+        let now = FETCH_AHEAD_EVERY_MS;
+        for n in 0..FETCH_AHEAD_MOST {
+            assert_eq!(ahead.read_links(&n.to_string(), now), Claim::Granted);
+        }
+        assert_eq!(ahead.read_links("one more", now), Claim::Granted);
+        assert_eq!(ahead.read_links("one more", now), Claim::Granted);
+        assert_eq!(ahead.read_links("0", now), Claim::Refused);
     }
 }

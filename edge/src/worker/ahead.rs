@@ -3,6 +3,8 @@
 
 use std::cell::RefCell;
 
+use forecastin_shared::preload::preloaded_paths;
+use http::{header, HeaderMap};
 use url::Url;
 use worker::Context;
 
@@ -13,13 +15,20 @@ use crate::core::{
 };
 
 thread_local! {
-    /// Keys this isolate fetched ahead lately.
+    /// Keys this isolate fetched ahead lately, and pages whose links it read.
     static FETCHED_AHEAD: RefCell<FetchAhead> = RefCell::new(FetchAhead::default());
 }
 
-/// Brings the pages at `paths` (on the job's host) up to date in the background, each as a
-/// request without client headers would, as often as [`FetchAhead`] allows.
-pub fn fetch_ahead(job: &Job, ctx: &Context, paths: Vec<String>) {
+/// Brings the pages that the answer to the job (with `headers`) names in `Link` (on the job's
+/// host) up to date in the background, each as a request without client headers would, as
+/// often as [`FetchAhead`] allows: a page read again soon costs no reading of its links.
+pub fn fetch_ahead(job: &Job, ctx: &Context, headers: &HeaderMap) {
+    let read = FETCHED_AHEAD.with(|ahead| ahead.borrow_mut().read_links(&job.key, now_ms()));
+    if read == Claim::Refused {
+        return;
+    }
+    let links = headers.get_all(header::LINK);
+    let paths = preloaded_paths(links.iter().filter_map(|v| v.to_str().ok()));
     if paths.is_empty() {
         return;
     }

@@ -5,8 +5,6 @@
 
 use std::{cell::RefCell, rc::Rc};
 
-use forecastin_shared::preload::preloaded_paths;
-use http::header;
 use worker::{Context, Env, Result};
 
 use super::{
@@ -50,9 +48,7 @@ pub async fn serve(
             .as_deref()
             .is_some_and(CacheStatus::is_stale_on_error);
         if answer.status == 200 && !on_error {
-            let links = answer.headers.get_all(header::LINK);
-            let next = preloaded_paths(links.iter().filter_map(|v| v.to_str().ok()));
-            fetch_ahead(&job, ctx, next);
+            fetch_ahead(&job, ctx, &answer.headers);
         }
     }
     Ok(handled)
