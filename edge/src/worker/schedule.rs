@@ -2,7 +2,6 @@
 //! its turns with promises rather than with workerd's `queueMicrotask` (see `schedule.js`).
 
 use worker::{
-    event,
     wasm_bindgen::{self, closure::Closure, prelude::wasm_bindgen, JsValue},
     wasm_bindgen_futures::spawn_local,
 };
@@ -13,7 +12,8 @@ extern "C" {
     fn without_queue_microtask(make: &Closure<dyn FnMut()>) -> Result<(), JsValue>;
 }
 
-#[event(start)]
+// Private: not exported, so no entry offers it as a handler.
+#[wasm_bindgen(start, private)]
 fn start() {
     // Spawning is what makes the queue; the empty future runs on the first turn.
     let make = Closure::<dyn FnMut()>::new(|| spawn_local(async {}));
