@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::hot::MAX_KEY_BYTES;
+
 /// A fetch under way: its number (one per isolate) and when it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fetch {
@@ -105,8 +107,10 @@ pub const FETCH_AHEAD_MOST: usize = 4_096;
 
 /// The pages this isolate fetched ahead since the window began: a page named on every hit of a
 /// popular one is fetched once per window. And the pages whose links it read in the window: a
-/// page read again within it names only pages claimed already, so its links need not be read
-/// (a page that changed meanwhile has its new links read in the next window, 10 s at most).
+/// page read again within it names only pages claimed already, so its links need not be read.
+/// Where one key's answers name different pages (a page that changed, another variant), the
+/// links of the first answer in the window are the ones read: the others wait for the next
+/// window, 10 s at most. Fetching ahead is only ever delayed by it.
 #[derive(Debug, Default)]
 pub struct FetchAhead {
     since_ms: u64,
@@ -127,14 +131,15 @@ impl FetchAhead {
 
     /// Whether to read the links of the page under `key` at `now_ms`: refused when they were
     /// read in this window, for every page they named was claimed then (granted or refused,
-    /// as it would be again). Past [`FETCH_AHEAD_MOST`] pages read, always granted: the links
-    /// are read as if nothing were remembered, which changes nothing but the cost.
+    /// as it would be again). Past [`FETCH_AHEAD_MOST`] pages read, or for a key longer than
+    /// [`MAX_KEY_BYTES`], always granted: the links are read as if nothing were remembered,
+    /// which changes nothing but the cost.
     pub fn read_links(&mut self, key: &str, now_ms: u64) -> Claim {
         self.window(now_ms);
         if self.read.contains(key) {
             return Claim::Refused;
         }
-        if self.read.len() < FETCH_AHEAD_MOST {
+        if self.read.len() < FETCH_AHEAD_MOST && key.len() <= MAX_KEY_BYTES {
             self.read.insert(key.to_owned());
         }
         Claim::Granted
@@ -255,5 +260,13 @@ mod tests {
         assert_eq!(ahead.read_links("one more", now), Claim::Granted);
         assert_eq!(ahead.read_links("one more", now), Claim::Granted);
         assert_eq!(ahead.read_links("0", now), Claim::Refused);
+    }
+
+    #[test]
+    fn a_long_key_is_not_remembered() {
+        let mut ahead = FetchAhead::default();
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(ahead.read_links(&long, 0), Claim::Granted);
+        assert_eq!(ahead.read_links(&long, 0), Claim::Granted);
     }
 }

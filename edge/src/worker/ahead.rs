@@ -23,6 +23,10 @@ thread_local! {
 /// host) up to date in the background, each as a request without client headers would, as
 /// often as [`FetchAhead`] allows: a page read again soon costs no reading of its links.
 pub fn fetch_ahead(job: &Job, ctx: &Context, headers: &HeaderMap) {
+    // A page without links is not remembered: it takes no place from one with them.
+    if !headers.contains_key(header::LINK) {
+        return;
+    }
     let read = FETCHED_AHEAD.with(|ahead| ahead.borrow_mut().read_links(&job.key, now_ms()));
     if read == Claim::Refused {
         return;
