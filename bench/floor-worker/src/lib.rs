@@ -1,10 +1,10 @@
 //! The floor for a Rust Worker's hit: what `bench/js-cache-worker` does (`caches.default.match`;
 //! on a miss `fetch`, `put`), nothing else, through the same workers-rs entry glue and the same
 //! build as the edge (its lean entry too, `scripts/lean-entry`), but with wasm-bindgen-futures'
-//! own scheduling, which the edge replaces (`edge/src/worker/schedule.rs`). The edge cannot
-//! answer a hit for less than this Worker does, so `bench/edge-hit.sh` reads the edge against
-//! it and it against the JavaScript Worker: the first ratio is the edge's own work, the second
-//! the price of Rust/WASM in workerd.
+//! own scheduling, which the edge replaces (`edge/src/worker/schedule.rs`). But for that, the
+//! edge cannot answer a hit for less than this Worker does, so `bench/edge-hit.sh` reads the
+//! edge against it and it against the JavaScript Worker: the first ratio is the edge's own work
+//! (less the scheduling it saves), the second the price of Rust/WASM in workerd.
 #![cfg(target_arch = "wasm32")]
 
 use worker::{
